@@ -1,0 +1,53 @@
+# Two commands do all the set-up on a fresh machine:
+#   make train   — create .venv, install, and run `python -m entry.train` on the Titanic data
+#   make test    — create .venv, install with the test and launch extras, and run the test suite
+#
+# TORCH is installed first, on its own, so the build is chosen on purpose. Its default pin takes
+# the CPU wheel where pip's index or cache has one; on a GPU machine the same pin from PyPI is the
+# CUDA build. For a CPU-only build elsewhere: make train TORCH_INDEX=https://download.pytorch.org/whl/cpu
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+ARGS ?=
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+TORCH_PIP_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
+
+.PHONY: train test install dev prepare lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.torch: | $(BIN)/python
+	$(PIP) install $(TORCH_PIP_ARGS) "$(TORCH)"
+	touch $@
+
+$(VENV)/.core: pyproject.toml $(VENV)/.torch
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.core
+	$(PIP) install -e ".[launch,test]"
+	touch $@
+
+install: $(VENV)/.core
+dev: $(VENV)/.dev
+
+train: $(VENV)/.core
+	$(BIN)/python -m entry.train $(ARGS)
+
+prepare: $(VENV)/.core
+	$(BIN)/python -m entry.prepare $(ARGS)
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf data model outputs jobs runs .pytest_cache

@@ -1,0 +1,132 @@
+"""The command lines of `entry.train` and `entry.prepare`, parsed by jsonargparse.
+
+One flat set of `--key value` options: the form SageMaker passes hyperparameters in (every value a
+string, booleans as `true`/`false`), and the lesson's own flags (`--train --val --epochs
+--learning_rate`) unchanged. Types carry the constraints, so a bad value is rejected with its flag
+named; an unknown or misspelled flag is an error, never silently ignored. This module imports
+neither torch nor Lightning, so `--help` and argument errors answer at once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from jsonargparse import ArgumentParser
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, restricted_number_type
+
+from titanic_lightning.errors import UsageError
+
+Dropout = restricted_number_type("Dropout", float, [(">=", 0.0), ("<", 1.0)])
+DEFAULT_FEATURES = "rich"
+
+
+@dataclass
+class TrainConfig:
+    """Train the Titanic MLP with Lightning: locally, on a GPU, under torchrun or on SageMaker.
+
+    Args:
+        train: Training channel: an .npz file or a directory of them (default: $SM_CHANNEL_TRAIN, else data/train_data.npz).
+        val: Validation channel (default: $SM_CHANNEL_VAL, else data/val_data.npz).
+        test: Test channel, evaluated on the best weights (default: $SM_CHANNEL_TEST, else data/test_data.npz when present).
+        csv: Titanic CSV used to create ./data when it is missing (default: $TITANIC_CSV, cache, download).
+        features: Feature set used when ./data has to be prepared.
+        preprocessing: preprocessing.json saved into model.pt (default: the one beside the training data).
+        model_dir: Where model.pt and metrics.json go (default: $SM_MODEL_DIR, else model/).
+        output_dir: Where logs and curves.png go (default: $SM_OUTPUT_DATA_DIR, else outputs/).
+        epochs: Maximum number of epochs.
+        learning_rate: Optimiser learning rate.
+        weight_decay: Weight decay (L2 for adam, decoupled for adamw).
+        optimizer: Optimiser.
+        batch_size: Rows per step on each process; 0 means the whole training split (full batch).
+        hidden_sizes: Widths of the hidden layers.
+        dropout: Dropout after each hidden layer.
+        early_stopping: Stop when val_loss has not improved for `patience` epochs; false runs every epoch.
+        patience: Epochs without val_loss improvement before stopping.
+        seed: Seed for weights, shuffling and dropout.
+        accelerator: cpu, gpu or auto (auto: the environment decides).
+        devices: Processes per node (default: the environment decides).
+        num_nodes: Number of nodes (default: the environment decides).
+        strategy: auto, ddp, ddp_smddp, fsdp, or package.module:factory.
+        cpu_processes: Processes per node when training on CPU without torchrun.
+        process_group_timeout: Seconds to wait for a lost peer before failing the job.
+        debug: Show tracebacks instead of one-line errors.
+    """
+
+    train: Optional[str] = None
+    val: Optional[str] = None
+    test: Optional[str] = None
+    csv: Optional[str] = None
+    features: Literal["basic", "rich"] = DEFAULT_FEATURES
+    preprocessing: Optional[str] = None
+    model_dir: Optional[str] = None
+    output_dir: Optional[str] = None
+    epochs: PositiveInt = 500
+    learning_rate: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.0
+    optimizer: Literal["adam", "adamw"] = "adam"
+    batch_size: NonNegativeInt = 32
+    hidden_sizes: list[PositiveInt] = field(default_factory=lambda: [64, 32])
+    dropout: Dropout = 0.0
+    early_stopping: bool = True
+    patience: PositiveInt = 20
+    seed: int = 42
+    accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
+    devices: Optional[PositiveInt] = None
+    num_nodes: Optional[PositiveInt] = None
+    strategy: str = "auto"
+    cpu_processes: PositiveInt = 1
+    process_group_timeout: PositiveInt = 300
+    debug: bool = False
+
+
+@dataclass
+class PrepareConfig:
+    """Split the Titanic CSV and write the npz channels and preprocessing.json.
+
+    Args:
+        csv: Titanic CSV (default: $TITANIC_CSV, then the user cache, then a verified download).
+        out: Output directory.
+        features: basic (the lesson's seven columns) or rich (titles, family, cabin, one-hot port).
+        debug: Show tracebacks instead of one-line errors.
+    """
+
+    csv: Optional[str] = None
+    out: str = "data"
+    features: Literal["basic", "rich"] = DEFAULT_FEATURES
+    debug: bool = False
+
+
+def _parser(cls: type, prog: str) -> ArgumentParser:
+    parser = ArgumentParser(
+        prog=prog, description=cls.__doc__.split("\n\n")[0], exit_on_error=False, allow_abbrev=False
+    )
+    parser.add_class_arguments(cls, nested_key=None, as_group=False)
+    return parser
+
+
+def _parse(cls: type, prog: str, argv: list[str]):
+    parser = _parser(cls, prog)
+    try:
+        namespace = parser.parse_args(argv)
+    except Exception as exc:  # jsonargparse raises argparse.ArgumentError and friends
+        raise UsageError(_flag_message(str(exc))) from None
+    return cls(**namespace.as_dict())
+
+
+def _flag_message(text: str) -> str:
+    text = re.sub(r'Parser key "([^"]+)":', r"--\1:", text)
+    return " ".join(text.split())
+
+
+def parse_train_args(argv: list[str]) -> TrainConfig:
+    return _parse(TrainConfig, "python -m entry.train", argv)
+
+
+def parse_prepare_args(argv: list[str]) -> PrepareConfig:
+    cfg = _parse(PrepareConfig, "python -m entry.prepare", argv)
+    from pathlib import Path
+
+    cfg.out = Path(cfg.out)
+    return cfg

@@ -1,0 +1,227 @@
+"""npz channels → in-memory tensor batches: the LightningDataModule.
+
+A channel is an `.npz` file or a directory of them (a SageMaker channel; several files are
+concatenated in name order). Keys may be the lesson's (`X_train`/`y_train`, ...) or plain `X`/`y`.
+Arrays are checked — keys, 2-D finite numeric features, 1-D 0/1 labels, equal lengths, the same
+feature count in every split — and each error names the file.
+
+Batches are cut from tensors held in memory by index: a per-epoch permutation (the same on every
+rank), sharded across DDP ranks the way DistributedSampler does it. There is no per-sample
+`__getitem__` and no collate: one indexing operation per batch. Training shards are padded to equal
+length so every rank runs the same number of steps; evaluation shards are not padded, so metrics
+aggregated over ranks see every row exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from titanic_lightning.errors import UsageError
+
+# Evaluation needs no gradients, so it takes large batches whatever the training batch size.
+EVAL_BATCH_SIZE = 8192
+
+
+def channel_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix == ".npz" and p.is_file())
+        if not files:
+            raise UsageError(f"{path}: channel directory holds no .npz file")
+        return files
+    if not path.exists():
+        raise UsageError(f"{path}: no such file or directory")
+    return [path]
+
+
+def _pick(keys: list[str], split: str, kind: str, path: Path) -> str:
+    for key in (f"{kind}_{split}", kind):
+        if key in keys:
+            return key
+    raise UsageError(f"{path}: missing key {kind}_{split} (or {kind}); it has {', '.join(keys) or 'no arrays'}")
+
+
+def read_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Load and check one npz file; features come back float32, labels float32 0/1."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            keys = list(npz.files)
+            X = npz[_pick(keys, split, "X", path)]
+            y = npz[_pick(keys, split, "y", path)]
+    except UsageError:
+        raise
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+            raise UsageError(f"{path}: holds object (pickled) arrays, which are not loaded") from None
+        raise UsageError(f"{path}: not a valid npz file ({exc})") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise UsageError(f"{path}: not a readable npz file ({exc})") from None
+    if X.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
+        raise UsageError(f"{path}: features and labels must be numeric (got {X.dtype} and {y.dtype})")
+    if X.ndim != 2:
+        raise UsageError(f"{path}: features must be 2-D (rows x features), got shape {X.shape}")
+    if y.ndim != 1:
+        raise UsageError(f"{path}: labels must be 1-D, got shape {y.shape}")
+    if len(X) != len(y):
+        raise UsageError(f"{path}: {len(X)} feature rows but {len(y)} labels")
+    if len(X) == 0:
+        raise UsageError(f"{path}: has zero rows")
+    X = X.astype(np.float32, copy=False)
+    if not np.isfinite(X).all():
+        raise UsageError(f"{path}: features contain NaN or infinite values")
+    if not np.isin(y, (0, 1)).all():
+        raise UsageError(f"{path}: labels must be 0 or 1")
+    return X, y.astype(np.float32, copy=False)
+
+
+def load_channel(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    parts = [read_npz(f, split) for f in channel_files(path)]
+    widths = {X.shape[1] for X, _ in parts}
+    if len(widths) > 1:
+        raise UsageError(f"{path}: its files have different feature counts {sorted(widths)}")
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([X for X, _ in parts]), np.concatenate([y for _, y in parts])
+
+
+def num_features(path: Path, split: str) -> int:
+    """Feature count read from the first file's array header, without loading the data."""
+    first = channel_files(path)[0]
+    try:
+        with zipfile.ZipFile(first) as archive:
+            names = [n.removesuffix(".npy") for n in archive.namelist()]
+            key = _pick(names, split, "X", first)
+            with archive.open(f"{key}.npy") as fh:
+                major, _ = np.lib.format.read_magic(fh)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, _, _ = read_header(fh)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise UsageError(f"{first}: not a readable npz file ({exc})") from None
+    if len(shape) != 2:
+        raise UsageError(f"{first}: features must be 2-D (rows x features), got shape {shape}")
+    return int(shape[1])
+
+
+class TensorBatches(Dataset):
+    """Rows held as tensors; indexing with a tensor of row indices returns a whole batch."""
+
+    def __init__(self, X: torch.Tensor, y: torch.Tensor):
+        self.X, self.y = X, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.X[index], self.y[index]
+
+    def to(self, device: torch.device) -> None:
+        self.X, self.y = self.X.to(device), self.y.to(device)
+
+
+class ShardedBatchSampler(Sampler[torch.Tensor]):
+    """Yields this rank's batches of row indices for one epoch.
+
+    The permutation depends only on (seed, epoch), so every rank draws the same one and takes the
+    slice `rank::world_size` of it — DistributedSampler's sharding, applied to batches.
+    """
+
+    def __init__(self, num_rows: int, batch_size: int, *, shuffle: bool, seed: int, rank: int = 0,
+                 world_size: int = 1, pad: bool = True):
+        self.num_rows, self.shuffle, self.seed = num_rows, shuffle, seed
+        self.rank, self.world_size, self.pad = rank, world_size, pad
+        self.batch_size = batch_size if batch_size > 0 else math.ceil(num_rows / world_size)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def shard(self) -> torch.Tensor:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_rows, generator=generator)
+        else:
+            order = torch.arange(self.num_rows)
+        if self.pad and self.num_rows % self.world_size:
+            extra = self.world_size - self.num_rows % self.world_size
+            order = torch.cat([order, order[:extra]])
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self):
+        return iter(self.shard().split(self.batch_size))
+
+    def __len__(self) -> int:
+        rows = math.ceil(self.num_rows / self.world_size) if self.pad else len(range(self.rank, self.num_rows, self.world_size))
+        return math.ceil(rows / self.batch_size)
+
+
+class TitanicDataModule(pl.LightningDataModule):
+    """Serves the train/val/test npz channels as in-memory batches.
+
+    Args:
+        train: Training channel (npz file or directory).
+        val: Validation channel.
+        test: Test channel, or None.
+        batch_size: Rows per step on each process; 0 means the whole (per-rank) training split.
+        seed: Seed of the per-epoch shuffle.
+    """
+
+    def __init__(self, train: Path, val: Path, test: Path | None = None, batch_size: int = 32, seed: int = 42):
+        super().__init__()
+        self.paths = {"train": Path(train), "val": Path(val), "test": Path(test) if test else None}
+        self.batch_size, self.seed = batch_size, seed
+        self.datasets: dict[str, TensorBatches] = {}
+
+    @property
+    def num_features(self) -> int:
+        return num_features(self.paths["train"], "train")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        widths = {}
+        for split, path in self.paths.items():
+            if path is None:
+                continue
+            X, y = load_channel(path, split)
+            widths[split] = X.shape[1]
+            self.datasets[split] = TensorBatches(torch.from_numpy(X), torch.from_numpy(y))
+        if len(set(widths.values())) > 1:
+            detail = ", ".join(f"{s} {w}" for s, w in widths.items())
+            raise UsageError(f"splits have different feature counts ({detail}): {self.paths['val']} does not match {self.paths['train']}")
+
+    def to(self, device: torch.device) -> None:
+        """Move the held tensors to the training device once, instead of every batch."""
+        for dataset in self.datasets.values():
+            dataset.to(device)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = ShardedBatchSampler(
+            len(dataset), self.batch_size if train else EVAL_BATCH_SIZE,
+            shuffle=train, seed=self.seed, rank=rank, world_size=world, pad=train,
+        )
+        # batch_size=None: the sampler yields whole index batches and the dataset answers each with
+        # one indexing operation.
+        return DataLoader(dataset, sampler=sampler, batch_size=None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        if "test" not in self.datasets:
+            raise UsageError("no test channel was given")
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test" if "test" in self.datasets else "val", train=False)

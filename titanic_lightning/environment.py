@@ -1,0 +1,263 @@
+"""The one module that reads the process environment.
+
+Everything the rest of the project needs from `os.environ` comes through here, as defaults that
+command-line flags override:
+
+* paths — SageMaker's `SM_CHANNEL_*`, `SM_MODEL_DIR`, `SM_OUTPUT_DATA_DIR`, `SM_OUTPUT_FAILURE`,
+  else local folders (`./data/`, `./model/`, `./outputs/`);
+* the Titanic CSV — `TITANIC_CSV`, the user cache folder, the download URL;
+* the training plan — who started this process (torchrun, a SageMaker host, or nobody) and so
+  which accelerator, how many devices and nodes, which rank, which strategy and backend.
+
+`make_plan` is a pure function of an environment mapping, so it is tested with plain dicts.
+Nothing here imports torch or Lightning: `--help` and argument errors stay instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, MutableMapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from titanic_lightning.errors import UsageError
+
+SPLITS = ("train", "val", "test")
+LOCAL_DATA_DIR = Path("data")
+LOCAL_MODEL_DIR = Path("model")
+LOCAL_OUTPUT_DIR = Path("outputs")
+SAGEMAKER_CHECKPOINT_DIR = Path("/opt/ml/checkpoints")
+SAGEMAKER_OUTPUT_DIR = Path("/opt/ml/output")
+
+# The pandas project's copy of the Kaggle training file, pinned to a commit; its hash is checked
+# before the file is cached or used.
+TITANIC_CSV_URL = (
+    "https://raw.githubusercontent.com/pandas-dev/pandas/"
+    "3106d68bee33c160adbc9322a523dab600a81a73/doc/data/titanic.csv"
+)
+TITANIC_CSV_SHA256 = "cd888141e6a2ca5906114d0b6a63d8a3e14edb3326f7bdd56327d14646b68c36"
+
+# PyTorch waits 30 minutes for a lost peer by default; a training job would bill for all of it.
+DEFAULT_PROCESS_GROUP_TIMEOUT_S = 300
+
+
+def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if env is None else env
+
+
+# --- paths -----------------------------------------------------------------------------------
+
+
+def default_channel(split: str, env: Mapping[str, str] | None = None) -> Path:
+    """`SM_CHANNEL_<SPLIT>` when SageMaker mounted that channel, else `./data/<split>_data.npz`."""
+    value = _env(env).get(f"SM_CHANNEL_{split.upper()}")
+    return Path(value) if value else LOCAL_DATA_DIR / f"{split}_data.npz"
+
+
+def has_sagemaker_channel(split: str, env: Mapping[str, str] | None = None) -> bool:
+    return bool(_env(env).get(f"SM_CHANNEL_{split.upper()}"))
+
+
+def default_model_dir(env: Mapping[str, str] | None = None) -> Path:
+    return Path(_env(env).get("SM_MODEL_DIR") or LOCAL_MODEL_DIR)
+
+
+def default_output_dir(env: Mapping[str, str] | None = None) -> Path:
+    return Path(_env(env).get("SM_OUTPUT_DATA_DIR") or LOCAL_OUTPUT_DIR)
+
+
+def default_checkpoint_dir(env: Mapping[str, str] | None = None) -> Path | None:
+    """SageMaker syncs /opt/ml/checkpoints to S3 and restores it on a restart; elsewhere: none."""
+    del env  # the folder's presence is the signal, not a variable
+    return SAGEMAKER_CHECKPOINT_DIR if SAGEMAKER_CHECKPOINT_DIR.is_dir() else None
+
+
+def failure_file(env: Mapping[str, str] | None = None) -> Path | None:
+    value = _env(env).get("SM_OUTPUT_FAILURE")
+    if value:
+        return Path(value)
+    return SAGEMAKER_OUTPUT_DIR / "failure" if SAGEMAKER_OUTPUT_DIR.is_dir() else None
+
+
+def write_failure_reason(message: str, env: Mapping[str, str] | None = None) -> None:
+    """Put the reason where SageMaker reads a job's FailureReason (its first 1024 characters)."""
+    path = failure_file(env)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(message[:1024] + "\n")
+    except OSError:
+        pass  # reporting a failure must never cause another
+
+
+def titanic_csv_from_env(env: Mapping[str, str] | None = None) -> Path | None:
+    value = _env(env).get("TITANIC_CSV")
+    return Path(value) if value else None
+
+
+def titanic_csv_url(env: Mapping[str, str] | None = None) -> str:
+    return _env(env).get("TITANIC_CSV_URL") or TITANIC_CSV_URL
+
+
+def cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    e = _env(env)
+    base = Path(e["XDG_CACHE_HOME"]) if e.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return base / "titanic-lightning"
+
+
+def local_rank(env: Mapping[str, str] | None = None) -> int:
+    return int(_env(env).get("LOCAL_RANK", 0))
+
+
+# --- the training plan -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where and how this process trains: what the Trainer and the strategy are built from."""
+
+    launcher: str  # "torchrun" (processes exist), "sagemaker" (Lightning starts them), "local"
+    accelerator: str  # "cpu" or "gpu"
+    devices: int  # processes per node
+    num_nodes: int
+    node_rank: int
+    strategy: str  # a name from titanic_lightning.strategies, or "package.module:factory"
+    backend: str | None  # process-group backend; None for a single process
+    main_address: str | None = None
+    main_port: int | None = None
+    process_group_timeout_s: int = DEFAULT_PROCESS_GROUP_TIMEOUT_S
+    env_updates: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def world_size(self) -> int:
+        return self.devices * self.num_nodes
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "world_size": self.world_size}
+
+
+def _int(env: Mapping[str, str], key: str, default: int | None = None) -> int:
+    raw = env.get(key)
+    if raw in (None, ""):
+        if default is None:
+            raise UsageError(f"environment variable {key} is required here but not set")
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise UsageError(f"environment variable {key}={raw!r} is not an integer") from None
+
+
+def _hosts(env: Mapping[str, str]) -> list[str]:
+    try:
+        hosts = json.loads(env["SM_HOSTS"])
+    except (json.JSONDecodeError, TypeError):
+        raise UsageError(f"environment variable SM_HOSTS={env['SM_HOSTS']!r} is not a JSON list of host names") from None
+    if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
+        raise UsageError(f"environment variable SM_HOSTS={env['SM_HOSTS']!r} is not a JSON list of host names")
+    return sorted(hosts)
+
+
+def is_sagemaker(env: Mapping[str, str] | None = None) -> bool:
+    return bool(_env(env).get("SM_HOSTS"))
+
+
+def is_torchrun(env: Mapping[str, str]) -> bool:
+    return "TORCHELASTIC_RUN_ID" in env or all(k in env for k in ("WORLD_SIZE", "RANK", "LOCAL_WORLD_SIZE"))
+
+
+def make_plan(
+    env: Mapping[str, str],
+    cuda_devices: int,
+    *,
+    accelerator: str | None = None,
+    devices: int | None = None,
+    num_nodes: int | None = None,
+    strategy: str | None = None,
+    cpu_processes: int = 1,
+    process_group_timeout_s: int = DEFAULT_PROCESS_GROUP_TIMEOUT_S,
+) -> Plan:
+    """Turn an environment (and the number of visible CUDA devices) into a training plan.
+
+    Explicit arguments (the command line's `--accelerator`, `--devices`, `--num_nodes`,
+    `--strategy`) override what the environment implies.
+    """
+    main_address: str | None = None
+    main_port: int | None = None
+    node_rank = 0
+    if is_torchrun(env):
+        launcher = "torchrun"
+        world = _int(env, "WORLD_SIZE")
+        local_world = _int(env, "LOCAL_WORLD_SIZE", world)
+        if local_world < 1 or world % local_world:
+            raise UsageError(f"WORLD_SIZE={world} is not a multiple of LOCAL_WORLD_SIZE={local_world}")
+        env_devices, env_nodes = local_world, world // local_world
+        node_rank = _int(env, "GROUP_RANK", _int(env, "RANK", 0) // local_world)
+        env_accelerator = "gpu" if cuda_devices > 0 else "cpu"
+        main_address, main_port = env.get("MASTER_ADDR"), _int(env, "MASTER_PORT", 29500)
+    elif is_sagemaker(env):
+        launcher = "sagemaker"
+        hosts = _hosts(env)
+        current = env.get("SM_CURRENT_HOST", hosts[0])
+        if current not in hosts:
+            raise UsageError(f"SM_CURRENT_HOST={current!r} is not one of SM_HOSTS={hosts}")
+        node_rank = hosts.index(current)
+        env_nodes = len(hosts)
+        gpus = _int(env, "SM_NUM_GPUS", cuda_devices)
+        env_accelerator = "gpu" if gpus > 0 else "cpu"
+        env_devices = gpus if gpus > 0 else cpu_processes
+        main_address = env.get("SM_MASTER_ADDR") or hosts[0]
+        main_port = _int(env, "SM_MASTER_PORT", 7777)
+    else:
+        launcher = "local"
+        env_accelerator = "gpu" if cuda_devices > 0 else "cpu"
+        env_devices = 1 if cuda_devices > 0 else cpu_processes
+        env_nodes = 1
+
+    chosen_accelerator = accelerator if accelerator not in (None, "auto") else env_accelerator
+    if chosen_accelerator == "cuda":
+        chosen_accelerator = "gpu"
+    if chosen_accelerator == "gpu" and cuda_devices == 0:
+        raise UsageError("--accelerator gpu was asked for, but no CUDA device is visible")
+    chosen_devices = devices if devices is not None else env_devices
+    chosen_nodes = num_nodes if num_nodes is not None else env_nodes
+    if launcher == "torchrun" and chosen_devices * chosen_nodes != env_devices * env_nodes:
+        raise UsageError(
+            f"--devices {chosen_devices} x --num_nodes {chosen_nodes} does not match torchrun's "
+            f"WORLD_SIZE={env_devices * env_nodes}"
+        )
+    world = chosen_devices * chosen_nodes
+    chosen_strategy = strategy if strategy not in (None, "auto") else ("ddp" if world > 1 else "auto")
+    backend = None
+    if world > 1 or chosen_strategy not in ("auto",):
+        backend = "nccl" if chosen_accelerator == "gpu" else "gloo"
+
+    env_updates: dict[str, str] = {}
+    iface = env.get("SM_NETWORK_INTERFACE_NAME")
+    if iface:
+        for key in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
+            if not env.get(key):
+                env_updates[key] = iface
+    return Plan(
+        launcher=launcher,
+        accelerator=chosen_accelerator,
+        devices=chosen_devices,
+        num_nodes=chosen_nodes,
+        node_rank=node_rank,
+        strategy=chosen_strategy,
+        backend=backend,
+        main_address=main_address,
+        main_port=main_port,
+        process_group_timeout_s=process_group_timeout_s,
+        env_updates=env_updates,
+    )
+
+
+def apply_plan_environment(plan: Plan, env: MutableMapping[str, str] | None = None) -> None:
+    """Export the socket-interface variables the plan chose (only those that were unset)."""
+    target = os.environ if env is None else env
+    for key, value in plan.env_updates.items():
+        target.setdefault(key, value)

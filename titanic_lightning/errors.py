@@ -1,0 +1,51 @@
+"""User-facing errors and the wrapper every `python -m entry.*` command runs under.
+
+A mistake by the user (a bad flag, a missing file, malformed data) raises `UsageError` and ends
+as one line on stderr with exit code 2. Anything else is a runtime failure: one line, exit 1,
+unless `--debug` is on the command line, which shows the traceback. Either way the reason is
+also written to SageMaker's failure file when there is one, so it becomes the job's
+FailureReason.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+USAGE_EXIT = 2
+FAILURE_EXIT = 1
+
+
+class UsageError(Exception):
+    """Bad input from the user: a flag, a file or a field. The message names which."""
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None = None) -> None:
+    """Run `main(argv)` and exit with 0, 1 (runtime failure) or 2 (usage error)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args and args[args.index("--debug") + 1 : args.index("--debug") + 2] != ["false"]
+    try:
+        main(args)
+    except UsageError as exc:
+        _fail(f"error: {one_line(exc)}", USAGE_EXIT)
+    except KeyboardInterrupt:
+        _fail("error: interrupted", 130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for a command
+        if debug:
+            raise
+        _fail(f"error: {type(exc).__name__}: {one_line(exc)} (rerun with --debug for the traceback)", FAILURE_EXIT)
+    sys.exit(0)
+
+
+def _fail(message: str, code: int) -> None:
+    from titanic_lightning import environment
+
+    print(message, file=sys.stderr, flush=True)
+    environment.write_failure_reason(message)
+    sys.exit(code)

@@ -1,0 +1,76 @@
+"""Where a training run reads and writes, resolved before torch is imported.
+
+Flags win; otherwise the environment's defaults (SageMaker channels and folders, else `./data/`,
+`./model/`, `./outputs/`). On a fresh clone with no data, `./data/` is prepared from the Titanic CSV.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from titanic_lightning import environment
+from titanic_lightning.config import TrainConfig
+from titanic_lightning.errors import UsageError
+from titanic_lightning.prepare import PREPROCESSING_FILE, load_preprocessing
+
+
+@dataclass(frozen=True)
+class Layout:
+    train: Path
+    val: Path
+    test: Path | None
+    preprocessing: dict | None
+    model_dir: Path
+    output_dir: Path
+
+
+def _prepare_local_data(cfg: TrainConfig) -> None:
+    from titanic_lightning.csv_source import resolve_csv
+    from titanic_lightning.prepare import prepare
+
+    csv = resolve_csv(cfg.csv)
+    description = prepare(csv, environment.LOCAL_DATA_DIR, cfg.features)
+    print(f"prepared {environment.LOCAL_DATA_DIR}/ from {csv}: rows {description['rows']}", file=sys.stderr)
+
+
+def _preprocessing_beside(train: Path) -> Path:
+    return (train if train.is_dir() else train.parent) / PREPROCESSING_FILE
+
+
+def resolve(cfg: TrainConfig) -> Layout:
+    explicit = any(getattr(cfg, s) for s in environment.SPLITS) or any(
+        environment.has_sagemaker_channel(s) for s in environment.SPLITS
+    )
+    train = Path(cfg.train) if cfg.train else environment.default_channel("train")
+    val = Path(cfg.val) if cfg.val else environment.default_channel("val")
+    if not explicit and not train.exists():
+        _prepare_local_data(cfg)
+    if cfg.test:
+        test = Path(cfg.test)
+    else:
+        default_test = environment.default_channel("test")
+        test = default_test if default_test.exists() else None
+    for flag, path in (("--train", train), ("--val", val), ("--test", test)):
+        if path is not None and not path.exists():
+            raise UsageError(f"{flag} {path}: no such file or directory")
+
+    if cfg.preprocessing:
+        preprocessing = load_preprocessing(Path(cfg.preprocessing))
+    elif _preprocessing_beside(train).is_file():
+        preprocessing = load_preprocessing(_preprocessing_beside(train))
+    else:
+        preprocessing = None
+        print(
+            f"warning: no {PREPROCESSING_FILE} beside {train}; model.pt will hold the network but cannot score raw passenger rows",
+            file=sys.stderr,
+        )
+    return Layout(
+        train=train,
+        val=val,
+        test=test,
+        preprocessing=preprocessing,
+        model_dir=Path(cfg.model_dir) if cfg.model_dir else environment.default_model_dir(),
+        output_dir=Path(cfg.output_dir) if cfg.output_dir else environment.default_output_dir(),
+    )

@@ -1,0 +1,142 @@
+"""Distribution strategies by name, and the SageMaker cluster environment they run in.
+
+| name          | what it is                                             | where it runs                  |
+|---------------|--------------------------------------------------------|--------------------------------|
+| `auto`        | one process; becomes `ddp` when the plan has several   | anywhere                       |
+| `ddp`         | data parallel, gradients all-reduced every step         | CPU (gloo) or GPU (nccl)       |
+| `ddp_smddp`   | `ddp` over SageMaker's smddp collectives               | SageMaker GPU instances only   |
+| `fsdp`        | sharded parameters, gradients and optimizer state     | GPU (and CPU with gloo)        |
+| `pkg.mod:fn`  | `fn(plan)` returns any Lightning `Strategy`            | wherever it says               |
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+from datetime import timedelta
+
+from lightning.fabric.plugins.environments import ClusterEnvironment
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, Strategy
+
+from titanic_lightning import environment
+from titanic_lightning.environment import Plan
+from titanic_lightning.errors import UsageError
+
+SMDDP_MODULE = "smdistributed.dataparallel.torch.torch_smddp"
+
+
+class SageMakerEnvironment(ClusterEnvironment):
+    """Hosts `algo-1..N` from SM_HOSTS: Lightning starts the processes of each host itself.
+
+    Main address is SM_MASTER_ADDR (else the first sorted host), node rank the index of
+    SM_CURRENT_HOST, world size hosts × devices. The values come from the `Plan`.
+    """
+
+    def __init__(self, plan: Plan):
+        super().__init__()
+        self._main_address = plan.main_address or "algo-1"
+        self._main_port = int(plan.main_port or 7777)
+        self._node_rank = plan.node_rank
+        self._world_size = plan.world_size
+        self._global_rank = 0
+
+    @property
+    def creates_processes_externally(self) -> bool:
+        return False
+
+    @property
+    def main_address(self) -> str:
+        return self._main_address
+
+    @property
+    def main_port(self) -> int:
+        return self._main_port
+
+    @staticmethod
+    def detect() -> bool:
+        return environment.is_sagemaker()
+
+    def world_size(self) -> int:
+        return self._world_size
+
+    def set_world_size(self, size: int) -> None:
+        self._world_size = size
+
+    def global_rank(self) -> int:
+        return self._global_rank
+
+    def set_global_rank(self, rank: int) -> None:
+        self._global_rank = rank
+
+    def local_rank(self) -> int:
+        return environment.local_rank()
+
+    def node_rank(self) -> int:
+        return self._node_rank
+
+
+def _cluster(plan: Plan) -> ClusterEnvironment | None:
+    # Under torchrun Lightning finds TorchElasticEnvironment itself; locally LightningEnvironment.
+    return SageMakerEnvironment(plan) if plan.launcher == "sagemaker" else None
+
+
+def _ddp(plan: Plan) -> Strategy:
+    return DDPStrategy(
+        cluster_environment=_cluster(plan),
+        process_group_backend=plan.backend,
+        timeout=timedelta(seconds=plan.process_group_timeout_s),
+    )
+
+
+def _ddp_smddp(plan: Plan) -> Strategy:
+    if importlib.util.find_spec("smdistributed") is None or importlib.util.find_spec(SMDDP_MODULE) is None:
+        raise UsageError(
+            "--strategy ddp_smddp needs SageMaker's data-parallel library (smdistributed.dataparallel), "
+            "which only SageMaker's GPU training images on supported instances provide; use --strategy ddp"
+        )
+    if plan.accelerator != "gpu":
+        raise UsageError("--strategy ddp_smddp runs on GPU instances only; use --strategy ddp on CPU")
+    importlib.import_module(SMDDP_MODULE)  # registers the "smddp" process-group backend
+    return DDPStrategy(
+        cluster_environment=_cluster(plan),
+        process_group_backend="smddp",
+        timeout=timedelta(seconds=plan.process_group_timeout_s),
+    )
+
+
+def _fsdp(plan: Plan) -> Strategy:
+    return FSDPStrategy(
+        cluster_environment=_cluster(plan),
+        process_group_backend=plan.backend,
+        timeout=timedelta(seconds=plan.process_group_timeout_s),
+    )
+
+
+REGISTRY: dict[str, Callable[[Plan], Strategy]] = {"ddp": _ddp, "ddp_smddp": _ddp_smddp, "fsdp": _fsdp}
+
+
+def _custom(spec: str) -> Callable[[Plan], Strategy]:
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(f"--strategy {spec}: cannot load {attr!r} from {module_name!r} ({exc})") from None
+    if not callable(factory):
+        raise UsageError(f"--strategy {spec}: {attr!r} is not callable")
+    return factory
+
+
+def build_strategy(plan: Plan) -> Strategy | str:
+    """The Lightning strategy (object) the plan names; "auto" for a single process."""
+    name = plan.strategy
+    if name == "auto":
+        return "auto"
+    if ":" in name:
+        strategy = _custom(name)(plan)
+        if not isinstance(strategy, Strategy):
+            raise UsageError(f"--strategy {name}: the factory returned {type(strategy).__name__}, not a Lightning Strategy")
+        return strategy
+    if name not in REGISTRY:
+        raise UsageError(f"--strategy {name}: unknown; choose auto, {', '.join(REGISTRY)}, or package.module:factory")
+    return REGISTRY[name](plan)

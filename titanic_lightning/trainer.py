@@ -1,0 +1,169 @@
+"""Builds the run — DataModule, LightningModule, Trainer — and turns its results into artifacts.
+
+Metric lines, printed by global rank 0 (the `name=value;` form SageMaker metric regexes read):
+
+    epoch=12; train_loss=0.4411; val_loss=0.4213; val_acc=0.8182; val_auroc=0.8712; val_f1=0.7547;
+    final: best_epoch=12; epochs_run=32; val_loss=0.4213; val_acc=0.8182; ...; test_acc=0.8268;
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from titanic_lightning.artifacts import plot_curves, write_model_dir
+from titanic_lightning.config import TrainConfig
+from titanic_lightning.data import TitanicDataModule
+from titanic_lightning.environment import Plan
+from titanic_lightning.errors import UsageError
+from titanic_lightning.layout import Layout
+from titanic_lightning.model import TitanicClassifier
+from titanic_lightning.strategies import build_strategy
+
+EPOCH_KEYS = ("train_loss", "val_loss", "val_acc", "val_auroc", "val_f1")
+FINAL_KEYS = ("val_loss", "val_acc", "val_auroc", "val_f1", "test_loss", "test_acc", "test_auroc", "test_f1")
+
+# Data already sits in memory: worker processes would only copy it. Lightning's hint says otherwise.
+warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+
+def metric_line(values: dict, keys=None, prefix: str = "") -> str:
+    items = [(k, values[k]) for k in (keys or values) if k in values]
+    text = " ".join(f"{k}={v:.4f};" if isinstance(v, float) else f"{k}={v};" for k, v in items)
+    return f"{prefix}{text}"
+
+
+class MetricPrinter(Callback):
+    """One `name=value;` line per validated epoch, and the best epoch so far (1-based)."""
+
+    def __init__(self):
+        self.best_epoch: int | None = None
+        self.best_loss = math.inf
+        self._validated = False
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        self._validated = not trainer.sanity_checking
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not self._validated:
+            return
+        self._validated = False
+        values = {k: float(v) for k, v in trainer.callback_metrics.items() if k in EPOCH_KEYS}
+        epoch = trainer.current_epoch + 1
+        if values.get("val_loss", math.inf) < self.best_loss:
+            self.best_loss, self.best_epoch = values["val_loss"], epoch
+        if trainer.is_global_zero:
+            print(metric_line({"epoch": epoch, **values}, ("epoch", *EPOCH_KEYS)), flush=True)
+
+    def state_dict(self):
+        return {"best_epoch": self.best_epoch, "best_loss": self.best_loss}
+
+    def load_state_dict(self, state_dict):
+        self.best_epoch, self.best_loss = state_dict["best_epoch"], state_dict["best_loss"]
+
+
+class DataOnDevice(Callback):
+    """Moves the in-memory tensors to the training device once, so batches are cut there."""
+
+    def on_fit_start(self, trainer, pl_module):
+        trainer.datamodule.to(pl_module.device)
+
+    on_validation_start = on_test_start = on_fit_start
+
+
+def build(cfg: TrainConfig, layout: Layout, plan: Plan):
+    """Return (datamodule, model, trainer) for this configuration, layout and plan."""
+    datamodule = TitanicDataModule(layout.train, layout.val, layout.test, batch_size=cfg.batch_size, seed=cfg.seed)
+    input_size = datamodule.num_features
+    if layout.preprocessing is not None and len(layout.preprocessing["feature_names"]) != input_size:
+        raise UsageError(
+            f"{layout.train}: {input_size} features, but its preprocessing describes "
+            f"{len(layout.preprocessing['feature_names'])}; pass the matching --preprocessing"
+        )
+    model = TitanicClassifier(
+        input_size=input_size, hidden_sizes=list(cfg.hidden_sizes), dropout=cfg.dropout,
+        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
+    )
+    output_dir = layout.output_dir
+    callbacks: list[Callback] = [
+        MetricPrinter(),
+        DataOnDevice(),
+        ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best", monitor="val_loss", mode="min",
+                        save_top_k=1, enable_version_counter=False),
+    ]
+    if cfg.early_stopping:
+        callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience))
+    trainer = pl.Trainer(
+        accelerator=plan.accelerator,
+        devices=plan.devices,
+        num_nodes=plan.num_nodes,
+        strategy=build_strategy(plan),
+        max_epochs=cfg.epochs,
+        callbacks=callbacks,
+        logger=[
+            CSVLogger(output_dir, name="csv", version=""),
+            TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False),
+        ],
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # the DataModule shards by rank itself
+        enable_progress_bar=sys.stdout.isatty(),
+        enable_model_summary=False,
+        default_root_dir=output_dir,
+    )
+    return datamodule, model, trainer
+
+
+def _printer(trainer: pl.Trainer) -> MetricPrinter:
+    return next(cb for cb in trainer.callbacks if isinstance(cb, MetricPrinter))
+
+
+def evaluate(trainer: pl.Trainer, model: TitanicClassifier, datamodule: TitanicDataModule) -> dict:
+    """Validate (and test, when there is a test split) the best checkpoint's weights."""
+    ckpt = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
+    results = dict(trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0])
+    if datamodule.paths["test"] is not None:
+        results.update(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0])
+    return {k: float(results[k]) for k in FINAL_KEYS if k in results}
+
+
+def finish(trainer: pl.Trainer, model: TitanicClassifier, layout: Layout, plan: Plan, scores: dict,
+           started: float) -> dict | None:
+    """On global rank 0: write model.pt, metrics.json and curves.png, print the summary line."""
+    if not trainer.is_global_zero:
+        return None
+    printer = _printer(trainer)
+    metrics = {
+        **scores,
+        "best_epoch": printer.best_epoch,
+        "epochs_run": trainer.current_epoch,
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "accelerator": plan.accelerator,
+        "devices": plan.devices,
+        "num_nodes": plan.num_nodes,
+        "world_size": trainer.world_size,
+        "strategy": plan.strategy,
+    }
+    payload = {
+        "state_dict": {k: v.detach().cpu() for k, v in model.net.state_dict().items()},
+        "hyperparameters": dict(model.hparams),
+        "preprocessing": layout.preprocessing,
+    }
+    write_model_dir(layout.model_dir, payload, metrics)
+    plot_curves(layout.output_dir / "csv" / "metrics.csv", layout.output_dir / "curves.png", printer.best_epoch)
+    print(metric_line(metrics, ("best_epoch", "epochs_run", *FINAL_KEYS), prefix="final: "), flush=True)
+    print(f"saved {layout.model_dir / 'model.pt'} and metrics.json; logs and curves.png in {layout.output_dir}",
+          file=sys.stderr, flush=True)
+    return metrics
+
+
+def cuda_devices() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
