@@ -17,9 +17,9 @@ from jsonargparse import ArgumentParser
 from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, restricted_number_type
 
 from titanic_lightning.errors import UsageError
+from titanic_lightning.features import DEFAULT_FEATURE_SET
 
 Dropout = restricted_number_type("Dropout", float, [(">=", 0.0), ("<", 1.0)])
-DEFAULT_FEATURES = "rich"
 
 
 @dataclass
@@ -58,7 +58,7 @@ class TrainConfig:
     val: Optional[str] = None
     test: Optional[str] = None
     csv: Optional[str] = None
-    features: Literal["basic", "rich"] = DEFAULT_FEATURES
+    features: Literal["basic", "rich"] = DEFAULT_FEATURE_SET
     preprocessing: Optional[str] = None
     model_dir: Optional[str] = None
     output_dir: Optional[str] = None
@@ -94,7 +94,7 @@ class PrepareConfig:
 
     csv: Optional[str] = None
     out: str = "data"
-    features: Literal["basic", "rich"] = DEFAULT_FEATURES
+    features: Literal["basic", "rich"] = DEFAULT_FEATURE_SET
     debug: bool = False
 
 
@@ -112,7 +112,20 @@ def _parse(cls: type, prog: str, argv: list[str]):
         namespace = parser.parse_args(argv)
     except Exception as exc:  # jsonargparse raises argparse.ArgumentError and friends
         raise UsageError(_flag_message(str(exc))) from None
-    return cls(**namespace.as_dict())
+    return cls(**{k: _plain(v) for k, v in namespace.as_dict().items()})
+
+
+def _plain(value):
+    """Restricted types (PositiveInt, ...) back to builtins: checkpoints must load weights-only."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _flag_message(text: str) -> str:

@@ -24,6 +24,8 @@ import pandas as pd
 from titanic_lightning.errors import UsageError
 
 FEATURE_SETS = ("basic", "rich")
+# The default: it scores higher on validation (README, "Accuracy"); basic reproduces the lesson.
+DEFAULT_FEATURE_SET = "rich"
 NUMERIC_COLUMNS = ("Pclass", "Age", "SibSp", "Parch", "Fare")
 REQUIRED_COLUMNS = {
     "basic": ("Pclass", "Sex", "Age", "SibSp", "Parch", "Fare", "Embarked"),
@@ -86,7 +88,7 @@ class Preprocessor:
         self.scale = np.asarray(scale, dtype="float64")
 
     @classmethod
-    def fit(cls, df: pd.DataFrame, feature_set: str = "basic", source: str = "training rows") -> Preprocessor:
+    def fit(cls, df: pd.DataFrame, feature_set: str = DEFAULT_FEATURE_SET, source: str = "training rows") -> Preprocessor:
         """Fit every statistic on `df` (the training split) and nothing else."""
         if feature_set not in FEATURE_SETS:
             raise UsageError(f"--features {feature_set!r}: choose one of {', '.join(FEATURE_SETS)}")

@@ -20,7 +20,7 @@ import pandas as pd
 
 from titanic_lightning.csv_source import sha256_of
 from titanic_lightning.errors import UsageError
-from titanic_lightning.features import Preprocessor
+from titanic_lightning.features import DEFAULT_FEATURE_SET, Preprocessor
 
 TEST_SIZE = 0.2
 VAL_SIZE = 0.2
@@ -68,7 +68,7 @@ def split_rows(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {"train": train, "val": val, "test": test}
 
 
-def prepare(csv: Path, out: Path, feature_set: str = "basic") -> dict:
+def prepare(csv: Path, out: Path, feature_set: str = DEFAULT_FEATURE_SET) -> dict:
     """Write the three npz channels and preprocessing.json into `out`; return the description."""
     df = read_passengers(csv)
     splits = split_rows(df)
