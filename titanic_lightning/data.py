@@ -49,6 +49,8 @@ def _pick(keys: list[str], split: str, kind: str, path: Path) -> str:
 
 def read_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Load and check one npz file; features come back float32, labels float32 0/1."""
+    if not zipfile.is_zipfile(path):
+        raise UsageError(f"{path}: not an npz file (expected a zip archive of .npy arrays)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = list(npz.files)
@@ -191,9 +193,12 @@ class TitanicDataModule(pl.LightningDataModule):
             X, y = load_channel(path, split)
             widths[split] = X.shape[1]
             self.datasets[split] = TensorBatches(torch.from_numpy(X), torch.from_numpy(y))
-        if len(set(widths.values())) > 1:
-            detail = ", ".join(f"{s} {w}" for s, w in widths.items())
-            raise UsageError(f"splits have different feature counts ({detail}): {self.paths['val']} does not match {self.paths['train']}")
+        for split, width in widths.items():
+            if width != widths["train"]:
+                raise UsageError(
+                    f"{self.paths[split]}: {width} features, but the training channel {self.paths['train']} has "
+                    f"{widths['train']}"
+                )
 
     def to(self, device: torch.device) -> None:
         """Move the held tensors to the training device once, instead of every batch."""

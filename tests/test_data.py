@@ -1,0 +1,111 @@
+"""Channels are read and checked with one-line errors naming the file; batches shard by rank."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import write_channel
+from titanic_lightning.data import ShardedBatchSampler, TitanicDataModule, load_channel, num_features
+from titanic_lightning.errors import UsageError
+
+
+def test_directory_channel_concatenates_files_in_name_order(tmp_path):
+    a = write_channel(tmp_path / "ch" / "a.npz", "train", rows=10, seed=1)
+    b = write_channel(tmp_path / "ch" / "b.npz", "train", rows=7, seed=2)
+    X, y = load_channel(tmp_path / "ch", "train")
+    with np.load(a) as first, np.load(b) as second:
+        np.testing.assert_array_equal(X, np.concatenate([first["X_train"], second["X_train"]]))
+    assert X.dtype == np.float32 and y.shape == (17,)
+
+
+def test_plain_X_y_keys_are_accepted(tmp_path):
+    path = tmp_path / "plain.npz"
+    np.savez(path, X=np.ones((4, 3)), y=np.array([0, 1, 0, 1]))
+    X, y = load_channel(path, "val")
+    assert X.shape == (4, 3) and y.tolist() == [0, 1, 0, 1]
+    assert num_features(path, "val") == 3
+
+
+BAD_CHANNELS = [
+    ("missing key", dict(X_train=np.ones((4, 2))), "missing key y_train"),
+    ("1-D features", dict(X_train=np.ones(4), y_train=np.zeros(4)), "features must be 2-D"),
+    ("2-D labels", dict(X_train=np.ones((4, 2)), y_train=np.zeros((4, 1))), "labels must be 1-D"),
+    ("lengths", dict(X_train=np.ones((4, 2)), y_train=np.zeros(3)), "4 feature rows but 3 labels"),
+    ("zero rows", dict(X_train=np.ones((0, 2)), y_train=np.zeros(0)), "zero rows"),
+    ("nan", dict(X_train=np.array([[np.nan, 1.0]]), y_train=np.zeros(1)), "NaN or infinite"),
+    ("inf", dict(X_train=np.array([[np.inf, 1.0]]), y_train=np.zeros(1)), "NaN or infinite"),
+    ("labels", dict(X_train=np.ones((2, 2)), y_train=np.array([0, 2])), "labels must be 0 or 1"),
+    ("strings", dict(X_train=np.array([["a", "b"]]), y_train=np.zeros(1)), "must be numeric"),
+    ("object", dict(X_train=np.array([[1, None]], dtype=object), y_train=np.zeros(1)), "object (pickled)"),
+]
+
+
+@pytest.mark.parametrize(("case", "arrays", "message"), BAD_CHANNELS, ids=[c[0] for c in BAD_CHANNELS])
+def test_bad_npz_is_a_usage_error_naming_the_file(tmp_path, case, arrays, message):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(UsageError) as err:
+        load_channel(path, "train")
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_not_an_npz_and_empty_directory(tmp_path):
+    junk = tmp_path / "junk.npz"
+    junk.write_text("not a zip")
+    with pytest.raises(UsageError, match="junk.npz: not a"):
+        load_channel(junk, "train")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="holds no .npz file"):
+        load_channel(tmp_path / "empty", "train")
+
+
+def test_feature_counts_must_match_across_splits(tmp_path):
+    train = write_channel(tmp_path / "train_data.npz", "train", features=5)
+    val = write_channel(tmp_path / "val_data.npz", "val", features=4)
+    dm = TitanicDataModule(train, val)
+    with pytest.raises(UsageError, match=r"val_data.npz: 4 features, but the training channel .* has 5"):
+        dm.setup("fit")
+
+
+@pytest.mark.parametrize(("rows", "world", "batch"), [(569, 2, 32), (10, 3, 4), (7, 4, 0), (100, 1, 16)])
+def test_training_shards_are_disjoint_padded_and_equal(rows, world, batch):
+    samplers = [ShardedBatchSampler(rows, batch, shuffle=True, seed=7, rank=r, world_size=world) for r in range(world)]
+    for s in samplers:
+        s.set_epoch(3)
+    shards = [torch.cat(list(iter(s))) for s in samplers]
+    lengths = {len(s) for s in shards}
+    assert len(lengths) == 1  # every rank the same number of rows ...
+    assert len({len(s) for s in samplers}) == 1  # ... and of steps
+    all_rows = torch.cat(shards)
+    assert set(all_rows.tolist()) == set(range(rows))  # together they cover the data
+    assert len(all_rows) - rows <= world - 1  # duplicates are only the padding
+    assert len(list(iter(samplers[0]))) == len(samplers[0])
+
+
+def test_epochs_reshuffle_identically_on_every_rank():
+    a = ShardedBatchSampler(50, 8, shuffle=True, seed=1, rank=0, world_size=2)
+    b = ShardedBatchSampler(50, 8, shuffle=True, seed=1, rank=1, world_size=2)
+    first = torch.cat(list(iter(a)))
+    a.set_epoch(1)
+    b.set_epoch(1)
+    second_a, second_b = torch.cat(list(iter(a))), torch.cat(list(iter(b)))
+    assert not torch.equal(first, second_a)
+    assert not set(second_a.tolist()) & set(second_b.tolist())
+
+
+def test_evaluation_shards_are_not_padded():
+    shards = [torch.cat(list(iter(ShardedBatchSampler(7, 0, shuffle=False, seed=0, rank=r, world_size=3, pad=False))))
+              for r in range(3)]
+    assert sorted(torch.cat(shards).tolist()) == list(range(7))
+
+
+def test_batches_are_cut_from_memory(tiny_channels):
+    dm = TitanicDataModule(tiny_channels["train"], tiny_channels["val"], tiny_channels["test"], batch_size=16)
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    assert [len(y) for _, y in batches] == [16, 16, 16]
+    X, y = batches[0]
+    assert X.shape == (16, 5) and X.dtype == torch.float32 and y.dtype == torch.float32
+    assert dm.num_features == 5

@@ -1,0 +1,146 @@
+"""entry.train end to end: the lesson's command, a fresh clone, SageMaker's form, and bad flags."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from tests.helpers import clean_env, run_entry
+from titanic_lightning.config import parse_train_args
+from titanic_lightning.data import TitanicDataModule
+from titanic_lightning.errors import UsageError
+from titanic_lightning.model import MLP, TitanicClassifier
+
+METRICS_KEYS = {"val_loss", "val_acc", "val_auroc", "test_acc", "best_epoch", "epochs_run", "wall_seconds",
+                "accelerator", "world_size"}
+LINE = re.compile(r"(\w+)=([-+0-9.eE]+);")
+
+
+def _check_model_dir(model_dir, *, with_test=True, with_preprocessing=True):
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert METRICS_KEYS - ({"test_acc"} if not with_test else set()) <= set(metrics)
+    saved = torch.load(model_dir / "model.pt", weights_only=True)
+    assert saved["metrics"] == metrics
+    net = MLP(saved["hyperparameters"]["input_size"], saved["hyperparameters"]["hidden_sizes"])
+    net.load_state_dict(saved["state_dict"])
+    assert (saved["preprocessing"] is not None) == with_preprocessing
+    return metrics, saved
+
+
+def test_lesson_command_unchanged(tmp_path, prepared):
+    for name in ("train_data.npz", "val_data.npz", "preprocessing.json"):
+        shutil.copy(prepared / name, tmp_path / name)
+    result = run_entry("train", "--train", "train_data.npz", "--val", "val_data.npz", "--epochs", "5",
+                       "--learning_rate", "0.001", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch=")]
+    assert 1 <= len(epoch_lines) <= 5
+    assert {"train_loss", "val_loss", "val_acc", "val_auroc"} <= dict(LINE.findall(epoch_lines[0])).keys()
+    final = [line for line in result.stdout.splitlines() if line.startswith("final: ")]
+    assert len(final) == 1
+    values = {k: float(v) for k, v in LINE.findall(final[0])}
+    metrics, saved = _check_model_dir(tmp_path / "model", with_test=False)
+    assert values["val_acc"] == pytest.approx(metrics["val_acc"], abs=1e-4)
+    assert 0.6 <= metrics["val_acc"] <= 1.0 and 0.3 <= metrics["val_loss"] <= 0.7 and metrics["val_auroc"] > 0.7
+    assert metrics["epochs_run"] == 5 and metrics["world_size"] == 1 and metrics["accelerator"] == "cpu"
+    assert saved["preprocessing"]["feature_names"] == json.loads((prepared / "preprocessing.json").read_text())[
+        "feature_names"]
+
+
+def test_fresh_clone_with_no_arguments_does_the_whole_job(tmp_path, titanic_csv):
+    result = run_entry("train", cwd=tmp_path, env=clean_env(TITANIC_CSV=str(titanic_csv)))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "data" / "train_data.npz").is_file()
+    metrics, _ = _check_model_dir(tmp_path / "model")
+    # Early stopping ends well before the 500-epoch cap; the best weights are the ones evaluated.
+    assert metrics["epochs_run"] < 200 and 1 <= metrics["best_epoch"] <= metrics["epochs_run"]
+    assert metrics["test_acc"] > 0.75
+    outputs = tmp_path / "outputs"
+    assert (outputs / "curves.png").stat().st_size > 10_000
+    assert "val_loss" in (outputs / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert list((outputs / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_sagemaker_environment_and_string_hyperparameters(tmp_path, prepared):
+    channels = {}
+    for split in ("train", "val", "test"):
+        channels[split] = tmp_path / "input" / "data" / split
+        channels[split].mkdir(parents=True)
+        shutil.copy(prepared / f"{split}_data.npz", channels[split])
+    shutil.copy(prepared / "preprocessing.json", channels["train"])
+    env = clean_env(
+        SM_CHANNEL_TRAIN=str(channels["train"]), SM_CHANNEL_VAL=str(channels["val"]),
+        SM_CHANNEL_TEST=str(channels["test"]), SM_MODEL_DIR=str(tmp_path / "opt-model"),
+        SM_OUTPUT_DATA_DIR=str(tmp_path / "opt-output"), SM_HOSTS='["algo-1"]', SM_CURRENT_HOST="algo-1",
+        SM_NUM_GPUS="0", SM_NUM_CPUS="2",
+    )
+    result = run_entry("train", "--epochs", "3", "--early_stopping", "false", "--hidden_sizes", "[16, 8]",
+                       "--batch_size", "64", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    metrics, saved = _check_model_dir(tmp_path / "opt-model")
+    assert metrics["epochs_run"] == 3 and saved["hyperparameters"]["hidden_sizes"] == [16, 8]
+    assert (tmp_path / "opt-output" / "curves.png").is_file()
+    assert not (tmp_path / "model").exists() and not (tmp_path / "data").exists()
+
+
+def test_misspelled_hyperparameter_fails_with_its_name(tmp_path):
+    result = run_entry("train", "--epoch", "5", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: unrecognized arguments: --epoch 5"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [(["--learning_rate", "0"], "--learning_rate"), (["--learning_rate", "abc"], "--learning_rate"),
+     (["--epochs", "0"], "--epochs"), (["--batch_size", "-1"], "--batch_size"),
+     (["--hidden_sizes", "[0]"], "--hidden_sizes"), (["--early_stopping", "maybe"], "--early_stopping"),
+     (["--dropout", "1.0"], "--dropout"), (["--optimizer", "sgd"], "--optimizer")],
+)
+def test_bad_values_name_their_flag(argv, flag):
+    with pytest.raises(UsageError) as err:
+        parse_train_args(argv)
+    assert str(err.value).startswith(flag) and "\n" not in str(err.value)
+
+
+def test_help_lists_defaults_without_importing_torch(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "entry.train", "--help"], cwd=tmp_path,
+                            env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for flag in ("--train", "--val", "--test", "--epochs", "--learning_rate", "--batch_size", "--seed",
+                 "--model_dir", "--early_stopping", "--patience", "--strategy"):
+        assert flag in result.stdout
+    assert "default: 500" in " ".join(result.stdout.split())
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert not {m for m in imported if m.split(".")[0] in ("torch", "lightning")}
+
+
+def test_fast_dev_run_on_tiny_data(tiny_channels):
+    dm = TitanicDataModule(tiny_channels["train"], tiny_channels["val"], tiny_channels["test"], batch_size=8)
+    model = TitanicClassifier(input_size=dm.num_features, hidden_sizes=[8])
+    trainer = pl.Trainer(fast_dev_run=True, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         use_distributed_sampler=False)
+    trainer.fit(model, datamodule=dm)
+    assert {"train_loss", "val_loss", "val_acc", "val_auroc"} <= set(trainer.logged_metrics)
+    trainer.test(model, datamodule=dm, verbose=False)
+    assert {"test_loss", "test_acc", "test_auroc", "test_f1"} <= set(trainer.logged_metrics)
+    probabilities = torch.cat(trainer.predict(model, datamodule=dm))
+    assert probabilities.shape == (24,) and bool(((probabilities >= 0) & (probabilities <= 1)).all())
+
+
+def test_user_npz_without_preprocessing_still_trains(tmp_path, tiny_channels, monkeypatch):
+    from entry.train import main
+
+    monkeypatch.chdir(tmp_path)
+    main(["--train", str(tiny_channels["train"]), "--val", str(tiny_channels["val"]), "--epochs", "2",
+          "--model_dir", str(tmp_path / "m"), "--output_dir", str(tmp_path / "o")])
+    metrics, _ = _check_model_dir(tmp_path / "m", with_test=False, with_preprocessing=False)
+    assert metrics["epochs_run"] == 2
