@@ -88,13 +88,13 @@ def main() -> None:
     parser.add_argument("--csv", default=None, help="Titanic CSV (default: $TITANIC_CSV, cache, download)")
     args = parser.parse_args()
 
+    import logging
+
     from lightning.pytorch.utilities import disable_possible_user_warnings
 
     from titanic_lightning.csv_source import resolve_csv
     from titanic_lightning.features import FEATURE_SETS
     from titanic_lightning.prepare import prepare
-
-    import logging
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     disable_possible_user_warnings()

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.helpers import run_entry
 from titanic_lightning.features import Preprocessor, title_of
 from titanic_lightning.prepare import prepare, split_rows
-from tests.helpers import run_entry
 
 
 def test_split_sizes_and_files(prepared):

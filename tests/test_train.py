@@ -139,6 +139,7 @@ def test_fast_dev_run_on_tiny_data(tiny_channels):
 def test_user_npz_without_preprocessing_still_trains(tmp_path, tiny_channels, monkeypatch):
     from entry.train import main
 
+    # tmp_path/data/ holds a default test channel: explicit --train/--val must not pick it up.
     monkeypatch.chdir(tmp_path)
     main(["--train", str(tiny_channels["train"]), "--val", str(tiny_channels["val"]), "--epochs", "2",
           "--model_dir", str(tmp_path / "m"), "--output_dir", str(tmp_path / "o")])

@@ -47,11 +47,15 @@ def resolve(cfg: TrainConfig) -> Layout:
     val = Path(cfg.val) if cfg.val else environment.default_channel("val")
     if not explicit and not train.exists():
         _prepare_local_data(cfg)
+    # The default test channel belongs to the default layout: explicit --train/--val paths do not
+    # silently pick up ./data/test_data.npz.
     if cfg.test:
         test = Path(cfg.test)
-    else:
+    elif environment.has_sagemaker_channel("test") or not (cfg.train or cfg.val):
         default_test = environment.default_channel("test")
         test = default_test if default_test.exists() else None
+    else:
+        test = None
     for flag, path in (("--train", train), ("--val", val), ("--test", test)):
         if path is not None and not path.exists():
             raise UsageError(f"{flag} {path}: no such file or directory")

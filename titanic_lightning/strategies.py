@@ -5,7 +5,7 @@
 | `auto`        | one process; becomes `ddp` when the plan has several   | anywhere                       |
 | `ddp`         | data parallel, gradients all-reduced every step         | CPU (gloo) or GPU (nccl)       |
 | `ddp_smddp`   | `ddp` over SageMaker's smddp collectives               | SageMaker GPU instances only   |
-| `fsdp`        | sharded parameters, gradients and optimizer state     | GPU (and CPU with gloo)        |
+| `fsdp`        | sharded parameters, gradients and optimizer state     | GPU only (nccl)                |
 | `pkg.mod:fn`  | `fn(plan)` returns any Lightning `Strategy`            | wherever it says               |
 """
 
@@ -76,17 +76,21 @@ class SageMakerEnvironment(ClusterEnvironment):
         return self._node_rank
 
 
-def _cluster(plan: Plan) -> ClusterEnvironment | None:
-    # Under torchrun Lightning finds TorchElasticEnvironment itself; locally LightningEnvironment.
-    return SageMakerEnvironment(plan) if plan.launcher == "sagemaker" else None
+def process_group_kwargs(plan: Plan) -> dict:
+    """Cluster environment, backend and timeout: what every process-group strategy is built with.
+
+    Under torchrun Lightning finds TorchElasticEnvironment itself, and locally LightningEnvironment;
+    only SageMaker hosts need ours.
+    """
+    return {
+        "cluster_environment": SageMakerEnvironment(plan) if plan.launcher == "sagemaker" else None,
+        "process_group_backend": plan.backend,
+        "timeout": timedelta(seconds=plan.process_group_timeout_s),
+    }
 
 
 def _ddp(plan: Plan) -> Strategy:
-    return DDPStrategy(
-        cluster_environment=_cluster(plan),
-        process_group_backend=plan.backend,
-        timeout=timedelta(seconds=plan.process_group_timeout_s),
-    )
+    return DDPStrategy(**process_group_kwargs(plan))
 
 
 def _ddp_smddp(plan: Plan) -> Strategy:
@@ -98,19 +102,14 @@ def _ddp_smddp(plan: Plan) -> Strategy:
     if plan.accelerator != "gpu":
         raise UsageError("--strategy ddp_smddp runs on GPU instances only; use --strategy ddp on CPU")
     importlib.import_module(SMDDP_MODULE)  # registers the "smddp" process-group backend
-    return DDPStrategy(
-        cluster_environment=_cluster(plan),
-        process_group_backend="smddp",
-        timeout=timedelta(seconds=plan.process_group_timeout_s),
-    )
+    return DDPStrategy(**{**process_group_kwargs(plan), "process_group_backend": "smddp"})
 
 
 def _fsdp(plan: Plan) -> Strategy:
-    return FSDPStrategy(
-        cluster_environment=_cluster(plan),
-        process_group_backend=plan.backend,
-        timeout=timedelta(seconds=plan.process_group_timeout_s),
-    )
+    if plan.accelerator != "gpu":
+        raise UsageError("--strategy fsdp shards the model across GPUs: Lightning runs it on CUDA devices only; "
+                         "use --strategy ddp on CPU")
+    return FSDPStrategy(**process_group_kwargs(plan))
 
 
 REGISTRY: dict[str, Callable[[Plan], Strategy]] = {"ddp": _ddp, "ddp_smddp": _ddp_smddp, "fsdp": _fsdp}
@@ -135,7 +134,8 @@ def build_strategy(plan: Plan) -> Strategy | str:
     if ":" in name:
         strategy = _custom(name)(plan)
         if not isinstance(strategy, Strategy):
-            raise UsageError(f"--strategy {name}: the factory returned {type(strategy).__name__}, not a Lightning Strategy")
+            kind = type(strategy).__name__
+            raise UsageError(f"--strategy {name}: the factory returned {kind}, not a Lightning Strategy")
         return strategy
     if name not in REGISTRY:
         raise UsageError(f"--strategy {name}: unknown; choose auto, {', '.join(REGISTRY)}, or package.module:factory")

@@ -12,7 +12,6 @@ import math
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
@@ -79,6 +78,26 @@ class DataOnDevice(Callback):
     on_validation_start = on_test_start = on_fit_start
 
 
+class AnnouncePlan(Callback):
+    """One line per process at the start of fit: where it sits in the job and how it trains."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+
+    def setup(self, trainer, pl_module, stage):
+        if stage != "fit":
+            return
+        strategy = trainer.strategy
+        print(
+            f"process: world_size={trainer.world_size}; global_rank={trainer.global_rank}; "
+            f"local_rank={trainer.local_rank}; node_rank={trainer.node_rank}; launcher={self.plan.launcher}; "
+            f"accelerator={self.plan.accelerator}; devices={self.plan.devices}; num_nodes={self.plan.num_nodes}; "
+            f"strategy={self.plan.strategy} ({type(strategy).__name__}); "
+            f"backend={getattr(strategy, '_process_group_backend', None) or 'none'};",
+            file=sys.stderr, flush=True,
+        )
+
+
 def build(cfg: TrainConfig, layout: Layout, plan: Plan):
     """Return (datamodule, model, trainer) for this configuration, layout and plan."""
     datamodule = TitanicDataModule(layout.train, layout.val, layout.test, batch_size=cfg.batch_size, seed=cfg.seed)
@@ -94,6 +113,7 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
     )
     output_dir = layout.output_dir
     callbacks: list[Callback] = [
+        AnnouncePlan(plan),
         MetricPrinter(),
         DataOnDevice(),
         ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best", monitor="val_loss", mode="min",

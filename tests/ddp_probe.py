@@ -1,0 +1,41 @@
+"""A DDP strategy that records what each rank did, for the data-parallel proofs.
+
+Used as `--strategy tests.ddp_probe:factory` (the pluggable-strategy hook). Each rank writes
+`<PROBE_DIR>/rank<global_rank>.json` at the end of fit: the training rows it saw per epoch (row ids
+travel as feature column 0 of the synthetic data), its step count, and its final parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from lightning.pytorch.strategies import DDPStrategy
+
+from titanic_lightning.strategies import process_group_kwargs
+
+
+class ProbeDDP(DDPStrategy):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.rows: dict[int, list[int]] = {}
+        self.steps = 0
+
+    def training_step(self, *args, **kwargs):
+        batch = args[0]
+        epoch = self.lightning_module.current_epoch
+        self.rows.setdefault(epoch, []).extend(batch[0][:, 0].round().long().tolist())
+        self.steps += 1
+        return super().training_step(*args, **kwargs)
+
+    def on_train_end(self):
+        super().on_train_end()
+        params = {k: v.detach().cpu().flatten().tolist() for k, v in self.lightning_module.net.state_dict().items()}
+        out = Path(os.environ["PROBE_DIR"]) / f"rank{self.global_rank}.json"
+        out.write_text(json.dumps({"rank": self.global_rank, "world_size": self.world_size, "steps": self.steps,
+                                   "rows": self.rows, "params": params}))
+
+
+def factory(plan):
+    return ProbeDDP(**process_group_kwargs(plan))
