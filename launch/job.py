@@ -1,0 +1,255 @@
+"""The job specification: one description of a training job, shared by `--dry-run`, a real
+SageMaker submission and `--local`, so all three run the same hyperparameters, channels and
+distribution.
+
+Decisions made here:
+
+* instance type: `--instance-type`, else ml.g4dn.xlarge with `--gpu`, else ml.m5.large;
+* distribution: torchrun (`sagemaker.train.distributed.Torchrun`) when there is more than one
+  instance or the instance has more than one GPU; otherwise the entry runs as one plain process;
+* hyperparameters: `--hp key=value` (each key must be a flag of `python -m entry.train`) plus
+  `--strategy`, all strings, as SageMaker passes them;
+* channels `train` (train_data.npz + preprocessing.json), `val`, `test` under `s3://B/P/data/`;
+* metric definitions whose regexes read the entry's `name=value;` lines;
+* stopping condition, stable checkpoint URI, TensorBoard and output paths.
+
+Nothing here calls AWS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+
+from launch import instances
+from titanic_lightning.errors import UsageError
+
+PROJECT = "titanic-lightning"
+DEFAULT_PREFIX = PROJECT
+DEFAULT_MAX_RUN_S = 3600
+FRAMEWORK = "pytorch"
+FRAMEWORK_VERSION = "2.8"  # inside Lightning 2.6's supported torch range; its images are py312
+PY_VERSION = "py312"
+CHANNELS = ("train", "val", "test")
+CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+# The entry writes TensorBoard logs under $SM_OUTPUT_DATA_DIR/tensorboard.
+TENSORBOARD_LOCAL_PATH = "/opt/ml/output/data/tensorboard"
+BILLING_PLACEHOLDER_BUCKET = "<session-default-bucket>"
+ROLE_PLACEHOLDER = "<execution-role-arn>"
+
+# A number as the entry prints it (`{v:.4f}`), with room for exponents and signs.
+_NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+
+
+def _metric(name: str, final: bool = False) -> dict[str, str]:
+    # \b keeps `val_loss` from matching inside a longer key; the final line starts with `final: `.
+    return {"Name": name, "Regex": (r"final: .*\b" if final else r"\b") + f"{name}={_NUMBER};"}
+
+
+# Per-epoch metrics come from the `epoch=...;` lines (the final line repeats val_* on the best
+# weights, which SageMaker then records last); test_* exist only on the `final:` line.
+METRIC_DEFINITIONS: list[dict[str, str]] = [
+    {"Name": "epoch", "Regex": r"\bepoch=([0-9]+);"},
+    _metric("train_loss"),
+    _metric("val_loss"),
+    _metric("val_acc"),
+    _metric("val_auroc"),
+    _metric("val_f1"),
+    _metric("best_epoch", final=True),
+    _metric("test_loss", final=True),
+    _metric("test_acc", final=True),
+    _metric("test_auroc", final=True),
+    _metric("test_f1", final=True),
+]
+
+# S3 bucket naming rules (general purpose buckets).
+_BUCKET = re.compile(r"^(?!xn--)(?!sthree-)(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_ROLE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+_HP_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    instance_type: str
+    instance_count: int = 1
+    gpu: bool = False
+    spot: bool = False
+    max_run_s: int = DEFAULT_MAX_RUN_S
+    bucket: str | None = None
+    prefix: str = DEFAULT_PREFIX
+    region: str = "us-east-1"
+    role: str | None = None
+    hyperparameters: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def gpus_per_instance(self) -> int:
+        return instances.gpus(self.instance_type)
+
+    @property
+    def distributed(self) -> bool:
+        """torchrun when processes must cooperate across instances or GPUs."""
+        return self.instance_count > 1 or self.gpus_per_instance > 1
+
+    @property
+    def base_job_name(self) -> str:
+        # Stable per configuration: it names the checkpoint prefix a spot restart resumes from.
+        kind = self.instance_type.removeprefix("ml.").replace(".", "-")
+        return f"{PROJECT}-{kind}-x{self.instance_count}{'-spot' if self.spot else ''}"
+
+    @property
+    def max_wait_s(self) -> int | None:
+        # Spot waits for capacity as well as running; SageMaker wants max wait ≥ max run.
+        return 2 * self.max_run_s if self.spot else None
+
+    def _s3(self, *parts: str) -> str:
+        bucket = self.bucket or BILLING_PLACEHOLDER_BUCKET
+        path = "/".join(p.strip("/") for p in (self.prefix, *parts) if p)
+        return f"s3://{bucket}/{path}/"
+
+    @property
+    def channels(self) -> dict[str, str]:
+        return {name: self._s3("data", name) for name in CHANNELS}
+
+    @property
+    def checkpoint_s3_uri(self) -> str:
+        return self._s3("checkpoints", self.base_job_name)
+
+    @property
+    def output_s3_uri(self) -> str:
+        return self._s3("output")
+
+    @property
+    def tensorboard_s3_uri(self) -> str:
+        return self._s3("tensorboard", self.base_job_name)
+
+    @property
+    def stopping_condition(self) -> dict[str, int]:
+        out = {"MaxRuntimeInSeconds": self.max_run_s}
+        if self.max_wait_s is not None:
+            out["MaxWaitTimeInSeconds"] = self.max_wait_s
+        return out
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {"project": PROJECT}
+
+    def image_uri(self) -> str:
+        """The PyTorch training image, resolved offline from the SDK's bundled image table."""
+        from sagemaker.core import image_uris
+
+        return image_uris.retrieve(
+            FRAMEWORK, self.region, version=FRAMEWORK_VERSION, py_version=PY_VERSION,
+            instance_type=self.instance_type, image_scope="training",
+        )
+
+    def describe(self, hourly_usd: float | None) -> dict:
+        """What `--dry-run` prints: the job as it would be submitted."""
+        return {
+            "instance_type": self.instance_type,
+            "instance_count": self.instance_count,
+            "image_uri": self.image_uri(),
+            "distributed": {"type": "torchrun", "process_count_per_node": None} if self.distributed else None,
+            "hyperparameters": dict(self.hyperparameters),
+            "channels": self.channels,
+            "metric_definitions": METRIC_DEFINITIONS,
+            "stopping_condition": self.stopping_condition,
+            "checkpoint_s3_uri": self.checkpoint_s3_uri,
+            "output_s3_uri": self.output_s3_uri,
+            "tensorboard_s3_uri": self.tensorboard_s3_uri,
+            "spot": self.spot,
+            "estimated_usd_per_hour": None if hourly_usd is None else round(hourly_usd * self.instance_count, 4),
+            "base_job_name": self.base_job_name,
+            "region": self.region,
+            "role": self.role or ROLE_PLACEHOLDER,
+            "tags": self.tags,
+        }
+
+    def with_(self, **changes) -> JobSpec:
+        return dataclasses.replace(self, **changes)
+
+
+def entry_flags() -> set[str]:
+    """The flags `python -m entry.train` accepts, from its configuration dataclass."""
+    from titanic_lightning.config import TrainConfig
+
+    return {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def parse_hyperparameters(pairs: list[str], strategy: str | None = None) -> dict[str, str]:
+    """`key=value` strings → {key: value}; keys must be the entry's flags (values it checks itself)."""
+    known = entry_flags() - {"debug"}
+    hps: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().removeprefix("--")
+        if not sep or not key:
+            raise UsageError(f"--hp {pair}: expected key=value, e.g. --hp epochs=200")
+        if not _HP_KEY.match(key) or key not in known:
+            raise UsageError(f"--hp {pair}: {key!r} is not a flag of entry/train.py; choose from {', '.join(sorted(known))}")
+        hps[key] = value
+    if strategy is not None:
+        hps["strategy"] = strategy
+    return hps
+
+
+def check_bucket(bucket: str) -> str:
+    if not _BUCKET.match(bucket):
+        raise UsageError(
+            f"--bucket {bucket}: not a valid S3 bucket name (3-63 characters: lowercase letters, digits, "
+            "dots and hyphens, starting and ending with a letter or digit)"
+        )
+    return bucket
+
+
+def check_role(role: str, source: str) -> str:
+    if not _ROLE.match(role):
+        raise UsageError(f"{source} {role}: not an IAM role ARN (arn:aws:iam::<account>:role/<name>)")
+    return role
+
+
+def check_prefix(prefix: str) -> str:
+    cleaned = prefix.strip("/")
+    if not cleaned or any(c in cleaned for c in "\\{}^%`[]\"<>~#|") or "//" in cleaned:
+        raise UsageError(f"--prefix {prefix}: use a plain S3 key prefix such as {DEFAULT_PREFIX}")
+    return cleaned
+
+
+def build_spec(
+    *,
+    gpu: bool = False,
+    instance_type: str | None = None,
+    instance_count: int = 1,
+    spot: bool = False,
+    max_run: int = DEFAULT_MAX_RUN_S,
+    bucket: str | None = None,
+    prefix: str = DEFAULT_PREFIX,
+    region: str = "us-east-1",
+    role: str | None = None,
+    hp: list[str] | None = None,
+    strategy: str | None = None,
+) -> JobSpec:
+    """Validate the command line's job options (offline) and return the spec."""
+    chosen = instance_type or (instances.DEFAULT_GPU_INSTANCE if gpu else instances.DEFAULT_CPU_INSTANCE)
+    instances.check(chosen)
+    if gpu and instances.gpus(chosen) == 0:
+        raise UsageError(
+            f"--gpu with --instance-type {chosen}: that type has no GPU; drop --gpu or pick a GPU type "
+            f"such as {instances.DEFAULT_GPU_INSTANCE}"
+        )
+    if instance_count < 1:
+        raise UsageError(f"--instance-count {instance_count}: must be at least 1")
+    if max_run < 60:
+        raise UsageError(f"--max-run {max_run}: must be at least 60 seconds")
+    return JobSpec(
+        instance_type=chosen,
+        instance_count=instance_count,
+        gpu=gpu or instances.gpus(chosen) > 0,
+        spot=spot,
+        max_run_s=max_run,
+        bucket=check_bucket(bucket) if bucket is not None else None,
+        prefix=check_prefix(prefix),
+        region=region,
+        role=role,
+        hyperparameters=parse_hyperparameters(hp or [], strategy),
+    )

@@ -1,0 +1,412 @@
+"""Run a training job the way SageMaker would, on this machine, without Docker (`--local`).
+
+One job directory per run (`./jobs/<job-name>/`, printed), with one folder per host standing in
+for that instance's `/opt/ml`:
+
+    jobs/<job-name>/
+      code/                                  the staged code (titanic_lightning/, entry/, requirements.txt)
+      algo-1/                                = /opt/ml on the first instance
+        input/config/resourceconfig.json     current_host, hosts, instance type, network interface
+        input/config/hyperparameters.json    {key: "value"} strings, as SageMaker writes them
+        input/config/inputdataconfig.json    one entry per channel (train, val, test, code)
+        input/data/<channel>/                copies of the channel's files; input/data/code -> ../../../code
+        input/sm_training.env                the variables below, as the SDK's driver writes them
+        model/  output/data/  output/failure  checkpoints/
+      algo-2/ ...
+      logs/algo-1.log ...                    each host's stdout and stderr (CloudWatch's role)
+      model.tar.gz  output.tar.gz  summary.json
+
+Every instance of a real job has its own `/opt/ml`, checkpoints folder included, so every host
+here has its own too. The environment of each host is computed by the SDK's own container script
+(`sagemaker.train.container_drivers.scripts.environment.set_env`), then its `/opt/ml` paths are
+moved into the host folder. The variables it sets:
+
+    SM_MODEL_DIR SM_INPUT_DIR SM_INPUT_DATA_DIR SM_INPUT_CONFIG_DIR SM_OUTPUT_DIR SM_OUTPUT_DATA_DIR
+    SM_OUTPUT_FAILURE SM_LOG_LEVEL SM_MASTER_ADDR SM_MASTER_PORT SM_CHANNEL_<NAME> SM_CHANNELS
+    SM_HP_<KEY> SM_HPS SM_CURRENT_HOST SM_CURRENT_INSTANCE_TYPE SM_HOSTS SM_NETWORK_INTERFACE_NAME
+    SM_HOST_COUNT SM_CURRENT_HOST_RANK SM_NUM_CPUS SM_NUM_GPUS SM_NUM_NEURONS SM_RESOURCE_CONFIG
+    SM_INPUT_DATA_CONFIG SM_TRAINING_ENV
+
+plus, as the driver adds them, `SM_SOURCE_DIR`, `SM_ENTRY_SCRIPT`, `SM_DISTRIBUTED_DRIVER_DIR` and
+`SM_DISTRIBUTED_CONFIG` (torchrun only), and `TRAINING_JOB_NAME`. Differences from a real
+instance, all because the hosts share this machine: `SM_MASTER_ADDR` is 127.0.0.1 and
+`SM_MASTER_PORT` a free port (algo-N names do not resolve here), the network interface is `lo`,
+`SM_NUM_CPUS`/`SM_NUM_GPUS` are this machine's, and PYTHONPATH is the staged code folder (what
+the real job sets it to).
+
+Each host is one subprocess (its own process group), started in its code folder like the
+driver: `python entry/train.py --key value ...`, or with torchrun distribution
+`python -m torch.distributed.run --nnodes=N --nproc_per_node=P --master_addr=127.0.0.1
+--master_port=PORT --node_rank=R entry/train.py --key value ...`. When one host fails, the others
+are stopped; the job fails with the first failing host's `output/failure` as its reason. The last
+line printed is the summary as one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from unittest import mock
+
+from launch import code, s3data
+from launch.job import JobSpec
+from titanic_lightning.errors import one_line
+
+OPT_ML = "/opt/ml"
+NETWORK_INTERFACE = "lo"  # every host talks over loopback here
+STOP_GRACE_S = 10.0
+POLL_S = 0.2
+FAILURE_REASON_LIMIT = 1024  # what SageMaker keeps of output/failure
+# Variables a parent torchrun or SageMaker process would leak into the hosts' own.
+_INHERITED_DROP = ("SM_", "TORCHELASTIC", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK",
+                   "ROLE_RANK", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "TRAINING_JOB_NAME")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def new_job_dir(jobs_dir: Path, base_job_name: str) -> tuple[str, Path]:
+    """A fresh job name (the SDK's `<base>-<timestamp>` form) and its directory."""
+    from sagemaker.core.modules.utils import _get_unique_name
+
+    name = _get_unique_name(base_job_name)
+    candidate, n = name, 1
+    while (jobs_dir / candidate).exists():  # two runs within the same second
+        n += 1
+        candidate = f"{name}-{n}"
+    path = jobs_dir / candidate
+    path.mkdir(parents=True)
+    return candidate, path
+
+
+# --- one host's /opt/ml ----------------------------------------------------------------------
+
+
+def hosts_for(count: int) -> list[str]:
+    return [f"algo-{i + 1}" for i in range(count)]
+
+
+def resource_config(spec: JobSpec, host: str) -> dict:
+    hosts = hosts_for(spec.instance_count)
+    return {
+        "current_host": host,
+        "current_instance_type": spec.instance_type,
+        "current_group_name": "homogeneousCluster",
+        "hosts": hosts,
+        "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": spec.instance_type,
+                             "hosts": hosts}],
+        "network_interface_name": NETWORK_INTERFACE,
+    }
+
+
+def input_data_config(channels: list[str]) -> dict:
+    return {name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+            for name in channels}
+
+
+def lay_out_host(host_dir: Path, spec: JobSpec, host: str, data_dir: Path, code_dir: Path) -> dict:
+    """Create one host's /opt/ml tree; return its input data config."""
+    config = host_dir / "input" / "config"
+    config.mkdir(parents=True)
+    for sub in ("model", "output/data", "checkpoints"):
+        (host_dir / sub).mkdir(parents=True)
+    data = host_dir / "input" / "data"
+    for name, files in s3data.channel_files(data_dir).items():
+        (data / name).mkdir(parents=True)
+        for path in files:
+            shutil.copy2(path, data / name / path.name)
+    (data / "code").symlink_to(os.path.relpath(code_dir, data))
+    channels = input_data_config([*s3data.channel_files(data_dir), "code"])
+    (config / "resourceconfig.json").write_text(json.dumps(resource_config(spec, host), indent=2))
+    (config / "hyperparameters.json").write_text(json.dumps(spec.hyperparameters, indent=2))
+    (config / "inputdataconfig.json").write_text(json.dumps(channels, indent=2))
+    return channels
+
+
+@contextmanager
+def _sdk_environment_script():
+    """Import the SDK's container environment script without leaving its path hack behind."""
+    saved = list(sys.path)
+    try:
+        from sagemaker.train.container_drivers.scripts import environment as sm_env
+    finally:
+        sys.path[:] = saved
+    # It logs every variable to stdout; here stdout carries the job summary.
+    logging.getLogger(sm_env.__name__).setLevel(logging.WARNING)
+    yield sm_env
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    import shlex
+
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = shlex.split(line[len("export "):])[0].partition("=")
+            env[key] = value
+    return env
+
+
+def sagemaker_env(spec: JobSpec, job_name: str, host: str, host_dir: Path, channels: dict, port: int) -> dict[str, str]:
+    """The SM_* variables SageMaker's driver would set on `host`, re-rooted into `host_dir`."""
+    config = host_dir / "input" / "config"
+    env_file = host_dir / "input" / "sm_training.env"
+    with _sdk_environment_script() as sm_env, mock.patch.dict(os.environ, {"TRAINING_JOB_NAME": job_name}):
+        sm_env.set_env(
+            resource_config=json.loads((config / "resourceconfig.json").read_text()),
+            input_data_config=channels,
+            hyperparameters_config=json.loads((config / "hyperparameters.json").read_text()),
+            output_file=str(env_file),
+        )
+    env = _read_env_file(env_file)
+    env["SM_SOURCE_DIR"] = f"{OPT_ML}/input/data/code"
+    env["SM_ENTRY_SCRIPT"] = code.ENTRY_SCRIPT
+    if spec.distributed:
+        env["SM_DISTRIBUTED_DRIVER_DIR"] = f"{OPT_ML}/input/data/sm_drivers/distributed_drivers"
+        env["SM_DISTRIBUTED_CONFIG"] = json.dumps({"process_count_per_node": None, "smp": None})
+    env["SM_MASTER_ADDR"], env["SM_MASTER_PORT"] = "127.0.0.1", str(port)
+    training_env = json.loads(env["SM_TRAINING_ENV"])
+    training_env.update(master_addr="127.0.0.1", master_port=port)
+    env["SM_TRAINING_ENV"] = json.dumps(training_env)
+    env["TRAINING_JOB_NAME"] = job_name
+    root = str(host_dir)
+    env = {k: v.replace(f"{OPT_ML}/", f"{root}/") for k, v in env.items()}
+    # Rewrite the file too, so what a user sources by hand matches what the host ran with.
+    env_file.write_text("".join(f"export {k}='{v}'\n" for k, v in env.items()))
+    return env
+
+
+def host_command(spec: JobSpec, env: dict[str, str]) -> list[str]:
+    """What the SDK's basic-script or torchrun driver would execute on this host."""
+    from sagemaker.train.container_drivers.common.utils import hyperparameters_to_cli_args
+
+    args = hyperparameters_to_cli_args(json.loads(env["SM_HPS"]))
+    if not spec.distributed:
+        return [sys.executable, code.ENTRY_SCRIPT, *args]
+    # The driver's own default: one process per GPU, else one.
+    per_node = int(env.get("SM_NUM_GPUS") or 0) or int(env.get("SM_NUM_NEURONS") or 0) or 1
+    # The driver passes the master only with several hosts; here it is always passed, so a
+    # single-host run never takes torchrun's default port 29500 from another job on this machine.
+    return [
+        sys.executable, "-m", "torch.distributed.run",
+        f"--nnodes={spec.instance_count}", f"--nproc_per_node={per_node}",
+        f"--master_addr={env['SM_MASTER_ADDR']}", f"--master_port={env['SM_MASTER_PORT']}",
+        f"--node_rank={env['SM_CURRENT_HOST_RANK']}",
+        code.ENTRY_SCRIPT, *args,
+    ]
+
+
+def process_env(sm: dict[str, str], code_dir: Path, distributed: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED_DROP)}
+    env.update(sm)
+    env["PYTHONPATH"] = str(code_dir)
+    env["PYTHONUNBUFFERED"] = "1"
+    if distributed:  # as torchrun_driver.setup_env does
+        env["NCCL_SOCKET_IFNAME"] = sm.get("SM_NETWORK_INTERFACE_NAME", NETWORK_INTERFACE)
+        env["NCCL_PROTO"] = "simple"
+    return env
+
+
+# --- running the hosts -----------------------------------------------------------------------
+
+
+@dataclass
+class Host:
+    name: str
+    dir: Path
+    command: list[str]
+    env: dict[str, str]
+    log: Path
+    process: subprocess.Popen | None = None
+    exit_code: int | None = None
+    stopped: bool = False
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    @property
+    def failure_file(self) -> Path:
+        return self.dir / "output" / "failure"
+
+    def failure_reason(self) -> str | None:
+        try:
+            text = self.failure_file.read_text(errors="replace")
+        except OSError:
+            return None
+        return one_line(text)[:FAILURE_REASON_LIMIT] or None
+
+
+def _pump(host: Host) -> None:
+    """Copy a host's output to its log file and to stderr, each line tagged with the host."""
+    with host.log.open("w") as log:
+        for line in host.process.stdout:
+            log.write(line)
+            log.flush()
+            sys.stderr.write(f"[{host.name}] {line}")
+            sys.stderr.flush()
+
+
+def _start(host: Host, cwd: Path) -> None:
+    host.process = subprocess.Popen(
+        host.command, cwd=cwd, env=host.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        errors="replace", start_new_session=True,  # its own process group: torchrun's workers stop with it
+    )
+    thread = threading.Thread(target=_pump, args=(host,), daemon=True)
+    thread.start()
+    host.threads.append(thread)
+
+
+def _stop(hosts: list[Host]) -> None:
+    """SIGTERM each running host's process group, then SIGKILL what is left after the grace period."""
+    running = [h for h in hosts if h.process and h.process.poll() is None]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for h in running:
+            h.stopped = True
+            try:
+                os.killpg(h.process.pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + STOP_GRACE_S
+        while time.monotonic() < deadline and any(h.process.poll() is None for h in running):
+            time.sleep(POLL_S)
+        running = [h for h in running if h.process.poll() is None]
+        if not running:
+            return
+
+
+def _supervise(hosts: list[Host], timeout_s: float) -> tuple[Host | None, bool]:
+    """Wait for every host; stop the rest when one fails. Return (first failed host, timed out)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for h in hosts:
+            h.exit_code = h.process.poll()
+        failed = [h for h in hosts if h.exit_code not in (None, 0)]
+        if failed:
+            _stop(hosts)
+            return failed[0], False
+        if all(h.exit_code == 0 for h in hosts):
+            return None, False
+        if time.monotonic() > deadline:
+            _stop(hosts)
+            return None, True
+        time.sleep(POLL_S)
+
+
+# --- artifacts -------------------------------------------------------------------------------
+
+
+def pack(dirs: list[Path], target: Path) -> list[str]:
+    """Tar the union of `dirs` into `target`; return names written by more than one host."""
+    seen: dict[str, Path] = {}
+    clashes = []
+    with tarfile.open(target, "w:gz") as tar:
+        for root in dirs:
+            for path in sorted(root.rglob("*")):
+                if path.is_dir():
+                    continue
+                name = path.relative_to(root).as_posix()
+                if name in seen:
+                    clashes.append(name)
+                    continue
+                seen[name] = path
+                tar.add(path, arcname=name)
+    return clashes
+
+
+def _metrics(hosts: list[Host]) -> dict | None:
+    for h in hosts:
+        path = h.dir / "model" / "metrics.json"
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())
+            except json.JSONDecodeError:
+                return None
+    return None
+
+
+def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None = None) -> dict:
+    """Emulate the job; return the summary (also written to <job_dir>/summary.json)."""
+    s3data.ensure_prepared(data_dir)
+    job_name, job_dir = new_job_dir(jobs_dir.resolve(), spec.base_job_name)
+    s3data.log(f"job directory: {job_dir}")
+    code_dir = code.stage(job_dir / "code")
+    (job_dir / "logs").mkdir()
+    port = free_port()
+    hosts: list[Host] = []
+    for name in hosts_for(spec.instance_count):
+        host_dir = job_dir / name
+        channels = lay_out_host(host_dir, spec, name, data_dir, code_dir)
+        sm = sagemaker_env(spec, job_name, name, host_dir, channels, port)
+        hosts.append(Host(name=name, dir=host_dir, command=host_command(spec, sm),
+                          env=process_env(sm, code_dir, spec.distributed), log=job_dir / "logs" / f"{name}.log"))
+    if spec.gpu and int(hosts[0].env.get("SM_NUM_GPUS", "0")) == 0:
+        s3data.log(f"note: {spec.instance_type} has a GPU, this machine has none: the hosts train on CPU")
+    s3data.log(f"running: {' '.join(hosts[0].command)}")
+
+    started = time.perf_counter()
+    for h in hosts:
+        _start(h, cwd=h.dir / "input" / "data" / "code")  # the driver's `cd /opt/ml/input/data/code`
+    first_failed, timed_out = _supervise(hosts, timeout_s or spec.max_run_s)
+    wall = round(time.perf_counter() - started, 3)
+    for h in hosts:
+        h.exit_code = h.process.wait()
+        for t in h.threads:
+            t.join(timeout=5)
+        if h.exit_code != 0 and not h.stopped and not h.failure_reason():
+            # What the driver's error trap writes when the script left no reason of its own.
+            h.failure_file.write_text(f"{h.name}: training script exited with code {h.exit_code}; see {h.log}\n")
+
+    if timed_out:
+        status, reason = "Stopped", f"MaxRuntimeExceeded: the job ran past {timeout_s or spec.max_run_s} s"
+    elif first_failed is not None:
+        status = "Failed"
+        reason = first_failed.failure_reason() or f"{first_failed.name} exited with code {first_failed.exit_code}"
+    else:
+        status, reason = "Completed", None
+
+    warnings = []
+    model_artifact = None
+    if status == "Completed":
+        model_artifact = job_dir / "model.tar.gz"
+        clashes = pack([h.dir / "model" for h in hosts], model_artifact)
+        if clashes:
+            warnings.append(f"model files written by more than one host (first kept): {', '.join(sorted(set(clashes)))}")
+    output_artifact = job_dir / "output.tar.gz"
+    pack([h.dir / "output" / "data" for h in hosts], output_artifact)
+
+    summary = {
+        "status": status,
+        "job_name": job_name,
+        "job_dir": str(job_dir),
+        "model_artifact": str(model_artifact) if model_artifact else None,
+        "output_artifact": str(output_artifact),
+        "wall_seconds": wall,
+        "failure_reason": reason,
+        "instance_type": spec.instance_type,
+        "instance_count": spec.instance_count,
+        "distributed": spec.distributed,
+        "hyperparameters": spec.hyperparameters,
+        "command": hosts[0].command,
+        "hosts": [
+            {"host": h.name, "exit_code": h.exit_code, "stopped_by_launcher": h.stopped,
+             "failure_reason": h.failure_reason(), "log": str(h.log)}
+            for h in hosts
+        ],
+        "metrics": _metrics(hosts),
+        "warnings": warnings,
+    }
+    (job_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

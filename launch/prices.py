@@ -1,0 +1,50 @@
+"""The dated on-demand price table (`launch/prices.json`, or the file `--prices FILE` names) and
+the cost of a job from its billable seconds.
+
+AWS bills `BillableTimeInSeconds` per instance, so a job's cost is billable seconds × instance
+count × hourly price / 3600. With managed spot the billable time is already reduced by the spot
+discount, so the same formula with the on-demand price estimates what was paid.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from titanic_lightning.errors import UsageError
+
+DEFAULT_PRICES = Path(__file__).with_name("prices.json")
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    as_of: str
+    region: str
+    usd_per_hour: dict[str, float]
+    source: str = ""
+
+    def hourly(self, instance_type: str) -> float | None:
+        return self.usd_per_hour.get(instance_type)
+
+    def job_cost(self, instance_type: str, instance_count: int, billable_seconds: float | None) -> float | None:
+        price = self.hourly(instance_type)
+        if price is None or billable_seconds is None:
+            return None
+        return round(billable_seconds * instance_count * price / 3600.0, 6)
+
+
+def load(path: str | Path | None = None) -> PriceTable:
+    path = Path(path) if path is not None else DEFAULT_PRICES
+    try:
+        data = json.loads(path.read_text())
+        table = {str(k): float(v) for k, v in data["usd_per_hour"].items()}
+        return PriceTable(as_of=str(data["as_of"]), region=str(data.get("region", "us-east-1")),
+                          usd_per_hour=table, source=str(data.get("source", "")))
+    except FileNotFoundError:
+        raise UsageError(f"--prices {path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UsageError(
+            f"--prices {path}: not a price table ({type(exc).__name__}: {exc}); expected "
+            '{"as_of": "YYYY-MM-DD", "usd_per_hour": {"ml.m5.large": 0.115, ...}}'
+        ) from None

@@ -1,0 +1,182 @@
+"""Submit a `JobSpec` as a SageMaker training job with the SDK's `ModelTrainer`.
+
+`resolve_aws` checks credentials, region, role and bucket before anything is uploaded; `submit`
+uploads the data channels (skipping unchanged objects), stages the code and calls
+`ModelTrainer.train`. Endpoints follow botocore's configuration (`AWS_ENDPOINT_URL` included),
+which is how the tests point it at a local S3/SageMaker emulator.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from launch import code, s3data
+from launch.job import CHECKPOINT_LOCAL_PATH, METRIC_DEFINITIONS, TENSORBOARD_LOCAL_PATH, JobSpec, check_role
+from titanic_lightning.errors import UsageError
+
+
+@dataclass
+class Aws:
+    boto_session: object
+    session: object  # sagemaker.core.helper.session_helper.Session
+    spec: JobSpec
+
+
+def resolve_aws(spec: JobSpec, role_flag: str | None, region_flag: str | None) -> Aws:
+    """Credentials → region → role → bucket, each a one-line error when missing."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    boto_session = boto3.Session(region_name=region_flag) if region_flag else boto3.Session()
+    if boto_session.get_credentials() is None:
+        raise UsageError(
+            "no AWS credentials: run `aws configure` (or `aws sso login`), or set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; --dry-run needs none"
+        )
+    region = boto_session.region_name
+    if not region:
+        raise UsageError("no AWS region: pass --region us-east-1 (or set AWS_DEFAULT_REGION)")
+
+    from sagemaker.core.helper.session_helper import Session
+
+    def session(bucket: str | None) -> Session:
+        return Session(boto_session=boto_session, default_bucket=bucket, default_bucket_prefix=spec.prefix)
+
+    role = role_flag or os.environ.get("SAGEMAKER_ROLE")
+    source = "--role" if role_flag else "SAGEMAKER_ROLE"
+    try:
+        if role:
+            check_role(role, source)
+        else:
+            role = _execution_role(session(spec.bucket))
+        bucket = spec.bucket
+        if bucket is None:
+            bucket = session(None).default_bucket()
+        else:
+            _check_bucket_reachable(boto_session, bucket)
+    except (ClientError, BotoCoreError) as exc:
+        raise UsageError(f"AWS refused a check before submitting: {' '.join(str(exc).split())}") from None
+    spec = spec.with_(region=region, role=role, bucket=bucket)
+    return Aws(boto_session=boto_session, session=session(bucket), spec=spec)
+
+
+NO_ROLE = (
+    "no IAM role for the job: pass --role arn:aws:iam::<account>:role/<name> or set SAGEMAKER_ROLE "
+    "(only inside SageMaker is the execution role found by itself)"
+)
+
+
+def inside_sagemaker() -> bool:
+    """A SageMaker notebook or Studio app (its metadata file), or a SageMaker job."""
+    from sagemaker.core.helper.session_helper import NOTEBOOK_METADATA_FILE
+
+    return os.path.exists(NOTEBOOK_METADATA_FILE) or bool(os.environ.get("TRAINING_JOB_NAME"))
+
+
+def _execution_role(session) -> str:
+    """Inside SageMaker the caller's own role (the SDK's lookup); elsewhere a clear error."""
+    if not inside_sagemaker():
+        raise UsageError(NO_ROLE)
+    from sagemaker.core.helper.session_helper import get_execution_role
+
+    try:
+        return get_execution_role(session)
+    except ValueError:
+        raise UsageError(NO_ROLE) from None
+
+
+def _check_bucket_reachable(boto_session, bucket: str) -> None:
+    from botocore.exceptions import ClientError
+
+    try:
+        boto_session.client("s3").head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        code_ = exc.response.get("Error", {}).get("Code", "")
+        raise UsageError(
+            f"--bucket {bucket}: " + ("no such bucket; create it or omit --bucket for the session's default bucket"
+                                      if code_ in ("404", "NoSuchBucket", "NotFound")
+                                      else f"not accessible ({code_}); check the bucket's region and your permissions")
+        ) from None
+
+
+def build_trainer(aws: Aws, code_dir: Path):
+    """The SDK's ModelTrainer for this spec: image, code, compute, distribution, data and outputs."""
+    from sagemaker.core.training.configs import (
+        CheckpointConfig,
+        Compute,
+        MetricDefinition,
+        OutputDataConfig,
+        SourceCode,
+        StoppingCondition,
+        Tag,
+        TensorBoardOutputConfig,
+    )
+    from sagemaker.train import ModelTrainer
+    from sagemaker.train.distributed import Torchrun
+
+    spec = aws.spec
+    trainer = ModelTrainer(
+        training_image=spec.image_uri(),
+        source_code=SourceCode(source_dir=str(code_dir), entry_script=code.ENTRY_SCRIPT,
+                               requirements=code.REQUIREMENTS_FILE),
+        compute=Compute(instance_type=spec.instance_type, instance_count=spec.instance_count,
+                        enable_managed_spot_training=spec.spot or None),
+        distributed=Torchrun() if spec.distributed else None,
+        hyperparameters=dict(spec.hyperparameters),
+        environment={"PYTHONPATH": code.CODE_DIR_IN_CONTAINER},
+        role=spec.role,
+        sagemaker_session=aws.session,
+        base_job_name=spec.base_job_name,
+        stopping_condition=StoppingCondition(max_runtime_in_seconds=spec.max_run_s,
+                                             max_wait_time_in_seconds=spec.max_wait_s),
+        checkpoint_config=CheckpointConfig(s3_uri=spec.checkpoint_s3_uri, local_path=CHECKPOINT_LOCAL_PATH),
+        output_data_config=OutputDataConfig(s3_output_path=spec.output_s3_uri),
+        tags=[Tag(key=k, value=v) for k, v in spec.tags.items()],
+    )
+    return trainer.with_metric_definitions(
+        [MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in METRIC_DEFINITIONS]
+    ).with_tensorboard_output_config(
+        TensorBoardOutputConfig(s3_output_path=spec.tensorboard_s3_uri, local_path=TENSORBOARD_LOCAL_PATH)
+    )
+
+
+def input_data(spec: JobSpec) -> list:
+    from sagemaker.core.training.configs import InputData, S3DataSource
+
+    # FullyReplicated: every instance gets all rows; the entry shards by rank itself.
+    return [
+        InputData(channel_name=name, data_source=S3DataSource(
+            s3_data_type="S3Prefix", s3_uri=uri, s3_data_distribution_type="FullyReplicated"))
+        for name, uri in spec.channels.items()
+    ]
+
+
+@dataclass
+class Submitted:
+    job_name: str
+    submitted_at: float
+    upload: dict
+
+
+def submit(aws: Aws, data_dir: Path, wait: bool) -> Submitted:
+    """Upload data, stage code, create the job (and follow it to the end when `wait`)."""
+    s3data.ensure_prepared(data_dir)
+    upload = s3data.upload_channels(aws.boto_session.client("s3"), data_dir, aws.spec.channels)
+    with tempfile.TemporaryDirectory(prefix="titanic-code-") as tmp:
+        trainer = build_trainer(aws, code.stage(Path(tmp)))
+        started = time.time()
+        trainer.train(input_data_config=input_data(aws.spec), wait=False, logs=False)
+        job = trainer._latest_training_job  # the SDK keeps the created job here; no public getter
+        name = job.training_job_name
+        s3data.log(f"submitted training job {name}")
+        if wait:
+            job.wait(logs=True)
+    return Submitted(job_name=name, submitted_at=started, upload=upload)
+
+
+def describe(aws: Aws, job_name: str) -> dict:
+    return aws.boto_session.client("sagemaker").describe_training_job(TrainingJobName=job_name)

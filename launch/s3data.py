@@ -1,0 +1,97 @@
+"""The job's data channels: prepare the npz files locally if missing, upload them to S3 once.
+
+Layout in S3 (`s3://B/P/data/<channel>/`):
+
+    train/train_data.npz  train/preprocessing.json   (the entry reads preprocessing.json beside
+    val/val_data.npz      test/test_data.npz          the training data)
+
+Each object carries its sha256 in metadata (`x-amz-meta-sha256`); an upload is skipped when the
+object already holds the same content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+from titanic_lightning.errors import UsageError
+
+NPZ_CONTENT_TYPE = "application/x-npz"
+JSON_CONTENT_TYPE = "application/json"
+SHA_KEY = "sha256"
+
+
+def channel_files(data_dir: Path) -> dict[str, list[Path]]:
+    """Channel name → the local files that go into it."""
+    files = {name: [data_dir / f"{name}_data.npz"] for name in ("train", "val", "test")}
+    preprocessing = data_dir / "preprocessing.json"
+    if preprocessing.is_file():
+        files["train"].append(preprocessing)
+    return files
+
+
+def ensure_prepared(data_dir: Path) -> Path:
+    """Make sure `data_dir` has the three npz files, preparing them from the Titanic CSV if not."""
+    missing = [p for p in (data_dir / f"{s}_data.npz" for s in ("train", "val", "test")) if not p.is_file()]
+    if missing:
+        from titanic_lightning.csv_source import resolve_csv
+        from titanic_lightning.prepare import prepare
+
+        csv = resolve_csv(None)
+        description = prepare(csv, data_dir)
+        log(f"prepared {data_dir}/ from {csv}: rows {description['rows']}")
+    elif not (data_dir / "preprocessing.json").is_file():
+        log(f"warning: no preprocessing.json in {data_dir}; the model will not be able to score raw rows")
+    return data_dir
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _split(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def upload_channels(s3, data_dir: Path, channels: dict[str, str]) -> dict[str, list[str]]:
+    """Upload every channel's files under its S3 URI; return {"uploaded": [...], "unchanged": [...]}."""
+    from botocore.exceptions import ClientError
+
+    result: dict[str, list[str]] = {"uploaded": [], "unchanged": []}
+    for name, files in channel_files(data_dir).items():
+        bucket, prefix = _split(channels[name])
+        for path in files:
+            key = prefix + path.name
+            uri = f"s3://{bucket}/{key}"
+            digest = sha256_of(path)
+            try:
+                existing = s3.head_object(Bucket=bucket, Key=key).get("Metadata", {}).get(SHA_KEY)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                    raise
+                existing = None
+            if existing == digest:
+                log(f"unchanged, not uploaded: {uri}")
+                result["unchanged"].append(uri)
+                continue
+            content_type = NPZ_CONTENT_TYPE if path.suffix == ".npz" else JSON_CONTENT_TYPE
+            s3.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": content_type, "Metadata": {SHA_KEY: digest}})
+            log(f"uploaded {path} -> {uri}")
+            result["uploaded"].append(uri)
+    return result
+
+
+def check_data_dir(data_dir: Path) -> Path:
+    if data_dir.exists() and not data_dir.is_dir():
+        raise UsageError(f"--data {data_dir}: not a directory")
+    return data_dir
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

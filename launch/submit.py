@@ -1,0 +1,163 @@
+"""Train the Titanic MLP as a SageMaker training job, or emulate one here.
+
+    python launch/submit.py                          # ml.m5.large, waits, prints status/time/cost
+    python launch/submit.py --gpu                    # ml.g4dn.xlarge
+    python launch/submit.py --instance-count 2       # 2 x ml.m5.large, torchrun across instances
+    python launch/submit.py --spot --max-run 1800    # managed spot, resumes from checkpoints
+    python launch/submit.py --hp epochs=200 --hp learning_rate=0.003 --no-wait
+    python launch/submit.py --dry-run                # the job as JSON; no AWS call, no credentials
+    python launch/submit.py --local --instance-count 2   # SageMaker's layout and SM_* env, no Docker
+    python launch/submit.py --compare runs/*.json    # one table: time, billable seconds, cost, accuracy
+
+A real submission needs AWS credentials, a role (`--role`, else $SAGEMAKER_ROLE, else the
+execution role when run inside SageMaker) and a bucket (`--bucket`, else the session's default).
+Mistakes end as one line on stderr with exit code 2, before anything is uploaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Run by path (`python launch/submit.py`): make the repository importable as the module form is.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from titanic_lightning.errors import UsageError, one_line, run_command  # noqa: E402
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, like every other mistake
+        raise UsageError(f"{message} (see python launch/submit.py --help)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python launch/submit.py", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1],
+                allow_abbrev=False)
+    p.add_argument("--gpu", action="store_true", help="train on a GPU instance (default ml.g4dn.xlarge)")
+    p.add_argument("--instance-type", help="ml.* instance type (default ml.m5.large, or ml.g4dn.xlarge with --gpu)")
+    p.add_argument("--instance-count", type=_positive, default=1, help="instances; more than one trains with torchrun")
+    p.add_argument("--spot", action="store_true", help="managed spot training (max wait = 2 x max run)")
+    p.add_argument("--max-run", type=_positive, default=3600, metavar="SECONDS", help="maximum run time (default 3600)")
+    p.add_argument("--bucket", help="S3 bucket (default: the SageMaker session's default bucket)")
+    p.add_argument("--prefix", default="titanic-lightning", help="S3 key prefix (default titanic-lightning)")
+    p.add_argument("--role", help="IAM role ARN for the job (default $SAGEMAKER_ROLE, or the execution role in SageMaker)")
+    p.add_argument("--region", help="AWS region (default: the AWS configuration's)")
+    p.add_argument("--data", default="data", metavar="DIR",
+                   help="folder with {train,val,test}_data.npz, prepared from the Titanic CSV if missing (default data)")
+    p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
+                   help="a flag of entry/train.py, passed as a hyperparameter; repeatable")
+    p.add_argument("--strategy", metavar="NAME", help="the entry's --strategy (auto, ddp, ddp_smddp, fsdp, pkg.mod:fn)")
+    p.add_argument("--no-wait", action="store_true", help="submit and return without following the job")
+    p.add_argument("--dry-run", action="store_true", help="print the job as one JSON object; no AWS call")
+    p.add_argument("--local", action="store_true", help="run the job here with SageMaker's layout and environment")
+    p.add_argument("--jobs-dir", default="jobs", metavar="DIR", help="where --local puts job directories (default jobs)")
+    p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where finished jobs are recorded (default runs)")
+    p.add_argument("--prices", metavar="FILE", help="on-demand price table (default launch/prices.json)")
+    p.add_argument("--compare", nargs="+", metavar="RUN_JSON", help="print one table of recorded runs and exit")
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    return p
+
+
+def _spec(args):
+    from launch import job
+
+    region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return job.build_spec(
+        gpu=args.gpu, instance_type=args.instance_type, instance_count=args.instance_count, spot=args.spot,
+        max_run=args.max_run, bucket=args.bucket, prefix=args.prefix, region=region, role=args.role,
+        hp=args.hp, strategy=args.strategy,
+    )
+
+
+def dry_run(args) -> None:
+    from launch import prices
+
+    table = prices.load(args.prices)
+    # Anything a library prints goes to stderr: stdout carries exactly one JSON object.
+    with contextlib.redirect_stdout(sys.stderr):
+        spec = _spec(args)
+        if spec.role is None and os.environ.get("SAGEMAKER_ROLE"):
+            spec = spec.with_(role=os.environ["SAGEMAKER_ROLE"])
+        described = spec.describe(table.hourly(spec.instance_type))
+    print(json.dumps(described, indent=2))
+
+
+def local(args) -> int:
+    from launch import local as emulator
+    from launch import s3data
+
+    spec = _spec(args)
+    data_dir = s3data.check_data_dir(Path(args.data))
+    summary = emulator.run(spec, data_dir, Path(args.jobs_dir))
+    print(json.dumps(summary), flush=True)
+    return 0 if summary["status"] == "Completed" else 1
+
+
+def remote(args) -> int:
+    from launch import prices, remote, report, s3data
+
+    table = prices.load(args.prices)
+    spec = _spec(args)
+    data_dir = s3data.check_data_dir(Path(args.data))
+    aws = remote.resolve_aws(spec, args.role, args.region)
+    submitted = remote.submit(aws, data_dir, wait=not args.no_wait)
+    if args.no_wait:
+        print(json.dumps({"job_name": submitted.job_name, "status": "Submitted", **submitted.upload}), flush=True)
+        return 0
+    record = report.summarize(remote.describe(aws, submitted.job_name), table,
+                              wall_seconds=round(time.time() - submitted.submitted_at, 1))
+    path = report.save(record, Path(args.runs_dir))
+    print(report.human(record), flush=True)
+    print(f"recorded in {path}", flush=True)
+    return 0 if record["status"] == "Completed" else 1
+
+
+def compare(args) -> None:
+    from launch import report
+
+    print(report.compare_table(report.load_runs(args.compare)))
+
+
+def main(argv: list[str]) -> None:
+    args = parser().parse_args(argv)
+    modes = [name for name in ("dry_run", "local", "compare") if getattr(args, name)]
+    if len(modes) > 1:
+        raise UsageError(f"--{modes[0].replace('_', '-')} and --{modes[1].replace('_', '-')} cannot be combined")
+    if args.compare:
+        return compare(args)
+    if args.dry_run:
+        return dry_run(args)
+    code = local(args) if args.local else remote(args)
+    if code:
+        sys.exit(code)
+
+
+def _main(argv: list[str]) -> None:
+    try:
+        main(argv)
+    except Exception as exc:
+        # botocore's own errors are the user's to fix (endpoint, permissions): say so in one line.
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if isinstance(exc, (BotoCoreError, ClientError)) and "--debug" not in argv:
+            raise UsageError(f"AWS: {one_line(exc)}") from None
+        raise
+
+
+if __name__ == "__main__":
+    run_command(_main)

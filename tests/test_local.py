@@ -1,0 +1,158 @@
+"""launch/submit.py --local: SageMaker's job layout and SM_* environment on this machine, one
+subprocess per host, failures surfaced, artifacts packed."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import tarfile
+import time
+
+import pytest
+
+from launch import local
+from launch.job import build_spec
+from tests.launch_fixtures import submit_subprocess
+
+
+@pytest.fixture
+def data_dir(prepared, tmp_path):
+    out = tmp_path / "data"
+    shutil.copytree(prepared, out)
+    return out
+
+
+def _summary(result) -> dict:
+    lines = result.stdout.strip().splitlines()
+    assert lines, result.stderr[-3000:]
+    return json.loads(lines[-1])
+
+
+def _documented_variables() -> set[str]:
+    doc = local.__doc__
+    return set(re.findall(r"\b(SM_[A-Z_]+|TRAINING_JOB_NAME)\b", doc)) - {"SM_CHANNEL_", "SM_HP_"}
+
+
+def test_layout_and_environment_of_each_host(tiny_channels, tmp_path):
+    data_dir = tiny_channels["train"].parent
+    (data_dir / "preprocessing.json").write_text("{}")
+    spec = build_spec(instance_count=2, hp=["epochs=5", "learning_rate=0.01"])
+    job_dir, code_dir = tmp_path / "job", tmp_path / "job" / "code"
+    code_dir.mkdir(parents=True)
+    envs = {}
+    for host in ("algo-1", "algo-2"):
+        host_dir = job_dir / host
+        channels = local.lay_out_host(host_dir, spec, host, data_dir, code_dir)
+        envs[host] = local.sagemaker_env(spec, "job-1", host, host_dir, channels, port=4321)
+
+        config = host_dir / "input" / "config"
+        resource = json.loads((config / "resourceconfig.json").read_text())
+        assert resource["current_host"] == host and resource["hosts"] == ["algo-1", "algo-2"]
+        assert json.loads((config / "hyperparameters.json").read_text()) == {"epochs": "5", "learning_rate": "0.01"}
+        assert set(json.loads((config / "inputdataconfig.json").read_text())) == {"train", "val", "test", "code"}
+        assert sorted(p.name for p in (host_dir / "input" / "data" / "train").iterdir()) == [
+            "preprocessing.json", "train_data.npz"]
+        assert (host_dir / "input" / "data" / "val" / "val_data.npz").is_file()
+        assert (host_dir / "input" / "data" / "code").resolve() == code_dir.resolve()
+        for sub in ("model", "output/data", "checkpoints"):
+            assert (host_dir / sub).is_dir()
+        assert (host_dir / "input" / "sm_training.env").is_file()
+
+    env1, env2 = envs["algo-1"], envs["algo-2"]
+    # Every variable the docstring lists is set, and nothing SM_* is set that it does not list.
+    set_names = {k for k in env2 if not k.startswith(("SM_CHANNEL_", "SM_HP_"))}
+    assert set_names == _documented_variables()
+    assert env2["SM_CURRENT_HOST"] == "algo-2" and env2["SM_CURRENT_HOST_RANK"] == "1"
+    assert env1["SM_CURRENT_HOST_RANK"] == "0"
+    assert json.loads(env2["SM_HOSTS"]) == ["algo-1", "algo-2"] and env2["SM_HOST_COUNT"] == "2"
+    assert env2["SM_MASTER_ADDR"] == "127.0.0.1" and env2["SM_MASTER_PORT"] == "4321"
+    assert env2["SM_NETWORK_INTERFACE_NAME"] == "lo"
+    assert env2["SM_CHANNEL_TRAIN"] == str(job_dir / "algo-2" / "input" / "data" / "train")
+    assert env2["SM_MODEL_DIR"] == str(job_dir / "algo-2" / "model")
+    assert env2["SM_OUTPUT_DATA_DIR"] == str(job_dir / "algo-2" / "output" / "data")
+    assert env2["SM_OUTPUT_FAILURE"] == str(job_dir / "algo-2" / "output" / "failure")
+    assert env2["SM_HP_EPOCHS"] == "5" and json.loads(env2["SM_HPS"]) == {"epochs": 5, "learning_rate": 0.01}
+    assert json.loads(env2["SM_CHANNELS"]) == ["train", "val", "test", "code"]
+    assert env2["SM_ENTRY_SCRIPT"] == "entry/train.py" and env2["TRAINING_JOB_NAME"] == "job-1"
+    assert json.loads(env2["SM_TRAINING_ENV"])["master_addr"] == "127.0.0.1"
+    assert not any("/opt/ml" in v for v in env2.values())
+
+    assert local.host_command(spec, env2) == [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+        "--master_addr=127.0.0.1", "--master_port=4321", "--node_rank=1", "entry/train.py",
+        "--epochs", "5", "--learning_rate", "0.01"]
+    single = build_spec(hp=["epochs=5"])
+    assert local.host_command(single, {**env1, "SM_HPS": '{"epochs": 5}'}) == [
+        sys.executable, "entry/train.py", "--epochs", "5"]
+    process = local.process_env(env2, code_dir, distributed=True)
+    assert process["PYTHONPATH"] == str(code_dir) and process["NCCL_SOCKET_IFNAME"] == "lo"
+
+
+def _host(tmp_path, name: str, script: str) -> local.Host:
+    host_dir = tmp_path / name
+    (host_dir / "output").mkdir(parents=True)
+    return local.Host(name=name, dir=host_dir, command=[sys.executable, "-c", script], env=None,
+                      log=tmp_path / f"{name}.log")
+
+
+def test_a_dead_host_stops_the_others(tmp_path):
+    hosts = [_host(tmp_path, "algo-1", "import time; time.sleep(120)"),
+             _host(tmp_path, "algo-2", "import time, os; time.sleep(0.5); os._exit(3)")]
+    started = time.monotonic()
+    for h in hosts:
+        local._start(h, cwd=tmp_path)
+    failed, timed_out = local._supervise(hosts, timeout_s=60)
+    assert time.monotonic() - started < 20
+    assert failed is hosts[1] and not timed_out
+    assert hosts[1].process.wait() == 3
+    assert hosts[0].stopped and hosts[0].process.wait() < 0  # ended by a signal
+
+
+def test_the_job_is_stopped_at_its_time_limit(tmp_path):
+    hosts = [_host(tmp_path, f"algo-{i}", "import time; time.sleep(120)") for i in (1, 2)]
+    for h in hosts:
+        local._start(h, cwd=tmp_path)
+    failed, timed_out = local._supervise(hosts, timeout_s=1)
+    assert failed is None and timed_out
+    assert all(h.stopped and h.process.wait() < 0 for h in hosts)
+
+
+def test_failing_hosts_fail_the_job_with_a_one_line_reason(data_dir, tmp_path):
+    result = submit_subprocess(["--local", "--instance-count", "2", "--hp", "epochs=0", "--data", str(data_dir)],
+                               cwd=tmp_path, timeout=120)
+    summary = _summary(result)
+    assert result.returncode != 0
+    assert summary["status"] == "Failed" and summary["model_artifact"] is None
+    reason = summary["failure_reason"]
+    assert "\n" not in reason and reason.startswith("error: --epochs") and len(reason) <= 1024
+    assert len(summary["hosts"]) == 2 and all(h["exit_code"] != 0 for h in summary["hosts"])
+    # The host that failed first carries the entry's own line; a host stopped because of it is marked so.
+    assert any(h["failure_reason"] == reason and not h["stopped_by_launcher"] for h in summary["hosts"])
+    job_dir = tmp_path / "jobs" / summary["job_name"]
+    assert summary["job_dir"] == str(job_dir) and (job_dir / "output.tar.gz").is_file()
+    assert not (job_dir / "model.tar.gz").exists()
+
+
+@pytest.mark.slow
+def test_two_hosts_train_one_model_with_world_size_2(data_dir, tmp_path):
+    started = time.monotonic()
+    result = submit_subprocess(["--local", "--instance-count", "2", "--data", str(data_dir)], cwd=tmp_path,
+                               timeout=180)
+    elapsed = time.monotonic() - started
+    summary = _summary(result)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert elapsed < 120, f"took {elapsed:.0f} s"
+    assert summary["status"] == "Completed" and summary["distributed"] is True
+    assert [h["exit_code"] for h in summary["hosts"]] == [0, 0]
+    assert {"status", "job_name", "job_dir", "model_artifact", "wall_seconds", "hosts"} <= set(summary)
+    assert "torch.distributed.run" in summary["command"] and "--nnodes=2" in summary["command"]
+    with tarfile.open(summary["model_artifact"]) as tar:
+        assert {"metrics.json", "model.pt"} <= set(tar.getnames())
+        metrics = json.load(tar.extractfile("metrics.json"))
+    assert metrics["world_size"] == 2 and metrics["num_nodes"] == 2
+    assert summary["warnings"] == []  # no file written by both hosts: the model is saved on rank 0 only
+    assert 0.7 < metrics["val_acc"] <= 1.0
+    with tarfile.open(summary["output_artifact"]) as tar:
+        assert any(name.startswith("tensorboard/") for name in tar.getnames())
