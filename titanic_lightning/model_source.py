@@ -1,0 +1,91 @@
+"""Where a trained model comes from: a model directory, a `model.pt`, a `model.tar.gz` (what a
+SageMaker training job uploads: the model directory's contents packed), or an `s3://bucket/key`
+URI of such an archive, downloaded with boto3.
+
+`locate_model(spec, workdir)` returns the local path of the `model.pt` to load and the name to use
+for it in messages; archives are unpacked and downloads land in `workdir`.
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+import zipfile
+from pathlib import Path
+
+from titanic_lightning.artifacts import MODEL_FILE
+from titanic_lightning.errors import UsageError
+
+# S3 bucket naming rules: 3-63 characters of lower-case letters, digits, dots and hyphens.
+_S3_URI = re.compile(r"^s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])/(.+)$")
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """`s3://bucket/key` → (bucket, key), or a UsageError saying what is wrong with it."""
+    match = _S3_URI.match(uri)
+    if match is None or match.group(2).endswith("/"):
+        raise UsageError(f"{uri}: not an S3 object URI (expected s3://bucket/path/model.tar.gz)")
+    return match.group(1), match.group(2)
+
+
+def download_s3(uri: str, dest: Path) -> Path:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    bucket, key = parse_s3_uri(uri)
+    target = dest / Path(key).name
+    try:
+        boto3.client("s3").download_file(bucket, key, str(target))
+    except NoCredentialsError:
+        raise UsageError(f"{uri}: no AWS credentials found to download it") from None
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("404", "NoSuchKey", "NoSuchBucket"):
+            raise UsageError(f"{uri}: no such object") from None
+        if code in ("403", "AccessDenied"):
+            raise UsageError(f"{uri}: access denied") from None
+        raise UsageError(f"{uri}: download failed ({code or exc})") from None
+    except BotoCoreError as exc:
+        raise UsageError(f"{uri}: download failed ({exc})") from None
+    return target
+
+
+def extract_model(archive: Path, dest: Path, source: str) -> Path:
+    """Unpack only `model.pt` from a SageMaker-style model.tar.gz (`./model.pt` or `model.pt`)."""
+    try:
+        with tarfile.open(archive) as tar:
+            member = next((m for m in tar.getmembers() if m.isfile() and m.name.removeprefix("./") == MODEL_FILE), None)
+            if member is None:
+                raise UsageError(f"{source}: the archive holds no {MODEL_FILE}")
+            # The "data" filter refuses links, absolute paths and escapes out of dest.
+            tar.extract(member, dest, filter="data")
+    except (tarfile.TarError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        raise UsageError(f"{source}: not a readable model archive ({' '.join(str(exc).split())[:200]})") from None
+    return dest / member.name
+
+
+def locate_model(spec: str, workdir: Path) -> tuple[Path, str]:
+    """The local model.pt for `spec` (a directory, model.pt, model.tar.gz or s3:// URI) and its display name."""
+    source = spec
+    if spec.startswith("s3://") or spec.startswith("s3:"):
+        path = download_s3(spec, workdir)
+    else:
+        path = Path(spec)
+        if path.is_dir():
+            model_file = path / MODEL_FILE
+            if not model_file.is_file():
+                raise UsageError(f"{spec}: no {MODEL_FILE} in this directory")
+            return model_file, str(model_file)
+        if not path.is_file():
+            raise UsageError(f"{spec}: no such file or directory")
+    # torch.save writes a zip; anything else that tar can open is taken for a model.tar.gz.
+    if not zipfile.is_zipfile(path) and _is_tar(path):
+        return extract_model(path, workdir / "unpacked", source), f"{source} ({MODEL_FILE})"
+    return path, source
+
+
+def _is_tar(path: Path) -> bool:
+    try:
+        return tarfile.is_tarfile(path)
+    except OSError:
+        return False
