@@ -1,4 +1,5 @@
-"""The model directory: `model.pt` and `metrics.json`, and the learning-curve picture.
+"""The model directory: `model.pt`, `metrics.json` and `code/` (the SageMaker serving handler,
+see `titanic_lightning.serving`), and the learning-curve picture.
 
 `model.pt` is a plain dictionary that `torch.load(path, weights_only=True)` reads:
 
@@ -28,12 +29,15 @@ METRICS_FILE = "metrics.json"
 def write_model_dir(model_dir: Path, payload: dict, metrics: dict) -> None:
     import torch
 
+    from titanic_lightning.serving import write_serving_code
+
     model_dir = Path(model_dir)
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}-", dir=model_dir.parent))
     try:
         torch.save({"format": MODEL_FORMAT, **payload, "metrics": metrics}, staging / MODEL_FILE)
         (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+        write_serving_code(staging)
         _swap_in(staging, model_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -61,9 +65,6 @@ def _swap_in(staging: Path, target: Path) -> None:
 
 def load_model_file(path: Path) -> dict:
     """Read a model.pt written by `write_model_dir` (weights only; nothing is unpickled)."""
-    import pickle
-    import zipfile
-
     import torch
 
     from titanic_lightning.errors import UsageError
@@ -72,7 +73,8 @@ def load_model_file(path: Path) -> dict:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - on arbitrary bytes torch.load raises almost any type
+        # (truncated zips end in OSError, non-zip bytes in IndexError from the legacy unpickler).
         raise UsageError(f"{path}: not a readable model file ({' '.join(str(exc).split())[:200]})") from None
     if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
         raise UsageError(f"{path}: not a titanic-lightning model (expected format {MODEL_FORMAT})")
