@@ -1,0 +1,61 @@
+"""Batch prediction: a trained model + a Kaggle-format CSV → `PassengerId,probability,prediction`.
+
+Run: `python -m entry.predict --model model/ --csv data/test_passengers.csv [--out predictions.csv]`
+
+When the rows carry `Survived`, accuracy and AUROC are reported as well (on stderr when the CSV goes
+to standard output). The output file is written to a temporary sibling and renamed, so a failure
+never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from titanic_lightning.atomic import atomic_output
+from titanic_lightning.errors import UsageError
+from titanic_lightning.prepare import LABEL, read_passengers
+from titanic_lightning.scoring import ID_COLUMN, Scorer, label_metrics
+from titanic_lightning.use_config import PredictConfig
+
+
+def run(cfg: PredictConfig) -> dict[str, float] | None:
+    """Score `cfg.csv` with `cfg.model`; write the CSV and return the metrics (None without labels)."""
+    import pandas as pd
+    import torch
+
+    from titanic_lightning.model_source import locate_model
+
+    csv = Path(cfg.csv)
+    out = Path(cfg.out) if cfg.out else None
+    df = read_passengers(csv, require_label=False)
+    if ID_COLUMN not in df.columns:
+        raise UsageError(f"{csv}: missing required column(s) {ID_COLUMN}")
+    labels = None
+    if LABEL in df.columns:
+        values = pd.to_numeric(df[LABEL], errors="coerce")
+        if not values.isin([0, 1]).all():
+            raise UsageError(f"{csv}: column {LABEL} must be 0 or 1 in every row (or be left out)")
+        labels = torch.tensor(values.to_numpy(), dtype=torch.int64)
+
+    with tempfile.TemporaryDirectory(prefix="titanic-model-") as workdir:
+        model_file, source = locate_model(cfg.model, Path(workdir))
+        scorer = Scorer.from_file(model_file, source)
+    scored = scorer.score_frame(df, source=str(csv))
+    metrics = None
+    if labels is not None:
+        metrics = label_metrics(torch.from_numpy(scored["probability"].to_numpy("float32")), labels)
+
+    if out is None:
+        scored.to_csv(sys.stdout, index=False, float_format="%.6f")
+    else:
+        with atomic_output(out) as tmp:
+            scored.to_csv(tmp, index=False, float_format="%.6f")
+    if metrics is not None:
+        print(f"rows={len(scored)}; accuracy={metrics['accuracy']:.4f}; auroc={metrics['auroc']:.4f};",
+              file=sys.stderr if out is None else sys.stdout, flush=True)
+    if out is not None:
+        print(f"wrote {len(scored)} predictions to {out}", file=sys.stderr, flush=True)
+    return metrics
+
