@@ -1,0 +1,30 @@
+"""Export a trained model with its preprocessing constants as one self-contained file.
+
+Run: `python -m entry.export --model model/ --format torchscript|onnx [--out FILE]`
+The input contract (coded raw columns in, probability out) is in titanic_lightning/export.py.
+ONNX needs the optional extra: `pip install -e '.[onnx]'`.
+"""
+
+from titanic_lightning.errors import run_command
+
+
+def main(argv: list[str]) -> None:
+    from titanic_lightning.use_config import parse_export_args
+
+    cfg = parse_export_args(argv)
+    import tempfile
+    from pathlib import Path
+
+    from titanic_lightning.export import FORMATS, export
+    from titanic_lightning.model_source import locate_model
+    from titanic_lightning.scoring import Scorer
+
+    out = Path(cfg.out or f"titanic{FORMATS[cfg.format]}")
+    with tempfile.TemporaryDirectory(prefix="titanic-model-") as workdir:
+        scorer = Scorer.from_file(*locate_model(cfg.model, Path(workdir)))
+    export(scorer, cfg.format, out)
+    print(f"wrote {out} ({cfg.format}; input columns and category lists inside)")
+
+
+if __name__ == "__main__":
+    run_command(main)
