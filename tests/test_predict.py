@@ -1,0 +1,205 @@
+"""`python -m entry.predict`: scores reproduce training's test metrics; model sources (directory,
+model.tar.gz, s3://); Kaggle's unlabelled rows with missing values; one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from tests.helpers import run_entry
+from tests.trained_model import pack, trained_model_dir
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, prepared) -> Path:
+    return trained_model_dir(tmp_path_factory, prepared)
+
+
+def _predict(capsys, *args: str) -> tuple[int, str, str]:
+    """Run the entry in-process (as run_command does for the CLI); return (exit code, stdout, stderr)."""
+    from entry.predict import main
+    from titanic_lightning.errors import run_command
+
+    with pytest.raises(SystemExit) as exited:
+        run_command(main, list(args))
+    captured = capsys.readouterr()
+    return exited.value.code, captured.out, captured.err
+
+
+def test_cli_reproduces_test_metrics(model_dir, prepared, tmp_path):
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    out = tmp_path / "predictions.csv"
+    result = run_entry("predict", "--model", str(model_dir), "--csv", str(prepared / "test_passengers.csv"),
+                       "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"accuracy={metrics['test_acc']:.4f};" in result.stdout
+    rows = pd.read_csv(prepared / "test_passengers.csv")
+    scored = pd.read_csv(out)
+    assert list(scored.columns) == ["PassengerId", "probability", "prediction"]
+    assert scored["PassengerId"].tolist() == rows["PassengerId"].tolist()
+    assert set(scored["prediction"]) <= {0, 1}
+    correct = int((scored["prediction"] == rows["Survived"]).sum())
+    assert correct == round(metrics["test_acc"] * len(rows))
+
+
+def test_library_metrics_equal_training_exactly(model_dir, prepared, tmp_path):
+    from titanic_lightning.predict import run
+    from titanic_lightning.use_config import PredictConfig
+
+    saved = json.loads((model_dir / "metrics.json").read_text())
+    scores = run(PredictConfig(model=str(model_dir), csv=str(prepared / "test_passengers.csv"),
+                               out=str(tmp_path / "p.csv")))
+    assert scores["accuracy"] == saved["test_acc"]
+    assert scores["auroc"] == pytest.approx(saved["test_auroc"], abs=1e-6)
+
+
+def test_tar_gz_to_stdout_unlabelled_rows_with_missing_values(model_dir, prepared, tmp_path, capsys):
+    rows = pd.read_csv(prepared / "test_passengers.csv").drop(columns="Survived").head(20)
+    # Kaggle's test file: no Survived, and missing Age, Fare, Cabin and Embarked occur.
+    rows.loc[0, ["Age", "Fare", "Cabin", "Embarked"]] = [float("nan"), float("nan"), float("nan"), float("nan")]
+    rows.loc[1, "Name"] = "Rothes, the Countess. of (Lucy Noel Martha Dyer-Edwards)"
+    csv = tmp_path / "kaggle_test.csv"
+    rows.to_csv(csv, index=False)
+    archive = pack(model_dir, tmp_path / "model.tar.gz")
+    code, out, err = _predict(capsys, "--model", str(archive), "--csv", str(csv))
+    assert code == 0, err
+    assert "accuracy" not in out + err
+    lines = out.strip().splitlines()
+    assert lines[0] == "PassengerId,probability,prediction" and len(lines) == 21
+    probabilities = [float(line.split(",")[1]) for line in lines[1:]]
+    assert all(0.0 < p < 1.0 for p in probabilities)
+
+
+def _write_rows(tmp_path: Path, prepared: Path, change) -> Path:
+    rows = pd.read_csv(prepared / "test_passengers.csv").head(10)
+    rows = change(rows)
+    path = tmp_path / "rows.csv"
+    rows.to_csv(path, index=False)
+    return path
+
+
+def _model_without_preprocessing(model_dir: Path, tmp_path: Path) -> Path:
+    payload = torch.load(model_dir / "model.pt", weights_only=True)
+    payload["preprocessing"] = None
+    torch.save(payload, tmp_path / "model.pt")
+    return tmp_path / "model.pt"
+
+
+def _truncated(model_dir: Path, tmp_path: Path) -> Path:
+    data = (model_dir / "model.pt").read_bytes()
+    (tmp_path / "model.pt").write_bytes(data[: len(data) // 2])
+    return tmp_path / "model.pt"
+
+
+def _garbage(model_dir: Path, tmp_path: Path) -> Path:
+    (tmp_path / "model.pt").write_bytes(os.urandom(4096))
+    return tmp_path / "model.pt"
+
+
+def _truncated_archive(model_dir: Path, tmp_path: Path) -> Path:
+    archive = pack(model_dir, tmp_path / "model.tar.gz")
+    archive.write_bytes(archive.read_bytes()[:2000])
+    return archive
+
+
+BAD_ROWS = {
+    "unknown category": (lambda r: r.assign(Sex=["robot"] + r["Sex"].tolist()[1:]), ["Sex", "robot"]),
+    "missing column": (lambda r: r.drop(columns="Name"), ["Name"]),
+    "missing PassengerId": (lambda r: r.drop(columns="PassengerId"), ["PassengerId"]),
+    "bad label": (lambda r: r.assign(Survived=2), ["Survived"]),
+    "non-numeric age": (lambda r: r.assign(Age="old"), ["Age", "old"]),
+}
+BAD_MODELS = {
+    "no preprocessing": (_model_without_preprocessing, ["preprocessing"]),
+    "truncated model.pt": (_truncated, ["not a readable model file"]),
+    "garbage model.pt": (_garbage, ["not a readable model file"]),
+    "truncated model.tar.gz": (_truncated_archive, ["model.tar.gz"]),
+}
+
+
+def _assert_one_line_usage_error(code: int, err: str, names: list[str], out_dir: Path) -> None:
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    for name in names:
+        assert name in err
+    assert not any(p.name.startswith("predictions") or p.name.startswith(".predictions") for p in out_dir.iterdir())
+
+
+@pytest.mark.parametrize("case", list(BAD_ROWS))
+def test_bad_rows_fail_in_one_line(case, model_dir, prepared, tmp_path, capsys):
+    change, names = BAD_ROWS[case]
+    csv = _write_rows(tmp_path, prepared, change)
+    code, _, err = _predict(capsys, "--model", str(model_dir), "--csv", str(csv), "--out", str(tmp_path / "predictions.csv"))
+    _assert_one_line_usage_error(code, err, [str(csv), *names], tmp_path)
+
+
+@pytest.mark.parametrize("case", list(BAD_MODELS))
+def test_bad_models_fail_in_one_line(case, model_dir, prepared, tmp_path, capsys):
+    make, names = BAD_MODELS[case]
+    (tmp_path / "m").mkdir()
+    bad = make(model_dir, tmp_path / "m")
+    code, _, err = _predict(capsys, "--model", str(bad), "--csv", str(prepared / "test_passengers.csv"),
+                            "--out", str(tmp_path / "predictions.csv"))
+    _assert_one_line_usage_error(code, err, [str(bad), *names], tmp_path)
+
+
+@pytest.mark.parametrize("wrong", ["csv", "directory", "missing"])
+def test_wrong_thing_as_model(wrong, prepared, tmp_path, capsys):
+    given = {"csv": prepared / "test_passengers.csv", "directory": prepared, "missing": tmp_path / "nope"}[wrong]
+    code, _, err = _predict(capsys, "--model", str(given), "--csv", str(prepared / "test_passengers.csv"),
+                            "--out", str(tmp_path / "predictions.csv"))
+    _assert_one_line_usage_error(code, err, [str(given)], tmp_path)
+
+
+def test_cli_error_has_no_traceback(model_dir, tmp_path):
+    result = run_entry("predict", "--model", str(model_dir), "--csv", str(tmp_path / "absent.csv"),
+                       "--out", str(tmp_path / "predictions.csv"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {tmp_path / 'absent.csv'}: no such file"
+    assert not (tmp_path / "predictions.csv").exists()
+
+
+def test_help_and_unknown_flag(tmp_path):
+    assert "--model" in run_entry("predict", "--help", cwd=tmp_path).stdout
+    result = run_entry("predict", "--model", "m", "--csv", "c", "--threshhold", "0.3", cwd=tmp_path)
+    assert result.returncode == 2 and "threshhold" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A moto S3/SageMaker server on 127.0.0.1 with fake credentials; yields a boto3 S3 client."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    try:
+        yield boto3.client("s3")
+    finally:
+        server.stop()
+
+
+def test_s3_model(s3, model_dir, prepared, tmp_path, capsys):
+    s3.create_bucket(Bucket="models")
+    s3.upload_file(str(pack(model_dir, tmp_path / "model.tar.gz")), "models", "job/output/model.tar.gz")
+    csv = str(prepared / "test_passengers.csv")
+    code, out, err = _predict(capsys, "--model", "s3://models/job/output/model.tar.gz", "--csv", csv,
+                              "--out", str(tmp_path / "p.csv"))
+    assert code == 0, err
+    assert "accuracy=" in out and len(pd.read_csv(tmp_path / "p.csv")) == len(pd.read_csv(csv))
+    for uri, message in [("s3://models/job/output/absent.tar.gz", "no such object"),
+                         ("s3://Not_A_Bucket/model.tar.gz", "not an S3 object URI"),
+                         ("s3://models/", "not an S3 object URI")]:
+        code, _, err = _predict(capsys, "--model", uri, "--csv", csv, "--out", str(tmp_path / "q.csv"))
+        assert code == 2 and uri in err and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "q.csv").exists()
