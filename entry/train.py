@@ -23,6 +23,7 @@ def main(argv: list[str]) -> None:
     import lightning.pytorch as pl
 
     from titanic_lightning import trainer as run
+    from titanic_lightning.resume import checkpoint_to_resume
 
     plan = environment.make_plan(
         environment.os.environ, run.cuda_devices(), accelerator=cfg.accelerator, devices=cfg.devices,
@@ -32,7 +33,7 @@ def main(argv: list[str]) -> None:
     environment.apply_plan_environment(plan)
     pl.seed_everything(cfg.seed, verbose=False)
     datamodule, model, trainer = run.build(cfg, paths, plan)
-    trainer.fit(model, datamodule=datamodule)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint_to_resume(paths.checkpoint_dir, model, datamodule))
     scores = run.evaluate(trainer, model, datamodule)
     run.finish(trainer, model, paths, plan, scores, started)
 

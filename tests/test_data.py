@@ -69,7 +69,7 @@ def test_feature_counts_must_match_across_splits(tmp_path):
         dm.setup("fit")
 
 
-@pytest.mark.parametrize(("rows", "world", "batch"), [(569, 2, 32), (10, 3, 4), (7, 4, 0), (100, 1, 16)])
+@pytest.mark.parametrize(("rows", "world", "batch"), [(569, 2, 32), (10, 3, 4), (7, 4, 100), (100, 1, 16)])
 def test_training_shards_are_disjoint_padded_and_equal(rows, world, batch):
     samplers = [ShardedBatchSampler(rows, batch, shuffle=True, seed=7, rank=r, world_size=world) for r in range(world)]
     for s in samplers:
@@ -96,7 +96,7 @@ def test_epochs_reshuffle_identically_on_every_rank():
 
 
 def test_evaluation_shards_are_not_padded():
-    shards = [torch.cat(list(iter(ShardedBatchSampler(7, 0, shuffle=False, seed=0, rank=r, world_size=3, pad=False))))
+    shards = [torch.cat(list(iter(ShardedBatchSampler(7, 100, shuffle=False, seed=0, rank=r, world_size=3, pad=False))))
               for r in range(3)]
     assert sorted(torch.cat(shards).tolist()) == list(range(7))
 

@@ -98,7 +98,7 @@ def test_misspelled_hyperparameter_fails_with_its_name(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "flag"),
     [(["--learning_rate", "0"], "--learning_rate"), (["--learning_rate", "abc"], "--learning_rate"),
-     (["--epochs", "0"], "--epochs"), (["--batch_size", "-1"], "--batch_size"),
+     (["--epochs", "0"], "--epochs"), (["--batch_size", "0"], "--batch_size"),
      (["--hidden_sizes", "[0]"], "--hidden_sizes"), (["--early_stopping", "maybe"], "--early_stopping"),
      (["--dropout", "1.0"], "--dropout"), (["--optimizer", "sgd"], "--optimizer")],
 )

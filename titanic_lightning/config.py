@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from jsonargparse import ArgumentParser
-from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, restricted_number_type
+from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt, restricted_number_type
 
 from titanic_lightning.errors import UsageError
 from titanic_lightning.features import DEFAULT_FEATURE_SET
@@ -35,11 +35,14 @@ class TrainConfig:
         preprocessing: preprocessing.json saved into model.pt (default: the one beside the training data).
         model_dir: Where model.pt and metrics.json go (default: $SM_MODEL_DIR, else model/).
         output_dir: Where logs and curves.png go (default: $SM_OUTPUT_DATA_DIR, else outputs/).
+        checkpoint_dir: Where last.ckpt and best.ckpt go; a run resumes from last.ckpt found there
+            (default: /opt/ml/checkpoints when it exists, else no resumable checkpoints).
+        checkpoint_every_n_epochs: Save last.ckpt every N epochs.
         epochs: Maximum number of epochs.
         learning_rate: Optimiser learning rate.
         weight_decay: Weight decay (L2 for adam, decoupled for adamw).
         optimizer: Optimiser.
-        batch_size: Rows per step on each process; 0 means the whole training split (full batch).
+        batch_size: Rows per step on each process; a size at least the split's is full-batch training.
         hidden_sizes: Widths of the hidden layers.
         dropout: Dropout after each hidden layer.
         early_stopping: Stop when val_loss has not improved for `patience` epochs; false runs every epoch.
@@ -62,11 +65,13 @@ class TrainConfig:
     preprocessing: Optional[str] = None
     model_dir: Optional[str] = None
     output_dir: Optional[str] = None
+    checkpoint_dir: Optional[str] = None
+    checkpoint_every_n_epochs: PositiveInt = 1
     epochs: PositiveInt = 500
     learning_rate: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 0.0
     optimizer: Literal["adam", "adamw"] = "adam"
-    batch_size: NonNegativeInt = 32
+    batch_size: PositiveInt = 32
     hidden_sizes: list[PositiveInt] = field(default_factory=lambda: [64, 32])
     dropout: Dropout = 0.0
     early_stopping: bool = True

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -134,14 +135,20 @@ class ShardedBatchSampler(Sampler[torch.Tensor]):
     """
 
     def __init__(self, num_rows: int, batch_size: int, *, shuffle: bool, seed: int, rank: int = 0,
-                 world_size: int = 1, pad: bool = True):
+                 world_size: int = 1, pad: bool = True, epoch_fn: Callable[[], int] | None = None):
         self.num_rows, self.shuffle, self.seed = num_rows, shuffle, seed
         self.rank, self.world_size, self.pad = rank, world_size, pad
-        self.batch_size = batch_size if batch_size > 0 else math.ceil(num_rows / world_size)
-        self.epoch = 0
+        self.batch_size = batch_size
+        self._epoch, self.epoch_fn = 0, epoch_fn
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self._epoch = epoch
+
+    @property
+    def epoch(self) -> int:
+        # On a resumed fit Lightning draws the first epoch's batches before it calls set_epoch, so
+        # the fit loop's count of processed epochs is the reliable source when there is a trainer.
+        return self.epoch_fn() if self.epoch_fn is not None else self._epoch
 
     def shard(self) -> torch.Tensor:
         if self.shuffle:
@@ -169,12 +176,14 @@ class TitanicDataModule(pl.LightningDataModule):
         train: Training channel (npz file or directory).
         val: Validation channel.
         test: Test channel, or None.
-        batch_size: Rows per step on each process; 0 means the whole (per-rank) training split.
+        batch_size: Rows per step on each process; at least the shard's size means full batch.
         seed: Seed of the per-epoch shuffle.
     """
 
     def __init__(self, train: Path, val: Path, test: Path | None = None, batch_size: int = 32, seed: int = 42):
         super().__init__()
+        # Saved into checkpoints: a resume with another batch size or seed would not be the same run.
+        self.save_hyperparameters("batch_size", "seed")
         self.paths = {"train": Path(train), "val": Path(val), "test": Path(test) if test else None}
         self.batch_size, self.seed = batch_size, seed
         self.datasets: dict[str, TensorBatches] = {}
@@ -212,6 +221,7 @@ class TitanicDataModule(pl.LightningDataModule):
         sampler = ShardedBatchSampler(
             len(dataset), self.batch_size if train else EVAL_BATCH_SIZE,
             shuffle=train, seed=self.seed, rank=rank, world_size=world, pad=train,
+            epoch_fn=(lambda: trainer.fit_loop.epoch_progress.current.processed) if trainer is not None else None,
         )
         # batch_size=None: the sampler yields whole index batches and the dataset answers each with
         # one indexing operation.

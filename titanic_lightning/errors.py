@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 USAGE_EXIT = 2
 FAILURE_EXIT = 1
+SIGTERM_EXIT = 143  # 128 + SIGTERM, what a shell reports for a process ended by the signal
 
 
 class UsageError(Exception):
@@ -34,7 +35,11 @@ def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None 
         _fail(f"error: {one_line(exc)}", USAGE_EXIT)
     except KeyboardInterrupt:
         _fail("error: interrupted", 130)
-    except SystemExit:
+    except SystemExit as exc:
+        # Lightning turns SIGTERM (a stop, a spot reclaim) into SIGTERMException, a SystemExit with
+        # no code, which would end the process with 0 and mark an interrupted job Completed.
+        if type(exc).__name__ == "SIGTERMException":
+            _fail("error: stopped by SIGTERM; run the same command again to resume from the last checkpoint", SIGTERM_EXIT)
         raise
     except Exception as exc:  # noqa: BLE001 - the last line of defence for a command
         if debug:

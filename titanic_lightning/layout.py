@@ -24,6 +24,7 @@ class Layout:
     preprocessing: dict | None
     model_dir: Path
     output_dir: Path
+    checkpoint_dir: Path | None  # resumable checkpoints (last.ckpt, best.ckpt), or None
 
 
 def _prepare_local_data(cfg: TrainConfig) -> None:
@@ -77,4 +78,5 @@ def resolve(cfg: TrainConfig) -> Layout:
         preprocessing=preprocessing,
         model_dir=Path(cfg.model_dir) if cfg.model_dir else environment.default_model_dir(),
         output_dir=Path(cfg.output_dir) if cfg.output_dir else environment.default_output_dir(),
+        checkpoint_dir=Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else environment.default_checkpoint_dir(),
     )

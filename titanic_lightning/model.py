@@ -36,10 +36,13 @@ class TitanicClassifier(pl.LightningModule):
         learning_rate: Optimiser learning rate.
         weight_decay: Weight decay.
         optimizer: "adam" or "adamw".
+        feature_names: Names of the input features, when known: a checkpoint from another
+            feature set is then refused instead of silently resumed.
     """
 
     def __init__(self, input_size: int, hidden_sizes: Sequence[int] = (64, 32), dropout: float = 0.0,
-                 learning_rate: float = 1e-3, weight_decay: float = 0.0, optimizer: str = "adam"):
+                 learning_rate: float = 1e-3, weight_decay: float = 0.0, optimizer: str = "adam",
+                 feature_names: Sequence[str] | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.net = MLP(input_size, hidden_sizes, dropout)
@@ -79,6 +82,20 @@ class TitanicClassifier(pl.LightningModule):
     def predict_step(self, batch, batch_idx):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return torch.sigmoid(self(x))
+
+    # The random state travels with the checkpoint, so a resumed run draws what the uninterrupted
+    # one would have (dropout); the data order depends only on seed and epoch already.
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["rng_state"] = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint):
+        state = checkpoint.get("rng_state") or {}
+        if "cpu" in state:
+            torch.set_rng_state(state["cpu"])
+        if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
 
     def configure_optimizers(self):
         kind = torch.optim.AdamW if self.hparams.optimizer == "adamw" else torch.optim.Adam

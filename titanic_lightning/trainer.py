@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from titanic_lightning import resume
 from titanic_lightning.artifacts import plot_curves, write_model_dir
 from titanic_lightning.config import TrainConfig
 from titanic_lightning.data import TitanicDataModule
@@ -41,14 +42,12 @@ def metric_line(values: dict, keys=None, prefix: str = "") -> str:
 
 
 class MetricPrinter(Callback):
-    """One `name=value;` line per validated epoch, and the best epoch so far (1-based)."""
+    """One `name=value;` line per validated epoch, from global rank 0."""
 
     def __init__(self):
-        self.best_epoch: int | None = None
-        self.best_loss = math.inf
         self._validated = False
 
-    def on_validation_epoch_end(self, trainer, pl_module):
+    def on_validation_end(self, trainer, pl_module):
         self._validated = not trainer.sanity_checking
 
     def on_train_epoch_end(self, trainer, pl_module):
@@ -56,17 +55,40 @@ class MetricPrinter(Callback):
             return
         self._validated = False
         values = {k: float(v) for k, v in trainer.callback_metrics.items() if k in EPOCH_KEYS}
-        epoch = trainer.current_epoch + 1
-        if values.get("val_loss", math.inf) < self.best_loss:
-            self.best_loss, self.best_epoch = values["val_loss"], epoch
         if trainer.is_global_zero:
-            print(metric_line({"epoch": epoch, **values}, ("epoch", *EPOCH_KEYS)), flush=True)
+            print(metric_line({"epoch": trainer.current_epoch + 1, **values}, ("epoch", *EPOCH_KEYS)), flush=True)
+
+
+class BestWeights(Callback):
+    """Keeps the weights of the epoch with the lowest val_loss, in memory, on every rank.
+
+    Under DDP every rank holds the same weights, so each can restore the best ones by itself after
+    fit: no rank reads a file another host wrote (SageMaker hosts share no file system). The
+    weights travel inside last.ckpt, so a resumed run still knows its best epoch.
+    """
+
+    def __init__(self):
+        self.best_loss = math.inf
+        self.best_epoch: int | None = None  # 1-based
+        self.weights: dict[str, torch.Tensor] | None = None
+
+    def on_validation_end(self, trainer, pl_module):
+        loss = trainer.callback_metrics.get("val_loss")
+        if trainer.sanity_checking or loss is None or not float(loss) < self.best_loss:
+            return
+        self.best_loss, self.best_epoch = float(loss), trainer.current_epoch + 1
+        self.weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+    def restore(self, pl_module) -> None:
+        if self.weights is not None:
+            pl_module.load_state_dict(self.weights)
 
     def state_dict(self):
-        return {"best_epoch": self.best_epoch, "best_loss": self.best_loss}
+        return {"best_loss": self.best_loss, "best_epoch": self.best_epoch, "weights": self.weights}
 
     def load_state_dict(self, state_dict):
-        self.best_epoch, self.best_loss = state_dict["best_epoch"], state_dict["best_loss"]
+        self.best_loss, self.best_epoch, self.weights = (
+            state_dict["best_loss"], state_dict["best_epoch"], state_dict["weights"])
 
 
 class DataOnDevice(Callback):
@@ -107,18 +129,18 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
             f"{layout.train}: {input_size} features, but its preprocessing describes "
             f"{len(layout.preprocessing['feature_names'])}; pass the matching --preprocessing"
         )
+    # Load and check the data now, before the Trainer writes anything: bad data leaves no files.
+    datamodule.setup("fit")
     model = TitanicClassifier(
         input_size=input_size, hidden_sizes=list(cfg.hidden_sizes), dropout=cfg.dropout,
         learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
+        feature_names=layout.preprocessing["feature_names"] if layout.preprocessing else None,
     )
     output_dir = layout.output_dir
-    callbacks: list[Callback] = [
-        AnnouncePlan(plan),
-        MetricPrinter(),
-        DataOnDevice(),
-        ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best", monitor="val_loss", mode="min",
-                        save_top_k=1, enable_version_counter=False),
-    ]
+    callbacks: list[Callback] = [AnnouncePlan(plan), MetricPrinter(), BestWeights(), DataOnDevice()]
+    if layout.checkpoint_dir is not None:
+        callbacks.append(ModelCheckpoint(dirpath=layout.checkpoint_dir, filename=resume.LAST, save_top_k=1,
+                                         every_n_epochs=cfg.checkpoint_every_n_epochs, enable_version_counter=False))
     if cfg.early_stopping:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience))
     trainer = pl.Trainer(
@@ -135,6 +157,7 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
         log_every_n_steps=1,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,  # the DataModule shards by rank itself
+        enable_checkpointing=layout.checkpoint_dir is not None,
         enable_progress_bar=sys.stdout.isatty(),
         enable_model_summary=False,
         default_root_dir=output_dir,
@@ -142,16 +165,16 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
     return datamodule, model, trainer
 
 
-def _printer(trainer: pl.Trainer) -> MetricPrinter:
-    return next(cb for cb in trainer.callbacks if isinstance(cb, MetricPrinter))
+def _best(trainer: pl.Trainer) -> BestWeights:
+    return next(cb for cb in trainer.callbacks if isinstance(cb, BestWeights))
 
 
 def evaluate(trainer: pl.Trainer, model: TitanicClassifier, datamodule: TitanicDataModule) -> dict:
-    """Validate (and test, when there is a test split) the best checkpoint's weights."""
-    ckpt = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
-    results = dict(trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0])
+    """Validate (and test, when there is a test split) the best epoch's weights."""
+    _best(trainer).restore(model)
+    results = dict(trainer.validate(model, datamodule=datamodule, verbose=False)[0])
     if datamodule.paths["test"] is not None:
-        results.update(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0])
+        results.update(trainer.test(model, datamodule=datamodule, verbose=False)[0])
     return {k: float(results[k]) for k in FINAL_KEYS if k in results}
 
 
@@ -160,10 +183,10 @@ def finish(trainer: pl.Trainer, model: TitanicClassifier, layout: Layout, plan: 
     """On global rank 0: write model.pt, metrics.json and curves.png, print the summary line."""
     if not trainer.is_global_zero:
         return None
-    printer = _printer(trainer)
+    best = _best(trainer)
     metrics = {
         **scores,
-        "best_epoch": printer.best_epoch,
+        "best_epoch": best.best_epoch,
         "epochs_run": trainer.current_epoch,
         "wall_seconds": round(time.perf_counter() - started, 3),
         "accelerator": plan.accelerator,
@@ -178,7 +201,7 @@ def finish(trainer: pl.Trainer, model: TitanicClassifier, layout: Layout, plan: 
         "preprocessing": layout.preprocessing,
     }
     write_model_dir(layout.model_dir, payload, metrics)
-    plot_curves(layout.output_dir / "csv" / "metrics.csv", layout.output_dir / "curves.png", printer.best_epoch)
+    plot_curves(layout.output_dir / "csv" / "metrics.csv", layout.output_dir / "curves.png", best.best_epoch)
     print(metric_line(metrics, ("best_epoch", "epochs_run", *FINAL_KEYS), prefix="final: "), flush=True)
     print(f"saved {layout.model_dir / 'model.pt'} and metrics.json; logs and curves.png in {layout.output_dir}",
           file=sys.stderr, flush=True)
