@@ -42,9 +42,13 @@ def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None 
             _fail("error: stopped by SIGTERM; run the same command again to resume from the last checkpoint", SIGTERM_EXIT)
         raise
     except Exception as exc:  # noqa: BLE001 - the last line of defence for a command
+        reason = f"error: {type(exc).__name__}: {one_line(exc)}"
         if debug:
+            from titanic_lightning import environment
+
+            environment.write_failure_reason(reason)  # the job still gets its reason; stderr the traceback
             raise
-        _fail(f"error: {type(exc).__name__}: {one_line(exc)} (rerun with --debug for the traceback)", FAILURE_EXIT)
+        _fail(f"{reason} (rerun with --debug for the traceback)", FAILURE_EXIT)
     sys.exit(0)
 
 

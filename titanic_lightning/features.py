@@ -11,6 +11,9 @@ Two feature sets:
 
 `Preprocessor.to_dict()` holds every fitted statistic; `Preprocessor.from_dict()` rebuilds the
 identical transform, which is how a trained model scores new passengers.
+
+Sex and Embarked must hold the Kaggle schema's values (female/male, C/Q/S), when fitting and when
+transforming: any other value is an error naming the column and the value, never a new category.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ REQUIRED_COLUMNS = {
     "basic": ("Pclass", "Sex", "Age", "SibSp", "Parch", "Fare", "Embarked"),
     "rich": ("Pclass", "Name", "Sex", "Age", "SibSp", "Parch", "Fare", "Cabin", "Embarked"),
 }
+# The values Kaggle's schema allows; anything else is a data error, never a new category.
+KNOWN_VALUES = {"Sex": ("female", "male"), "Embarked": ("C", "Q", "S")}
 TITLES = ("Master", "Miss", "Mr", "Mrs", "Rare")
 _TITLE_ALIASES = {"Mlle": "Miss", "Ms": "Miss", "Mme": "Mrs"}
 # "Braund, Mr. Owen Harris", "Heikkinen, Miss Laina", "Rothes, the Countess. of (...)"
@@ -50,6 +55,20 @@ def check_columns(df: pd.DataFrame, feature_set: str, source: str) -> None:
     missing = [c for c in REQUIRED_COLUMNS[feature_set] if c not in df.columns]
     if missing:
         raise UsageError(f"{source}: missing required column(s) {', '.join(missing)}")
+
+
+def check_categories(df: pd.DataFrame, source: str) -> None:
+    """Every non-missing Sex and Embarked value must be one the Kaggle schema knows."""
+    for column, known in KNOWN_VALUES.items():
+        if column not in df.columns:
+            continue
+        values = df[column].dropna().astype(str)
+        bad = values[~values.isin(known)]
+        if not bad.empty:
+            raise UsageError(
+                f"{source}: column {column} has unknown value {bad.iloc[0]!r} ({len(bad)} row(s)); "
+                f"expected one of {', '.join(known)}"
+            )
 
 
 def _numeric(df: pd.DataFrame, column: str, source: str) -> pd.Series:
@@ -93,6 +112,7 @@ class Preprocessor:
         if feature_set not in FEATURE_SETS:
             raise UsageError(f"--features {feature_set!r}: choose one of {', '.join(FEATURE_SETS)}")
         check_columns(df, feature_set, source)
+        check_categories(df, source)
         age, fare = _numeric(df, "Age", source), _numeric(df, "Fare", source)
         if age.isna().all():
             raise UsageError(f"{source}: column Age has no values, so its median cannot be fitted")
@@ -115,6 +135,7 @@ class Preprocessor:
 
     def _raw_features(self, df: pd.DataFrame, source: str) -> tuple[np.ndarray, list[str]]:
         check_columns(df, self.feature_set, source)
+        check_categories(df, source)
         s = self.statistics
         for column in ("Pclass", "SibSp", "Parch"):
             if _numeric(df, column, source).isna().any():

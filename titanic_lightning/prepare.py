@@ -79,14 +79,15 @@ def prepare(csv: Path, out: Path, feature_set: str = DEFAULT_FEATURE_SET) -> dic
         "source_sha256": sha256_of(csv),
         "split": {"test_size": TEST_SIZE, "val_size": VAL_SIZE, "random_state": RANDOM_STATE, "stratify_test": LABEL},
     }
+    # Transform every split before touching `out`: bad rows in any split leave nothing behind.
+    features = {name: pre.transform(rows, source=f"{csv} ({name} split)") for name, rows in splits.items()}
     out.mkdir(parents=True, exist_ok=True)
     # Stage everything, then move it in: a failure leaves no half-written channel behind.
     staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=out))
     try:
         for name, rows in splits.items():
-            features = pre.transform(rows, source=f"{csv} ({name} split)")
             labels = rows[LABEL].to_numpy(dtype="int64")
-            np.savez(staging / npz_name(name), **{f"X_{name}": features, f"y_{name}": labels})
+            np.savez(staging / npz_name(name), **{f"X_{name}": features[name], f"y_{name}": labels})
         splits["test"].to_csv(staging / TEST_ROWS_FILE, index=False)
         (staging / PREPROCESSING_FILE).write_text(json.dumps(description, indent=2) + "\n")
         for item in sorted(staging.iterdir(), key=lambda p: p.name == PREPROCESSING_FILE):

@@ -1,0 +1,461 @@
+"""Bad input, case by case: every row of the tables below must end as exactly one `error: ...` line
+(the last line on stderr) that names the file, field or flag at fault, with exit code 2 for bad
+usage or data and 1 for runtime failures, no traceback, nothing written, and the same line appended
+to SageMaker's failure file.
+
+The commands run in-process through `run_command` (the wrapper every `python -m entry.*` runs
+under) for speed; a few cases run through the interpreter as well, to show the same holds for a
+real process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+# Imported before any test runs: Lightning gives its logger a handler on the sys.stderr of the moment,
+# which must be the session's, not one test's captured stream that is closed when the test ends.
+import lightning.pytorch  # noqa: F401
+import numpy as np
+import pandas as pd
+import pytest
+
+import entry.predict
+import entry.prepare
+import entry.train
+from tests.helpers import REPO, clean_env, run_entry, write_channel
+from titanic_lightning.errors import UsageError, run_command
+
+COMMANDS = {"prepare": entry.prepare.main, "train": entry.train.main, "predict": entry.predict.main}
+FOREIGN_ENV = ("SM_", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_", "NODE_RANK",
+               "TORCHELASTIC", "TITANIC_CSV")
+
+
+# --- harness ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def failure_file(tmp_path, monkeypatch) -> Path:
+    """SageMaker's failure file, set the way SageMaker sets it, outside the folders the command uses."""
+    for key in list(os.environ):
+        if key.startswith(FOREIGN_ENV):
+            monkeypatch.delenv(key)
+    path = tmp_path / "sagemaker" / "failure"
+    monkeypatch.setenv("SM_OUTPUT_FAILURE", str(path))
+    return path
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch, failure_file) -> Path:
+    """`in/` holds the inputs; the command runs in `cwd/`, where default outputs would land."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    return tmp_path
+
+
+def _files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.relative_to(root).parts[0] != "sagemaker"}
+
+
+def invoke(command: str, argv: list[str], capsys) -> tuple[int, str, str]:
+    """`python -m entry.<command> argv...` in-process: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        run_command(COMMANDS[command], argv)
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def assert_one_line_error(code: int, err: str, expected_code: int, names: list[str],
+                          failure_file: Path | None) -> str:
+    """One `error: ...` line, last on stderr, naming each of `names`, in the failure file too; returns it."""
+    assert code == expected_code, err
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert lines, "nothing on stderr"
+    error = lines[-1]
+    assert error.startswith("error: "), err
+    assert [line for line in lines if line.startswith("error")] == [error], err
+    for name in names:
+        assert name in error, f"{name!r} is not named in: {error}"
+    if failure_file is not None:
+        assert failure_file.read_text() == error[:1024] + "\n"
+    return error
+
+
+def check_case(command: str, argv: list[str], names: list[str], work: Path, failure_file: Path, capsys,
+               expected_code: int = 2) -> str:
+    before = _files(work)
+    code, _, err = invoke(command, argv, capsys)
+    error = assert_one_line_error(code, err, expected_code, names, failure_file)
+    written = _files(work) - before
+    assert not written, f"files written: {sorted(map(str, written))}"
+    return error
+
+
+# --- CSV → entry.prepare ---------------------------------------------------------------------------
+
+
+def _kaggle(change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path, Path], None]:
+    """A writer of the real file with `change` applied."""
+    def write(path: Path, titanic_csv: Path) -> None:
+        change(pd.read_csv(titanic_csv)).to_csv(path, index=False)
+    return write
+
+
+def _set(column: str, value, rows: slice) -> Callable[[Path, Path], None]:
+    def change(df: pd.DataFrame) -> pd.DataFrame:
+        df[column] = df[column].astype(object)
+        df.loc[df.index[rows], column] = value
+        return df
+    return _kaggle(change)
+
+
+def _dangling(path: Path, titanic_csv: Path) -> None:
+    # The unreadable file. The suite runs as root, where chmod 000 does not stop a read, so the file
+    # that cannot be opened is a symlink whose target is gone.
+    path.symlink_to(path.parent / "deleted-target")
+
+
+def _absent(path: Path, titanic_csv: Path) -> None:
+    pass
+
+
+CSV_CASES = {
+    # case: (writes the CSV at path from the real one, words the error line must contain)
+    "missing file": (_absent, ["no such file"]),
+    "unreadable file (dangling symlink)": (_dangling, ["no such file"]),
+    "empty file": (lambda path, _: path.write_text(""), ["empty"]),
+    "header only": (lambda path, _: path.write_text("PassengerId,Survived,Pclass,Name,Sex,Age\n"), ["no rows"]),
+    "missing required columns": (_kaggle(lambda df: df.drop(columns=["Name", "Cabin"])),
+                                 ["missing required column", "Name", "Cabin"]),
+    "non-numeric Age": (_set("Age", "about forty", slice(3, 4)), ["Age", "'about forty'"]),
+    "non-numeric Fare": (_set("Fare", "7s 6d", slice(100, 101)), ["Fare", "'7s 6d'"]),
+    # The first row falls in the val split, so it is the transform that refuses it; in every row,
+    # the fit on the train split.
+    "unknown Sex, one row": (_set("Sex", "unknown", slice(0, 1)), ["(val split)", "Sex", "'unknown'"]),
+    "unknown Sex, every row": (_set("Sex", "unknown", slice(None)), ["(train split)", "Sex", "'unknown'"]),
+    "unknown Embarked": (_set("Embarked", "X", slice(0, 40)), ["Embarked", "'X'"]),
+    "all Age missing": (_set("Age", np.nan, slice(None)), ["Age", "no values"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CSV_CASES))
+def test_bad_csv(case, work, failure_file, titanic_csv, capsys):
+    write, names = CSV_CASES[case]
+    csv = work / "in" / "passengers.csv"
+    write(csv, titanic_csv)
+    out = work / "cwd" / "channels"
+    check_case("prepare", ["--csv", str(csv), "--out", str(out)], [str(csv), *names], work, failure_file, capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("column,value", [("Sex", "unknown"), ("Embarked", "X")])
+def test_unknown_category_is_refused_when_fitting_and_when_transforming(column, value, titanic_csv):
+    from titanic_lightning.features import Preprocessor
+
+    rows = pd.read_csv(titanic_csv).head(200)
+    fitted = Preprocessor.fit(rows)
+    bad = rows.copy()
+    bad.loc[5, column] = value
+    with pytest.raises(UsageError, match=f"^fitted rows: column {column} has unknown value '{value}'"):
+        Preprocessor.fit(bad, source="fitted rows")
+    with pytest.raises(UsageError, match=f"^scored rows: column {column} has unknown value '{value}'"):
+        fitted.transform(bad, source="scored rows")
+    # The saved description keeps its form: the sorted categories seen in training.
+    statistics = Preprocessor.from_dict(fitted.to_dict()).to_dict()["statistics"]
+    assert statistics["sex_categories"] == ["female", "male"]
+    assert statistics["embarked_categories"] == ["C", "Q", "S"]
+
+
+# --- npz channels and paths → entry.train ----------------------------------------------------------
+
+
+def _good(path: Path, split: str, **overrides) -> Path:
+    return write_channel(path, split, rows=24, **overrides)
+
+
+def _arrays(split: str, X, y) -> Callable[[Path], Path]:
+    def write(path: Path) -> Path:
+        np.savez(path, **{f"X_{split}": X, f"y_{split}": y})
+        return path
+    return write
+
+
+def _with(split: str, **overrides) -> Callable[[Path], Path]:
+    return lambda path: _good(path, split, **overrides)
+
+
+def _nan() -> np.ndarray:
+    X = np.random.default_rng(0).normal(size=(24, 5)).astype("float32")
+    X[7, 2] = np.nan
+    return X
+
+
+def _inf() -> np.ndarray:
+    X = np.random.default_rng(0).normal(size=(24, 5)).astype("float32")
+    X[0, 0] = np.inf
+    return X
+
+
+def _text(path: Path) -> Path:
+    path.write_text("PassengerId,Survived\n1,0\n")
+    return path
+
+
+def _empty_dir(path: Path) -> Path:
+    path = path.with_suffix("")
+    path.mkdir()
+    (path / "train.csv").write_text("not a channel file\n")
+    return path
+
+
+def _dangling_npz(path: Path) -> Path:
+    # See _dangling: root reads through chmod 000, a symlink to a deleted file cannot be read by anyone.
+    path.symlink_to(path.parent / "deleted.npz")
+    return path
+
+
+NPZ_CASES = {
+    # case: (split that is bad, writer of the bad channel at a path, words the error line must contain)
+    "not an npz": ("train", _text, ["not a readable npz file"]),
+    "missing keys": ("train", _with("train", X_train=None, X=None), ["missing key X_train"]),
+    "object (pickled) arrays": ("train", _arrays("train", np.array([[1, "a"]] * 24, dtype=object), np.zeros(24, "int64")),
+                                ["object", "pickled"]),
+    "1-D features": ("train", _with("train", X_train=np.zeros(24, "float32")), ["2-D"]),
+    "mismatched lengths": ("train", _with("train", y_train=np.zeros(23, "int64")), ["24 feature rows but 23 labels"]),
+    "NaN feature": ("train", _with("train", X_train=_nan()), ["NaN"]),
+    "infinite feature": ("val", _with("val", X_val=_inf()), ["infinite"]),
+    "labels not 0/1": ("train", _with("train", y_train=np.r_[np.zeros(23, "int64"), 2]), ["labels must be 0 or 1"]),
+    "zero rows": ("train", _arrays("train", np.zeros((0, 5), "float32"), np.zeros(0, "int64")), ["zero rows"]),
+    "feature count differs from train": ("val", _with("val", X_val=np.zeros((24, 4), "float32")),
+                                         ["4 features", "has 5"]),
+    "channel directory without npz": ("train", _empty_dir, ["holds no .npz file"]),
+    "unreadable file (dangling symlink)": ("train", _dangling_npz, ["no such file"]),
+}
+
+
+def _train_argv(work: Path, train: Path, val: Path, *extra: str) -> list[str]:
+    return ["--train", str(train), "--val", str(val), "--epochs", "1", "--model_dir", str(work / "cwd" / "model"),
+            "--output_dir", str(work / "cwd" / "outputs"), *extra]
+
+
+@pytest.mark.parametrize("case", list(NPZ_CASES))
+def test_bad_channel(case, work, failure_file, capsys):
+    bad_split, write, names = NPZ_CASES[case]
+    paths = {split: work / "in" / f"{split}_data.npz" for split in ("train", "val")}
+    for split, path in paths.items():
+        paths[split] = write(path) if split == bad_split else _good(path, split)
+    check_case("train", _train_argv(work, paths["train"], paths["val"]), [str(paths[bad_split]), *names],
+               work, failure_file, capsys)
+
+
+# --- hyperparameters → entry.train -----------------------------------------------------------------
+
+
+HYPERPARAMETER_CASES = {
+    # case: (flags, words the error line must contain)
+    "misspelled name": (["--learning_rat", "0.01"], ["--learning_rat"]),
+    "non-numeric value": (["--epochs", "ten"], ["--epochs", "ten"]),
+    "learning rate zero": (["--learning_rate", "0"], ["--learning_rate"]),
+    "learning rate negative": (["--learning_rate", "-0.1"], ["--learning_rate"]),
+    "zero epochs": (["--epochs", "0"], ["--epochs"]),
+    "zero batch size": (["--batch_size", "0"], ["--batch_size"]),
+    "hidden size 0": (["--hidden_sizes", "[64, 0]"], ["--hidden_sizes"]),
+}
+
+
+@pytest.mark.parametrize("case", list(HYPERPARAMETER_CASES))
+def test_bad_hyperparameter(case, work, failure_file, capsys):
+    flags, names = HYPERPARAMETER_CASES[case]
+    train, val = _good(work / "in" / "train_data.npz", "train"), _good(work / "in" / "val_data.npz", "val")
+    # --epochs comes first so that a bad --epochs in `flags` is the value the parser sees last.
+    argv = ["--epochs", "1", "--train", str(train), "--val", str(val), *flags]
+    check_case("train", argv, names, work, failure_file, capsys)
+
+
+# --- model files → entry.train (checkpoint) and entry.predict ---------------------------------------
+
+
+def test_truncated_checkpoint(work, failure_file, capsys):
+    checkpoints = work / "in" / "checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "last.ckpt").write_bytes(b"PK\x03\x04" + os.urandom(300))  # a zip cut off in its first entry
+    train, val = _good(work / "in" / "train_data.npz", "train"), _good(work / "in" / "val_data.npz", "val")
+    check_case("train", _train_argv(work, train, val, "--checkpoint_dir", str(checkpoints)),
+               [str(checkpoints / "last.ckpt"), "not a readable checkpoint"], work, failure_file, capsys)
+
+
+def _model_file(path: Path) -> Path:
+    """A model.pt in the saved format (weights only), without training one."""
+    import torch
+
+    from titanic_lightning.artifacts import MODEL_FORMAT
+
+    torch.save({"format": MODEL_FORMAT, "state_dict": {"0.weight": torch.randn(64, 20)},
+                "hyperparameters": {"input_size": 20, "hidden_sizes": [64]}, "preprocessing": None}, path)
+    return path
+
+
+def _truncated_model_dir(tmp: Path) -> tuple[Path, str]:
+    model_dir = tmp / "model"
+    model_dir.mkdir()
+    data = _model_file(model_dir / "model.pt").read_bytes()
+    (model_dir / "model.pt").write_bytes(data[: len(data) // 2])
+    return model_dir, str(model_dir / "model.pt")
+
+
+def _truncated_model_pt(tmp: Path) -> tuple[Path, str]:
+    data = _model_file(tmp / "model.pt").read_bytes()
+    (tmp / "model.pt").write_bytes(data[:900])
+    return tmp / "model.pt", str(tmp / "model.pt")
+
+
+def _npz_as_model(tmp: Path) -> tuple[Path, str]:
+    path = _good(tmp / "train_data.npz", "train")
+    return path, str(path)
+
+
+def _checkpoint_as_model(tmp: Path) -> tuple[Path, str]:
+    import torch
+
+    path = tmp / "last.ckpt"
+    torch.save({"epoch": 3, "global_step": 12, "state_dict": {"net.0.weight": torch.zeros(2, 2)}}, path)
+    return path, str(path)
+
+
+MODEL_CASES = {
+    # case: (makes the --model argument and the name the error must use, words the error must contain)
+    "truncated model.pt in a model directory": (_truncated_model_dir, ["not a readable model file"]),
+    "truncated model.pt": (_truncated_model_pt, ["not a readable model file"]),
+    "npz data given as the model": (_npz_as_model, ["not a readable model file"]),
+    "training checkpoint given as the model": (_checkpoint_as_model, ["not a titanic-lightning model"]),
+}
+
+
+@pytest.mark.parametrize("case", list(MODEL_CASES))
+def test_bad_model_file(case, work, failure_file, titanic_csv, capsys):
+    make, names = MODEL_CASES[case]
+    model, shown = make(work / "in")
+    out = work / "cwd" / "predictions.csv"
+    check_case("predict", ["--model", str(model), "--csv", str(titanic_csv), "--out", str(out)], [shown, *names],
+               work, failure_file, capsys)
+    assert not out.exists()
+
+
+# --- failure reporting -----------------------------------------------------------------------------
+
+
+def test_failure_reason_is_cut_to_1024_characters(work, failure_file, capsys):
+    csv = work / "in" / Path(*["d" * 200] * 6) / "passengers.csv"  # a path longer than SageMaker keeps
+    error = check_case("prepare", ["--csv", str(csv), "--out", str(work / "cwd" / "d")], [str(csv)],
+                       work, failure_file, capsys)
+    assert len(error) > 1024
+    assert failure_file.read_text() == error[:1024] + "\n"
+
+
+def test_failure_reasons_are_appended_one_line_each(work, failure_file, capsys):
+    missing = work / "in" / "absent.csv"
+    first = check_case("prepare", ["--csv", str(missing)], [str(missing)], work, failure_file, capsys)
+    code, _, err = invoke("train", ["--epochs", "0"], capsys)
+    second = err.strip().splitlines()[-1]
+    assert code == 2 and "--epochs" in second
+    assert failure_file.read_text().splitlines() == [first, second]
+
+
+def _fail_at_resume(*args, **kwargs):
+    raise RuntimeError("simulated failure\nwhile looking for a checkpoint")
+
+
+def test_runtime_failure_is_one_line_exit_1(work, failure_file, capsys, monkeypatch):
+    import titanic_lightning.resume
+
+    # The whole data path and the Trainer are built; then something unexpected goes wrong.
+    monkeypatch.setattr(titanic_lightning.resume, "checkpoint_to_resume", _fail_at_resume)
+    train, val = _good(work / "in" / "train_data.npz", "train"), _good(work / "in" / "val_data.npz", "val")
+    code, _, err = invoke("train", _train_argv(work, train, val), capsys)
+    error = assert_one_line_error(code, err, 1, ["RuntimeError", "simulated failure while looking for a checkpoint",
+                                                 "--debug"], failure_file)
+    assert error == ("error: RuntimeError: simulated failure while looking for a checkpoint "
+                     "(rerun with --debug for the traceback)")
+    assert not (work / "cwd" / "model").exists()
+
+
+def test_runtime_failure_with_debug_raises_for_the_traceback(work, failure_file, monkeypatch):
+    import titanic_lightning.resume
+
+    monkeypatch.setattr(titanic_lightning.resume, "checkpoint_to_resume", _fail_at_resume)
+    train, val = _good(work / "in" / "train_data.npz", "train"), _good(work / "in" / "val_data.npz", "val")
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        run_command(entry.train.main, _train_argv(work, train, val, "--debug", "true"))
+    # The exception goes on to the interpreter, which prints the traceback; the job still gets its reason.
+    assert failure_file.read_text() == "error: RuntimeError: simulated failure while looking for a checkpoint\n"
+
+
+# --- the same through the interpreter --------------------------------------------------------------
+
+
+def _process_env(failure: Path) -> dict[str, str]:
+    env = clean_env(SM_OUTPUT_FAILURE=str(failure))
+    env.pop("TITANIC_CSV", None)
+    return env
+
+
+def test_processes_report_one_line_usage_errors(tmp_path, titanic_csv):
+    failure = tmp_path / "sagemaker" / "failure"
+    env = _process_env(failure)
+    csv = tmp_path / "passengers.csv"
+    _set("Embarked", "X", slice(0, 40))(csv, titanic_csv)
+    train = _good(tmp_path / "train_data.npz", "train", X_train=_nan())
+    val = _good(tmp_path / "val_data.npz", "val")
+    model, _ = _truncated_model_pt(tmp_path)
+    runs = [
+        (run_entry("prepare", "--csv", str(csv), "--out", str(tmp_path / "channels"), cwd=tmp_path, env=env),
+         [str(csv), "Embarked", "'X'"]),
+        (run_entry("train", "--train", str(train), "--val", str(val), "--epochs", "1", cwd=tmp_path, env=env),
+         [str(train), "NaN"]),
+        (run_entry("predict", "--model", str(model), "--csv", str(titanic_csv), "--out", str(tmp_path / "p.csv"),
+                   cwd=tmp_path, env=env), [str(model), "not a readable model file"]),
+    ]
+    errors = [assert_one_line_error(result.returncode, result.stderr, 2, names, None) for result, names in runs]
+    assert failure.read_text().splitlines() == errors
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "model.pt", "passengers.csv", "sagemaker", "train_data.npz", "val_data.npz"]
+
+
+RUNTIME_FAILURE = """
+import sys
+import titanic_lightning.resume
+from entry.train import main
+from titanic_lightning.errors import run_command
+
+def fail(*args, **kwargs):
+    raise RuntimeError("simulated failure")
+
+titanic_lightning.resume.checkpoint_to_resume = fail
+run_command(main, sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_process_runtime_failure_shows_traceback_only_with_debug(tmp_path, debug):
+    failure = tmp_path / "sagemaker" / "failure"
+    train, val = _good(tmp_path / "train_data.npz", "train"), _good(tmp_path / "val_data.npz", "val")
+    argv = ["--train", str(train), "--val", str(val), "--epochs", "1", "--model_dir", str(tmp_path / "model"),
+            *(["--debug", "true"] if debug else [])]
+    result = subprocess.run([sys.executable, "-c", RUNTIME_FAILURE, *argv], cwd=REPO, env=_process_env(failure),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    if debug:
+        assert "Traceback (most recent call last)" in result.stderr
+        assert "in fail\n" in result.stderr  # the frame that raised
+        assert result.stderr.strip().splitlines()[-1] == "RuntimeError: simulated failure"
+        assert failure.read_text() == "error: RuntimeError: simulated failure\n"
+    else:
+        error = assert_one_line_error(result.returncode, result.stderr, 1, ["RuntimeError", "simulated failure"], None)
+        assert failure.read_text() == error + "\n"
+    assert not (tmp_path / "model").exists()
