@@ -1,4 +1,4 @@
-"""The network (a plain `nn.Module` MLP) and the LightningModule that trains it."""
+"""The LightningModule that trains the MLP (`titanic_lightning.network`): loss, optimiser, metrics."""
 
 from __future__ import annotations
 
@@ -10,20 +10,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
-
-class MLP(nn.Sequential):
-    """Linear → ReLU (→ Dropout) per hidden layer, then one logit. No sigmoid: the loss has it."""
-
-    def __init__(self, input_size: int, hidden_sizes: Sequence[int] = (64, 32), dropout: float = 0.0):
-        layers: list[nn.Module] = []
-        width = input_size
-        for hidden in hidden_sizes:
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = hidden
-        layers.append(nn.Linear(width, 1))
-        super().__init__(*layers)
+from titanic_lightning.network import MLP
 
 
 class TitanicClassifier(pl.LightningModule):
@@ -62,22 +49,38 @@ class TitanicClassifier(pl.LightningModule):
         x, y = batch
         loss = self.loss_fn(self(x), y)
         self.train_loss.update(loss.detach(), weight=len(y))
-        self.log("train_loss", self.train_loss, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
-    def _evaluate(self, batch, loss_metric: MeanMetric, scores: MetricCollection, stage: str) -> None:
+    def _evaluate(self, batch, stage: str) -> None:
         x, y = batch
         logits = self(x)
-        loss_metric.update(self.loss_fn(logits, y), weight=len(y))
-        scores.update(torch.sigmoid(logits), y.int())
-        self.log(f"{stage}_loss", loss_metric, on_step=False, on_epoch=True, batch_size=len(y))
-        self.log_dict(scores, on_step=False, on_epoch=True, batch_size=len(y))
+        getattr(self, f"{stage}_loss").update(self.loss_fn(logits, y), weight=len(y))
+        getattr(self, f"{stage}_scores").update(torch.sigmoid(logits), y.int())
 
     def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, self.val_loss, self.val_scores, "val")
+        self._evaluate(batch, "val")
 
     def test_step(self, batch, batch_idx):
-        self._evaluate(batch, self.test_loss, self.test_scores, "test")
+        self._evaluate(batch, "test")
+
+    # Values are logged once per epoch, already reduced over ranks by torchmetrics. Logging per
+    # step would cost more than the step itself on small batches: Lightning moves its whole
+    # result collection to the device on every self.log call.
+    def _log_epoch(self, stage: str) -> None:
+        loss, scores = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_scores")
+        self.log_dict({f"{stage}_loss": loss.compute(), **scores.compute()})
+        loss.reset()
+        scores.reset()
+
+    def on_validation_epoch_end(self):
+        # Validation closes every training epoch, so the epoch's training loss is complete here.
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self.log("train_loss", self.train_loss.compute())
+            self.train_loss.reset()
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self):
+        self._log_epoch("test")
 
     def predict_step(self, batch, batch_idx):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch

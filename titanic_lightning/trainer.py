@@ -15,7 +15,7 @@ import warnings
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from titanic_lightning import resume
@@ -33,6 +33,9 @@ FINAL_KEYS = ("val_loss", "val_acc", "val_auroc", "val_f1", "test_loss", "test_a
 
 # Data already sits in memory: worker processes would only copy it. Lightning's hint says otherwise.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+# Epoch values are reduced over ranks by torchmetrics before they are logged; Lightning's advice to
+# add sync_dist=True would average them a second time.
+warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
 
 
 def metric_line(values: dict, keys=None, prefix: str = "") -> str:
@@ -44,16 +47,9 @@ def metric_line(values: dict, keys=None, prefix: str = "") -> str:
 class MetricPrinter(Callback):
     """One `name=value;` line per validated epoch, from global rank 0."""
 
-    def __init__(self):
-        self._validated = False
-
     def on_validation_end(self, trainer, pl_module):
-        self._validated = not trainer.sanity_checking
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        if not self._validated:
+        if trainer.state.fn != "fit" or trainer.sanity_checking:
             return
-        self._validated = False
         values = {k: float(v) for k, v in trainer.callback_metrics.items() if k in EPOCH_KEYS}
         if trainer.is_global_zero:
             print(metric_line({"epoch": trainer.current_epoch + 1, **values}, ("epoch", *EPOCH_KEYS)), flush=True)
@@ -137,7 +133,7 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
         feature_names=layout.preprocessing["feature_names"] if layout.preprocessing else None,
     )
     output_dir = layout.output_dir
-    callbacks: list[Callback] = [AnnouncePlan(plan), MetricPrinter(), BestWeights(), DataOnDevice()]
+    callbacks: list[Callback] = [AnnouncePlan(plan), MetricPrinter(), BestWeights(), DataOnDevice(), Timer()]
     if layout.checkpoint_dir is not None:
         callbacks.append(ModelCheckpoint(dirpath=layout.checkpoint_dir, filename=resume.LAST, save_top_k=1,
                                          every_n_epochs=cfg.checkpoint_every_n_epochs, enable_version_counter=False))
@@ -184,11 +180,15 @@ def finish(trainer: pl.Trainer, model: TitanicClassifier, layout: Layout, plan: 
     if not trainer.is_global_zero:
         return None
     best = _best(trainer)
+    fit_seconds = next(cb for cb in trainer.callbacks if isinstance(cb, Timer)).time_elapsed("train")
+    rows_trained = len(trainer.datamodule.datasets["train"]) * trainer.current_epoch
     metrics = {
         **scores,
         "best_epoch": best.best_epoch,
         "epochs_run": trainer.current_epoch,
         "wall_seconds": round(time.perf_counter() - started, 3),
+        "fit_seconds": round(fit_seconds, 3),
+        "train_rows_per_second": round(rows_trained / fit_seconds) if fit_seconds > 0 else None,
         "accelerator": plan.accelerator,
         "devices": plan.devices,
         "num_nodes": plan.num_nodes,
