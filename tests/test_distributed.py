@@ -21,7 +21,7 @@ import torch
 from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 
 from tests.helpers import clean_env
-from titanic_lightning.model import MLP
+from titanic_lightning.network import MLP
 
 pytestmark = pytest.mark.slow
 

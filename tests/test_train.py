@@ -14,7 +14,8 @@ from tests.helpers import clean_env, run_entry
 from titanic_lightning.config import parse_train_args
 from titanic_lightning.data import TitanicDataModule
 from titanic_lightning.errors import UsageError
-from titanic_lightning.model import MLP, TitanicClassifier
+from titanic_lightning.model import TitanicClassifier
+from titanic_lightning.network import MLP
 
 METRICS_KEYS = {"val_loss", "val_acc", "val_auroc", "test_acc", "best_epoch", "epochs_run", "wall_seconds",
                 "accelerator", "world_size"}

@@ -20,7 +20,7 @@ import torch
 from titanic_lightning.artifacts import load_model_file
 from titanic_lightning.errors import UsageError
 from titanic_lightning.features import Preprocessor
-from titanic_lightning.model import MLP
+from titanic_lightning.network import MLP
 
 THRESHOLD = 0.5
 ID_COLUMN = "PassengerId"
