@@ -28,7 +28,8 @@ def one_line(text: str) -> str:
 def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None = None) -> None:
     """Run `main(argv)` and exit with 0, 1 (runtime failure) or 2 (usage error)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args and args[args.index("--debug") + 1 : args.index("--debug") + 2] != ["false"]
+    # Read before parsing, so that even a parse failure can show its traceback: `--debug true`.
+    debug = "--debug=true" in args or any(a == "--debug" and b == "true" for a, b in zip(args, args[1:]))
     try:
         main(args)
     except UsageError as exc:

@@ -31,7 +31,7 @@ def checkpoint_to_resume(checkpoint_dir: Path | None, model, datamodule) -> Path
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
         raise UsageError(
-            f"{path}: not a readable checkpoint ({' '.join(str(exc).split())[:160]}); "
+            f"{path}: not a readable checkpoint (truncated or not written by this project: {type(exc).__name__}); "
             "remove it or choose another --checkpoint_dir"
         ) from None
     for section, current in (("hyper_parameters", model.hparams), ("datamodule_hyper_parameters", datamodule.hparams)):
