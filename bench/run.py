@@ -1,0 +1,246 @@
+"""Benchmark suite: the project's training against plain PyTorch and a typical Lightning setup.
+
+Run: `python -m bench.run [--quick] [--json PATH] [--device cpu|cuda] [--pairs 3]`
+
+Every case runs as separate processes, interleaved (ours, reference, template, ours, ... for
+`--pairs` rounds), and the table shows medians and the ratio of ours to the reference:
+
+1. lesson workload — 1000 full-batch epochs, lr 0.001, 7-64-32-1 (whole-process wall time, test acc)
+2. time to a better model — ours with its defaults (early stopping) vs case 1's plain script
+3. throughput at scale — synthetic Titanic-shaped data, batch 4096 (train rows/s, peak RSS)
+4. DDP scaling — 1 vs 2 CPU processes (gloo) on case 3's 2 M rows
+5. start-up — `python -m entry.train --help`
+
+`--quick` runs cases 1-5 with 2 M rows only; the full run adds 20 M rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import synth
+
+PY = sys.executable
+BATCH = 4096
+
+
+def measure(argv: list[str], env: dict | None = None, cwd: str | None = None) -> dict:
+    """Run one process; return its wall time, peak RSS (MiB) and the last JSON line it printed."""
+    started = time.perf_counter()
+    proc = subprocess.Popen([PY, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:4])} failed: {err.strip().splitlines()[-1] if err.strip() else out[-500:]}")
+    result = {"wall": wall}
+    for line in reversed(out.splitlines()):
+        if line.startswith("{"):
+            result.update(json.loads(line))
+            break
+    return result
+
+
+def peak_rss_mib(argv: list[str], env: dict | None = None, cwd: str | None = None) -> tuple[dict, float]:
+    """Like measure(), plus the child's own peak resident memory (wait4 reports it per process)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen([PY, *argv], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=cwd)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:4])} failed with exit code {proc.returncode}")
+    result = {"wall": wall}
+    for line in reversed(out.splitlines()):
+        if line.startswith("{"):
+            result.update(json.loads(line))
+            break
+    return result, usage.ru_maxrss / 1024
+
+
+def ours(data: Path, work: Path, *flags: str, device: str) -> list[str]:
+    model = work / f"model-{time.monotonic_ns()}"
+    return ["-m", "entry.train", "--train", str(data / "train_data.npz"), "--val", str(data / "val_data.npz"),
+            "--test", str(data / "test_data.npz"), "--model_dir", str(model), "--output_dir", str(work / "outputs"),
+            "--accelerator", "gpu" if device == "cuda" else "cpu", *flags]
+
+
+def ours_metrics(argv: list[str]) -> dict:
+    return json.loads((Path(argv[argv.index("--model_dir") + 1]) / "metrics.json").read_text())
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+class Table:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, case, metric, our, ref, template=None, target="", higher_is_better=False):
+        ratio = None if our is None or not ref else our / ref
+        self.rows.append((case, metric, our, ref, template, ratio, target))
+
+    def print(self):
+        print("| case | metric | ours | reference | typical Lightning | ours / reference | target |")
+        print("|---|---|---|---|---|---|---|")
+        for case, metric, our, ref, template, ratio, target in self.rows:
+            print(f"| {case} | {metric} | {fmt(our)} | {fmt(ref)} | {fmt(template)} | "
+                  f"{'–' if ratio is None else f'{ratio:.2f}'} | {target} |")
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, str):
+        return value
+    if abs(value) >= 10_000:
+        return f"{value:,.0f}"
+    return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def lesson_cases(table: Table, data: Path, work: Path, pairs: int, device: str, raw: dict) -> None:
+    lesson_flags = ("--batch_size", "1000000", "--epochs", "1000", "--early_stopping", "false", "--learning_rate", "0.001")
+    plain = ["-m", "bench.lesson_plain", "--train", str(data / "train_data.npz"), "--val", str(data / "val_data.npz"),
+             "--test", str(data / "test_data.npz"), "--epochs", "1000", "--learning_rate", "0.001",
+             "--model", str(work / "nn_model.pth")]
+    template = ["-m", "bench.lightning_template", "--data", str(data), "--epochs", "1000", "--batch_size", "1000000",
+                "--accelerator", "gpu" if device == "cuda" else "cpu"]
+    runs = {"ours": [], "plain": [], "template": [], "ours_default": []}
+    for _ in range(pairs):
+        argv = ours(data, work, *lesson_flags, device=device)
+        runs["ours"].append({**measure(argv), **ours_metrics(argv)})
+        runs["plain"].append(measure(plain))
+        runs["template"].append(measure(template))
+        argv = ours(data, work, device=device)
+        runs["ours_default"].append({**measure(argv), **ours_metrics(argv)})
+    raw["lesson"] = runs
+    m = {k: median(r["wall"] for r in v) for k, v in runs.items()}
+    table.add("1 lesson workload", "whole-process s", m["ours"], m["plain"], m["template"], "≤ 1.5")
+    table.add("1 lesson workload", "test acc", median(r["test_acc"] for r in runs["ours"]),
+              median(r["test_acc"] for r in runs["plain"]))
+    table.add("1 lesson workload", "fit s (no imports)", median(r["fit_seconds"] for r in runs["ours"]),
+              median(r["fit_seconds"] for r in runs["plain"]), median(r["fit_seconds"] for r in runs["template"]))
+    table.add("2 better model", "whole-process s", m["ours_default"], m["plain"], None, "≤ 1.5")
+    table.add("2 better model", "test acc (mean)", statistics.mean(r["test_acc"] for r in runs["ours_default"]),
+              statistics.mean(r["test_acc"] for r in runs["plain"]), None, "> 1")
+
+
+def import_costs(table: Table, pairs: int, raw: dict) -> None:
+    costs = {"torch": [], "lightning": []}
+    for _ in range(pairs):
+        costs["torch"].append(measure(["-c", "import torch"])["wall"])
+        costs["lightning"].append(measure(["-c", "import torch, lightning.pytorch, torchmetrics"])["wall"])
+    raw["imports"] = costs
+    table.add("1-2 import", "import s", median(costs["lightning"]), median(costs["torch"]), None, "(context)")
+
+
+def throughput_case(table: Table, rows: int, epochs: int, work: Path, pairs: int, device: str, raw: dict,
+                    template: bool = True) -> Path:
+    data = synth.write(rows, work / f"synth-{rows}")
+    label = f"3 throughput {rows // 1_000_000} M rows"
+    flags = ("--batch_size", str(BATCH), "--epochs", str(epochs), "--early_stopping", "false")
+    plain = ["-m", "bench.loop_plain", "--data", str(data), "--epochs", str(epochs), "--batch_size", str(BATCH),
+             "--device", device]
+    tmpl = ["-m", "bench.lightning_template", "--data", str(data), "--epochs", str(epochs), "--batch_size", str(BATCH),
+            "--accelerator", "gpu" if device == "cuda" else "cpu"]
+    runs = {"ours": [], "plain": [], "template": []}
+    for _ in range(pairs):
+        argv = ours(data, work, *flags, device=device)
+        result, rss = peak_rss_mib(argv)
+        runs["ours"].append({**result, **ours_metrics(argv), "rss": rss})
+        result, rss = peak_rss_mib(plain)
+        runs["plain"].append({**result, "rss": rss})
+        if template:
+            result, rss = peak_rss_mib(tmpl)
+            runs["template"].append({**result, "rss": rss})
+    raw[label] = runs
+    rate = {k: median(r.get("train_rows_per_second") for r in v) for k, v in runs.items()}
+    rss = {k: median(r["rss"] for r in v) for k, v in runs.items()}
+    table.add(label, "train rows/s", rate["ours"], rate["plain"], rate["template"], "≥ 0.9 (≥ 5 × template)")
+    data_mib = sum(f.stat().st_size for f in data.glob("*_data.npz")) / 2**20
+    table.add(label, "peak RSS MiB", rss["ours"], rss["plain"], rss["template"],
+              f"≤ {1.5 * data_mib + 1536:,.0f} MiB (1.5 × {data_mib:,.0f} + 1536)")
+    return data
+
+
+def ddp_case(table: Table, data: Path, work: Path, pairs: int, raw: dict) -> None:
+    flags = ("--batch_size", str(BATCH), "--epochs", "2", "--early_stopping", "false")
+    runs = {"1": [], "2": []}
+    for _ in range(pairs):
+        for processes in runs:
+            argv = ours(data, work, *flags, "--cpu_processes", processes, device="cpu")
+            measure(argv)
+            runs[processes].append(ours_metrics(argv)["train_rows_per_second"])
+    raw["ddp"] = runs
+    table.add("4 DDP 2 CPU processes", "train rows/s", median(runs["2"]), median(runs["1"]), None, "≥ 1.3")
+
+
+def startup_case(table: Table, pairs: int, raw: dict) -> None:
+    times = [measure(["-m", "entry.train", "--help"])["wall"] for _ in range(pairs)]
+    raw["startup"] = times
+    table.add("5 start-up", "--help s", median(times), 1.5, None, "≤ 1.5 s (reference: the target)")
+
+
+def machine(device: str) -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
+    if device == "cuda":
+        text += f", GPU {torch.cuda.get_device_name(0)}"
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 M rows only (about 3 minutes on 2 cores)")
+    parser.add_argument("--json", type=Path, help="write every measurement here")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--csv", default=None, help="Titanic CSV (default: $TITANIC_CSV, cache, download)")
+    args = parser.parse_args()
+
+    from titanic_lightning.csv_source import resolve_csv
+    from titanic_lightning.prepare import prepare
+
+    table, raw = Table(), {}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        lesson_data = work / "lesson"
+        prepare(resolve_csv(args.csv), lesson_data, "basic")  # the lesson's seven features
+        lesson_cases(table, lesson_data, work, args.pairs, args.device, raw)
+        import_costs(table, args.pairs, raw)
+        data = throughput_case(table, 2_000_000, 1 if args.quick else 3, work, args.pairs, args.device, raw)
+        if not args.quick:
+            throughput_case(table, 20_000_000, 1, work, args.pairs, args.device, raw)
+        if args.device == "cpu":
+            ddp_case(table, data, work, args.pairs, raw)
+        startup_case(table, args.pairs, raw)
+    print(f"machine: {machine(args.device)}; device {args.device}; {args.pairs} interleaved rounds; "
+          f"{time.strftime('%Y-%m-%d')}; {time.perf_counter() - started:.0f} s")
+    table.print()
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(args.device), "device": args.device, "runs": raw}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
