@@ -31,7 +31,7 @@ $(VENV)/.core: pyproject.toml $(VENV)/.torch
 	touch $@
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.core
-	$(PIP) install -e ".[launch,test]"
+	$(PIP) install -e ".[launch,onnx,test]"
 	touch $@
 
 install: $(VENV)/.core

@@ -9,7 +9,7 @@ from titanic_lightning.errors import run_command
 
 
 def main(argv: list[str]) -> None:
-    from titanic_lightning.use_config import parse_export_args
+    from titanic_lightning.config import parse_export_args
 
     cfg = parse_export_args(argv)
     import tempfile

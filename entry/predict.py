@@ -10,7 +10,7 @@ from titanic_lightning.errors import run_command
 
 
 def main(argv: list[str]) -> None:
-    from titanic_lightning.use_config import parse_predict_args
+    from titanic_lightning.config import parse_predict_args
 
     cfg = parse_predict_args(argv)
     from titanic_lightning.predict import run

@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see python launch/submit.py --help)")
 
 
-def _positive(text: str) -> int:
+def _integer(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -50,9 +50,9 @@ def parser() -> argparse.ArgumentParser:
                 allow_abbrev=False)
     p.add_argument("--gpu", action="store_true", help="train on a GPU instance (default ml.g4dn.xlarge)")
     p.add_argument("--instance-type", help="ml.* instance type (default ml.m5.large, or ml.g4dn.xlarge with --gpu)")
-    p.add_argument("--instance-count", type=_positive, default=1, help="instances; more than one trains with torchrun")
+    p.add_argument("--instance-count", type=_integer, default=1, help="instances; more than one trains with torchrun")
     p.add_argument("--spot", action="store_true", help="managed spot training (max wait = 2 x max run)")
-    p.add_argument("--max-run", type=_positive, default=3600, metavar="SECONDS", help="maximum run time (default 3600)")
+    p.add_argument("--max-run", type=_integer, default=3600, metavar="SECONDS", help="maximum run time (default 3600)")
     p.add_argument("--bucket", help="S3 bucket (default: the SageMaker session's default bucket)")
     p.add_argument("--prefix", default="titanic-lightning", help="S3 key prefix (default titanic-lightning)")
     p.add_argument("--role", help="IAM role ARN for the job (default $SAGEMAKER_ROLE, or the execution role in SageMaker)")

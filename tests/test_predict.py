@@ -48,8 +48,8 @@ def test_cli_reproduces_test_metrics(model_dir, prepared, tmp_path):
 
 
 def test_library_metrics_equal_training_exactly(model_dir, prepared, tmp_path):
+    from titanic_lightning.config import PredictConfig
     from titanic_lightning.predict import run
-    from titanic_lightning.use_config import PredictConfig
 
     saved = json.loads((model_dir / "metrics.json").read_text())
     scores = run(PredictConfig(model=str(model_dir), csv=str(prepared / "test_passengers.csv"),

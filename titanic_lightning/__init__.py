@@ -7,11 +7,21 @@ Modules, one role each:
     csv_source   finding, downloading and verifying the Titanic CSV
     features     the fitted, serialisable passenger → feature transform
     prepare      CSV → split → npz channels + preprocessing.json
-    config       the training command line (torch-free, so --help is instant)
+    config       every command's flags (torch-free, so --help is instant)
+    layout       where a training run reads and writes, resolved from flags and environment
     data         npz channels → in-memory tensor batches (LightningDataModule)
-    model        the MLP and the LightningModule that trains it
-    trainer      callbacks, loggers and the Trainer
+    network      the MLP, a plain nn.Module (all that scoring needs)
+    model        the LightningModule that trains it: loss, optimiser, metrics
+    strategies   DDP / smddp / FSDP / custom strategies and the SageMaker cluster environment
+    trainer      callbacks, loggers and the Trainer; results → artifacts
+    resume       finding and checking last.ckpt for an interrupted run
     artifacts    model.pt / metrics.json / curves.png, written atomically
+    atomic       whole-or-nothing output files
+    model_source a model directory, model.pt, model.tar.gz or s3:// URI → model.pt
+    scoring      raw passenger rows → probabilities with a saved model
+    predict      batch prediction to CSV (entry.predict)
+    export       TorchScript / ONNX files with the preprocessing inside (entry.export)
+    serving      the SageMaker serving handler written into model/code/
 """
 
 __version__ = "0.1.0"

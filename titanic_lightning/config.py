@@ -1,4 +1,4 @@
-"""The command lines of `entry.train` and `entry.prepare`, parsed by jsonargparse.
+"""The command lines of the `entry.*` commands, parsed by jsonargparse.
 
 One flat set of `--key value` options: the form SageMaker passes hyperparameters in (every value a
 string, booleans as `true`/`false`), and the lesson's own flags (`--train --val --epochs
@@ -103,6 +103,40 @@ class PrepareConfig:
     debug: bool = False
 
 
+@dataclass
+class PredictConfig:
+    """Score Kaggle-format passenger rows with a trained model.
+
+    Args:
+        model: A model directory, its model.pt, a model.tar.gz, or an s3://bucket/key URI of one.
+        csv: Kaggle-format CSV (Survived optional; with it, accuracy and AUROC are printed).
+        out: Output CSV (PassengerId,probability,prediction); default: standard output.
+        debug: Show tracebacks instead of one-line errors.
+    """
+
+    model: str
+    csv: str
+    out: Optional[str] = None
+    debug: bool = False
+
+
+@dataclass
+class ExportConfig:
+    """Export a trained model with its preprocessing constants as one self-contained file.
+
+    Args:
+        model: A model directory, its model.pt, a model.tar.gz, or an s3://bucket/key URI of one.
+        format: torchscript (a .pt for torch.jit.load) or onnx (needs the `onnx` extra).
+        out: Output file (default: titanic.pt or titanic.onnx in the current directory).
+        debug: Show tracebacks instead of one-line errors.
+    """
+
+    model: str
+    format: Literal["torchscript", "onnx"] = "torchscript"
+    out: Optional[str] = None
+    debug: bool = False
+
+
 def _parser(cls: type, prog: str) -> ArgumentParser:
     parser = ArgumentParser(
         prog=prog, description=cls.__doc__.split("\n\n")[0], exit_on_error=False, allow_abbrev=False
@@ -148,3 +182,11 @@ def parse_prepare_args(argv: list[str]) -> PrepareConfig:
 
     cfg.out = Path(cfg.out)
     return cfg
+
+
+def parse_predict_args(argv: list[str]) -> PredictConfig:
+    return _parse(PredictConfig, "python -m entry.predict", argv)
+
+
+def parse_export_args(argv: list[str]) -> ExportConfig:
+    return _parse(ExportConfig, "python -m entry.export", argv)

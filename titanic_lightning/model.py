@@ -36,10 +36,13 @@ class TitanicClassifier(pl.LightningModule):
         self.loss_fn = nn.BCEWithLogitsLoss()
         # Metrics accumulate on the device and are reduced across ranks once per epoch; the loss
         # is a row-weighted mean so that uneven evaluation shards still give the exact average.
-        # nan_strategy="disable": the NaN check reads the value back, a device sync on every step;
-        # a NaN loss still shows in the epoch value.
+        # The training loss is the mean of the epoch's batch losses, without MeanMetric's NaN check:
+        # that check reads the value back, a device sync on every step (a NaN loss still shows in
+        # the epoch value). torchmetrics ignores weights once the check is off, so the evaluation
+        # losses, which must be exact row-weighted means over uneven shards, keep it: they run a
+        # few large batches per epoch.
         self.train_loss = MeanMetric(nan_strategy="disable")
-        self.val_loss, self.test_loss = MeanMetric(nan_strategy="disable"), MeanMetric(nan_strategy="disable")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         scores = MetricCollection({"acc": BinaryAccuracy(), "auroc": BinaryAUROC(), "f1": BinaryF1Score()})
         self.val_scores = scores.clone(prefix="val_")
         self.test_scores = scores.clone(prefix="test_")
@@ -50,7 +53,7 @@ class TitanicClassifier(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = self.loss_fn(self(x), y)
-        self.train_loss.update(loss.detach(), weight=len(y))
+        self.train_loss.update(loss.detach())
         return loss
 
     def _evaluate(self, batch, stage: str) -> None:

@@ -14,10 +14,10 @@ import tempfile
 from pathlib import Path
 
 from titanic_lightning.atomic import atomic_output
+from titanic_lightning.config import PredictConfig
 from titanic_lightning.errors import UsageError
 from titanic_lightning.prepare import LABEL, read_passengers
 from titanic_lightning.scoring import ID_COLUMN, Scorer, label_metrics
-from titanic_lightning.use_config import PredictConfig
 
 
 def run(cfg: PredictConfig) -> dict[str, float] | None:
