@@ -9,6 +9,7 @@ import shutil
 import sys
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -138,8 +139,11 @@ def test_failing_hosts_fail_the_job_with_a_one_line_reason(data_dir, tmp_path):
 @pytest.mark.slow
 def test_two_hosts_train_one_model_with_world_size_2(data_dir, tmp_path):
     started = time.monotonic()
+    # Credentials in the environment must not leak into logs, job files or artifacts.
+    secret = "wJalrXUtnFEMI-sentinel-K7MDENG"
     result = submit_subprocess(["--local", "--instance-count", "2", "--data", str(data_dir)], cwd=tmp_path,
-                               timeout=180)
+                               timeout=180, env={"AWS_SECRET_ACCESS_KEY": secret, "AWS_SESSION_TOKEN": secret,
+                                                 "AWS_ACCESS_KEY_ID": "AKIASENTINEL"})
     elapsed = time.monotonic() - started
     summary = _summary(result)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -156,3 +160,12 @@ def test_two_hosts_train_one_model_with_world_size_2(data_dir, tmp_path):
     assert 0.7 < metrics["val_acc"] <= 1.0
     with tarfile.open(summary["output_artifact"]) as tar:
         assert any(name.startswith("tensorboard/") for name in tar.getnames())
+    assert secret not in result.stdout + result.stderr
+    for path in Path(summary["job_dir"]).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            assert secret.encode() not in path.read_bytes(), path
+            if path.name.endswith(".tar.gz"):
+                with tarfile.open(path) as tar:
+                    for member in tar.getmembers():
+                        if member.isfile():
+                            assert secret.encode() not in tar.extractfile(member).read(), f"{path}:{member.name}"
