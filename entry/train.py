@@ -25,8 +25,8 @@ def main(argv: list[str]) -> None:
     from titanic_lightning import trainer as run
     from titanic_lightning.resume import checkpoint_to_resume
 
-    plan = environment.make_plan(
-        environment.os.environ, run.cuda_devices(), accelerator=cfg.accelerator, devices=cfg.devices,
+    plan = environment.plan_from_environment(
+        run.cuda_devices(), accelerator=cfg.accelerator, devices=cfg.devices,
         num_nodes=cfg.num_nodes, strategy=cfg.strategy, cpu_processes=cfg.cpu_processes,
         process_group_timeout_s=cfg.process_group_timeout,
     )

@@ -256,6 +256,11 @@ def make_plan(
     )
 
 
+def plan_from_environment(cuda_devices: int, **overrides) -> Plan:
+    """`make_plan` for this process's own environment."""
+    return make_plan(os.environ, cuda_devices, **overrides)
+
+
 def apply_plan_environment(plan: Plan, env: MutableMapping[str, str] | None = None) -> None:
     """Export the socket-interface variables the plan chose (only those that were unset)."""
     target = os.environ if env is None else env
