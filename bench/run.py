@@ -34,38 +34,26 @@ PY = sys.executable
 BATCH = 4096
 
 
-def measure(argv: list[str], env: dict | None = None, cwd: str | None = None) -> dict:
-    """Run one process; return its wall time, peak RSS (MiB) and the last JSON line it printed."""
+def measure(argv: list[str]) -> dict:
+    """Run one process; return its wall time, its own peak resident memory in MiB (wait4 reports
+    it per process) and the fields of the last JSON line it printed."""
     started = time.perf_counter()
-    proc = subprocess.Popen([PY, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
-    out, err = proc.communicate()
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:4])} failed: {err.strip().splitlines()[-1] if err.strip() else out[-500:]}")
-    result = {"wall": wall}
+    with tempfile.TemporaryFile(mode="w+") as err:
+        proc = subprocess.Popen([PY, *argv], stdout=subprocess.PIPE, stderr=err, text=True)
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        if proc.returncode != 0:
+            err.seek(0)
+            lines = err.read().strip().splitlines()
+            raise RuntimeError(f"{' '.join(argv[:4])} failed: {lines[-1] if lines else out[-500:]}")
+    result = {"wall": wall, "rss": usage.ru_maxrss / 1024}
     for line in reversed(out.splitlines()):
         if line.startswith("{"):
             result.update(json.loads(line))
             break
     return result
-
-
-def peak_rss_mib(argv: list[str], env: dict | None = None, cwd: str | None = None) -> tuple[dict, float]:
-    """Like measure(), plus the child's own peak resident memory (wait4 reports it per process)."""
-    started = time.perf_counter()
-    proc = subprocess.Popen([PY, *argv], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=cwd)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:4])} failed with exit code {proc.returncode}")
-    result = {"wall": wall}
-    for line in reversed(out.splitlines()):
-        if line.startswith("{"):
-            result.update(json.loads(line))
-            break
-    return result, usage.ru_maxrss / 1024
 
 
 def ours(data: Path, work: Path, *flags: str, device: str) -> list[str]:
@@ -158,13 +146,10 @@ def throughput_case(table: Table, rows: int, epochs: int, work: Path, pairs: int
     runs = {"ours": [], "plain": [], "template": []}
     for _ in range(pairs):
         argv = ours(data, work, *flags, device=device)
-        result, rss = peak_rss_mib(argv)
-        runs["ours"].append({**result, **ours_metrics(argv), "rss": rss})
-        result, rss = peak_rss_mib(plain)
-        runs["plain"].append({**result, "rss": rss})
+        runs["ours"].append({**measure(argv), **ours_metrics(argv)})
+        runs["plain"].append(measure(plain))
         if template:
-            result, rss = peak_rss_mib(tmpl)
-            runs["template"].append({**result, "rss": rss})
+            runs["template"].append(measure(tmpl))
     raw[label] = runs
     rate = {k: median(r.get("train_rows_per_second") for r in v) for k, v in runs.items()}
     rss = {k: median(r["rss"] for r in v) for k, v in runs.items()}

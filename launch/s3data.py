@@ -11,10 +11,10 @@ object already holds the same content.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 
+from titanic_lightning.csv_source import sha256_of
 from titanic_lightning.errors import UsageError
 
 NPZ_CONTENT_TYPE = "application/x-npz"
@@ -44,14 +44,6 @@ def ensure_prepared(data_dir: Path) -> Path:
     elif not (data_dir / "preprocessing.json").is_file():
         log(f"warning: no preprocessing.json in {data_dir}; the model will not be able to score raw rows")
     return data_dir
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _split(uri: str) -> tuple[str, str]:
