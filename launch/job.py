@@ -19,6 +19,8 @@ Nothing here calls AWS.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -112,8 +114,19 @@ class JobSpec:
         return {name: self._s3("data", name) for name in CHANNELS}
 
     @property
+    def checkpoint_prefix(self) -> str:
+        """`checkpoints/<base job name>/<key>`, the key a hash of the hyperparameters.
+
+        SageMaker restores this prefix when a spot job restarts; a job submitted again with the same
+        command resumes from it too, while changed hyperparameters start afresh instead of
+        meeting a checkpoint the entry refuses.
+        """
+        key = hashlib.sha256(json.dumps(self.hyperparameters, sort_keys=True).encode()).hexdigest()[:8]
+        return f"checkpoints/{self.base_job_name}/{key}"
+
+    @property
     def checkpoint_s3_uri(self) -> str:
-        return self._s3("checkpoints", self.base_job_name)
+        return self._s3(self.checkpoint_prefix)
 
     @property
     def output_s3_uri(self) -> str:

@@ -15,9 +15,17 @@ for that instance's `/opt/ml`:
       algo-2/ ...
       logs/algo-1.log ...                    each host's stdout and stderr (CloudWatch's role)
       model.tar.gz  output.tar.gz  summary.json
+    jobs/checkpoints/<base-job-name>/<key>/  stands in for the job's checkpoint S3 URI
 
 Every instance of a real job has its own `/opt/ml`, checkpoints folder included, so every host
-here has its own too. The environment of each host is computed by the SDK's own container script
+here has its own too. As SageMaker does with the checkpoint URI, the checkpoint store is copied
+into every host's `checkpoints/` before the hosts start, and what the hosts write there is copied
+back while they run and once more when they end. The store is named like the checkpoint URI, so
+running the same command again after a stop resumes (as a spot restart does). SageMaker names
+`/opt/ml/checkpoints` in no variable; here TITANIC_CHECKPOINT_DIR points the entry at its host's
+folder.
+
+The environment of each host is computed by the SDK's own container script
 (`sagemaker.train.container_drivers.scripts.environment.set_env`), then its `/opt/ml` paths are
 moved into the host folder. The variables it sets:
 
@@ -38,8 +46,10 @@ Each host is one subprocess (its own process group), started in its code folder 
 driver: `python entry/train.py --key value ...`, or with torchrun distribution
 `python -m torch.distributed.run --nnodes=N --nproc_per_node=P --master_addr=127.0.0.1
 --master_port=PORT --node_rank=R entry/train.py --key value ...`. When one host fails, the others
-are stopped; the job fails with the first failing host's `output/failure` as its reason. The last
-line printed is the summary as one JSON object.
+are stopped; the job fails with the first failing host's `output/failure` as its reason. SIGTERM
+or Ctrl-C stops the job the way StopTrainingJob or a spot reclaim does: SIGTERM to every host,
+SIGKILL after a grace period, status Stopped. The last line printed is the summary as one JSON
+object.
 """
 
 from __future__ import annotations
@@ -62,12 +72,14 @@ from unittest import mock
 
 from launch import code, s3data
 from launch.job import JobSpec
+from titanic_lightning.environment import CHECKPOINT_DIR_VARIABLE
 from titanic_lightning.errors import one_line
 
 OPT_ML = "/opt/ml"
 NETWORK_INTERFACE = "lo"  # every host talks over loopback here
 STOP_GRACE_S = 10.0
 POLL_S = 0.2
+CHECKPOINT_SYNC_S = 1.0
 FAILURE_REASON_LIMIT = 1024  # what SageMaker keeps of output/failure
 # Variables a parent torchrun or SageMaker process would leak into the hosts' own.
 _INHERITED_DROP = ("SM_", "TORCHELASTIC", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK",
@@ -211,15 +223,47 @@ def host_command(spec: JobSpec, env: dict[str, str]) -> list[str]:
     ]
 
 
-def process_env(sm: dict[str, str], code_dir: Path, distributed: bool) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED_DROP)}
+def process_env(sm: dict[str, str], code_dir: Path, distributed: bool, checkpoint_dir: Path | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED_DROP) and k != CHECKPOINT_DIR_VARIABLE}
     env.update(sm)
+    if checkpoint_dir is not None:
+        env[CHECKPOINT_DIR_VARIABLE] = str(checkpoint_dir)
     env["PYTHONPATH"] = str(code_dir)
     env["PYTHONUNBUFFERED"] = "1"
     if distributed:  # as torchrun_driver.setup_env does
         env["NCCL_SOCKET_IFNAME"] = sm.get("SM_NETWORK_INTERFACE_NAME", NETWORK_INTERFACE)
         env["NCCL_PROTO"] = "simple"
     return env
+
+
+# --- checkpoints: the store standing in for the checkpoint S3 URI ----------------------------
+
+
+def checkpoint_store(jobs_dir: Path, spec: JobSpec) -> Path:
+    return jobs_dir / spec.checkpoint_prefix
+
+
+def copy_tree(source: Path, target: Path) -> None:
+    """Copy the files under `source` that are new or changed into `target`, each by rename.
+
+    The entry replaces last.ckpt by rename too, so a file is never read or left half-written.
+    """
+    if not source.is_dir():
+        return
+    for path in source.rglob("*"):
+        if not path.is_file() or path.name.startswith("."):  # Lightning's temporary files start with "."
+            continue
+        dest = target / path.relative_to(source)
+        try:
+            stat = path.stat()
+            if dest.is_file() and dest.stat().st_size == stat.st_size and dest.stat().st_mtime == stat.st_mtime:
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            partial = dest.with_name(f".{dest.name}.partial")
+            shutil.copy2(path, partial)
+        except FileNotFoundError:  # replaced while we looked; the next sync takes the new one
+            continue
+        os.replace(partial, dest)
 
 
 # --- running the hosts -----------------------------------------------------------------------
@@ -287,8 +331,34 @@ def _stop(hosts: list[Host]) -> None:
             return
 
 
-def _supervise(hosts: list[Host], timeout_s: float) -> tuple[Host | None, bool]:
-    """Wait for every host; stop the rest when one fails. Return (first failed host, timed out)."""
+class _StopRequest:
+    """SIGTERM and SIGINT ask the supervisor to stop the job, the way StopTrainingJob does."""
+
+    def __init__(self):
+        self.signal: int | None = None
+
+    @contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+
+def _supervise(hosts: list[Host], timeout_s: float, stop: _StopRequest | None = None,
+               every_poll=None) -> tuple[Host | None, bool]:
+    """Wait for every host; stop the rest when one fails. Return (first failed host, timed out).
+
+    A stop request stops every host; `every_poll` runs between polls (the checkpoint sync).
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         for h in hosts:
@@ -302,6 +372,11 @@ def _supervise(hosts: list[Host], timeout_s: float) -> tuple[Host | None, bool]:
         if time.monotonic() > deadline:
             _stop(hosts)
             return None, True
+        if stop is not None and stop.signal is not None:
+            _stop(hosts)
+            return None, False
+        if every_poll is not None:
+            every_poll()
         time.sleep(POLL_S)
 
 
@@ -345,21 +420,35 @@ def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None =
     code_dir = code.stage(job_dir / "code")
     (job_dir / "logs").mkdir()
     port = free_port()
+    store = checkpoint_store(jobs_dir.resolve(), spec)
+    if store.is_dir():
+        s3data.log(f"checkpoints from {store} restored on every host")
     hosts: list[Host] = []
     for name in hosts_for(spec.instance_count):
         host_dir = job_dir / name
         channels = lay_out_host(host_dir, spec, name, data_dir, code_dir)
+        copy_tree(store, host_dir / "checkpoints")
         sm = sagemaker_env(spec, job_name, name, host_dir, channels, port)
-        hosts.append(Host(name=name, dir=host_dir, command=host_command(spec, sm),
-                          env=process_env(sm, code_dir, spec.distributed), log=job_dir / "logs" / f"{name}.log"))
+        hosts.append(Host(name=name, dir=host_dir, command=host_command(spec, sm), log=job_dir / "logs" / f"{name}.log",
+                          env=process_env(sm, code_dir, spec.distributed, checkpoint_dir=host_dir / "checkpoints")))
     if spec.gpu and int(hosts[0].env.get("SM_NUM_GPUS", "0")) == 0:
         s3data.log(f"note: {spec.instance_type} has a GPU, this machine has none: the hosts train on CPU")
     s3data.log(f"running: {' '.join(hosts[0].command)}")
 
+    last_sync = 0.0
+
+    def sync_checkpoints():
+        nonlocal last_sync
+        if time.monotonic() - last_sync >= CHECKPOINT_SYNC_S:
+            for h in hosts:
+                copy_tree(h.dir / "checkpoints", store)
+            last_sync = time.monotonic()
+
     started = time.perf_counter()
-    for h in hosts:
-        _start(h, cwd=h.dir / "input" / "data" / "code")  # the driver's `cd /opt/ml/input/data/code`
-    first_failed, timed_out = _supervise(hosts, timeout_s or spec.max_run_s)
+    with _StopRequest().installed() as stop:
+        for h in hosts:
+            _start(h, cwd=h.dir / "input" / "data" / "code")  # the driver's `cd /opt/ml/input/data/code`
+        first_failed, timed_out = _supervise(hosts, timeout_s or spec.max_run_s, stop, sync_checkpoints)
     wall = round(time.perf_counter() - started, 3)
     for h in hosts:
         h.exit_code = h.process.wait()
@@ -369,7 +458,14 @@ def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None =
             # What the driver's error trap writes when the script left no reason of its own.
             h.failure_file.write_text(f"{h.name}: training script exited with code {h.exit_code}; see {h.log}\n")
 
-    if timed_out:
+    for h in hosts:
+        copy_tree(h.dir / "checkpoints", store)
+
+    if stop.signal is not None and first_failed is None and not timed_out:
+        status = "Stopped"
+        reason = (f"stopped by {signal.Signals(stop.signal).name}; run the same command again to resume from "
+                  f"the checkpoints in {store}")
+    elif timed_out:
         status, reason = "Stopped", f"MaxRuntimeExceeded: the job ran past {timeout_s or spec.max_run_s} s"
     elif first_failed is not None:
         status = "Failed"
@@ -395,6 +491,8 @@ def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None =
         "output_artifact": str(output_artifact),
         "wall_seconds": wall,
         "failure_reason": reason,
+        "stopped_by_signal": signal.Signals(stop.signal).name if stop.signal is not None else None,
+        "checkpoints": str(store),
         "instance_type": spec.instance_type,
         "instance_count": spec.instance_count,
         "distributed": spec.distributed,

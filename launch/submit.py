@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -105,6 +106,8 @@ def local(args) -> int:
     data_dir = s3data.check_data_dir(Path(args.data))
     summary = emulator.run(spec, data_dir, Path(args.jobs_dir))
     print(json.dumps(summary), flush=True)
+    if summary["stopped_by_signal"]:
+        return 128 + signal.Signals[summary["stopped_by_signal"]].value  # what a shell reports for the signal
     return 0 if summary["status"] == "Completed" else 1
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
 from lightning.pytorch.strategies import DDPStrategy
 
+from titanic_lightning import environment
 from titanic_lightning.environment import make_plan
 from titanic_lightning.errors import UsageError
 from titanic_lightning.strategies import SageMakerEnvironment, build_strategy
@@ -111,3 +113,13 @@ def test_fsdp_strategy_builds_on_gpu():
     from lightning.pytorch.strategies import FSDPStrategy
 
     assert isinstance(build_strategy(make_plan({}, torch.cuda.device_count(), strategy="fsdp")), FSDPStrategy)
+
+
+def test_checkpoint_directory_defaults(tmp_path, monkeypatch):
+    sagemaker_dir = tmp_path / "opt-ml-checkpoints"
+    monkeypatch.setattr(environment, "SAGEMAKER_CHECKPOINT_DIR", sagemaker_dir)
+    assert environment.default_checkpoint_dir({}) is None  # not on SageMaker: no checkpoints unless asked
+    sagemaker_dir.mkdir()
+    assert environment.default_checkpoint_dir({}) == sagemaker_dir
+    assert environment.default_checkpoint_dir({"TITANIC_CHECKPOINT_DIR": ""}) == sagemaker_dir
+    assert environment.default_checkpoint_dir({"TITANIC_CHECKPOINT_DIR": "/tmp/ck"}) == Path("/tmp/ck")

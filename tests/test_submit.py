@@ -3,6 +3,7 @@ carries, what is skipped the second time, the one-line errors, and the offline -
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -58,7 +59,7 @@ def test_submit_uploads_channels_and_creates_the_intended_job(bucket, data_dir, 
         expected_type = "application/x-npz" if key.endswith(".npz") else "application/json"
         assert head["ContentType"] == expected_type
         local = data_dir / key.rsplit("/", 1)[1]
-        assert head["Metadata"]["sha256"] == __import__("hashlib").sha256(local.read_bytes()).hexdigest()
+        assert head["Metadata"]["sha256"] == hashlib.sha256(local.read_bytes()).hexdigest()
 
     d = boto3.client("sagemaker", region_name=REGION).describe_training_job(TrainingJobName=name)
     assert name.startswith("titanic-lightning-m5-large-x2-spot-")
@@ -70,8 +71,10 @@ def test_submit_uploads_channels_and_creates_the_intended_job(bucket, data_dir, 
     for name_ in ("train", "val", "test"):
         assert channels[name_]["S3Uri"] == f"s3://{BUCKET}/titanic-lightning/data/{name_}/"
         assert channels[name_]["S3DataDistributionType"] == "FullyReplicated"
-    assert d["CheckpointConfig"] == {"S3Uri": f"s3://{BUCKET}/titanic-lightning/checkpoints/titanic-lightning-m5-large-x2-spot/",
-                                     "LocalPath": "/opt/ml/checkpoints"}
+    key = hashlib.sha256(json.dumps(d["HyperParameters"], sort_keys=True).encode()).hexdigest()[:8]
+    assert d["CheckpointConfig"] == {
+        "S3Uri": f"s3://{BUCKET}/titanic-lightning/checkpoints/titanic-lightning-m5-large-x2-spot/{key}/",
+        "LocalPath": "/opt/ml/checkpoints"}
     assert d["EnableManagedSpotTraining"] is True
     assert d["StoppingCondition"] == {"MaxRuntimeInSeconds": 1800, "MaxWaitTimeInSeconds": 3600}
     assert d["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/titanic-lightning/output/"
@@ -290,3 +293,14 @@ def test_spot_saving_and_price_file_override(tmp_path):
     (tmp_path / "broken.json").write_text("{}")
     with pytest.raises(Exception, match="not a price table"):
         load_prices(tmp_path / "broken.json")
+
+
+def test_the_checkpoint_prefix_follows_the_command():
+    # The same command resumes from the same prefix; changed hyperparameters start afresh elsewhere.
+    first = job.build_spec(instance_count=2, hp=["epochs=30", "learning_rate=0.003"])
+    again = job.build_spec(instance_count=2, hp=["learning_rate=0.003", "epochs=30"])
+    changed = job.build_spec(instance_count=2, hp=["epochs=30", "learning_rate=0.01"])
+    assert first.checkpoint_s3_uri == again.checkpoint_s3_uri
+    assert first.checkpoint_s3_uri != changed.checkpoint_s3_uri
+    assert re.fullmatch(r"checkpoints/titanic-lightning-m5-large-x2/[0-9a-f]{8}", first.checkpoint_prefix)
+    assert first.checkpoint_s3_uri.endswith(f"/{first.checkpoint_prefix}/")

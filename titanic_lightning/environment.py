@@ -4,7 +4,8 @@ Everything the rest of the project needs from `os.environ` comes through here, a
 command-line flags override:
 
 * paths — SageMaker's `SM_CHANNEL_*`, `SM_MODEL_DIR`, `SM_OUTPUT_DATA_DIR`, `SM_OUTPUT_FAILURE`,
-  else local folders (`./data/`, `./model/`, `./outputs/`);
+  else local folders (`./data/`, `./model/`, `./outputs/`); checkpoints in `TITANIC_CHECKPOINT_DIR`,
+  else `/opt/ml/checkpoints` when it exists;
 * the Titanic CSV — `TITANIC_CSV`, the user cache folder, the download URL;
 * the training plan — who started this process (torchrun, a SageMaker host, or nobody) and so
   which accelerator, how many devices and nodes, which rank, which strategy and backend.
@@ -28,6 +29,7 @@ LOCAL_DATA_DIR = Path("data")
 LOCAL_MODEL_DIR = Path("model")
 LOCAL_OUTPUT_DIR = Path("outputs")
 SAGEMAKER_CHECKPOINT_DIR = Path("/opt/ml/checkpoints")
+CHECKPOINT_DIR_VARIABLE = "TITANIC_CHECKPOINT_DIR"
 SAGEMAKER_OUTPUT_DIR = Path("/opt/ml/output")
 
 # The pandas project's copy of the Kaggle training file, pinned to a commit; its hash is checked
@@ -68,8 +70,14 @@ def default_output_dir(env: Mapping[str, str] | None = None) -> Path:
 
 
 def default_checkpoint_dir(env: Mapping[str, str] | None = None) -> Path | None:
-    """SageMaker syncs /opt/ml/checkpoints to S3 and restores it on a restart; elsewhere: none."""
-    del env  # the folder's presence is the signal, not a variable
+    """`TITANIC_CHECKPOINT_DIR`, else /opt/ml/checkpoints when it exists, else none.
+
+    SageMaker syncs /opt/ml/checkpoints to S3 and restores it on a restart, but names it in no
+    variable; the emulation (`launch/submit.py --local`) points each host at its own copy.
+    """
+    value = _env(env).get(CHECKPOINT_DIR_VARIABLE)
+    if value:
+        return Path(value)
     return SAGEMAKER_CHECKPOINT_DIR if SAGEMAKER_CHECKPOINT_DIR.is_dir() else None
 
 
