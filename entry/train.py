@@ -20,10 +20,7 @@ def main(argv: list[str]) -> None:
     paths = layout.resolve(cfg)
 
     # torch and Lightning load only from here on: --help and argument errors stay instant.
-    import lightning.pytorch as pl
-
     from titanic_lightning import trainer as run
-    from titanic_lightning.resume import checkpoint_to_resume
 
     plan = environment.plan_from_environment(
         run.cuda_devices(), accelerator=cfg.accelerator, devices=cfg.devices,
@@ -31,9 +28,7 @@ def main(argv: list[str]) -> None:
         process_group_timeout_s=cfg.process_group_timeout,
     )
     environment.apply_plan_environment(plan)
-    pl.seed_everything(cfg.seed, verbose=False)
-    datamodule, model, trainer = run.build(cfg, paths, plan)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint_to_resume(paths.checkpoint_dir, model, datamodule))
+    datamodule, model, trainer = run.fit(cfg, paths, plan)
     scores = run.evaluate(trainer, model, datamodule)
     run.finish(trainer, model, paths, plan, scores, started)
 

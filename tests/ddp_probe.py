@@ -3,12 +3,16 @@
 Used as `--strategy tests.ddp_probe:factory` (the pluggable-strategy hook). Each rank writes
 `<PROBE_DIR>/rank<global_rank>.json` at the end of fit: the training rows it saw per epoch (row ids
 travel as feature column 0 of the synthetic data), its step count, and its final parameters.
+
+`--strategy tests.ddp_probe:sigterm_factory` instead sends every rank's process SIGTERM right after
+training step `$STOP_AT_STEP`: a stop that lands at the same batch on every rank.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 from lightning.pytorch.strategies import DDPStrategy
@@ -39,3 +43,15 @@ class ProbeDDP(DDPStrategy):
 
 def factory(plan):
     return ProbeDDP(**process_group_kwargs(plan))
+
+
+class SigtermAtStep(DDPStrategy):
+    def training_step(self, *args, **kwargs):
+        output = super().training_step(*args, **kwargs)
+        if self.lightning_module.global_step + 1 == int(os.environ["STOP_AT_STEP"]):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return output
+
+
+def sigterm_factory(plan):
+    return SigtermAtStep(**process_group_kwargs(plan))

@@ -138,12 +138,21 @@ def submit_inprocess(argv: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
-def submit_subprocess(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 240):
-    """Run `python launch/submit.py args...` with a clean environment (plus `env`)."""
+def submit_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """A clean environment without AWS settings, plus `env`."""
     base = clean_env()
     for key in list(base):
         if key.startswith(AWS_VARS):
             del base[key]
     base.update(env or {})
-    return subprocess.run([sys.executable, str(SUBMIT), *args], cwd=cwd, env=base, capture_output=True,
-                          text=True, timeout=timeout)
+    return base
+
+
+def submit_command(args: list[str]) -> list[str]:
+    return [sys.executable, str(SUBMIT), *args]
+
+
+def submit_subprocess(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 240):
+    """Run `python launch/submit.py args...` with a clean environment (plus `env`)."""
+    return subprocess.run(submit_command(args), cwd=cwd, env=submit_env(env), capture_output=True, text=True,
+                          timeout=timeout)

@@ -2,33 +2,48 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
+from launch.job import build_spec
 from tests.helpers import clean_env, write_channel
+from tests.launch_fixtures import submit_command, submit_env, submit_subprocess
 from tests.test_distributed import free_port, sagemaker_host_env
+from titanic_lightning import layout, resume
+from titanic_lightning import trainer as training
+from titanic_lightning.config import TrainConfig
+from titanic_lightning.environment import make_plan
 
 pytestmark = pytest.mark.slow
 EPOCHS = 150
+BATCHES_PER_EPOCH = 4  # 64 rows, batch size 16
 
 
-@pytest.fixture
-def channels(tmp_path) -> dict[str, Path]:
-    return {split: write_channel(tmp_path / "data" / f"{split}_data.npz", split, rows=rows, seed=i)
+@pytest.fixture(scope="module")
+def channels(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("channels")
+    return {split: write_channel(root / f"{split}_data.npz", split, rows=rows, seed=i)
             for i, (split, rows) in enumerate((("train", 64), ("val", 32)))}
 
 
-def args(channels, run: Path) -> list[str]:
+def args(channels, run: Path, *extra: str) -> list[str]:
     return ["--train", str(channels["train"]), "--val", str(channels["val"]), "--epochs", str(EPOCHS),
             "--early_stopping", "false", "--batch_size", "16", "--hidden_sizes", "[16, 8]", "--dropout", "0.2",
-            "--model_dir", str(run / "model"), "--output_dir", str(run / "out"), "--checkpoint_dir", str(run / "ckpt")]
+            "--model_dir", str(run / "model"), "--output_dir", str(run / "out"), "--checkpoint_dir", str(run / "ckpt"),
+            *extra]
 
 
 def popen(argv, env, cwd) -> subprocess.Popen:
@@ -36,15 +51,15 @@ def popen(argv, env, cwd) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_epoch(proc: subprocess.Popen, epoch: int) -> None:
+def wait_for_line(stream, prefix: str, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
+        line = stream.readline()
         if not line and proc.poll() is not None:
-            pytest.fail(f"the run ended before epoch {epoch}: {proc.stderr.read()[-2000:]}")
-        if line.startswith(f"epoch={epoch};"):
+            pytest.fail(f"the run ended before printing {prefix!r}")
+        if line.startswith(prefix):
             return
-    pytest.fail(f"epoch {epoch} never came")
+    pytest.fail(f"{prefix!r} never came")
 
 
 def complete(argv, env, cwd) -> subprocess.CompletedProcess:
@@ -54,43 +69,177 @@ def complete(argv, env, cwd) -> subprocess.CompletedProcess:
     return result
 
 
-def assert_same_result(a: Path, b: Path) -> None:
-    first, second = (torch.load(run / "model" / "model.pt", weights_only=True) for run in (a, b))
+def assert_same_model(first: dict, second: dict) -> None:
     for key, value in first["state_dict"].items():
         torch.testing.assert_close(second["state_dict"][key], value, rtol=0, atol=1e-6)
+
+
+def assert_same_result(a: Path, b: Path) -> None:
+    assert_same_model(*(torch.load(run / "model" / "model.pt", weights_only=True) for run in (a, b)))
     metrics = [json.loads((run / "model" / "metrics.json").read_text()) for run in (a, b)]
     for key in ("val_loss", "val_acc", "val_auroc", "best_epoch", "epochs_run"):
         assert metrics[1][key] == pytest.approx(metrics[0][key], abs=1e-6), key
 
 
-def epochs_printed(stdout: str) -> list[int]:
-    return [int(line.split(";")[0].split("=")[1]) for line in stdout.splitlines() if line.startswith("epoch=")]
+def epoch_lines(stdout: str) -> dict[int, str]:
+    return {int(line.split(";")[0].split("=")[1]): line for line in stdout.splitlines() if line.startswith("epoch=")}
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_interrupted_run_resumes_to_the_same_weights(tmp_path, channels, sig):
-    env = clean_env()
-    complete(args(channels, tmp_path / "whole"), env, tmp_path)
+def saved_position(checkpoint: Path) -> tuple[int, int, int]:
+    """(epochs done, batches of the next epoch done, global step) recorded in a checkpoint."""
+    state = torch.load(checkpoint, weights_only=True)
+    loader = state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
+    return loader["epoch"], loader["batches_done"], state["global_step"]
 
-    run = tmp_path / "interrupted"
-    proc = popen(args(channels, run), env, tmp_path)
-    wait_for_epoch(proc, 40)
-    proc.send_signal(sig)
+
+def assert_resumed_like_whole(whole_stdout: str, resumed_stdout: str, epochs_done: int) -> None:
+    """Finished epochs are not repeated, and every epoch line after the stop is the uninterrupted run's."""
+    whole, resumed = epoch_lines(whole_stdout), epoch_lines(resumed_stdout)
+    assert min(resumed) == epochs_done + 1 and max(resumed) == EPOCHS
+    differing = [k for k in sorted(resumed) if resumed[k] != whole[k]]
+    assert not differing, f"after {epochs_done} epochs:\n{whole[differing[0]]}\n{resumed[differing[0]]}"
+
+
+@pytest.fixture(scope="module")
+def whole_run(channels, tmp_path_factory):
+    run = tmp_path_factory.mktemp("whole")
+    return run, complete(args(channels, run), clean_env(), run)
+
+
+# --- every stopping point, in process ------------------------------------------------------------
+
+
+class SigtermAt(Callback):
+    """Sends this process a real SIGTERM at one point of the run (hook name, global step)."""
+
+    def __init__(self, hook: str, step: int):
+        self.hook, self.step = hook, step
+
+    def _maybe(self, trainer, hook):
+        if hook == self.hook and trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_train_batch_end(self, trainer, *args):
+        self._maybe(trainer, "batch")
+
+    def on_validation_end(self, trainer, *args):
+        self._maybe(trainer, "validation")
+
+
+def _fit(channels, run: Path, monkeypatch, extra_callback=None, every_n_seconds=None):
+    cfg = TrainConfig(train=str(channels["train"]), val=str(channels["val"]), epochs=4, batch_size=16,
+                      hidden_sizes=[16, 8], dropout=0.3, early_stopping=False, model_dir=str(run / "model"),
+                      output_dir=str(run / "out"), checkpoint_dir=str(run / "ckpt"),
+                      checkpoint_every_n_seconds=every_n_seconds)
+    build = training.build
+
+    def build_with_extra(*a):
+        datamodule, model, trainer = build(*a)
+        if extra_callback is not None:
+            trainer.callbacks.append(extra_callback)
+        return datamodule, model, trainer
+
+    monkeypatch.setattr(training, "build", build_with_extra)
+    try:
+        _, model, trainer = training.fit(cfg, layout.resolve(cfg), make_plan({}, 0))
+    finally:
+        monkeypatch.setattr(training, "build", build)
+    return model, trainer
+
+
+def _outcome(model, trainer) -> tuple[dict, int | None, int]:
+    best = next(cb for cb in trainer.callbacks if isinstance(cb, training.BestWeights)).best_epoch
+    return {"state_dict": model.net.state_dict()}, best, trainer.global_step
+
+
+def test_every_stopping_point_resumes_exactly(tmp_path, channels, monkeypatch, capsys):
+    """A timed checkpoint after any batch, and SIGTERM after any batch or validation, resume exactly."""
+    reference = _outcome(*_fit(channels, tmp_path / "whole", monkeypatch))
+    reference_lines = epoch_lines(capsys.readouterr().out)
+    total_steps = reference[2]
+    assert total_steps == 4 * BATCHES_PER_EPOCH
+
+    # A checkpoint every "0 seconds" is one after every batch; keep a copy of each.
+    copies = []
+    save = resume.LastCheckpoint._save_checkpoint
+
+    def save_and_copy(self, trainer, filepath):
+        save(self, trainer, filepath)
+        copies.append(tmp_path / "copies" / str(len(copies)))
+        copies[-1].mkdir(parents=True)
+        shutil.copy(filepath, copies[-1] / "last.ckpt")
+
+    monkeypatch.setattr(resume.LastCheckpoint, "_save_checkpoint", save_and_copy)
+    _fit(channels, tmp_path / "timed", monkeypatch, every_n_seconds=1e-9)
+    monkeypatch.undo()
+    positions = {saved_position(c / "last.ckpt")[2] for c in copies}
+    assert positions == set(range(1, total_steps + 1))  # mid-epoch and epoch-end saves alike
+    starts = [(f"timed save {i + 1}", c) for i, c in enumerate(copies)]
+
+    for hook, steps in (("batch", range(1, total_steps + 1)), ("validation", range(4, total_steps + 1, 4))):
+        for step in steps:
+            run = tmp_path / f"{hook}-{step}"
+            with pytest.raises(SystemExit) as stopped:
+                _fit(channels, run, monkeypatch, extra_callback=SigtermAt(hook, step))
+            assert type(stopped.value).__name__ == "SIGTERMException"
+            assert saved_position(run / "ckpt" / "last.ckpt")[2] == step  # the stop itself was saved
+            starts.append((f"SIGTERM after {hook} {step}", run / "ckpt"))
+    capsys.readouterr()
+
+    for name, checkpoint_dir in starts:
+        epochs_done, batches_done, _ = saved_position(checkpoint_dir / "last.ckpt")
+        run = tmp_path / "resumed" / name.replace(" ", "-")
+        shutil.copytree(checkpoint_dir, run / "ckpt")
+        outcome = _outcome(*_fit(channels, run, monkeypatch))
+        assert_same_model(reference[0], outcome[0])
+        assert outcome[1:] == reference[1:], name
+        lines = epoch_lines(capsys.readouterr().out)
+        assert sorted(lines) == list(range(epochs_done + 1, 5)), name  # no finished epoch is run again
+        assert lines == {k: reference_lines[k] for k in lines}, name  # train_loss of a split epoch included
+
+
+# --- a real process stopped by a signal ------------------------------------------------------------
+
+
+def test_sigterm_saves_the_run_and_it_resumes_to_the_same_weights(tmp_path, channels, whole_run):
+    """No periodic checkpoint is due in 1000 epochs: what survives the stop is the save SIGTERM made."""
+    env, run = clean_env(), tmp_path / "interrupted"
+    argv = args(channels, run, "--checkpoint_every_n_epochs", "1000")
+    proc = popen(argv, env, tmp_path)
+    wait_for_line(proc.stdout, "epoch=40;", proc)
+    proc.send_signal(signal.SIGTERM)
     sent = time.monotonic()
     _, stderr = proc.communicate(timeout=60)
     assert time.monotonic() - sent < 30
-    assert proc.returncode != 0
-    if sig == signal.SIGTERM:
-        assert proc.returncode == 143 and "stopped by SIGTERM" in stderr and "Traceback" not in stderr
-    assert (run / "ckpt" / "last.ckpt").is_file() and not (run / "model").exists()
-    done = torch.load(run / "ckpt" / "last.ckpt", weights_only=True)["epoch"] + 1
-    assert 39 <= done < EPOCHS  # epoch 40 was printed just before its checkpoint was written
+    assert proc.returncode == 143 and "stopped by SIGTERM" in stderr and "Traceback" not in stderr
+    assert not (run / "model").exists()
+    epochs_done, batches_done, step = saved_position(run / "ckpt" / "last.ckpt")
+    assert step >= 40 * BATCHES_PER_EPOCH and step == epochs_done * BATCHES_PER_EPOCH + batches_done
 
-    resumed = complete(args(channels, run), env, tmp_path)
-    assert f"{done} epoch(s) already done" in resumed.stderr
-    assert epochs_printed(resumed.stdout)[0] == done + 1  # finished epochs are not repeated
-    assert epochs_printed(resumed.stdout)[-1] == EPOCHS
-    assert_same_result(tmp_path / "whole", run)
+    resumed = complete(argv, env, tmp_path)
+    described = f"{epochs_done} epoch(s) already done" + (
+        f", and {batches_done} batch(es) of epoch {epochs_done + 1}" if batches_done else "")
+    assert f"resuming from {run / 'ckpt' / 'last.ckpt'}: {described}" in resumed.stderr
+    assert_resumed_like_whole(whole_run[1].stdout, resumed.stdout, epochs_done)
+    assert_same_result(whole_run[0], run)
+
+
+def test_sigkill_resumes_from_the_last_timed_checkpoint(tmp_path, channels, whole_run):
+    """Checkpoints every 0.2 s land inside epochs too; SIGKILL leaves the last one whole."""
+    env, run = clean_env(), tmp_path / "interrupted"
+    argv = args(channels, run, "--checkpoint_every_n_seconds", "0.2")
+    proc = popen(argv, env, tmp_path)
+    wait_for_line(proc.stdout, "epoch=40;", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL and not (run / "model").exists()
+    assert [p.name for p in (run / "ckpt").iterdir()] == ["last.ckpt"]  # no temporary file left beside it
+    epochs_done, _, step = saved_position(run / "ckpt" / "last.ckpt")
+    assert 39 * BATCHES_PER_EPOCH <= step < EPOCHS * BATCHES_PER_EPOCH
+
+    resumed = complete(argv, env, tmp_path)
+    assert_resumed_like_whole(whole_run[1].stdout, resumed.stdout, epochs_done)
+    assert_same_result(whole_run[0], run)
 
 
 def test_two_hosts_killed_together_resume_to_the_same_weights(tmp_path, channels):
@@ -103,26 +252,103 @@ def test_two_hosts_killed_together_resume_to_the_same_weights(tmp_path, channels
 
     for name in ("whole", "interrupted"):
         (tmp_path / name / "probe").mkdir(parents=True)
-    for proc in hosts(tmp_path / "whole", tmp_path / "whole" / "probe", free_port()):
-        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-3000:]
+    procs = hosts(tmp_path / "whole", tmp_path / "whole" / "probe", free_port())
+    whole = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], whole[0][1][-3000:]
 
     run = tmp_path / "interrupted"
     procs = hosts(run, run / "probe", free_port())
-    wait_for_epoch(procs[0], 30)
+    wait_for_line(procs[0].stdout, "epoch=30;", procs[0])
     for proc in procs:  # a spot reclaim takes every instance
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     # SageMaker restores the checkpoint directory on every instance; rank 0 wrote it here.
-    done = torch.load(run / "algo-1" / "ckpt" / "last.ckpt", weights_only=True)["epoch"] + 1
-    (run / "algo-2" / "ckpt").mkdir(parents=True, exist_ok=True)
-    for item in (run / "algo-1" / "ckpt").iterdir():
-        (run / "algo-2" / "ckpt" / item.name).write_bytes(item.read_bytes())
+    epochs_done, _, _ = saved_position(run / "algo-1" / "ckpt" / "last.ckpt")
+    shutil.copytree(run / "algo-1" / "ckpt", run / "algo-2" / "ckpt", dirs_exist_ok=True)
     procs = hosts(run, run / "probe", free_port())
     outputs = [p.communicate(timeout=300) for p in procs]
     for proc, (_, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-3000:]
-    assert epochs_printed(outputs[0][0])[0] == done + 1
+    assert_resumed_like_whole(whole[0][0], outputs[0][0], epochs_done)
     assert_same_result(tmp_path / "whole" / "algo-1", run / "algo-1")
+
+
+def test_two_hosts_stopped_inside_an_epoch_resume_to_the_same_weights(tmp_path, channels):
+    """SIGTERM lands on both ranks after step 61, halfway through epoch 31 (2 steps per epoch each)."""
+    def hosts(run: Path, *extra: str, **env: str):
+        port = free_port()
+        return [popen(args(channels, run / host, *extra), {**sagemaker_host_env(host, run, port, run), **env}, tmp_path)
+                for host in ("algo-1", "algo-2")]
+
+    run = tmp_path / "interrupted"
+    run.mkdir()
+    stop = ("--checkpoint_every_n_epochs", "1000", "--strategy", "tests.ddp_probe:sigterm_factory")
+    procs = hosts(run, *stop, STOP_AT_STEP="61")
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [143, 143], outputs[0][1][-3000:]
+    # Only the stop wrote a checkpoint; SageMaker would restore it on every instance.
+    assert saved_position(run / "algo-1" / "ckpt" / "last.ckpt") == (30, 1, 61)
+    shutil.copytree(run / "algo-1" / "ckpt", run / "algo-2" / "ckpt")
+
+    whole_procs = hosts(tmp_path / "whole")
+    procs = hosts(run)
+    whole, resumed = ([p.communicate(timeout=300) for p in group] for group in (whole_procs, procs))
+    assert [p.returncode for p in whole_procs + procs] == [0, 0, 0, 0], resumed[0][1][-3000:]
+    assert "30 epoch(s) already done, and 1 batch(es) of epoch 31" in resumed[0][1]
+    # Epoch 31's train_loss is its mean over both ranks' batches, before and after the stop.
+    assert_resumed_like_whole(whole[0][0], resumed[0][0], 30)
+    assert_same_result(tmp_path / "whole" / "algo-1", run / "algo-1")
+
+
+def _model_in(artifact: str) -> tuple[dict, dict]:
+    with tarfile.open(artifact) as tar:
+        model = torch.load(io.BytesIO(tar.extractfile("model.pt").read()), weights_only=True)
+        return model, json.load(tar.extractfile("metrics.json"))
+
+
+def test_emulated_two_host_job_stopped_and_run_again_resumes(tmp_path, channels):
+    """`launch/submit.py --local --instance-count 2`: stopped with SIGTERM, the same command finishes the job."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "val"):
+        shutil.copy(channels[split], data)
+    write_channel(data / "test_data.npz", "test", rows=32, seed=2)
+    hp = ["--hp", f"epochs={EPOCHS}", "--hp", "early_stopping=false", "--hp", "batch_size=16", "--hp", "dropout=0.2"]
+    command = ["--local", "--instance-count", "2", "--data", str(data), *hp]
+
+    whole = submit_subprocess([*command, "--jobs-dir", "whole-jobs"], cwd=tmp_path, timeout=300)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    whole_summary = json.loads(whole.stdout.strip().splitlines()[-1])
+
+    interrupted = [*command, "--jobs-dir", "jobs"]
+    proc = subprocess.Popen(submit_command(interrupted), cwd=tmp_path, env=submit_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for_line(proc.stderr, "[algo-1] epoch=30;", proc)
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    stdout, _ = proc.communicate(timeout=120)
+    assert time.monotonic() - sent < 30
+    stopped = json.loads(stdout.strip().splitlines()[-1])
+    assert proc.returncode == 143 and stopped["status"] == "Stopped" and stopped["stopped_by_signal"] == "SIGTERM"
+    assert "run the same command again" in stopped["failure_reason"] and stopped["model_artifact"] is None
+    store = Path(stopped["checkpoints"])
+    assert store == (tmp_path / "jobs" / build_spec(instance_count=2, hp=[h for h in hp if h != "--hp"]).checkpoint_prefix)
+    epochs_done, _, _ = saved_position(store / "last.ckpt")
+    assert 30 <= epochs_done < EPOCHS
+
+    again = submit_subprocess(interrupted, cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads(again.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "Completed" and summary["checkpoints"] == str(store)
+    assert f"checkpoints from {store} restored on every host" in again.stderr
+    logs = [Path(h["log"]).read_text() for h in (whole_summary["hosts"][0], summary["hosts"][0])]
+    assert re.search(rf"resuming from \S+/algo-1/checkpoints/last.ckpt: {epochs_done} epoch\(s\) already done", logs[1])
+    assert_resumed_like_whole(logs[0], logs[1], epochs_done)
+    (first, first_metrics), (second, second_metrics) = (_model_in(s["model_artifact"]) for s in (whole_summary, summary))
+    assert_same_model(first, second)
+    assert second_metrics["world_size"] == 2
+    for key in ("val_loss", "val_acc", "test_acc", "best_epoch", "epochs_run"):
+        assert second_metrics[key] == pytest.approx(first_metrics[key], abs=1e-6), key
 
 
 def test_checkpoint_from_other_settings_is_refused(tmp_path, channels):

@@ -35,9 +35,11 @@ class TrainConfig:
         preprocessing: preprocessing.json saved into model.pt (default: the one beside the training data).
         model_dir: Where model.pt and metrics.json go (default: $SM_MODEL_DIR, else model/).
         output_dir: Where logs and curves.png go (default: $SM_OUTPUT_DATA_DIR, else outputs/).
-        checkpoint_dir: Where last.ckpt and best.ckpt go; a run resumes from last.ckpt found there
-            (default: /opt/ml/checkpoints when it exists, else no resumable checkpoints).
+        checkpoint_dir: Where last.ckpt goes; a run resumes from the last.ckpt found there
+            (default: $TITANIC_CHECKPOINT_DIR, else /opt/ml/checkpoints when it exists, else none).
         checkpoint_every_n_epochs: Save last.ckpt every N epochs.
+        checkpoint_every_n_seconds: Also save last.ckpt inside epochs once N seconds have passed since the last
+            timed save (for long epochs; a resumed run continues from the saved batch). Default: epoch ends only.
         epochs: Maximum number of epochs.
         learning_rate: Optimiser learning rate.
         weight_decay: Weight decay (L2 for adam, decoupled for adamw).
@@ -67,6 +69,7 @@ class TrainConfig:
     output_dir: Optional[str] = None
     checkpoint_dir: Optional[str] = None
     checkpoint_every_n_epochs: PositiveInt = 1
+    checkpoint_every_n_seconds: Optional[PositiveFloat] = None
     epochs: PositiveInt = 500
     learning_rate: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 0.0

@@ -10,6 +10,10 @@ rank), sharded across DDP ranks the way DistributedSampler does it. There is no 
 `__getitem__` and no collate: one indexing operation per batch. Training shards are padded to equal
 length so every rank runs the same number of steps; evaluation shards are not padded, so metrics
 aggregated over ranks see every row exactly once.
+
+The training loader is resumable mid-epoch: Lightning keeps its `state_dict()` (which epoch, how
+many of its batches were trained on) in every checkpoint and hands it back on a restart, so a run
+stopped inside an epoch continues with the batches it had not trained on, none repeated.
 """
 
 from __future__ import annotations
@@ -140,9 +144,14 @@ class ShardedBatchSampler(Sampler[torch.Tensor]):
         self.rank, self.world_size, self.pad = rank, world_size, pad
         self.batch_size = batch_size
         self._epoch, self.epoch_fn = 0, epoch_fn
+        self._resume: tuple[int, int] | None = None  # (epoch, batches already trained on)
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch = epoch
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Make the next pass over `epoch` start after its first `batches_done` batches."""
+        self._resume = (epoch, batches_done)
 
     @property
     def epoch(self) -> int:
@@ -162,11 +171,41 @@ class ShardedBatchSampler(Sampler[torch.Tensor]):
         return order[self.rank :: self.world_size]
 
     def __iter__(self):
-        return iter(self.shard().split(self.batch_size))
+        batches = self.shard().split(self.batch_size)
+        resume, self._resume = self._resume, None
+        if resume is not None and resume[0] == self.epoch:
+            batches = batches[resume[1]:]
+        return iter(batches)
 
     def __len__(self) -> int:
         rows = math.ceil(self.num_rows / self.world_size) if self.pad else len(range(self.rank, self.num_rows, self.world_size))
         return math.ceil(rows / self.batch_size)
+
+
+def loader_options(sampler: ShardedBatchSampler) -> dict:
+    # batch_size=None: the sampler yields whole index batches and the dataset answers each with one
+    # indexing operation. A generator of its own: otherwise every new iterator draws a seed from
+    # the global random state, and a run resumed mid-epoch would draw other dropout masks.
+    return {"sampler": sampler, "batch_size": None, "generator": torch.Generator()}
+
+
+class TrainBatches(DataLoader):
+    """The training loader, with Lightning's Stateful protocol (`state_dict`/`load_state_dict`).
+
+    `progress_fn` returns (epoch, batches of it trained on) from the fit loop's own counters:
+    the loader itself runs one batch ahead of training, because Lightning prefetches.
+    """
+
+    def __init__(self, dataset: TensorBatches, sampler: ShardedBatchSampler, progress_fn: Callable[[], tuple[int, int]]):
+        super().__init__(dataset, **loader_options(sampler))
+        self.progress_fn = progress_fn
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, batches_done = self.progress_fn()
+        return {"epoch": epoch, "batches_done": batches_done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.sampler.resume_at(int(state_dict["epoch"]), int(state_dict["batches_done"]))
 
 
 class TitanicDataModule(pl.LightningDataModule):
@@ -214,21 +253,28 @@ class TitanicDataModule(pl.LightningDataModule):
         for dataset in self.datasets.values():
             dataset.to(device)
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        dataset = self.datasets[split]
+    def _sampler(self, split: str, train: bool) -> ShardedBatchSampler:
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = ShardedBatchSampler(
-            len(dataset), self.batch_size if train else EVAL_BATCH_SIZE,
+        return ShardedBatchSampler(
+            len(self.datasets[split]), self.batch_size if train else EVAL_BATCH_SIZE,
             shuffle=train, seed=self.seed, rank=rank, world_size=world, pad=train,
             epoch_fn=(lambda: trainer.fit_loop.epoch_progress.current.processed) if trainer is not None else None,
         )
-        # batch_size=None: the sampler yields whole index batches and the dataset answers each with
-        # one indexing operation.
-        return DataLoader(dataset, sampler=sampler, batch_size=None)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        return DataLoader(self.datasets[split], **loader_options(self._sampler(split, train)))
+
+    def _train_progress(self) -> tuple[int, int]:
+        """(epoch, batches of it trained on) at a checkpoint, from the fit loop's counters."""
+        loop = self.trainer.fit_loop
+        epochs = loop.epoch_progress.current
+        if epochs.processed < epochs.started:  # inside an epoch: saved on a batch end or on SIGTERM
+            return epochs.processed, loop.epoch_loop.batch_progress.current.processed
+        return epochs.processed, 0  # saved at an epoch end: the next epoch starts from its first batch
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
+        return TrainBatches(self.datasets["train"], self._sampler("train", train=True), self._train_progress)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", train=False)

@@ -24,7 +24,7 @@ class Layout:
     preprocessing: dict | None
     model_dir: Path
     output_dir: Path
-    checkpoint_dir: Path | None  # resumable checkpoints (last.ckpt, best.ckpt), or None
+    checkpoint_dir: Path | None  # where last.ckpt is written and resumed from, or None
 
 
 def _prepare_local_data(cfg: TrainConfig) -> None:

@@ -92,11 +92,15 @@ class TitanicClassifier(pl.LightningModule):
         return torch.sigmoid(self(x))
 
     # The random state travels with the checkpoint, so a resumed run draws what the uninterrupted
-    # one would have (dropout); the data order depends only on seed and epoch already.
+    # one would have (dropout); the data order depends only on seed and epoch already. So does every
+    # rank's share of the epoch's training loss so far (gathered: only rank 0 writes the file), so a
+    # run resumed inside an epoch reports that epoch's loss over all of its batches.
     def on_save_checkpoint(self, checkpoint):
         checkpoint["rng_state"] = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
+        share = torch.stack([self.train_loss.mean_value, self.train_loss.weight])
+        checkpoint["train_loss_shares"] = self.all_gather(share).reshape(-1, 2).cpu()
 
     def on_load_checkpoint(self, checkpoint):
         state = checkpoint.get("rng_state") or {}
@@ -104,6 +108,13 @@ class TitanicClassifier(pl.LightningModule):
             torch.set_rng_state(state["cpu"])
         if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(state["cuda"])
+        shares = checkpoint.get("train_loss_shares")
+        if shares is not None:
+            rank, world = self.trainer.global_rank, self.trainer.world_size
+            # Another world size: the whole sum goes to rank 0, so the reduced value is still right.
+            share = shares[rank] if len(shares) == world else shares.sum(0) if rank == 0 else torch.zeros(2)
+            device = self.train_loss.mean_value.device
+            self.train_loss.mean_value, self.train_loss.weight = share[0].to(device), share[1].to(device)
 
     def configure_optimizers(self):
         kind = torch.optim.AdamW if self.hparams.optimizer == "adamw" else torch.optim.Adam

@@ -1,9 +1,12 @@
-"""Resuming: find `last.ckpt` in the checkpoint directory and check it belongs to this run.
+"""Checkpoints that let a stopped run continue exactly: writing `last.ckpt`, and resuming from it.
 
 SageMaker restores /opt/ml/checkpoints on every instance when a spot job restarts; the same
-command then continues after the last completed epoch instead of starting over. Lightning writes
-each checkpoint to a temporary file and renames it into place, so a kill at any moment leaves the
-previous or the new `last.ckpt`, never a truncated one.
+command then continues where the last checkpoint left off instead of starting over. `last.ckpt`
+is written at epoch ends, optionally every N seconds inside long epochs (the training loader's
+position is part of the checkpoint, so the resumed epoch continues with the batches it had not
+trained on), and once more when SIGTERM stops the run. Lightning writes each one to a temporary
+file and renames it into place, so a kill at any moment leaves the previous or the new
+`last.ckpt`, never a truncated one.
 """
 
 from __future__ import annotations
@@ -11,13 +14,52 @@ from __future__ import annotations
 import pickle
 import sys
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from titanic_lightning.errors import UsageError
 
 LAST = "last"
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Writes `dirpath/last.ckpt` every N epochs, or every N seconds during training.
+
+    With `on_sigterm`, also when SIGTERM stops the run (a stop or a spot reclaim, when the signal
+    reaches Python): Lightning raises SIGTERMException between two batches, where the state is
+    consistent, and this saves it before the process exits.
+    """
+
+    def __init__(self, dirpath: Path, every_n_epochs: int | None = None, every_n_seconds: float | None = None,
+                 on_sigterm: bool = False):
+        super().__init__(
+            dirpath=dirpath, filename=LAST, save_top_k=1, enable_version_counter=False, every_n_epochs=every_n_epochs,
+            train_time_interval=timedelta(seconds=every_n_seconds) if every_n_seconds else None,
+            save_on_exception=on_sigterm,
+        )
+
+    def on_train_batch_end(self, trainer, *args, **kwargs):
+        # An epoch's last batch is followed by its validation and the epoch-end checkpoint;
+        # Lightning does not resume exactly from a save taken in between.
+        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            super().on_train_batch_end(trainer, *args, **kwargs)
+
+    def on_exception(self, trainer, pl_module, exception):
+        # Only a stop: after other exceptions the state may be half-updated.
+        if isinstance(exception, SIGTERMException):
+            super().on_exception(trainer, pl_module, exception)
+
+
+def checkpoint_callbacks(dirpath: Path, every_n_epochs: int, every_n_seconds: float | None) -> list[LastCheckpoint]:
+    """The epoch-end writer (which also saves on SIGTERM), plus a timed one when asked for."""
+    callbacks = [LastCheckpoint(dirpath, every_n_epochs=every_n_epochs, on_sigterm=True)]
+    if every_n_seconds:
+        callbacks.append(LastCheckpoint(dirpath, every_n_seconds=every_n_seconds))
+    return callbacks
 
 
 def checkpoint_to_resume(checkpoint_dir: Path | None, model, datamodule) -> Path | None:
@@ -42,8 +84,18 @@ def checkpoint_to_resume(checkpoint_dir: Path | None, model, datamodule) -> Path
                     f"{path} was written with {key}={_plain(saved.get(key))!r} but this run has {key}={_plain(value)!r}; "
                     "resume with the same settings, or choose another --checkpoint_dir"
                 )
-    print(f"resuming from {path}: {checkpoint.get('epoch', -1) + 1} epoch(s) already done", file=sys.stderr, flush=True)
+    print(f"resuming from {path}: {describe(checkpoint)}", file=sys.stderr, flush=True)
     return path
+
+
+def describe(checkpoint: dict) -> str:
+    """How far the checkpointed run got: whole epochs, and batches of the epoch in progress."""
+    loader_states = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader") or [{}]
+    epoch, batches = loader_states[0].get("epoch"), loader_states[0].get("batches_done", 0)
+    if epoch is None:  # no loader state: saved at an epoch end
+        epoch = checkpoint.get("epoch", -1) + 1
+    text = f"{epoch} epoch(s) already done"
+    return f"{text}, and {batches} batch(es) of epoch {epoch + 1}" if batches else text
 
 
 def _plain(value):

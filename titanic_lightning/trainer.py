@@ -15,7 +15,7 @@ import warnings
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, Timer
+from lightning.pytorch.callbacks import Callback, EarlyStopping, Timer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from titanic_lightning import resume
@@ -135,8 +135,8 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
     output_dir = layout.output_dir
     callbacks: list[Callback] = [AnnouncePlan(plan), MetricPrinter(), BestWeights(), DataOnDevice(), Timer()]
     if layout.checkpoint_dir is not None:
-        callbacks.append(ModelCheckpoint(dirpath=layout.checkpoint_dir, filename=resume.LAST, save_top_k=1,
-                                         every_n_epochs=cfg.checkpoint_every_n_epochs, enable_version_counter=False))
+        callbacks += resume.checkpoint_callbacks(layout.checkpoint_dir, cfg.checkpoint_every_n_epochs,
+                                                 cfg.checkpoint_every_n_seconds)
     if cfg.early_stopping:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience))
     trainer = pl.Trainer(
@@ -158,6 +158,17 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
         enable_model_summary=False,
         default_root_dir=output_dir,
     )
+    return datamodule, model, trainer
+
+
+def fit(cfg: TrainConfig, layout: Layout, plan: Plan):
+    """Seed, build and fit, continuing from `last.ckpt` when the checkpoint directory has one.
+
+    Returns (datamodule, model, trainer).
+    """
+    pl.seed_everything(cfg.seed, verbose=False)
+    datamodule, model, trainer = build(cfg, layout, plan)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume.checkpoint_to_resume(layout.checkpoint_dir, model, datamodule))
     return datamodule, model, trainer
 
 
