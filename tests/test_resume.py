@@ -147,9 +147,11 @@ def _fit(channels, run: Path, monkeypatch, extra_callback=None, every_n_seconds=
     return model, trainer
 
 
-def _outcome(model, trainer) -> tuple[dict, int | None, int]:
+def _outcome(model, trainer) -> tuple[dict, int | None, int, list[dict]]:
+    """(weights, best epoch, steps, the epoch history curves.png is drawn from)."""
     best = next(cb for cb in trainer.callbacks if isinstance(cb, training.BestWeights)).best_epoch
-    return {"state_dict": model.net.state_dict()}, best, trainer.global_step
+    history = next(cb for cb in trainer.callbacks if isinstance(cb, training.MetricPrinter)).history
+    return {"state_dict": model.net.state_dict()}, best, trainer.global_step, history
 
 
 def test_every_stopping_point_resumes_exactly(tmp_path, channels, monkeypatch, capsys):
@@ -192,7 +194,10 @@ def test_every_stopping_point_resumes_exactly(tmp_path, channels, monkeypatch, c
         shutil.copytree(checkpoint_dir, run / "ckpt")
         outcome = _outcome(*_fit(channels, run, monkeypatch))
         assert_same_model(reference[0], outcome[0])
-        assert outcome[1:] == reference[1:], name
+        assert outcome[1:3] == reference[1:3], name
+        assert [row["epoch"] for row in outcome[3]] == [1, 2, 3, 4], name  # epochs before the stop included
+        for row, expected in zip(outcome[3], reference[3]):
+            assert row == pytest.approx(expected, abs=1e-6), name
         lines = epoch_lines(capsys.readouterr().out)
         assert sorted(lines) == list(range(epochs_done + 1, 5)), name  # no finished epoch is run again
         assert lines == {k: reference_lines[k] for k in lines}, name  # train_loss of a split epoch included

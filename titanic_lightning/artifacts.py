@@ -81,30 +81,25 @@ def load_model_file(path: Path) -> dict:
     return data
 
 
-def plot_curves(metrics_csv: Path, out_png: Path, best_epoch: int | None) -> Path | None:
-    """Train/val loss and val accuracy per epoch from the CSV log, best epoch marked."""
+def plot_curves(history: list[dict], out_png: Path, best_epoch: int | None) -> Path | None:
+    """Train/val loss and val accuracy per epoch (rows of `epoch`, `train_loss`, ...), best epoch marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import pandas as pd
 
-    if not metrics_csv.is_file():
+    if not history:
         return None
-    log = pd.read_csv(metrics_csv)
-    if "epoch" not in log or "val_loss" not in log:
-        return None
-    per_epoch = log.groupby("epoch").mean(numeric_only=True).reset_index()
-    # Rows without train_loss are the final validate/test passes on the best weights, not epochs.
-    per_epoch = per_epoch[per_epoch["val_loss"].notna() & per_epoch.get("train_loss", per_epoch["val_loss"]).notna()]
-    epochs = per_epoch["epoch"] + 1
+    epochs = [row["epoch"] for row in history]
+
+    def series(key: str) -> list[float]:
+        return [row.get(key, float("nan")) for row in history]
+
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    if "train_loss" in per_epoch:
-        ax_loss.plot(epochs, per_epoch["train_loss"], label="train_loss")
-    ax_loss.plot(epochs, per_epoch["val_loss"], label="val_loss")
+    ax_loss.plot(epochs, series("train_loss"), label="train_loss")
+    ax_loss.plot(epochs, series("val_loss"), label="val_loss")
     ax_loss.set(xlabel="epoch", ylabel="BCE loss", title="Loss")
-    if "val_acc" in per_epoch:
-        ax_acc.plot(epochs, per_epoch["val_acc"], color="tab:green", label="val_acc")
+    ax_acc.plot(epochs, series("val_acc"), color="tab:green", label="val_acc")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy")
     if best_epoch is not None:
         for ax in (ax_loss, ax_acc):

@@ -45,14 +45,29 @@ def metric_line(values: dict, keys=None, prefix: str = "") -> str:
 
 
 class MetricPrinter(Callback):
-    """One `name=value;` line per validated epoch, from global rank 0."""
+    """One `name=value;` line per validated epoch, from global rank 0.
+
+    The values are kept as the run's history, which travels in last.ckpt: curves.png shows every
+    epoch of a run that was stopped and resumed, where a restarted job's logs hold only its own.
+    """
+
+    def __init__(self):
+        self.history: list[dict] = []
 
     def on_validation_end(self, trainer, pl_module):
         if trainer.state.fn != "fit" or trainer.sanity_checking:
             return
-        values = {k: float(v) for k, v in trainer.callback_metrics.items() if k in EPOCH_KEYS}
+        row = {"epoch": trainer.current_epoch + 1,
+               **{k: float(v) for k, v in trainer.callback_metrics.items() if k in EPOCH_KEYS}}
+        self.history.append(row)
         if trainer.is_global_zero:
-            print(metric_line({"epoch": trainer.current_epoch + 1, **values}, ("epoch", *EPOCH_KEYS)), flush=True)
+            print(metric_line(row, ("epoch", *EPOCH_KEYS)), flush=True)
+
+    def state_dict(self):
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict):
+        self.history = list(state_dict["history"])
 
 
 class BestWeights(Callback):
@@ -212,7 +227,8 @@ def finish(trainer: pl.Trainer, model: TitanicClassifier, layout: Layout, plan: 
         "preprocessing": layout.preprocessing,
     }
     write_model_dir(layout.model_dir, payload, metrics)
-    plot_curves(layout.output_dir / "csv" / "metrics.csv", layout.output_dir / "curves.png", best.best_epoch)
+    history = next(cb for cb in trainer.callbacks if isinstance(cb, MetricPrinter)).history
+    plot_curves(history, layout.output_dir / "curves.png", best.best_epoch)
     print(metric_line(metrics, ("best_epoch", "epochs_run", *FINAL_KEYS), prefix="final: "), flush=True)
     print(f"saved {layout.model_dir / 'model.pt'} and metrics.json; logs and curves.png in {layout.output_dir}",
           file=sys.stderr, flush=True)
