@@ -266,6 +266,8 @@ HYPERPARAMETER_CASES = {
     "zero epochs": (["--epochs", "0"], ["--epochs"]),
     "zero batch size": (["--batch_size", "0"], ["--batch_size"]),
     "hidden size 0": (["--hidden_sizes", "[64, 0]"], ["--hidden_sizes"]),
+    "checkpoint interval zero": (["--checkpoint_every_n_seconds", "0"], ["--checkpoint_every_n_seconds"]),
+    "checkpoint interval not a number": (["--checkpoint_every_n_seconds", "soon"], ["--checkpoint_every_n_seconds", "soon"]),
 }
 
 
