@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from tests.helpers import write_channel
-from titanic_lightning.data import ShardedBatchSampler, TitanicDataModule, load_channel, num_features
+from titanic_lightning.data import (
+    ShardedBatchSampler,
+    TensorBatches,
+    TitanicDataModule,
+    TrainBatches,
+    load_channel,
+    num_features,
+)
 from titanic_lightning.errors import UsageError
 
 
@@ -109,3 +116,18 @@ def test_batches_are_cut_from_memory(tiny_channels):
     X, y = batches[0]
     assert X.shape == (16, 5) and X.dtype == torch.float32 and y.dtype == torch.float32
     assert dm.num_features == 5
+
+
+def test_train_loader_state_resumes_inside_an_epoch():
+    sampler = ShardedBatchSampler(100, 10, shuffle=True, seed=3, rank=0, world_size=2)
+    loader = TrainBatches(TensorBatches(torch.arange(100.0)[:, None], torch.zeros(100)), sampler, lambda: (4, 3))
+    state = loader.state_dict()
+    assert state == {"epoch": 4, "batches_done": 3, "world_size": 2}
+    sampler.set_epoch(4)
+    full = list(sampler)
+    loader.load_state_dict(state)
+    assert [b.tolist() for b in sampler] == [b.tolist() for b in full[3:]]  # the batches not yet trained on
+    assert len(list(sampler)) == len(full)  # only the one resumed pass is shortened
+    sampler.set_epoch(5)
+    loader.load_state_dict(state)  # a state for another epoch than the next pass skips nothing
+    assert len(list(sampler)) == len(full)

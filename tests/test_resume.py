@@ -26,6 +26,7 @@ from titanic_lightning import layout, resume
 from titanic_lightning import trainer as training
 from titanic_lightning.config import TrainConfig
 from titanic_lightning.environment import make_plan
+from titanic_lightning.errors import UsageError
 
 pytestmark = pytest.mark.slow
 EPOCHS = 150
@@ -201,6 +202,20 @@ def test_every_stopping_point_resumes_exactly(tmp_path, channels, monkeypatch, c
         lines = epoch_lines(capsys.readouterr().out)
         assert sorted(lines) == list(range(epochs_done + 1, 5)), name  # no finished epoch is run again
         assert lines == {k: reference_lines[k] for k in lines}, name  # train_loss of a split epoch included
+
+
+def test_a_mid_epoch_checkpoint_from_another_number_of_processes_is_refused(tmp_path, channels, monkeypatch):
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit):
+        _fit(channels, run, monkeypatch, extra_callback=SigtermAt("batch", 6))
+    checkpoint = torch.load(run / "ckpt" / "last.ckpt", weights_only=True)
+    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+        {"epoch": 1, "batches_done": 2, "world_size": 1}]
+    checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["world_size"] = 2
+    torch.save(checkpoint, run / "ckpt" / "last.ckpt")
+    with pytest.raises(UsageError, match=re.escape(
+            f"{run / 'ckpt' / 'last.ckpt'} was saved inside epoch 2 by 2 process(es) and this run has 1; resume with 2")):
+        _fit(channels, run, monkeypatch)
 
 
 # --- a real process stopped by a signal ------------------------------------------------------------

@@ -202,9 +202,10 @@ class TrainBatches(DataLoader):
 
     def state_dict(self) -> dict[str, int]:
         epoch, batches_done = self.progress_fn()
-        return {"epoch": epoch, "batches_done": batches_done}
+        return {"epoch": epoch, "batches_done": batches_done, "world_size": self.sampler.world_size}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        # resume.checkpoint_to_resume has refused a mid-epoch state saved by another number of processes.
         self.sampler.resume_at(int(state_dict["epoch"]), int(state_dict["batches_done"]))
 
 

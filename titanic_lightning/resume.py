@@ -62,7 +62,7 @@ def checkpoint_callbacks(dirpath: Path, every_n_epochs: int, every_n_seconds: fl
     return callbacks
 
 
-def checkpoint_to_resume(checkpoint_dir: Path | None, model, datamodule) -> Path | None:
+def checkpoint_to_resume(checkpoint_dir: Path | None, model, datamodule, world_size: int = 1) -> Path | None:
     """`checkpoint_dir/last.ckpt` when it exists and matches this run; None to start afresh."""
     if checkpoint_dir is None:
         return None
@@ -84,18 +84,32 @@ def checkpoint_to_resume(checkpoint_dir: Path | None, model, datamodule) -> Path
                     f"{path} was written with {key}={_plain(saved.get(key))!r} but this run has {key}={_plain(value)!r}; "
                     "resume with the same settings, or choose another --checkpoint_dir"
                 )
+    epochs, batches, saved_world_size = position(checkpoint)
+    if batches and saved_world_size not in (None, world_size):
+        # Each process's share of an epoch depends on how many there are: the batches still to
+        # train cannot be found again.
+        raise UsageError(
+            f"{path} was saved inside epoch {epochs + 1} by {saved_world_size} process(es) and this run has "
+            f"{world_size}; resume with {saved_world_size}, or remove it to start afresh"
+        )
     print(f"resuming from {path}: {describe(checkpoint)}", file=sys.stderr, flush=True)
     return path
 
 
+def position(checkpoint: dict) -> tuple[int, int, int | None]:
+    """(epochs done, batches of the next epoch done, processes that trained them) in a checkpoint."""
+    loader_states = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader") or [{}]
+    state = loader_states[0]
+    if "epoch" not in state:  # a checkpoint without loader state counts whole epochs only
+        return checkpoint.get("epoch", -1) + 1, 0, None
+    return state["epoch"], state.get("batches_done", 0), state.get("world_size")
+
+
 def describe(checkpoint: dict) -> str:
     """How far the checkpointed run got: whole epochs, and batches of the epoch in progress."""
-    loader_states = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader") or [{}]
-    epoch, batches = loader_states[0].get("epoch"), loader_states[0].get("batches_done", 0)
-    if epoch is None:  # no loader state: saved at an epoch end
-        epoch = checkpoint.get("epoch", -1) + 1
-    text = f"{epoch} epoch(s) already done"
-    return f"{text}, and {batches} batch(es) of epoch {epoch + 1}" if batches else text
+    epochs, batches, _ = position(checkpoint)
+    text = f"{epochs} epoch(s) already done"
+    return f"{text}, and {batches} batch(es) of epoch {epochs + 1}" if batches else text
 
 
 def _plain(value):

@@ -183,7 +183,8 @@ def fit(cfg: TrainConfig, layout: Layout, plan: Plan):
     """
     pl.seed_everything(cfg.seed, verbose=False)
     datamodule, model, trainer = build(cfg, layout, plan)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume.checkpoint_to_resume(layout.checkpoint_dir, model, datamodule))
+    checkpoint = resume.checkpoint_to_resume(layout.checkpoint_dir, model, datamodule, trainer.world_size)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint)
     return datamodule, model, trainer
 
 
