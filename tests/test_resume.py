@@ -218,6 +218,30 @@ def test_a_mid_epoch_checkpoint_from_another_number_of_processes_is_refused(tmp_
         _fit(channels, run, monkeypatch)
 
 
+def test_a_checkpoint_is_written_beside_its_target_and_renamed_into_place(tmp_path, channels, monkeypatch):
+    """Not staged in the system temp folder: a move from there onto another file system is a copy,
+    and a kill during the copy would truncate last.ckpt."""
+    model, trainer = _fit(channels, tmp_path / "run", monkeypatch)
+    assert isinstance(trainer.strategy.checkpoint_io, resume.SameFolderCheckpointIO)
+    target = tmp_path / "run" / "ckpt" / "last.ckpt"
+    before = target.read_bytes()
+
+    written_to = []
+
+    def killed_while_writing(obj, path, *args, **kwargs):
+        written_to.append(Path(path))
+        Path(path).write_bytes(before[: len(before) // 2])
+        raise KeyboardInterrupt  # stands in for the process dying halfway through the write
+
+    monkeypatch.setattr(torch, "save", killed_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.strategy.checkpoint_io.save_checkpoint({"state_dict": model.state_dict()}, target)
+    monkeypatch.undo()
+    assert written_to[0].parent == target.parent and written_to[0] != target
+    assert target.read_bytes() == before  # the previous checkpoint, whole
+    assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]  # the partial file is gone
+
+
 # --- a real process stopped by a signal ------------------------------------------------------------
 
 
@@ -253,11 +277,12 @@ def test_sigkill_resumes_from_the_last_timed_checkpoint(tmp_path, channels, whol
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL and not (run / "model").exists()
-    assert [p.name for p in (run / "ckpt").iterdir()] == ["last.ckpt"]  # no temporary file left beside it
     epochs_done, _, step = saved_position(run / "ckpt" / "last.ckpt")
     assert 39 * BATCHES_PER_EPOCH <= step < EPOCHS * BATCHES_PER_EPOCH
+    (run / "ckpt" / ".last.ckpt-killed.ckpt").write_bytes(b"PK")  # a write the kill cut short
 
     resumed = complete(argv, env, tmp_path)
+    assert [p.name for p in (run / "ckpt").iterdir()] == ["last.ckpt"]  # the partial file was cleared
     assert_resumed_like_whole(whole_run[1].stdout, resumed.stdout, epochs_done)
     assert_same_result(whole_run[0], run)
 

@@ -4,8 +4,8 @@ SageMaker restores /opt/ml/checkpoints on every instance when a spot job restart
 command then continues where the last checkpoint left off instead of starting over. `last.ckpt`
 is written at epoch ends, optionally every N seconds inside long epochs (the training loader's
 position is part of the checkpoint, so the resumed epoch continues with the batches it had not
-trained on), and once more when SIGTERM stops the run. Lightning writes each one to a temporary
-file and renames it into place, so a kill at any moment leaves the previous or the new
+trained on), and once more when SIGTERM stops the run. Each one is written to a temporary file
+in the same folder and renamed into place, so a kill at any moment leaves the previous or the new
 `last.ckpt`, never a truncated one.
 """
 
@@ -19,8 +19,10 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from titanic_lightning.atomic import atomic_output
 from titanic_lightning.errors import UsageError
 
 LAST = "last"
@@ -54,6 +56,23 @@ class LastCheckpoint(ModelCheckpoint):
             super().on_exception(trainer, pl_module, exception)
 
 
+class SameFolderCheckpointIO(TorchCheckpointIO):
+    """Saves a checkpoint to a temporary file beside its target, then renames it over the target.
+
+    Lightning's own save stages the file in the system temp folder and moves it into place. Across
+    file systems (a container's /tmp and the /opt/ml volume) that move is a copy over the old file,
+    and a kill during it leaves a truncated `last.ckpt`; a rename within one folder is atomic.
+    """
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path, flag="--checkpoint_dir") as partial:
+            torch.save(checkpoint, partial)
+
+
 def checkpoint_callbacks(dirpath: Path, every_n_epochs: int, every_n_seconds: float | None) -> list[LastCheckpoint]:
     """The epoch-end writer (which also saves on SIGTERM), plus a timed one when asked for."""
     callbacks = [LastCheckpoint(dirpath, every_n_epochs=every_n_epochs, on_sigterm=True)]
@@ -67,6 +86,9 @@ def checkpoint_to_resume(checkpoint_dir: Path | None, model, datamodule, world_s
     if checkpoint_dir is None:
         return None
     path = Path(checkpoint_dir) / f"{LAST}.ckpt"
+    # A process killed while writing leaves its partial file beside last.ckpt; nobody writes yet.
+    for partial in Path(checkpoint_dir).glob(f".{path.name}-*"):
+        partial.unlink(missing_ok=True)
     if not path.is_file():
         return None
     try:

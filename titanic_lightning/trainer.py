@@ -169,6 +169,7 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
         num_sanity_val_steps=0,
         use_distributed_sampler=False,  # the DataModule shards by rank itself
         enable_checkpointing=layout.checkpoint_dir is not None,
+        plugins=[resume.SameFolderCheckpointIO()],
         enable_progress_bar=sys.stdout.isatty(),
         enable_model_summary=False,
         default_root_dir=output_dir,
