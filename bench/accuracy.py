@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from titanic_lightning.errors import run_command
+
 
 def _load(data: Path, split: str):
     with np.load(data / f"{split}_data.npz", allow_pickle=False) as npz:
@@ -81,12 +83,12 @@ def cross_validate(csv: Path, feature_set: str, folds: int, work: Path) -> list[
     return accuracies
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--csv", default=None, help="Titanic CSV (default: $TITANIC_CSV, cache, download)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import logging
 
@@ -127,4 +129,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)  # a missing CSV or another user mistake: one line, exit 2

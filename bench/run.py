@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from bench import synth
+from titanic_lightning.errors import run_command
 
 PY = sys.executable
 BATCH = 4096
@@ -196,14 +197,14 @@ def machine(device: str) -> str:
     return text
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="0.5 M rows, one epoch (under 3 minutes on 2 cores)")
     parser.add_argument("--json", type=Path, help="write every measurement here")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--csv", default=None, help="Titanic CSV (default: $TITANIC_CSV, cache, download)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from titanic_lightning.csv_source import resolve_csv
     from titanic_lightning.prepare import prepare
@@ -231,4 +232,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)  # a missing CSV or another user mistake: one line, exit 2
