@@ -251,7 +251,7 @@ def copy_tree(source: Path, target: Path) -> None:
     if not source.is_dir():
         return
     for path in source.rglob("*"):
-        if not path.is_file() or path.name.startswith("."):  # Lightning's temporary files start with "."
+        if not path.is_file() or path.name.startswith("."):  # partial files being written start with "."
             continue
         dest = target / path.relative_to(source)
         try:

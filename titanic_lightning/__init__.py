@@ -14,7 +14,7 @@ Modules, one role each:
     model        the LightningModule that trains it: loss, optimiser, metrics
     strategies   DDP / smddp / FSDP / custom strategies and the SageMaker cluster environment
     trainer      callbacks, loggers and the Trainer; results → artifacts
-    resume       finding and checking last.ckpt for an interrupted run
+    resume       writing last.ckpt (by epoch, by time, on SIGTERM) and resuming from it
     artifacts    model.pt / metrics.json / curves.png, written atomically
     atomic       whole-or-nothing output files
     model_source a model directory, model.pt, model.tar.gz or s3:// URI → model.pt
