@@ -185,7 +185,7 @@ def fit(cfg: TrainConfig, layout: Layout, plan: Plan):
     pl.seed_everything(cfg.seed, verbose=False)
     datamodule, model, trainer = build(cfg, layout, plan)
     checkpoint = resume.checkpoint_to_resume(layout.checkpoint_dir, model, datamodule, trainer.world_size)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     return datamodule, model, trainer
 
 
