@@ -243,6 +243,10 @@ def checkpoint_store(jobs_dir: Path, spec: JobSpec) -> Path:
     return jobs_dir / spec.checkpoint_prefix
 
 
+def _same_file_version(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_size, a.st_mtime) == (b.st_size, b.st_mtime)  # copy2 keeps the modification time
+
+
 def copy_tree(source: Path, target: Path) -> None:
     """Copy the files under `source` that are new or changed into `target`, each by rename.
 
@@ -256,7 +260,7 @@ def copy_tree(source: Path, target: Path) -> None:
         dest = target / path.relative_to(source)
         try:
             stat = path.stat()
-            if dest.is_file() and dest.stat().st_size == stat.st_size and dest.stat().st_mtime == stat.st_mtime:
+            if dest.is_file() and _same_file_version(dest.stat(), stat):
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
             partial = dest.with_name(f".{dest.name}.partial")

@@ -63,6 +63,16 @@ def wait_for_line(stream, prefix: str, proc: subprocess.Popen) -> None:
     pytest.fail(f"{prefix!r} never came")
 
 
+def interrupted(argv, env, cwd, sig: int, after: str = "epoch=40;") -> tuple[subprocess.Popen, str, float]:
+    """Start a run, send it `sig` once it prints `after`; return (process, stderr, seconds it took to end)."""
+    proc = popen(argv, env, cwd)
+    wait_for_line(proc.stdout, after, proc)
+    proc.send_signal(sig)
+    sent = time.monotonic()
+    _, stderr = proc.communicate(timeout=60)
+    return proc, stderr, time.monotonic() - sent
+
+
 def complete(argv, env, cwd) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-m", "entry.train", *argv], env=env, cwd=cwd, capture_output=True,
                             text=True, timeout=300)
@@ -150,8 +160,8 @@ def _fit(channels, run: Path, monkeypatch, extra_callback=None, every_n_seconds=
 
 def _outcome(model, trainer) -> tuple[dict, int | None, int, list[dict]]:
     """(weights, best epoch, steps, the epoch history curves.png is drawn from)."""
-    best = next(cb for cb in trainer.callbacks if isinstance(cb, training.BestWeights)).best_epoch
-    history = next(cb for cb in trainer.callbacks if isinstance(cb, training.MetricPrinter)).history
+    best = training.callback(trainer, training.BestWeights).best_epoch
+    history = training.callback(trainer, training.MetricPrinter).history
     return {"state_dict": model.net.state_dict()}, best, trainer.global_step, history
 
 
@@ -249,12 +259,8 @@ def test_sigterm_saves_the_run_and_it_resumes_to_the_same_weights(tmp_path, chan
     """No periodic checkpoint is due in 1000 epochs: what survives the stop is the save SIGTERM made."""
     env, run = clean_env(), tmp_path / "interrupted"
     argv = args(channels, run, "--checkpoint_every_n_epochs", "1000")
-    proc = popen(argv, env, tmp_path)
-    wait_for_line(proc.stdout, "epoch=40;", proc)
-    proc.send_signal(signal.SIGTERM)
-    sent = time.monotonic()
-    _, stderr = proc.communicate(timeout=60)
-    assert time.monotonic() - sent < 30
+    proc, stderr, seconds = interrupted(argv, env, tmp_path, signal.SIGTERM)
+    assert seconds < 30
     assert proc.returncode == 143 and "stopped by SIGTERM" in stderr and "Traceback" not in stderr
     assert not (run / "model").exists()
     epochs_done, batches_done, step = saved_position(run / "ckpt" / "last.ckpt")
@@ -272,10 +278,7 @@ def test_sigkill_resumes_from_the_last_timed_checkpoint(tmp_path, channels, whol
     """Checkpoints every 0.2 s land inside epochs too; SIGKILL leaves the last one whole."""
     env, run = clean_env(), tmp_path / "interrupted"
     argv = args(channels, run, "--checkpoint_every_n_seconds", "0.2")
-    proc = popen(argv, env, tmp_path)
-    wait_for_line(proc.stdout, "epoch=40;", proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
+    proc, _, _ = interrupted(argv, env, tmp_path, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL and not (run / "model").exists()
     epochs_done, _, step = saved_position(run / "ckpt" / "last.ckpt")
     assert 39 * BATCHES_PER_EPOCH <= step < EPOCHS * BATCHES_PER_EPOCH

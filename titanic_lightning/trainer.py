@@ -12,6 +12,7 @@ import math
 import sys
 import time
 import warnings
+from typing import TypeVar
 
 import lightning.pytorch as pl
 import torch
@@ -27,6 +28,8 @@ from titanic_lightning.errors import UsageError
 from titanic_lightning.layout import Layout
 from titanic_lightning.model import TitanicClassifier
 from titanic_lightning.strategies import build_strategy
+
+CallbackT = TypeVar("CallbackT", bound=Callback)
 
 EPOCH_KEYS = ("train_loss", "val_loss", "val_acc", "val_auroc", "val_f1")
 FINAL_KEYS = ("val_loss", "val_acc", "val_auroc", "val_f1", "test_loss", "test_acc", "test_auroc", "test_f1")
@@ -189,13 +192,14 @@ def fit(cfg: TrainConfig, layout: Layout, plan: Plan):
     return datamodule, model, trainer
 
 
-def _best(trainer: pl.Trainer) -> BestWeights:
-    return next(cb for cb in trainer.callbacks if isinstance(cb, BestWeights))
+def callback(trainer: pl.Trainer, kind: type[CallbackT]) -> CallbackT:
+    """The trainer's callback of this type (build() adds one of each it uses)."""
+    return next(cb for cb in trainer.callbacks if isinstance(cb, kind))
 
 
 def evaluate(trainer: pl.Trainer, model: TitanicClassifier, datamodule: TitanicDataModule) -> dict:
     """Validate (and test, when there is a test split) the best epoch's weights."""
-    _best(trainer).restore(model)
+    callback(trainer, BestWeights).restore(model)
     results = dict(trainer.validate(model, datamodule=datamodule, verbose=False)[0])
     if datamodule.paths["test"] is not None:
         results.update(trainer.test(model, datamodule=datamodule, verbose=False)[0])
@@ -207,8 +211,8 @@ def finish(trainer: pl.Trainer, model: TitanicClassifier, layout: Layout, plan: 
     """On global rank 0: write model.pt, metrics.json and curves.png, print the summary line."""
     if not trainer.is_global_zero:
         return None
-    best = _best(trainer)
-    fit_seconds = next(cb for cb in trainer.callbacks if isinstance(cb, Timer)).time_elapsed("train")
+    best = callback(trainer, BestWeights)
+    fit_seconds = callback(trainer, Timer).time_elapsed("train")
     rows_trained = len(trainer.datamodule.datasets["train"]) * trainer.current_epoch
     metrics = {
         **scores,
@@ -229,8 +233,7 @@ def finish(trainer: pl.Trainer, model: TitanicClassifier, layout: Layout, plan: 
         "preprocessing": layout.preprocessing,
     }
     write_model_dir(layout.model_dir, payload, metrics)
-    history = next(cb for cb in trainer.callbacks if isinstance(cb, MetricPrinter)).history
-    plot_curves(history, layout.output_dir / "curves.png", best.best_epoch)
+    plot_curves(callback(trainer, MetricPrinter).history, layout.output_dir / "curves.png", best.best_epoch)
     print(metric_line(metrics, ("best_epoch", "epochs_run", *FINAL_KEYS), prefix="final: "), flush=True)
     print(f"saved {layout.model_dir / 'model.pt'} and metrics.json; logs and curves.png in {layout.output_dir}",
           file=sys.stderr, flush=True)
