@@ -1,31 +1,97 @@
-"""Writing an output file whole or not at all: a temporary sibling, renamed over the target."""
+"""Writing output files whole or not at all, inside their own folder.
+
+A file is written under a partial name beside its target, `.NAME.PID-TOKEN.partial`, and renamed
+over the target when complete. The rename never leaves the folder, so it never crosses a mount
+boundary (SageMaker mounts /opt/ml/model, /opt/ml/output and /opt/ml/checkpoints separately) and a
+reader sees the old file or the new one, never a part. A process killed before the rename (SIGKILL,
+or SIGTERM outside training) leaves its partial file behind; the next writer into the same folder
+removes partial files whose process no longer runs, and nothing else.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import os
-import tempfile
+import re
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from titanic_lightning.errors import UsageError
+PARTIAL_SUFFIX = ".partial"
+_PARTIAL = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.partial$")
+
+
+def partial_path(target: Path) -> Path:
+    """A fresh partial name beside `target`, tagged with this process's id."""
+    return target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(folder: Path) -> list[Path]:
+    """Remove the partial files in `folder` left by writers that no longer run; return them."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for name in names:
+        match = _PARTIAL.match(name)
+        if match and int(match.group(1)) != os.getpid() and not _running(int(match.group(1))):
+            path = Path(folder) / name
+            try:
+                path.unlink()
+                removed.append(path)
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 @contextmanager
-def atomic_output(out: Path, flag: str = "--out") -> Iterator[Path]:
-    """Yield a temporary path beside `out`; on success it becomes `out`, on failure it is removed."""
+def atomic_output(out: Path) -> Iterator[Path]:
+    """Yield a partial path beside `out`; on success it becomes `out`, on failure it is removed.
+
+    The folder must exist: callers check their output paths before any work starts.
+    """
     out = Path(out)
-    if out.is_dir() or not out.parent.is_dir():
-        raise UsageError(f"{flag} {out}: not a file in an existing directory")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}-", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
+    tmp = partial_path(out)
+    # Created with the permissions a plain open() would give (0666 less the umask).
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        yield Path(tmp)
-        # mkstemp makes the file private; give it the permissions a plain open() would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        yield tmp
         os.replace(tmp, out)
     finally:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
+
+
+def write_text(out: Path, text: str) -> Path:
+    """Write `text` to `out` whole (partial file, then rename)."""
+    with atomic_output(out) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(out)
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` itself while a set of files in it is replaced.
+
+    Two runs writing the same model folder at once then write their sets one after the other, so
+    a model.pt is never paired with the other run's metrics.json. The lock is on the folder's own
+    descriptor: no lock file is left behind.
+    """
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
