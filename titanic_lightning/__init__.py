@@ -15,8 +15,9 @@ Modules, one role each:
     strategies   DDP / smddp / FSDP / custom strategies and the SageMaker cluster environment
     trainer      callbacks, loggers and the Trainer; results → artifacts
     resume       writing last.ckpt (by epoch, by time, on SIGTERM) and resuming from it
-    artifacts    model.pt / metrics.json / curves.png, written atomically
-    atomic       whole-or-nothing output files
+    artifacts    model.pt / metrics.json / code/ / curves.png, written as a set
+    outputs      what each command writes, and the checks its output paths pass before any work
+    atomic       whole-or-nothing output files inside their folder; removing a killed writer's leftovers
     model_source a model directory, model.pt, model.tar.gz or s3:// URI → model.pt
     scoring      raw passenger rows → probabilities with a saved model
     predict      batch prediction to CSV (entry.predict)

@@ -9,58 +9,59 @@ see `titanic_lightning.serving`), and the learning-curve picture.
      "preprocessing": {...},       # preprocessing.json: raw passenger rows → features (or None)
      "metrics": {...}}             # the same numbers as metrics.json
 
-The directory is assembled in a temporary sibling and moved into place, so a failed run never
-leaves a `model.pt` without its `metrics.json`, nor files of two runs mixed.
+Each file is written under a partial name inside the model directory and renamed into place, so
+nothing crosses a mount boundary (SageMaker may mount /opt/ml/model on its own). The directory may
+hold other files: they are left alone, and a file of one of these names that this project did not
+write stops the run before training (`check_model_dir`). `metrics.json` is removed first and
+written last, and the set is written under a lock on the directory: whenever `metrics.json`
+exists, the `model.pt` beside it is the one it describes.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 MODEL_FORMAT = "titanic-lightning/1"
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
+FLAG = "--model_dir"
 
 
-def write_model_dir(model_dir: Path, payload: dict, metrics: dict) -> None:
+def model_dir_files() -> dict:
+    """Every file the model directory receives, with the recogniser of a previous run's copy."""
+    from titanic_lightning import outputs
+    from titanic_lightning.serving import serving_files
+
+    return {MODEL_FILE: outputs.is_model_file, METRICS_FILE: outputs.is_metrics_file, **serving_files()}
+
+
+def check_model_dir(model_dir: Path, flag: str = FLAG) -> None:
+    """Before any work: the model directory can be written and holds nothing this run would clobber."""
+    from titanic_lightning import outputs
+
+    outputs.check_folder(model_dir, flag)
+    outputs.check_owned(model_dir, model_dir_files(), flag)
+
+
+def write_model_dir(model_dir: Path, payload: dict, metrics: dict, flag: str = FLAG) -> None:
     import torch
 
+    from titanic_lightning import outputs
+    from titanic_lightning.atomic import atomic_output, folder_lock, remove_stale_partials, write_text
     from titanic_lightning.serving import write_serving_code
 
     model_dir = Path(model_dir)
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}-", dir=model_dir.parent))
-    try:
-        torch.save({"format": MODEL_FORMAT, **payload, "metrics": metrics}, staging / MODEL_FILE)
-        (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-        write_serving_code(staging)
-        _swap_in(staging, model_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _swap_in(staging: Path, target: Path) -> None:
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    try:
-        # Two renames: the old directory steps aside, the new one takes its name.
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
-        os.rmdir(old)
-        os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    except OSError:
-        # A mount point (SageMaker's /opt/ml/model) cannot be renamed: clear it and move files
-        # in, metrics.json last, so a model.pt is never newer than the metrics beside it.
-        for item in target.iterdir():
-            shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
-        for name in sorted(os.listdir(staging), key=lambda n: n == METRICS_FILE):
-            os.replace(staging / name, target / name)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(model_dir):
+        # Checked again: files may have appeared while the model trained.
+        outputs.check_owned(model_dir, model_dir_files(), flag)
+        remove_stale_partials(model_dir)
+        (model_dir / METRICS_FILE).unlink(missing_ok=True)
+        with atomic_output(model_dir / MODEL_FILE) as tmp:
+            torch.save({"format": MODEL_FORMAT, **payload, "metrics": metrics}, tmp)
+        write_serving_code(model_dir)
+        write_text(model_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
 
 
 def load_model_file(path: Path) -> dict:
@@ -106,7 +107,12 @@ def plot_curves(history: list[dict], out_png: Path, best_epoch: int | None) -> P
             ax.axvline(best_epoch, color="gray", linestyle="--", label=f"best epoch {best_epoch}")
     for ax in (ax_loss, ax_acc):
         ax.legend()
+    from titanic_lightning.atomic import atomic_output
+    from titanic_lightning.outputs import CURVES_TITLE
+
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
+    with atomic_output(out_png) as tmp:
+        # The title marks the file as this project's, so the next run may replace it.
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Title": CURVES_TITLE})
     plt.close(fig)
     return out_png

@@ -2,6 +2,8 @@
 
 Flags win; otherwise the environment's defaults (SageMaker channels and folders, else `./data/`,
 `./model/`, `./outputs/`). On a fresh clone with no data, `./data/` is prepared from the Titanic CSV.
+Every output folder is checked before anything is prepared or trained (see `outputs`): it can be
+written, and it holds no file of a name the run writes that an earlier run of this project did not.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ from titanic_lightning.config import TrainConfig
 from titanic_lightning.errors import UsageError
 from titanic_lightning.prepare import PREPROCESSING_FILE, load_preprocessing
 
+CURVES_FILE = "curves.png"
+CSV_LOGS = "csv"  # Lightning's CSVLogger folder under the output directory
+TENSORBOARD_LOGS = "tensorboard"
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -27,12 +33,37 @@ class Layout:
     checkpoint_dir: Path | None  # where last.ckpt is written and resumed from, or None
 
 
+def output_dir_files() -> dict:
+    """The files a run writes into its output directory (TensorBoard adds new event files only)."""
+    from titanic_lightning import outputs
+
+    return {
+        CURVES_FILE: outputs.is_curves_png,
+        f"{CSV_LOGS}/metrics.csv": outputs.is_training_log,
+        f"{CSV_LOGS}/hparams.yaml": outputs.is_training_log,
+        f"{TENSORBOARD_LOGS}/hparams.yaml": outputs.is_training_log,
+    }
+
+
+def check_outputs(model_dir: Path, output_dir: Path, checkpoint_dir: Path | None) -> None:
+    from titanic_lightning import outputs
+    from titanic_lightning.artifacts import check_model_dir
+
+    check_model_dir(model_dir)
+    outputs.check_folder(output_dir, "--output_dir")
+    outputs.check_owned(output_dir, output_dir_files(), "--output_dir")
+    if checkpoint_dir is not None:
+        outputs.check_folder(checkpoint_dir, "--checkpoint_dir")
+
+
 def _prepare_local_data(cfg: TrainConfig) -> None:
     from titanic_lightning.csv_source import resolve_csv
-    from titanic_lightning.prepare import prepare
+    from titanic_lightning.prepare import check_prepare_outputs, prepare
 
+    flag = "--train (default data folder)"
+    check_prepare_outputs(environment.LOCAL_DATA_DIR, flag)
     csv = resolve_csv(cfg.csv)
-    description = prepare(csv, environment.LOCAL_DATA_DIR, cfg.features)
+    description = prepare(csv, environment.LOCAL_DATA_DIR, cfg.features, flag)
     print(f"prepared {environment.LOCAL_DATA_DIR}/ from {csv}: rows {description['rows']}", file=sys.stderr)
 
 
@@ -41,6 +72,10 @@ def _preprocessing_beside(train: Path) -> Path:
 
 
 def resolve(cfg: TrainConfig) -> Layout:
+    model_dir = Path(cfg.model_dir) if cfg.model_dir else environment.default_model_dir()
+    output_dir = Path(cfg.output_dir) if cfg.output_dir else environment.default_output_dir()
+    checkpoint_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else environment.default_checkpoint_dir()
+    check_outputs(model_dir, output_dir, checkpoint_dir)
     explicit = any(getattr(cfg, s) for s in environment.SPLITS) or any(
         environment.has_sagemaker_channel(s) for s in environment.SPLITS
     )
@@ -76,7 +111,7 @@ def resolve(cfg: TrainConfig) -> Layout:
         val=val,
         test=test,
         preprocessing=preprocessing,
-        model_dir=Path(cfg.model_dir) if cfg.model_dir else environment.default_model_dir(),
-        output_dir=Path(cfg.output_dir) if cfg.output_dir else environment.default_output_dir(),
-        checkpoint_dir=Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else environment.default_checkpoint_dir(),
+        model_dir=model_dir,
+        output_dir=output_dir,
+        checkpoint_dir=checkpoint_dir,
     )

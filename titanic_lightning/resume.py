@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from titanic_lightning.atomic import atomic_output
+from titanic_lightning.atomic import atomic_output, remove_stale_partials
 from titanic_lightning.errors import UsageError
 
 LAST = "last"
@@ -69,7 +69,7 @@ class SameFolderCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(path, flag="--checkpoint_dir") as partial:
+        with atomic_output(path) as partial:
             torch.save(checkpoint, partial)
 
 
@@ -86,9 +86,8 @@ def checkpoint_to_resume(checkpoint_dir: Path | None, model, datamodule, world_s
     if checkpoint_dir is None:
         return None
     path = Path(checkpoint_dir) / f"{LAST}.ckpt"
-    # A process killed while writing leaves its partial file beside last.ckpt; nobody writes yet.
-    for partial in Path(checkpoint_dir).glob(f".{path.name}-*"):
-        partial.unlink(missing_ok=True)
+    # A process killed while writing leaves its partial file beside last.ckpt.
+    remove_stale_partials(Path(checkpoint_dir))
     if not path.is_file():
         return None
     try:

@@ -25,7 +25,7 @@ from titanic_lightning.config import TrainConfig
 from titanic_lightning.data import TitanicDataModule
 from titanic_lightning.environment import Plan
 from titanic_lightning.errors import UsageError
-from titanic_lightning.layout import Layout
+from titanic_lightning.layout import CSV_LOGS, CURVES_FILE, TENSORBOARD_LOGS, Layout
 from titanic_lightning.model import TitanicClassifier
 from titanic_lightning.strategies import build_strategy
 
@@ -165,8 +165,8 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
         max_epochs=cfg.epochs,
         callbacks=callbacks,
         logger=[
-            CSVLogger(output_dir, name="csv", version=""),
-            TensorBoardLogger(output_dir, name="tensorboard", version="", default_hp_metric=False),
+            CSVLogger(output_dir, name=CSV_LOGS, version=""),
+            TensorBoardLogger(output_dir, name=TENSORBOARD_LOGS, version="", default_hp_metric=False),
         ],
         log_every_n_steps=1,
         num_sanity_val_steps=0,
@@ -233,9 +233,9 @@ def finish(trainer: pl.Trainer, model: TitanicClassifier, layout: Layout, plan: 
         "preprocessing": layout.preprocessing,
     }
     write_model_dir(layout.model_dir, payload, metrics)
-    plot_curves(callback(trainer, MetricPrinter).history, layout.output_dir / "curves.png", best.best_epoch)
+    plot_curves(callback(trainer, MetricPrinter).history, layout.output_dir / CURVES_FILE, best.best_epoch)
     print(metric_line(metrics, ("best_epoch", "epochs_run", *FINAL_KEYS), prefix="final: "), flush=True)
-    print(f"saved {layout.model_dir / 'model.pt'} and metrics.json; logs and curves.png in {layout.output_dir}",
+    print(f"saved {layout.model_dir / 'model.pt'} and metrics.json; logs and {CURVES_FILE} in {layout.output_dir}",
           file=sys.stderr, flush=True)
     return metrics
 
