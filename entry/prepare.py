@@ -12,8 +12,9 @@ def main(argv: list[str]) -> None:
 
     cfg = parse_prepare_args(argv)
     from titanic_lightning.csv_source import resolve_csv
-    from titanic_lightning.prepare import prepare
+    from titanic_lightning.prepare import check_prepare_outputs, prepare
 
+    check_prepare_outputs(cfg.out)
     csv = resolve_csv(cfg.csv)
     description = prepare(csv, cfg.out, cfg.features)
     rows = description["rows"]

@@ -36,10 +36,11 @@ def ensure_prepared(data_dir: Path) -> Path:
     missing = [p for p in (data_dir / f"{s}_data.npz" for s in ("train", "val", "test")) if not p.is_file()]
     if missing:
         from titanic_lightning.csv_source import resolve_csv
-        from titanic_lightning.prepare import prepare
+        from titanic_lightning.prepare import check_prepare_outputs, prepare
 
+        check_prepare_outputs(data_dir, "--data")
         csv = resolve_csv(None)
-        description = prepare(csv, data_dir)
+        description = prepare(csv, data_dir, flag="--data")
         log(f"prepared {data_dir}/ from {csv}: rows {description['rows']}")
     elif not (data_dir / "preprocessing.json").is_file():
         log(f"warning: no preprocessing.json in {data_dir}; the model will not be able to score raw rows")

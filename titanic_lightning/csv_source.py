@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -63,9 +62,9 @@ def download(url: str, dest: Path, expected_sha256: str = environment.TITANIC_CS
             f"downloaded {url} has sha256 {actual}, expected {expected_sha256}; not using it "
             f"(provide the file with --csv PATH or TITANIC_CSV=PATH)"
         )
+    from titanic_lightning.atomic import atomic_output
+
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".titanic-", suffix=".csv")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(payload)
-    os.replace(tmp, dest)
+    with atomic_output(dest) as tmp:
+        tmp.write_bytes(payload)
     return dest

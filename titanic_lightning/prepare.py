@@ -5,14 +5,17 @@ remaining rows 80/20 into train/val (random_state 42) — 569 / 143 / 179 rows o
 Every statistic of the transform is fitted on the train split only and then applied to all three.
 The held-out passengers are also kept as raw rows (`test_passengers.csv`) for scoring tests.
 
+Each file is written under a partial name in the output folder and renamed into place,
+`preprocessing.json` last (it is removed first), so the channels beside a `preprocessing.json` are
+the ones it describes. A run killed part-way leaves partial files that the next run removes; the
+folder's other files are never touched (see `outputs`).
+
 Run: `python -m entry.prepare --csv titanic.csv --out data/ [--features basic|rich]`
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +31,42 @@ RANDOM_STATE = 42
 LABEL = "Survived"
 PREPROCESSING_FILE = "preprocessing.json"
 TEST_ROWS_FILE = "test_passengers.csv"
+PREPARED_FORMAT = "titanic-lightning/1"  # held by each channel's marker array
+
+
+SPLITS = ("train", "val", "test")
 
 
 def npz_name(split: str) -> str:
     return f"{split}_data.npz"
+
+
+def prepared_files() -> dict:
+    """Every file `prepare` writes, with the recogniser of a previous run's copy."""
+    from titanic_lightning import outputs
+
+    return {
+        **{npz_name(split): outputs.is_channel_file for split in SPLITS},
+        TEST_ROWS_FILE: outputs.is_passenger_rows,
+        PREPROCESSING_FILE: outputs.is_preprocessing_file,
+    }
+
+
+def check_prepare_outputs(out: Path, flag: str = "--out") -> None:
+    """Before any work: `out` can be written and holds nothing of ours that another program wrote."""
+    from titanic_lightning import outputs
+
+    outputs.check_folder(out, flag)
+    outputs.check_owned(out, prepared_files(), flag)
+
+
+def check_not_overwritten(csv: Path, out: Path, flag: str = "--out") -> None:
+    """The CSV being read is not one of the files about to be written."""
+    from titanic_lightning.outputs import same_file
+
+    for name in prepared_files():
+        if same_file(csv, out / name):
+            raise UsageError(f"{flag} {out}: would overwrite the input --csv {csv}")
 
 
 def read_passengers(csv: Path, require_label: bool = True) -> pd.DataFrame:
@@ -68,8 +103,12 @@ def split_rows(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {"train": train, "val": val, "test": test}
 
 
-def prepare(csv: Path, out: Path, feature_set: str = DEFAULT_FEATURE_SET) -> dict:
+def prepare(csv: Path, out: Path, feature_set: str = DEFAULT_FEATURE_SET, flag: str = "--out") -> dict:
     """Write the three npz channels and preprocessing.json into `out`; return the description."""
+    from titanic_lightning.atomic import atomic_output, folder_lock, remove_stale_partials, write_text
+    from titanic_lightning.outputs import NPZ_MARKER, check_owned
+
+    check_not_overwritten(csv, out, flag)
     df = read_passengers(csv)
     splits = split_rows(df)
     pre = Preprocessor.fit(splits["train"], feature_set, source=f"{csv} (train split)")
@@ -82,18 +121,18 @@ def prepare(csv: Path, out: Path, feature_set: str = DEFAULT_FEATURE_SET) -> dic
     # Transform every split before touching `out`: bad rows in any split leave nothing behind.
     features = {name: pre.transform(rows, source=f"{csv} ({name} split)") for name, rows in splits.items()}
     out.mkdir(parents=True, exist_ok=True)
-    # Stage everything, then move it in: a failure leaves no half-written channel behind.
-    staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=out))
-    try:
+    with folder_lock(out):
+        check_owned(out, prepared_files(), flag)  # again: the folder may have changed meanwhile
+        remove_stale_partials(out)
+        (out / PREPROCESSING_FILE).unlink(missing_ok=True)
         for name, rows in splits.items():
             labels = rows[LABEL].to_numpy(dtype="int64")
-            np.savez(staging / npz_name(name), **{f"X_{name}": features[name], f"y_{name}": labels})
-        splits["test"].to_csv(staging / TEST_ROWS_FILE, index=False)
-        (staging / PREPROCESSING_FILE).write_text(json.dumps(description, indent=2) + "\n")
-        for item in sorted(staging.iterdir(), key=lambda p: p.name == PREPROCESSING_FILE):
-            item.replace(out / item.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            arrays = {f"X_{name}": features[name], f"y_{name}": labels, NPZ_MARKER: np.array(PREPARED_FORMAT)}
+            with atomic_output(out / npz_name(name)) as tmp, tmp.open("wb") as fh:
+                np.savez(fh, **arrays)  # a file object: np.savez would add ".npz" to a name
+        with atomic_output(out / TEST_ROWS_FILE) as tmp:
+            splits["test"].to_csv(tmp, index=False)
+        write_text(out / PREPROCESSING_FILE, json.dumps(description, indent=2) + "\n")
     return description
 
 
