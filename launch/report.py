@@ -8,8 +8,6 @@ Spot saving = 1 − billable / training seconds, the formula AWS documents.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -99,14 +97,10 @@ def _fmt(value, pattern: str) -> str:
 
 def save(record: dict, runs_dir: Path) -> Path:
     """Write runs/<job>.json whole (temp file, then rename)."""
+    from titanic_lightning.atomic import write_text
+
     runs_dir.mkdir(parents=True, exist_ok=True)
-    target = runs_dir / f"{record['job_name']}.json"
-    fd, tmp = tempfile.mkstemp(dir=runs_dir, prefix=".run-", suffix=".json")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(record, fh, indent=2, default=str)
-        fh.write("\n")
-    os.replace(tmp, target)
-    return target
+    return write_text(runs_dir / f"{record['job_name']}.json", json.dumps(record, indent=2, default=str) + "\n")
 
 
 def load_runs(paths: list[str]) -> list[dict]:

@@ -101,7 +101,9 @@ def dry_run(args) -> None:
 def local(args) -> int:
     from launch import local as emulator
     from launch import s3data
+    from titanic_lightning.outputs import check_folder
 
+    check_folder(Path(args.jobs_dir), "--jobs-dir")
     spec = _spec(args)
     data_dir = s3data.check_data_dir(Path(args.data))
     summary = emulator.run(spec, data_dir, Path(args.jobs_dir))
@@ -113,7 +115,9 @@ def local(args) -> int:
 
 def remote(args) -> int:
     from launch import prices, remote, report, s3data
+    from titanic_lightning.outputs import check_folder
 
+    check_folder(Path(args.runs_dir), "--runs-dir")
     table = prices.load(args.prices)
     spec = _spec(args)
     data_dir = s3data.check_data_dir(Path(args.data))

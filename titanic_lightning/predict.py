@@ -3,8 +3,9 @@
 Run: `python -m entry.predict --model model/ --csv data/test_passengers.csv [--out predictions.csv]`
 
 When the rows carry `Survived`, accuracy and AUROC are reported as well (on stderr when the CSV goes
-to standard output). The output file is written to a temporary sibling and renamed, so a failure
-never leaves a partial file.
+to standard output). The output file is checked before any work (its folder exists, it is
+not an input, and it is absent or an earlier predictions file), then written under a partial name
+and renamed, so a failure never leaves a partial file.
 """
 
 from __future__ import annotations
@@ -16,8 +17,16 @@ from pathlib import Path
 from titanic_lightning.atomic import atomic_output
 from titanic_lightning.config import PredictConfig
 from titanic_lightning.errors import UsageError
+from titanic_lightning.outputs import check_output_file, is_predictions_file
 from titanic_lightning.prepare import LABEL, read_passengers
 from titanic_lightning.scoring import ID_COLUMN, Scorer, label_metrics
+
+
+def model_inputs(model: str) -> list[tuple[str, Path]]:
+    """The files `--model` may name, which no output may overwrite."""
+    from titanic_lightning.artifacts import MODEL_FILE
+
+    return [("--model", Path(model)), ("--model", Path(model) / MODEL_FILE)]
 
 
 def run(cfg: PredictConfig) -> dict[str, float] | None:
@@ -29,6 +38,8 @@ def run(cfg: PredictConfig) -> dict[str, float] | None:
 
     csv = Path(cfg.csv)
     out = Path(cfg.out) if cfg.out else None
+    if out is not None:
+        check_output_file(out, "--out", is_predictions_file, model_inputs(cfg.model) + [("--csv", csv)])
     df = read_passengers(csv, require_label=False)
     if ID_COLUMN not in df.columns:
         raise UsageError(f"{csv}: missing required column(s) {ID_COLUMN}")
