@@ -282,7 +282,7 @@ def test_sigkill_resumes_from_the_last_timed_checkpoint(tmp_path, channels, whol
     assert proc.returncode == -signal.SIGKILL and not (run / "model").exists()
     epochs_done, _, step = saved_position(run / "ckpt" / "last.ckpt")
     assert 39 * BATCHES_PER_EPOCH <= step < EPOCHS * BATCHES_PER_EPOCH
-    (run / "ckpt" / ".last.ckpt-killed.ckpt").write_bytes(b"PK")  # a write the kill cut short
+    (run / "ckpt" / f".last.ckpt.{proc.pid}-0badc0de.partial").write_bytes(b"PK")  # a write the kill cut short
 
     resumed = complete(argv, env, tmp_path)
     assert [p.name for p in (run / "ckpt").iterdir()] == ["last.ckpt"]  # the partial file was cleared
