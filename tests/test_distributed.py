@@ -48,17 +48,19 @@ def id_channels(root: Path) -> dict[str, Path]:
     return paths
 
 
-def train_args(channels: dict[str, Path], *extra: str) -> list[str]:
-    return ["--train", str(channels["train"]), "--val", str(channels["val"]), "--epochs", str(EPOCHS),
-            "--early_stopping", "false", "--batch_size", "8", "--hidden_sizes", "[8]",
+def train_args(channels: dict[str, Path] | None, *extra: str) -> list[str]:
+    """The probe run's flags; with channels None the data comes from SM_CHANNEL_TRAIN/VAL."""
+    data = ["--train", str(channels["train"]), "--val", str(channels["val"])] if channels else []
+    return [*data, "--epochs", str(EPOCHS), "--early_stopping", "false", "--batch_size", "8", "--hidden_sizes", "[8]",
             "--strategy", "tests.ddp_probe:factory", "--process_group_timeout", "30", *extra]
 
 
-def sagemaker_host_env(host: str, tmp: Path, port: int, probe: Path) -> dict[str, str]:
+def sagemaker_host_env(host: str, tmp: Path, port: int, probe: Path, hosts=("algo-1", "algo-2"),
+                       **extra: str) -> dict[str, str]:
     return clean_env(
-        SM_HOSTS='["algo-1", "algo-2"]', SM_CURRENT_HOST=host, SM_MASTER_ADDR="127.0.0.1",
+        SM_HOSTS=json.dumps(list(hosts)), SM_CURRENT_HOST=host, SM_MASTER_ADDR="127.0.0.1",
         SM_MASTER_PORT=str(port), SM_NUM_GPUS="0", SM_NUM_CPUS="1", SM_MODEL_DIR=str(tmp / host / "model"),
-        SM_OUTPUT_DATA_DIR=str(tmp / host / "output"), PROBE_DIR=str(probe), OMP_NUM_THREADS="1",
+        SM_OUTPUT_DATA_DIR=str(tmp / host / "output"), PROBE_DIR=str(probe), OMP_NUM_THREADS="1", **extra,
     )
 
 
@@ -80,24 +82,26 @@ def finish_all(procs: list[subprocess.Popen], timeout: float = 240) -> list[tupl
     return results
 
 
-def check_probe(probe: Path, model_dir: Path, channels: dict[str, Path]) -> None:
-    ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert [r["world_size"] for r in ranks] == [2, 2]
+def check_probe(probe: Path, model_dir: Path, channels: dict[str, Path], world: int = 2) -> None:
+    ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in range(world)]
+    assert sorted(p.name for p in probe.iterdir()) == sorted(f"rank{r}.json" for r in range(world))
+    assert [r["world_size"] for r in ranks] == [world] * world
     # Same number of steps on every rank, and identical parameters at the end: gradients were averaged.
-    assert ranks[0]["steps"] == ranks[1]["steps"] == EPOCHS * int(np.ceil(np.ceil(TRAIN_ROWS / 2) / 8))
-    for key, values in ranks[0]["params"].items():
-        np.testing.assert_array_equal(values, ranks[1]["params"][key], err_msg=key)
+    assert {r["steps"] for r in ranks} == {EPOCHS * int(np.ceil(np.ceil(TRAIN_ROWS / world) / 8))}
+    for other in ranks[1:]:
+        for key, values in ranks[0]["params"].items():
+            np.testing.assert_array_equal(values, other["params"][key], err_msg=key)
     for epoch in map(str, range(EPOCHS)):
-        a, b = ranks[0]["rows"][epoch], ranks[1]["rows"][epoch]
-        assert len(a) == len(b)
-        assert set(a) | set(b) == set(range(TRAIN_ROWS))  # together: the whole training split
-        assert len(a) + len(b) - TRAIN_ROWS <= 1  # apart: disjoint but for world_size - 1 padding rows
+        seen = [r["rows"][epoch] for r in ranks]
+        assert len({len(rows) for rows in seen}) == 1
+        assert set().union(*seen) == set(range(TRAIN_ROWS))  # together: the whole training split
+        assert sum(map(len, seen)) - TRAIN_ROWS <= world - 1  # apart: disjoint but for world_size - 1 padding rows
     assert ranks[0]["rows"]["0"] != ranks[0]["rows"]["1"]  # reshuffled every epoch
 
     # The reported validation metrics are those of all ranks together: they equal a single-process
     # evaluation of the saved weights on the whole validation split.
     metrics = json.loads((model_dir / "metrics.json").read_text())
-    assert metrics["world_size"] == 2
+    assert metrics["world_size"] == world
     saved = torch.load(model_dir / "model.pt", weights_only=True)
     net = MLP(saved["hyperparameters"]["input_size"], saved["hyperparameters"]["hidden_sizes"])
     net.load_state_dict(saved["state_dict"])
@@ -179,3 +183,41 @@ def test_lightning_launched_cpu_processes_train_one_model(tmp_path):
     assert code == 0, out[-3000:]
     assert "launcher=local" in out and "world_size=2; global_rank=1;" in out
     check_probe(probe, tmp_path / "model", channels)
+
+
+def sagemaker_channels(channels: dict[str, Path]) -> dict[str, str]:
+    return {"SM_CHANNEL_TRAIN": str(channels["train"]), "SM_CHANNEL_VAL": str(channels["val"])}
+
+
+def written_models(tmp: Path) -> list[Path]:
+    return sorted(tmp.glob("algo-*/**/model.pt"))
+
+
+def test_one_sagemaker_host_runs_two_processes(tmp_path):
+    """SageMaker starts the entry once per host; Lightning starts the host's second process."""
+    channels, probe, port = id_channels(tmp_path / "data"), tmp_path / "probe", free_port()
+    probe.mkdir()
+    env = sagemaker_host_env("algo-1", tmp_path, port, probe, hosts=["algo-1"], **sagemaker_channels(channels))
+    argv = ["-m", "entry.train", *train_args(None, "--cpu_processes", "2")]
+    [(code, out)] = finish_all([start(argv, env, tmp_path)])
+    assert code == 0, out[-3000:]
+    assert "launcher=sagemaker" in out and "world_size=2; global_rank=1; local_rank=1; node_rank=0;" in out
+    check_probe(probe, tmp_path / "algo-1" / "model", channels)
+    assert written_models(tmp_path) == [tmp_path / "algo-1" / "model" / "model.pt"]
+
+
+def test_two_sagemaker_hosts_run_two_processes_each(tmp_path):
+    channels, probe, port = id_channels(tmp_path / "data"), tmp_path / "probe", free_port()
+    probe.mkdir()
+    argv = ["-m", "entry.train", *train_args(None, "--cpu_processes", "2")]
+    procs = [start(argv, sagemaker_host_env(h, tmp_path, port, probe, **sagemaker_channels(channels)), tmp_path)
+             for h in ("algo-1", "algo-2")]
+    results = finish_all(procs)
+    for code, out in results:
+        assert code == 0, out[-3000:]
+    assert "world_size=4; global_rank=1; local_rank=1; node_rank=0;" in results[0][1]
+    for rank, local in ((2, 0), (3, 1)):
+        assert f"world_size=4; global_rank={rank}; local_rank={local}; node_rank=1;" in results[1][1]
+    check_probe(probe, tmp_path / "algo-1" / "model", channels, world=4)
+    # Global rank 0 alone wrote a model: one model.pt for the job.
+    assert written_models(tmp_path) == [tmp_path / "algo-1" / "model" / "model.pt"]

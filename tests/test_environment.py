@@ -77,14 +77,29 @@ def test_bad_environments_are_named(env, cuda, overrides, message):
         make_plan(env, cuda, **overrides)
 
 
-def test_sagemaker_cluster_environment():
+def test_sagemaker_cluster_environment(monkeypatch):
+    monkeypatch.delenv("LOCAL_RANK", raising=False)  # the host's first process, as SageMaker starts it
     plan = make_plan(SM_TWO_CPU_HOSTS, 0, cpu_processes=2)
     strategy = build_strategy(plan)
     assert isinstance(strategy, DDPStrategy)
     cluster = strategy.cluster_environment
     assert isinstance(cluster, SageMakerEnvironment) and not cluster.creates_processes_externally
     assert (cluster.main_address, cluster.main_port, cluster.node_rank(), cluster.world_size()) == ("algo-1", 7777, 1, 4)
+    assert (cluster.local_rank(), cluster.global_rank()) == (0, 2)
     assert strategy._timeout.total_seconds() == 300 and strategy._process_group_backend == "gloo"
+
+
+def test_sagemaker_cluster_environment_in_a_launched_process(monkeypatch):
+    """The host's second process, started by Lightning with LOCAL_RANK=1, must not launch again."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    cluster = build_strategy(make_plan(SM_TWO_CPU_HOSTS, 0, cpu_processes=2)).cluster_environment
+    assert cluster.creates_processes_externally
+    assert (cluster.local_rank(), cluster.node_rank(), cluster.global_rank(), cluster.world_size()) == (1, 1, 3, 4)
+    cluster.set_global_rank(3)
+    assert rank_zero_only.rank == 3
 
 
 def test_strategy_registry_errors():

@@ -1,5 +1,7 @@
 """The model directory's `code/`: the SageMaker PyTorch serving functions, called the way the
-serving container calls them, in a process whose sys.path holds only code/ and site-packages."""
+serving container calls them, in a process whose sys.path holds only code/ and site-packages:
+directly (without the serving toolkit), and through the toolkit's own handler service and
+`Transformer` (sagemaker-inference, what AWS's PyTorch serving image runs)."""
 
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ import pytest
 from tests.trained_model import trained_model_dir
 
 # Runs inside the container-like process: argv = model_dir, test CSV; prints one JSON document.
+# The handler must import and answer with status codes where the serving toolkit is not installed.
 CONTAINER = r"""
 import json, sys
+sys.modules["sagemaker_inference"] = None  # import fails, as where the toolkit is absent
 import titanic_lightning
 from inference import input_fn, model_fn, output_fn, predict_fn
 
@@ -25,12 +29,12 @@ model_dir, csv = sys.argv[1], sys.argv[2]
 body = open(csv, "rb").read()
 model = model_fn(model_dir)
 result = {"package": titanic_lightning.__file__}
-result["csv_json"] = json.loads(output_fn(predict_fn(input_fn(body, "text/csv"), model), "application/json"))
+result["csv_json"] = json.loads(output_fn(predict_fn(input_fn(body, "text/csv"), model), "application/json")[0])
 records = [{k: (None if v != v else v) for k, v in row.items()} for row in json.loads(sys.argv[3])]
 result["json_csv"] = output_fn(predict_fn(input_fn(json.dumps({"instances": records}), "application/json"), model),
-                               "text/csv")
+                               "text/csv")[0]
 as_list = input_fn(json.dumps(records).encode(), "application/json; charset=utf-8")
-result["list_json"] = json.loads(output_fn(predict_fn(as_list, model), "*/*"))
+result["list_json"] = json.loads(output_fn(predict_fn(as_list, model), "*/*")[0])
 errors = {}
 for name, call in {
     "content_type": lambda: input_fn(body, "application/x-npy"),
@@ -42,8 +46,9 @@ for name, call in {
         call()
         errors[name] = None
     except Exception as exc:
-        errors[name] = [getattr(exc, "status_code", None), str(exc)]
+        errors[name] = [getattr(exc, "status_code", None), getattr(exc, "message", str(exc))]
 result["errors"] = errors
+result["toolkit"] = [m for m in sys.modules if m.startswith("sagemaker_inference.")]
 result["heavy_modules"] = sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "torchmetrics"))
 print(json.dumps(result))
 """
@@ -85,6 +90,7 @@ def test_handler_runs_without_the_project(model_dir, prepared, tmp_path):
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["package"].startswith(str(model_dir / "code"))
     assert out["heavy_modules"] == []  # scoring needs torch, numpy and pandas only
+    assert out["toolkit"] == []
 
     expected = Scorer.from_file(model_dir / "model.pt").score_frame(rows)
     served = pd.DataFrame(out["csv_json"]["predictions"])
@@ -98,6 +104,169 @@ def test_handler_runs_without_the_project(model_dir, prepared, tmp_path):
 
     errors = out["errors"]
     assert errors["content_type"][0] == 415 and "application/x-npy" in errors["content_type"][1]
-    assert errors["accept"][0] == 415
+    assert errors["accept"][0] == 406 and "application/x-npy" in errors["accept"][1]
     assert errors["unknown_sex"][0] == 400 and "Sex" in errors["unknown_sex"][1] and "robot" in errors["unknown_sex"][1]
     assert errors["not_rows"][0] == 400 and "instances" in errors["not_rows"][1]
+
+
+# Runs inside a container-like process: the toolkit's handler service (what the serving image's
+# model server calls) around its Transformer, with the toolkit's default handler filling in
+# what code/inference.py leaves out. argv = model_dir; stdin = JSON list of [name, headers, body];
+# prints {name: {"status", "phrase", "content_type", "body"}}.
+TOOLKIT = r"""
+import json, sys
+from sagemaker_inference.default_handler_service import DefaultHandlerService
+from sagemaker_inference.default_inference_handler import DefaultInferenceHandler
+from sagemaker_inference.transformer import Transformer
+
+
+class RequestProcessor:  # the model server's per-request object (ts/context.py, mms/context.py)
+    def __init__(self, request_header):
+        self._status_code, self._reason_phrase = 200, None
+        self._response_header, self._request_header = {}, request_header
+
+    def get_request_properties(self):
+        return self._request_header
+
+    def report_status(self, code, reason_phrase=None):
+        self._status_code, self._reason_phrase = code, reason_phrase
+
+    def add_response_property(self, key, value):
+        self._response_header[key] = value
+
+
+class Context:  # the model server's context: system properties, one processor per request
+    def __init__(self, model_dir, headers):
+        self.system_properties = {"model_dir": model_dir, "gpu_id": None, "batch_size": 1}
+        self.request_processor = [RequestProcessor(headers)]
+
+    def set_response_content_type(self, idx, value):
+        self.request_processor[idx].add_response_property("content-type", value)
+
+    def set_response_status(self, code=200, phrase="", idx=0):
+        self.request_processor[idx].report_status(code, reason_phrase=phrase)
+
+
+model_dir = sys.argv[1]
+service = DefaultHandlerService(Transformer(default_inference_handler=DefaultInferenceHandler()))
+service.initialize(Context(model_dir, {}))
+results = {}
+for name, headers, body in json.load(sys.stdin):
+    context = Context(model_dir, headers)
+    # The serving image leaves bodies undecoded (decode_input_request=false): raw bytes.
+    [response] = service.handle([{"body": bytearray(body.encode())}], context)
+    processor = context.request_processor[0]
+    results[name] = {
+        "status": processor._status_code, "phrase": processor._reason_phrase,
+        "content_type": processor._response_header.get("content-type"),
+        "body": response if isinstance(response, str) else bytes(response).decode(),
+    }
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def served(model_dir, prepared, tmp_path_factory) -> tuple[dict, pd.DataFrame]:
+    """Requests answered through the toolkit's Transformer, and the rows they sent."""
+    rows = pd.read_csv(prepared / "test_passengers.csv").head(6)
+    csv = rows.to_csv(index=False)
+    records = [{k: (None if v != v else v) for k, v in row.items()} for row in rows.to_dict(orient="records")]
+    as_json = json.dumps(records)
+    json_in, csv_in = {"Content-Type": "application/json"}, {"Content-Type": "text/csv"}
+    inf_fare = rows.head(2).astype({"Fare": "object"})
+    inf_fare.loc[1, "Fare"] = "inf"
+    requests = [
+        ("json", dict(json_in, Accept="application/json"), as_json),
+        ("csv", dict(csv_in, Accept="text/csv"), csv),
+        ("any", dict(json_in, Accept="*/*"), as_json),
+        ("no_accept", {"content-type": "application/json; charset=utf-8"}, json.dumps({"instances": records})),
+        ("accept_list", dict(json_in, Accept="text/csv, application/json"), as_json),
+        ("accept_weights", dict(csv_in, Accept="text/csv;q=0.2, application/json;q=0.9"), csv),
+        ("accept_refused", dict(csv_in, Accept="text/csv;q=0, application/json;q=0.1"), csv),
+        ("content_type", {"Content-Type": "application/x-npy", "Accept": "application/json"}, csv),
+        ("accept", dict(csv_in, Accept="application/x-npy, image/*"), csv),
+        ("bad_json", json_in, '[{"Pclass": 3,'),
+        ("deep_json", json_in, "[" * 100_000 + "]" * 100_000),
+        ("nested_value", json_in, json.dumps([dict(records[0], Age=[[22]])])),
+        ("bool_value", json_in, json.dumps([dict(records[0], Age=True)])),
+        ("huge_int", json_in, json.dumps([dict(records[0], Fare=10**400)])),
+        ("long_first_row", csv_in, csv.replace("\n", ",7\n", 2).replace("Embarked,7", "Embarked", 1)),
+        ("unknown_sex", json_in, json.dumps([dict(records[0], Sex="robot")])),
+        ("no_rows", json_in, "[]"),
+        ("inf_fare_csv", csv_in, inf_fare.to_csv(index=False)),
+        ("inf_fare_json", json_in, json.dumps([dict(records[0], Fare=float("inf"))])),
+        ("huge_fare_json", json_in, json.dumps([dict(records[0], Fare=1e308)])),
+    ]
+    tmp = tmp_path_factory.mktemp("toolkit")
+    env = {"PYTHONPATH": f"{model_dir / 'code'}:{sysconfig.get_paths()['purelib']}", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", TOOLKIT, str(model_dir)], input=json.dumps(requests),
+        cwd=tmp, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1]), rows
+
+
+def test_toolkit_answers_json_and_csv(served, model_dir):
+    from titanic_lightning.scoring import Scorer
+
+    answers, rows = served
+    expected = Scorer.from_file(model_dir / "model.pt").score_frame(rows)
+    for name in ("json", "any", "no_accept", "accept_weights"):
+        assert (answers[name]["status"], answers[name]["content_type"]) == (200, "application/json"), name
+        got = pd.DataFrame(json.loads(answers[name]["body"])["predictions"])
+        assert got["PassengerId"].tolist() == rows["PassengerId"].tolist()
+        assert got["probability"].to_numpy() == pytest.approx(expected["probability"].to_numpy(), abs=1e-7)
+    for name in ("csv", "accept_list"):
+        # The Content-Type is the type chosen, not the request's whole Accept header.
+        assert (answers[name]["status"], answers[name]["content_type"]) == (200, "text/csv"), name
+        got = pd.read_csv(io.StringIO(answers[name]["body"]))
+        assert list(got.columns) == ["PassengerId", "probability", "prediction"]
+        assert got["prediction"].tolist() == expected["prediction"].tolist()
+    assert answers["accept_refused"]["content_type"] == "application/json"  # q=0: CSV is not acceptable
+
+
+@pytest.mark.parametrize(("name", "status", "words"), [
+    ("content_type", 415, ["application/x-npy", "text/csv"]),
+    ("accept", 406, ["application/x-npy, image/*", "application/json"]),
+    ("bad_json", 400, ["unreadable application/json"]),
+    ("deep_json", 400, ["nested too deeply"]),
+    ("nested_value", 400, ["row 1", "Age", "list"]),
+    ("bool_value", 400, ["row 1", "Age", "bool"]),
+    ("huge_int", 400, ["row 1", "Fare", "too large"]),
+    ("long_first_row", 400, ["line 2", "more fields than the header"]),
+    ("unknown_sex", 400, ["Sex", "robot"]),
+    ("no_rows", 400, ["no rows"]),
+])
+def test_toolkit_answers_client_errors_with_their_status(served, name, status, words):
+    answer = served[0][name]
+    assert answer["status"] == status, answer
+    for word in words:
+        assert word in answer["phrase"]
+    assert "\n" not in answer["phrase"] and answer["body"].startswith(answer["phrase"])
+
+
+@pytest.mark.parametrize("name", ["inf_fare_csv", "inf_fare_json", "huge_fare_json"])
+def test_toolkit_answers_non_finite_numbers_with_400(served, name):
+    answer = served[0][name]
+    assert answer["status"] == 400, answer
+    assert "Fare" in answer["phrase"]
+
+
+def test_fallback_errors_match_the_toolkit(monkeypatch):
+    """Without the toolkit the handler raises look-alikes with the toolkit's fields and defaults."""
+    import importlib.util
+
+    from sagemaker_inference import errors
+
+    monkeypatch.setitem(sys.modules, "sagemaker_inference.errors", None)
+    path = Path(__file__).resolve().parents[1] / "titanic_lightning" / "serving" / "inference.py"
+    spec = importlib.util.spec_from_file_location("inference_without_toolkit", path)
+    handler = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(handler)
+    assert handler.GenericInferenceToolkitError is not errors.GenericInferenceToolkitError
+    for args in [(406,), (415, "message"), (400, "message", "phrase")]:
+        ours, theirs = handler.GenericInferenceToolkitError(*args), errors.GenericInferenceToolkitError(*args)
+        assert (ours.status_code, ours.message, ours.phrase, ours.args) == (
+            theirs.status_code, theirs.message, theirs.phrase, theirs.args)
+    assert [c.__name__ for c in type(ours).__mro__] == [c.__name__ for c in type(theirs).__mro__]

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from collections.abc import Callable
 from datetime import timedelta
 
 from lightning.fabric.plugins.environments import ClusterEnvironment
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, Strategy
 
 from titanic_lightning import environment
@@ -27,10 +29,10 @@ SMDDP_MODULE = "smdistributed.dataparallel.torch.torch_smddp"
 
 
 class SageMakerEnvironment(ClusterEnvironment):
-    """Hosts `algo-1..N` from SM_HOSTS: Lightning starts the processes of each host itself.
+    """Hosts `algo-1..N` from SM_HOSTS: SageMaker starts one process per host, Lightning the rest.
 
     Main address is SM_MASTER_ADDR (else the first sorted host), node rank the index of
-    SM_CURRENT_HOST, world size hosts × devices. The values come from the `Plan`.
+    SM_CURRENT_HOST, world size hosts × processes per host. The values come from the `Plan`.
     """
 
     def __init__(self, plan: Plan):
@@ -39,11 +41,14 @@ class SageMakerEnvironment(ClusterEnvironment):
         self._main_port = int(plan.main_port or 7777)
         self._node_rank = plan.node_rank
         self._world_size = plan.world_size
-        self._global_rank = 0
+        # What the strategy will set: rank-aware code that runs before it does sees the right rank.
+        self._global_rank = plan.node_rank * plan.devices + self.local_rank()
 
     @property
     def creates_processes_externally(self) -> bool:
-        return False
+        # As Lightning's own LightningEnvironment decides: a process with LOCAL_RANK was started by
+        # a launcher (Lightning's, in the host's first process) and must not launch again.
+        return "LOCAL_RANK" in os.environ
 
     @property
     def main_address(self) -> str:
@@ -68,6 +73,7 @@ class SageMakerEnvironment(ClusterEnvironment):
 
     def set_global_rank(self, rank: int) -> None:
         self._global_rank = rank
+        rank_zero_only.rank = rank
 
     def local_rank(self) -> int:
         return environment.local_rank()

@@ -11,13 +11,20 @@ Requests:
 Responses (Accept):
     application/json  {"predictions": [{"PassengerId": ..., "probability": ..., "prediction": 0|1}, ...]}
     text/csv          PassengerId,probability,prediction
-PassengerId is echoed when the rows carry it.
+PassengerId is echoed when the rows carry it. The response's Content-Type is the type chosen.
+Errors (raised as the serving toolkit's GenericInferenceToolkitError, which sets the status):
+    400  an unreadable body, no rows, or a row the model refuses (a missing column, an unknown
+         category, a non-finite or out-of-range number); the message names it
+    406  no type in Accept is one of the above
+    415  a Content-Type other than the above
 """
 
 from __future__ import annotations
 
 import io
 import json
+import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -28,21 +35,29 @@ from titanic_lightning.scoring import Scorer
 
 CSV, JSON = "text/csv", "application/json"
 
-try:  # the serving toolkit turns these into HTTP 415 / 400 instead of 500
-    from sagemaker_inference.errors import GenericInferenceToolkitError, UnsupportedFormatError
-except ImportError:
-    class GenericInferenceToolkitError(ValueError):
-        def __init__(self, status_code: int, message: str | None = None, phrase: str | None = None):
-            super().__init__(message)
+try:  # the serving toolkit answers these with their status code instead of 500
+    from sagemaker_inference.errors import GenericInferenceToolkitError
+except ImportError:  # the same contract as the toolkit's errors module, for use without it
+    class BaseInferenceToolkitError(Exception):
+        def __init__(self, status_code, message, phrase):
             self.status_code = status_code
+            self.message = message
+            self.phrase = phrase
+            super().__init__(status_code, message, phrase)
 
-    class UnsupportedFormatError(GenericInferenceToolkitError):
-        def __init__(self, content_type: str, **kwargs):
-            super().__init__(415, f"content type {content_type!r} is not supported; use {CSV} or {JSON}")
+    class GenericInferenceToolkitError(BaseInferenceToolkitError):
+        def __init__(self, status_code, message=None, phrase=None):
+            message = message or "Invalid Request"
+            super().__init__(status_code, message, phrase or message)
+
+
+def _error(status: int, message: str) -> GenericInferenceToolkitError:
+    # The toolkit sends `phrase` as the HTTP reason phrase and `message` in the body: one line each.
+    return GenericInferenceToolkitError(status, one_line(message))
 
 
 def _bad_request(message: str) -> GenericInferenceToolkitError:
-    return GenericInferenceToolkitError(400, one_line(message))
+    return _error(400, message)
 
 
 def model_fn(model_dir: str) -> Scorer:
@@ -53,27 +68,48 @@ def _media_type(value: str | None) -> str:
     return (value or "").split(";")[0].strip().lower()
 
 
+_LARGEST_FLOAT = int(sys.float_info.max)
+
+
+def _check_values(records: list[dict]) -> None:
+    for number, row in enumerate(records, start=1):
+        for column, value in row.items():
+            if isinstance(value, bool) or not (value is None or isinstance(value, (str, int, float))):
+                raise _bad_request(f"row {number}: {column} is a {type(value).__name__}; "
+                                   "values must be numbers, strings or null")
+            if isinstance(value, int) and abs(value) > _LARGEST_FLOAT:  # json reads 1e999 as inf, 10**999 as an int
+                raise _bad_request(f"row {number}: {column} is a number too large for a float")
+
+
 def input_fn(body, content_type: str) -> pd.DataFrame:
     kind = _media_type(content_type)
+    if kind not in (CSV, JSON):
+        raise _error(415, f"Content-Type {content_type!r} is not supported; send {CSV} or {JSON}")
     raw = body.encode() if isinstance(body, str) else bytes(body)
     try:
         if kind == CSV:
-            frame = pd.read_csv(io.BytesIO(raw))
-        elif kind == JSON:
+            with warnings.catch_warnings():
+                # Without index_col=False, a first row longer than the header silently becomes the index.
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                frame = pd.read_csv(io.BytesIO(raw), index_col=False)
+        else:
             records = json.loads(raw)
             if isinstance(records, dict):
                 records = records.get("instances")
             if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
                 raise _bad_request('expected a list of row objects or {"instances": [...]}')
+            _check_values(records)
             frame = pd.DataFrame.from_records(records)
-        else:
-            raise UnsupportedFormatError(content_type)
+    except GenericInferenceToolkitError:
+        raise
+    except RecursionError:  # json's decoder recurses once per nesting level
+        raise _bad_request(f"unreadable {kind} body: nested too deeply") from None
+    except pd.errors.ParserWarning:
+        raise _bad_request(f"unreadable {kind} body: line 2 has more fields than the header") from None
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        if isinstance(exc, GenericInferenceToolkitError):
-            raise
         raise _bad_request(f"unreadable {kind} body: {exc}") from None
     if frame.empty:
-        raise _bad_request("the request holds no rows")
+        raise _bad_request("the request holds no rows" if len(frame) == 0 else "the rows hold no values")
     return frame
 
 
@@ -84,11 +120,33 @@ def predict_fn(data: pd.DataFrame, model: Scorer) -> pd.DataFrame:
         raise _bad_request(str(exc)) from None
 
 
-def output_fn(prediction: pd.DataFrame, accept: str | None) -> str:
-    kinds = [_media_type(a) for a in (accept or JSON).split(",")]
-    for kind in kinds:
-        if kind in (JSON, "*/*", "application/*", ""):
-            return '{"predictions": ' + prediction.to_json(orient="records", double_precision=15) + "}"
-        if kind == CSV:
-            return prediction.to_csv(index=False)
-    raise UnsupportedFormatError(accept)
+def _accepted(accept: str) -> list[str]:
+    """The media types of an Accept header, most preferred first (q=0 means not acceptable)."""
+    ranked = []
+    for position, entry in enumerate(accept.split(",")):
+        kind, *params = entry.split(";")
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0  # an unreadable weight: not an acceptable type
+        if 0.0 < quality <= 1.0:
+            ranked.append((-quality, position, kind.strip().lower()))
+    return [kind for _, _, kind in sorted(ranked)]
+
+
+def output_fn(prediction: pd.DataFrame, accept: str | None) -> tuple[str, str]:
+    """The response body and its Content-Type: the first type of `accept` the handler can write.
+
+    The serving toolkit sends a returned (body, content_type) pair with that Content-Type, rather
+    than echoing the request's whole Accept header.
+    """
+    for kind in _accepted(accept or JSON):
+        if kind in (JSON, "application/*", "*/*"):
+            return '{"predictions": ' + prediction.to_json(orient="records", double_precision=15) + "}", JSON
+        if kind in (CSV, "text/*"):
+            return prediction.to_csv(index=False), CSV
+    raise _error(406, f"Accept {accept!r} names no supported type; accept {CSV} or {JSON}")
