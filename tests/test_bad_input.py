@@ -372,6 +372,7 @@ PREPROCESSING_CASES = {
     "statistics missing": (_edit(lambda d: d.pop("statistics")), ["statistics is missing"]),
     "median as text": (_edit(lambda d: d["statistics"].update(fare_median="14.45")), ["statistics.fare_median"]),
     "median NaN": (_edit(lambda d: d["statistics"].update(age_median=float("nan"))), ["statistics.age_median"]),
+    "median beyond float": (_edit(lambda d: d["statistics"].update(age_median=10**400)), ["statistics.age_median"]),
     "categories not strings": (_edit(lambda d: d["statistics"].update(sex_categories=[0, 1])),
                                ["statistics.sex_categories"]),
     "fill value not a category": (_edit(lambda d: d["statistics"].update(embarked_fill="X")), ["embarked_fill"]),

@@ -11,7 +11,7 @@ import pytest
 from tests.helpers import run_entry
 from titanic_lightning.errors import UsageError
 from titanic_lightning.features import Preprocessor, feature_names, title_of
-from titanic_lightning.prepare import prepare, split_rows
+from titanic_lightning.prepare import load_preprocessing, prepare, split_rows
 
 
 def test_split_sizes_and_files(prepared):
@@ -94,6 +94,14 @@ def test_empty_cells_stay_missing_values_and_infinite_ones_are_refused(titanic_c
     scored.to_csv(csv, index=False)
     with pytest.raises(UsageError, match=r"^rows: column Fare has non-finite value inf \(1 row\(s\)\)"):
         fitted.transform(pd.read_csv(csv))
+
+
+def test_a_number_beyond_the_digit_limit_is_not_valid_json(tmp_path):
+    # Python's json refuses integers of more than 4300 digits with a plain ValueError.
+    path = tmp_path / "preprocessing.json"
+    path.write_text('{"feature_set": "rich", "statistics": {"age_median": ' + "9" * 5000 + "}}")
+    with pytest.raises(UsageError, match=f"^{path}: not valid JSON"):
+        load_preprocessing(path)
 
 
 def test_basic_features_are_the_lessons_seven(tmp_path, titanic_csv):

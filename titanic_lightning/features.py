@@ -182,12 +182,21 @@ def feature_names(feature_set: str, embarked_categories: Sequence[str]) -> list[
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    return abs(value) <= sys.float_info.max and math.isfinite(value)  # a JSON integer may exceed any float
 
 
 def _is_strings(value: object) -> bool:
     return (isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
             and len(set(value)) == len(value))
+
+
+def _brief(value: object) -> str:
+    try:
+        return repr(str(value)[:40])
+    except ValueError:  # an integer beyond Python's digit limit for str()
+        return type(value).__name__
 
 
 def description_problem(data: object) -> str | None:
@@ -207,7 +216,7 @@ def description_problem(data: object) -> str | None:
             return f"statistics.{key} is missing"
         test, wanted = checks[kind]
         if not test(statistics[key]) or (kind == "number" and statistics[key] < 0):
-            return f"statistics.{key} must be {wanted}, not {str(statistics[key])[:40]!r}"
+            return f"statistics.{key} must be {wanted}, not {_brief(statistics[key])}"
     if statistics["embarked_fill"] not in statistics["embarked_categories"]:
         return "statistics.embarked_fill is not one of statistics.embarked_categories"
     names = data.get("feature_names")

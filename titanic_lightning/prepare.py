@@ -98,7 +98,7 @@ def load_preprocessing(path: Path) -> dict:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, or a number beyond Python's digit limit
         raise UsageError(f"{path}: not valid JSON ({exc})") from None
     Preprocessor.from_dict(data, source=str(path))  # validates the shape
     return data
