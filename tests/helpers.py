@@ -32,6 +32,35 @@ def write_channel(path: Path, split: str, rows: int = 40, features: int = 5, see
     return path
 
 
+def npz_declaring(path: Path, split: str, rows: int, claim_in_zip: bool = False) -> Path:
+    """A small npz whose array headers declare `rows` rows (7 float32 features) over 4 KB of data.
+
+    With `claim_in_zip`, the archive's own record of the features' uncompressed size claims them too,
+    as a file crafted to get past a size check would.
+    """
+    import io
+    import struct
+    import zipfile
+
+    def npy(shape: tuple[int, ...], descr: str, data: bytes) -> bytes:
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+        return buf.getvalue() + data
+
+    features = npy((rows, 7), "<f4", b"\0" * 4096)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(f"X_{split}.npy", features)
+        archive.writestr(f"y_{split}.npy", npy((rows,), "<i8", b"\0" * 64))
+    if claim_in_zip:
+        claimed = len(features) - 4096 + rows * 7 * 4
+        data = bytearray(path.read_bytes())
+        # The first member's uncompressed size: its local header (offset 22) and central directory entry (24).
+        struct.pack_into("<I", data, data.find(b"PK\x03\x04") + 22, claimed)
+        struct.pack_into("<I", data, data.find(b"PK\x01\x02") + 24, claimed)
+        path.write_bytes(bytes(data))
+    return path
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The current environment minus anything SageMaker/torchrun-like, plus `extra`."""
     drop = ("SM_", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_", "NODE_RANK", "TORCHELASTIC")

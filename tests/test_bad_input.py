@@ -26,7 +26,7 @@ import pytest
 import entry.predict
 import entry.prepare
 import entry.train
-from tests.helpers import REPO, clean_env, run_entry, write_channel
+from tests.helpers import REPO, clean_env, npz_declaring, run_entry, write_channel
 from titanic_lightning.errors import UsageError, run_command
 
 COMMANDS = {"prepare": entry.prepare.main, "train": entry.train.main, "predict": entry.predict.main}
@@ -115,6 +115,15 @@ def _set(column: str, value, rows: slice) -> Callable[[Path, Path], None]:
     return _kaggle(change)
 
 
+def _extra_field(line: int) -> Callable[[Path, Path], None]:
+    """The real file with one more field on line `line` (the header is line 1)."""
+    def write(path: Path, titanic_csv: Path) -> None:
+        lines = titanic_csv.read_text().splitlines()
+        lines[line - 1] += ",surplus"
+        path.write_text("\n".join(lines) + "\n")
+    return write
+
+
 def _dangling(path: Path, titanic_csv: Path) -> None:
     # The unreadable file. The suite runs as root, where chmod 000 does not stop a read, so the file
     # that cannot be opened is a symlink whose target is gone.
@@ -141,6 +150,27 @@ CSV_CASES = {
     "unknown Sex, every row": (_set("Sex", "unknown", slice(None)), ["(train split)", "Sex", "'unknown'"]),
     "unknown Embarked": (_set("Embarked", "X", slice(0, 40)), ["Embarked", "'X'"]),
     "all Age missing": (_set("Age", np.nan, slice(None)), ["Age", "no values"]),
+    # Non-finite numbers: pandas reads inf, -Infinity and 1e400 as floats, not as text.
+    "infinite Fare": (_set("Fare", "inf", slice(5, 6)), ["Fare", "non-finite value inf"]),
+    "-Infinity Age": (_set("Age", "-Infinity", slice(5, 6)), ["Age", "non-finite value -inf"]),
+    "Fare beyond float64 (1e400)": (_set("Fare", "1e400", slice(5, 6)), ["Fare", "non-finite value inf"]),
+    # Finite, but too large to standardise (row 750 is in the train split) or to fit float32 once
+    # standardised (row 0 is in the val split).
+    "Age 1e308 in the train split": (_set("Age", "1e308", slice(750, 751)),
+                                     ["(train split)", "Age", "1e+308", "cannot standardise"]),
+    "Age 1e308 in the val split": (_set("Age", "1e308", slice(0, 1)), ["(val split)", "Age", "1e+308", "float32"]),
+    # Values outside the schema's domain.
+    "Pclass 4": (_set("Pclass", 4, slice(5, 6)), ["Pclass", "value 4", "1, 2 or 3"]),
+    "Pclass 2.5": (_set("Pclass", 2.5, slice(5, 6)), ["Pclass", "value 2.5", "1, 2 or 3"]),
+    "Pclass 0 everywhere": (_set("Pclass", 0, slice(None)), ["(train split)", "Pclass", "value 0", "569 row(s)"]),
+    "negative Age": (_set("Age", -3, slice(5, 7)), ["Age", "value -3", "2 row(s)", ">= 0"]),
+    "negative SibSp": (_set("SibSp", -1, slice(5, 6)), ["SibSp", "value -1", "whole number >= 0"]),
+    "fractional SibSp": (_set("SibSp", 1.5, slice(5, 6)), ["SibSp", "value 1.5", "whole number >= 0"]),
+    "negative Parch": (_set("Parch", -2, slice(5, 6)), ["Parch", "value -2", "whole number >= 0"]),
+    "negative Fare": (_set("Fare", -7.25, slice(5, 6)), ["Fare", "value -7.25", ">= 0"]),
+    # Rows with more fields than the header: named by line, never read as shifted columns.
+    "extra field on line 10": (_extra_field(10), ["line 10 has 13 fields, more than the header"]),
+    "extra field on the first row": (_extra_field(2), ["the first row after the header has more fields than the header"]),
 }
 
 
@@ -236,6 +266,12 @@ NPZ_CASES = {
                                          ["4 features", "has 5"]),
     "channel directory without npz": ("train", _empty_dir, ["holds no .npz file"]),
     "unreadable file (dangling symlink)": ("train", _dangling_npz, ["no such file"]),
+    "zero feature columns": ("train", _arrays("train", np.zeros((24, 0), "float32"), np.zeros(24, "int64")),
+                             ["features have zero columns"]),
+    "header declares 10**12 rows": ("train", lambda path: npz_declaring(path, "train", rows=10**12),
+                                    ["array X_train declares shape (1000000000000, 7)"]),
+    "header and zip entry declare 10**8 rows": ("val", lambda path: npz_declaring(path, "val", 10**8, claim_in_zip=True),
+                                                ["array X_val declares shape (100000000, 7)"]),
 }
 
 
@@ -283,13 +319,83 @@ def test_bad_hyperparameter(case, work, failure_file, capsys):
 # --- model files → entry.train (checkpoint) and entry.predict ---------------------------------------
 
 
-def test_truncated_checkpoint(work, failure_file, capsys):
+def _torch_file(obj) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        import torch
+
+        torch.save(obj, path)
+    return write
+
+
+def _model_pt_as_checkpoint(path: Path) -> None:
+    _model_file(path)
+
+
+CHECKPOINT_CASES = {
+    # case: (writes last.ckpt, words the error line must contain)
+    "truncated zip": (lambda path: path.write_bytes(b"PK\x03\x04" + os.urandom(300)), ["not a readable checkpoint"]),
+    "plain text": (lambda path: path.write_text("epoch: 3\nthis is not a checkpoint\n"), ["not a readable checkpoint"]),
+    "empty file": (lambda path: path.write_bytes(b""), ["not a readable checkpoint"]),
+    "random bytes": (lambda path: path.write_bytes(os.urandom(2048)), ["not a readable checkpoint"]),
+    "a list, not a dict": (_torch_file([1, 2, 3]), ["not a training checkpoint", "list"]),
+    "a dict without Lightning's keys": (_torch_file({"state_dict": {}, "epoch": 3}),
+                                        ["not a training checkpoint", "pytorch-lightning_version", "loops"]),
+    "model.pt as last.ckpt": (_model_pt_as_checkpoint, ["not a training checkpoint", "optimizer_states"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CHECKPOINT_CASES))
+def test_bad_checkpoint(case, work, failure_file, capsys):
+    write, names = CHECKPOINT_CASES[case]
     checkpoints = work / "in" / "checkpoints"
     checkpoints.mkdir()
-    (checkpoints / "last.ckpt").write_bytes(b"PK\x03\x04" + os.urandom(300))  # a zip cut off in its first entry
+    write(checkpoints / "last.ckpt")
     train, val = _good(work / "in" / "train_data.npz", "train"), _good(work / "in" / "val_data.npz", "val")
-    check_case("train", _train_argv(work, train, val, "--checkpoint_dir", str(checkpoints)),
-               [str(checkpoints / "last.ckpt"), "not a readable checkpoint"], work, failure_file, capsys)
+    error = check_case("train", _train_argv(work, train, val, "--checkpoint_dir", str(checkpoints)),
+                       [str(checkpoints / "last.ckpt"), *names], work, failure_file, capsys)
+    assert "weights_only" not in error
+
+
+# --- preprocessing.json → entry.train ---------------------------------------------------------------
+
+
+def _edit(change: Callable[[dict], object]) -> Callable[[dict], dict]:
+    def edit(description: dict) -> dict:
+        change(description)
+        return description
+    return edit
+
+
+PREPROCESSING_CASES = {
+    # case: (edits the real preprocessing.json, words the error line must contain)
+    "missing a fitted statistic": (_edit(lambda d: d["statistics"].pop("age_median")), ["statistics.age_median is missing"]),
+    "statistics missing": (_edit(lambda d: d.pop("statistics")), ["statistics is missing"]),
+    "median as text": (_edit(lambda d: d["statistics"].update(fare_median="14.45")), ["statistics.fare_median"]),
+    "median NaN": (_edit(lambda d: d["statistics"].update(age_median=float("nan"))), ["statistics.age_median"]),
+    "median beyond float": (_edit(lambda d: d["statistics"].update(age_median=10**400)), ["statistics.age_median"]),
+    "categories not strings": (_edit(lambda d: d["statistics"].update(sex_categories=[0, 1])),
+                               ["statistics.sex_categories"]),
+    "fill value not a category": (_edit(lambda d: d["statistics"].update(embarked_fill="X")), ["embarked_fill"]),
+    "unknown feature set": (_edit(lambda d: d.update(feature_set="fancy")), ["feature_set 'fancy'"]),
+    "feature names of another set": (_edit(lambda d: d.update(feature_names=d["feature_names"][::-1])),
+                                     ["feature_names"]),
+    "scaler mean too short": (_edit(lambda d: d["scaler"]["mean"].pop()), ["scaler.mean"]),
+    "scale zero": (_edit(lambda d: d["scaler"]["scale"].__setitem__(2, 0.0)), ["scaler.scale", "> 0"]),
+    "scale infinite": (_edit(lambda d: d["scaler"]["scale"].__setitem__(0, float("inf"))), ["scaler.scale"]),
+    "not an object": (lambda d: [d], ["expected an object"]),
+}
+
+
+@pytest.mark.parametrize("case", list(PREPROCESSING_CASES))
+def test_bad_preprocessing(case, work, failure_file, prepared, capsys):
+    import json
+
+    edit, names = PREPROCESSING_CASES[case]
+    bad = work / "in" / "preprocessing.json"
+    # json writes NaN and Infinity as Python's json reads them back, as a hand-edited file might hold them.
+    bad.write_text(json.dumps(edit(json.loads((prepared / "preprocessing.json").read_text()))))
+    argv = _train_argv(work, prepared / "train_data.npz", prepared / "val_data.npz", "--preprocessing", str(bad))
+    check_case("train", argv, [str(bad), "not a usable preprocessing description", *names], work, failure_file, capsys)
 
 
 def _model_file(path: Path) -> Path:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import write_channel
+from tests.helpers import npz_declaring, write_channel
 from titanic_lightning.data import (
     ShardedBatchSampler,
     TensorBatches,
@@ -66,6 +66,39 @@ def test_not_an_npz_and_empty_directory(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="holds no .npz file"):
         load_channel(tmp_path / "empty", "train")
+
+
+def test_zero_feature_columns_are_refused_naming_the_file(tmp_path):
+    path = tmp_path / "empty_features.npz"
+    np.savez(path, X_train=np.zeros((4, 0), "float32"), y_train=np.array([0, 1, 0, 1]))
+    for read in (load_channel, num_features):
+        with pytest.raises(UsageError, match=f"^{path}: features have zero columns"):
+            read(path, "train")
+
+
+@pytest.mark.parametrize("claim_in_zip", [False, True], ids=["header only", "header and zip entry"])
+def test_declared_shape_is_checked_before_allocating(tmp_path, claim_in_zip):
+    # A few hundred bytes declaring 10**8 x 7 float32 (2.8 GB): refused from the headers alone. With the
+    # zip entry's size claiming as much, the claim is held against what its compressed bytes can expand to.
+    path = npz_declaring(tmp_path / "claims.npz", "train", rows=10**8, claim_in_zip=claim_in_zip)
+    assert path.stat().st_size < 5000
+    for read in (load_channel, num_features):
+        with pytest.raises(UsageError, match=rf"^{path}: array X_train declares shape \(100000000, 7\) of float32"):
+            read(path, "train")
+
+
+def test_declared_10_to_the_12_rows_end_in_one_error_not_memory_error(tmp_path):
+    path = npz_declaring(tmp_path / "huge.npz", "train", rows=10**12)
+    with pytest.raises(UsageError, match=r"declares shape \(1000000000000, 7\)"):
+        load_channel(path, "train")
+
+
+def test_compressed_npz_with_a_high_ratio_still_loads(tmp_path):
+    # A million rows of zeros compress about 1000-fold: the size check must not refuse honest files.
+    path = tmp_path / "zeros.npz"
+    np.savez_compressed(path, X_train=np.zeros((1_000_000, 7), "float32"), y_train=np.zeros(1_000_000, "int64"))
+    X, y = load_channel(path, "train")
+    assert X.shape == (1_000_000, 7) and num_features(path, "train") == 7
 
 
 def test_feature_counts_must_match_across_splits(tmp_path):

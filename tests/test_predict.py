@@ -90,6 +90,16 @@ def _model_without_preprocessing(model_dir: Path, tmp_path: Path) -> Path:
     return tmp_path / "model.pt"
 
 
+def _model_with_preprocessing(change):
+    """model.pt with its embedded preprocessing changed by `change` (a dict → None edit)."""
+    def make(model_dir: Path, tmp_path: Path) -> Path:
+        payload = torch.load(model_dir / "model.pt", weights_only=True)
+        change(payload["preprocessing"])
+        torch.save(payload, tmp_path / "model.pt")
+        return tmp_path / "model.pt"
+    return make
+
+
 def _truncated(model_dir: Path, tmp_path: Path) -> Path:
     data = (model_dir / "model.pt").read_bytes()
     (tmp_path / "model.pt").write_bytes(data[: len(data) // 2])
@@ -113,12 +123,26 @@ BAD_ROWS = {
     "missing PassengerId": (lambda r: r.drop(columns="PassengerId"), ["PassengerId"]),
     "bad label": (lambda r: r.assign(Survived=2), ["Survived"]),
     "non-numeric age": (lambda r: r.assign(Age="old"), ["Age", "old"]),
+    "infinite fare": (lambda r: r.assign(Fare=[float("inf")] + r["Fare"].tolist()[1:]), ["Fare", "non-finite value inf"]),
+    "-inf age": (lambda r: r.assign(Age=float("-inf")), ["Age", "non-finite value -inf", "10 row(s)"]),
+    "age 1e308": (lambda r: r.assign(Age=[1e308] + r["Age"].tolist()[1:]), ["Age", "1e+308", "float32"]),
+    "family 1e308": (lambda r: r.assign(SibSp=1e308, Parch=1e308), ["SibSp", "1e+308"]),
+    "pclass 4": (lambda r: r.assign(Pclass=4), ["Pclass", "value 4", "1, 2 or 3"]),
+    "negative parch": (lambda r: r.assign(Parch=-1), ["Parch", "value -1", "whole number >= 0"]),
+    "negative fare": (lambda r: r.assign(Fare=-1.5), ["Fare", "value -1.5", ">= 0"]),
 }
 BAD_MODELS = {
     "no preprocessing": (_model_without_preprocessing, ["preprocessing"]),
     "truncated model.pt": (_truncated, ["not a readable model file"]),
     "garbage model.pt": (_garbage, ["not a readable model file"]),
     "truncated model.tar.gz": (_truncated_archive, ["model.tar.gz"]),
+    "preprocessing missing a fitted statistic": (_model_with_preprocessing(lambda p: p["statistics"].pop("fare_median")),
+                                                 ["statistics.fare_median is missing"]),
+    "preprocessing with a zero scale": (_model_with_preprocessing(lambda p: p["scaler"]["scale"].__setitem__(0, 0.0)),
+                                        ["scaler.scale", "> 0"]),
+    "preprocessing with categories that are not strings": (
+        _model_with_preprocessing(lambda p: p["statistics"].update(embarked_categories=None)),
+        ["statistics.embarked_categories"]),
 }
 
 
@@ -154,6 +178,72 @@ def test_wrong_thing_as_model(wrong, prepared, tmp_path, capsys):
     code, _, err = _predict(capsys, "--model", str(given), "--csv", str(prepared / "test_passengers.csv"),
                             "--out", str(tmp_path / "predictions.csv"))
     _assert_one_line_usage_error(code, err, [str(given)], tmp_path)
+
+
+def test_missing_values_are_not_refused_but_non_finite_ones_are(model_dir, prepared, tmp_path, capsys):
+    # An empty cell (or pandas' "nan") is a missing Age/Fare/Embarked, filled as in training; inf is refused.
+    rows = pd.read_csv(prepared / "test_passengers.csv").drop(columns="Survived").head(3).astype(object)
+    rows.loc[0, ["Age", "Fare", "Embarked"]] = ["", "", ""]
+    rows.loc[1, ["Age", "Fare"]] = ["nan", "NaN"]
+    rows.loc[2, "Fare"] = "inf"
+    csv = tmp_path / "rows.csv"
+    rows.head(2).to_csv(csv, index=False)
+    code, out, err = _predict(capsys, "--model", str(model_dir), "--csv", str(csv))
+    assert code == 0, err
+    assert len(out.strip().splitlines()) == 3 and ",," not in out and "nan" not in out.lower()
+    rows.to_csv(csv, index=False)
+    code, out, err = _predict(capsys, "--model", str(model_dir), "--csv", str(csv), "--out", str(tmp_path / "p.csv"))
+    _assert_one_line_usage_error(code, err, [str(csv), "Fare", "non-finite value inf", "1 row(s)"], tmp_path)
+    assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.parametrize("line", [2, 5])
+def test_row_with_more_fields_than_the_header_is_named(line, model_dir, prepared, tmp_path, capsys):
+    lines = (prepared / "test_passengers.csv").read_text().splitlines()[:8]
+    lines[line - 1] += ",7.25"
+    csv = tmp_path / "rows.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    code, _, err = _predict(capsys, "--model", str(model_dir), "--csv", str(csv), "--out", str(tmp_path / "predictions.csv"))
+    where = ("the first row after the header has more fields than the header" if line == 2
+             else f"line {line} has 13 fields, more than the header")
+    _assert_one_line_usage_error(code, err, [str(csv), where], tmp_path)
+
+
+def test_cli_refuses_infinite_fare_in_one_line(model_dir, prepared, tmp_path):
+    # Through the real command: inf in Fare once gave an empty probability and an AUROC over NaN.
+    rows = pd.read_csv(prepared / "test_passengers.csv").head(20).astype({"Fare": object})
+    rows.loc[7, "Fare"] = "inf"
+    csv = tmp_path / "rows.csv"
+    rows.to_csv(csv, index=False)
+    out = tmp_path / "predictions.csv"
+    result = run_entry("predict", "--model", str(model_dir), "--csv", str(csv), "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (f"error: {csv}: column Fare has non-finite value inf (1 row(s)); "
+                                     "only finite numbers (or an empty cell where allowed) are accepted")
+    assert result.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["rows.csv"]
+
+
+@pytest.mark.parametrize(("body", "names"), [
+    ('"Fare": Infinity', ["Fare", "non-finite value inf"]),
+    ('"Age": -Infinity', ["Age", "non-finite value -inf"]),
+    ('"Age": 1e400', ["Age", "non-finite value inf"]),
+    ('"Age": 1' + "0" * 400, ["Age", "non-finite value inf"]),
+    ('"Pclass": 0', ["Pclass", "value 0"]),
+])
+def test_serving_handler_answers_400_for_non_finite_and_out_of_domain_json(body, names, model_dir):
+    # Python's json reads Infinity, -Infinity, 1e400 and a 401-digit integer; the scoring layer refuses
+    # them, and the handler turns its UsageError into HTTP 400 instead of a null probability.
+    from titanic_lightning.scoring import Scorer
+    from titanic_lightning.serving.inference import input_fn, predict_fn
+
+    row = ('{"PassengerId": 1, "Pclass": 3, "Name": "Braund, Mr. Owen Harris", "Sex": "male", "Age": 22, '
+           '"SibSp": 1, "Parch": 0, "Fare": 7.25, "Cabin": null, "Embarked": "S", ' + body + "}")
+    model = Scorer.from_file(model_dir / "model.pt")
+    with pytest.raises(Exception) as raised:
+        predict_fn(input_fn(f"[{row}]", "application/json"), model)
+    assert getattr(raised.value, "status_code", None) == 400
+    for name in names:
+        assert name in str(raised.value)
 
 
 def test_cli_error_has_no_traceback(model_dir, tmp_path):

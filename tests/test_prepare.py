@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from tests.helpers import run_entry
-from titanic_lightning.features import Preprocessor, title_of
-from titanic_lightning.prepare import prepare, split_rows
+from titanic_lightning.errors import UsageError
+from titanic_lightning.features import Preprocessor, feature_names, title_of
+from titanic_lightning.prepare import load_preprocessing, prepare, split_rows
 
 
 def test_split_sizes_and_files(prepared):
@@ -66,6 +67,41 @@ def test_preprocessing_json_rebuilds_identical_features(prepared):
     with np.load(prepared / "test_data.npz") as npz:
         np.testing.assert_array_equal(rebuilt.transform(raw), npz["X_test"])
         np.testing.assert_array_equal(raw["Survived"].to_numpy(), npz["y_test"])
+
+
+@pytest.mark.parametrize("feature_set", ["basic", "rich"])
+def test_feature_names_are_what_each_set_makes(titanic_csv, feature_set):
+    # from_dict checks a description's feature_names against feature_names(): the two must agree.
+    fitted = Preprocessor.fit(pd.read_csv(titanic_csv), feature_set)
+    assert fitted.feature_names == feature_names(feature_set, fitted.statistics["embarked_categories"])
+    description = json.loads(json.dumps(fitted.to_dict()))
+    assert Preprocessor.from_dict(description).to_dict() == description
+
+
+def test_empty_cells_stay_missing_values_and_infinite_ones_are_refused(titanic_csv, tmp_path):
+    rows = pd.read_csv(titanic_csv).head(300)
+    fitted = Preprocessor.fit(rows)
+    scored = rows.head(4).astype(object)
+    # An empty cell and pandas' own "nan" are a missing Age, Fare or Embarked: filled as in training.
+    scored.loc[0, ["Age", "Fare", "Embarked"]] = ["", "", ""]
+    scored.loc[1, ["Age", "Fare"]] = ["nan", "NaN"]
+    csv = tmp_path / "rows.csv"
+    scored.to_csv(csv, index=False)
+    features = fitted.transform(pd.read_csv(csv))
+    assert np.isfinite(features).all()
+    assert features[0, fitted.feature_names.index("AgeMissing")] > 0  # 1, standardised
+    scored.loc[2, "Fare"] = "inf"
+    scored.to_csv(csv, index=False)
+    with pytest.raises(UsageError, match=r"^rows: column Fare has non-finite value inf \(1 row\(s\)\)"):
+        fitted.transform(pd.read_csv(csv))
+
+
+def test_a_number_beyond_the_digit_limit_is_not_valid_json(tmp_path):
+    # Python's json refuses integers of more than 4300 digits with a plain ValueError.
+    path = tmp_path / "preprocessing.json"
+    path.write_text('{"feature_set": "rich", "statistics": {"age_median": ' + "9" * 5000 + "}}")
+    with pytest.raises(UsageError, match=f"^{path}: not valid JSON"):
+        load_preprocessing(path)
 
 
 def test_basic_features_are_the_lessons_seven(tmp_path, titanic_csv):

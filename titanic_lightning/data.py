@@ -52,17 +52,66 @@ def _pick(keys: list[str], split: str, kind: str, path: Path) -> str:
     raise UsageError(f"{path}: missing key {kind}_{split} (or {kind}); it has {', '.join(keys) or 'no arrays'}")
 
 
+# Deflate cannot expand a stream more than about 1032-fold: a member claiming more is not believed.
+MAX_DEFLATE_RATIO = 1032
+
+
+def _array_header(archive: zipfile.ZipFile, key: str, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype the member `key.npy` declares, checked against the bytes it can hold.
+
+    np.load allocates the declared shape before it reads a byte, so a small file whose header
+    claims 10**12 rows would end in MemoryError; the size is checked here first. The member's
+    uncompressed size is itself read from the archive, so it is believed only as far as its
+    compressed bytes on disk could really expand.
+    """
+    info = archive.getinfo(f"{key}.npy")
+    with archive.open(info) as fh:
+        major, _ = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(fh)
+        header_size = fh.tell()
+    if dtype.hasobject:  # pickled objects: np.load refuses them (allow_pickle=False)
+        return shape, dtype
+    on_disk = min(info.compress_size, path.stat().st_size)
+    ceiling = {zipfile.ZIP_STORED: on_disk, zipfile.ZIP_DEFLATED: on_disk * MAX_DEFLATE_RATIO}
+    held = min(info.file_size, ceiling.get(info.compress_type, info.file_size)) - header_size
+    declared = math.prod(shape) * dtype.itemsize
+    if any(n < 0 for n in shape) or declared > held:
+        raise UsageError(
+            f"{path}: array {key} declares shape {shape} of {dtype} ({declared} bytes) but the file holds at most "
+            f"{max(held, 0)} bytes of it; the file is damaged or not written by numpy"
+        )
+    return shape, dtype
+
+
+def _check_headers(path: Path, split: str) -> tuple[str, str, tuple[int, ...]]:
+    """(features key, labels key, declared feature shape) of an npz file, before any array is loaded."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            keys = [n.removesuffix(".npy") for n in archive.namelist() if n.endswith(".npy")]
+            x_key, y_key = _pick(keys, split, "X", path), _pick(keys, split, "y", path)
+            shape, _ = _array_header(archive, x_key, path)
+            _array_header(archive, y_key, path)
+    except UsageError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, KeyError) as exc:
+        raise UsageError(f"{path}: not a readable npz file ({' '.join(str(exc).split())[:200]})") from None
+    if len(shape) != 2:
+        raise UsageError(f"{path}: features must be 2-D (rows x features), got shape {shape}")
+    if shape[1] == 0:
+        raise UsageError(f"{path}: features have zero columns (shape {shape})")
+    return x_key, y_key, shape
+
+
 def read_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Load and check one npz file; features come back float32, labels float32 0/1."""
     if not zipfile.is_zipfile(path):
         raise UsageError(f"{path}: not an npz file (expected a zip archive of .npy arrays)")
+    x_key, y_key, _ = _check_headers(path, split)
     try:
         with np.load(path, allow_pickle=False) as npz:
-            keys = list(npz.files)
-            X = npz[_pick(keys, split, "X", path)]
-            y = npz[_pick(keys, split, "y", path)]
-    except UsageError:
-        raise
+            X = npz[x_key]
+            y = npz[y_key]
     except ValueError as exc:
         if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
             raise UsageError(f"{path}: holds object (pickled) arrays, which are not loaded") from None
@@ -100,19 +149,7 @@ def load_channel(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 def num_features(path: Path, split: str) -> int:
     """Feature count read from the first file's array header, without loading the data."""
     first = channel_files(path)[0]
-    try:
-        with zipfile.ZipFile(first) as archive:
-            names = [n.removesuffix(".npy") for n in archive.namelist()]
-            key = _pick(names, split, "X", first)
-            with archive.open(f"{key}.npy") as fh:
-                major, _ = np.lib.format.read_magic(fh)
-                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-                shape, _, _ = read_header(fh)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise UsageError(f"{first}: not a readable npz file ({exc})") from None
-    if len(shape) != 2:
-        raise UsageError(f"{first}: features must be 2-D (rows x features), got shape {shape}")
-    return int(shape[1])
+    return int(_check_headers(first, split)[2][1])
 
 
 class TensorBatches(Dataset):

@@ -14,11 +14,17 @@ identical transform, which is how a trained model scores new passengers.
 
 Sex and Embarked must hold the Kaggle schema's values (female/male, C/Q/S), when fitting and when
 transforming: any other value is an error naming the column and the value, never a new category.
+Numbers must lie in their domain: Pclass 1, 2 or 3; SibSp and Parch whole numbers >= 0; Age and Fare
+>= 0. An empty cell is a missing value (allowed in Age, Fare and Embarked); an infinite value, or one
+so large that its standardised feature does not fit float32, is an error naming the column.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import sys
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,7 +42,18 @@ REQUIRED_COLUMNS = {
 }
 # The values Kaggle's schema allows; anything else is a data error, never a new category.
 KNOWN_VALUES = {"Sex": ("female", "male"), "Embarked": ("C", "Q", "S")}
+# Numeric domains: the allowed values of Pclass; the columns that count people (whole numbers >= 0);
+# the columns that may not be negative.
+PCLASS_VALUES = (1, 2, 3)
+COUNT_COLUMNS = ("SibSp", "Parch")
+NON_NEGATIVE_COLUMNS = ("Age", "Fare")
 TITLES = ("Master", "Miss", "Mr", "Mrs", "Rare")
+# The raw columns each derived feature is computed from (a feature not listed comes from its namesake).
+_FEATURE_SOURCES = {"AgeMissing": ("Age",), "FamilySize": COUNT_COLUMNS, "Alone": COUNT_COLUMNS, "LogFare": ("Fare",)}
+_STATISTIC_TYPES = {"age_median": "number", "fare_median": "number", "embarked_fill": "string",
+                    "sex_categories": "strings", "embarked_categories": "strings"}
+# "Error tokenizing data. C error: Expected 12 fields in line 5, saw 13"
+_EXTRA_FIELDS_RE = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 _TITLE_ALIASES = {"Mlle": "Miss", "Ms": "Miss", "Mme": "Mrs"}
 # "Braund, Mr. Owen Harris", "Heikkinen, Miss Laina", "Rothes, the Countess. of (...)"
 _TITLE_RE = re.compile(r",\s*(?:the\s+)?([A-Za-z]+)")
@@ -71,13 +88,152 @@ def check_categories(df: pd.DataFrame, source: str) -> None:
             )
 
 
+def read_csv_rows(source, name: str) -> pd.DataFrame:
+    """Kaggle-format rows from a CSV file or buffer, with one-line errors naming `name`.
+
+    A row with more fields than the header is an error naming the row. pandas would otherwise read
+    a first row with one field too many as the sign of an index column, shifting every value one
+    column to the left; with `index_col=False` it drops the extra fields instead, with a warning
+    that is turned into the error here. A row with fewer fields has missing values, as in Kaggle's files.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(source, index_col=False)
+    except pd.errors.ParserWarning:
+        raise UsageError(f"{name}: the first row after the header has more fields than the header") from None
+    except pd.errors.EmptyDataError:
+        raise UsageError(f"{name}: the file is empty") from None
+    except pd.errors.ParserError as exc:
+        extra = _EXTRA_FIELDS_RE.search(str(exc))
+        if extra:
+            raise UsageError(f"{name}: line {extra[2]} has {extra[3]} fields, more than the header") from None
+        raise UsageError(f"{name}: not a readable CSV ({' '.join(str(exc).split())})") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{name}: not a readable CSV ({exc})") from None
+
+
+def _show(value: float) -> str:
+    """A number as the user wrote it, near enough: 3, -1, 2.5, 1e+308, inf."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
+
+
+def _big_int_as_float(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63:
+        return float(value) if abs(value) <= sys.float_info.max else (math.inf if value > 0 else -math.inf)
+    return value
+
+
 def _numeric(df: pd.DataFrame, column: str, source: str) -> pd.Series:
-    values = pd.to_numeric(df[column], errors="coerce")
+    """The column as float64; an empty cell stays missing (NaN), text and infinite values are errors."""
+    try:
+        values = pd.to_numeric(df[column], errors="coerce")
+    except OverflowError:  # a Python int beyond int64 (a JSON number with 400 digits); infinite if beyond float
+        values = pd.to_numeric(df[column].map(_big_int_as_float), errors="coerce")
     bad = values.isna() & df[column].notna()
     if bad.any():
         first = df.loc[bad, column].iloc[0]
         raise UsageError(f"{source}: column {column} has non-numeric value {first!r} ({int(bad.sum())} row(s))")
-    return values.astype("float64")
+    values = values.astype("float64")
+    infinite = np.isinf(values)
+    if infinite.any():
+        raise UsageError(
+            f"{source}: column {column} has non-finite value {_show(values[infinite].iloc[0])} "
+            f"({int(infinite.sum())} row(s)); only finite numbers (or an empty cell where allowed) are accepted"
+        )
+    return values
+
+
+def _column(df: pd.DataFrame, column: str, source: str) -> pd.Series:
+    """`_numeric`, then the column's domain: Pclass 1-3, SibSp/Parch whole numbers >= 0, Age/Fare >= 0."""
+    values = _numeric(df, column, source)
+    if column == "Pclass":
+        ok, domain = values.isin(PCLASS_VALUES), "1, 2 or 3"
+    elif column in COUNT_COLUMNS:
+        ok, domain = (values >= 0) & (values == np.floor(values)), "a whole number >= 0"
+    elif column in NON_NEGATIVE_COLUMNS:
+        ok, domain = values >= 0, ">= 0"
+    else:
+        return values
+    bad = values.notna() & ~ok
+    if bad.any():
+        raise UsageError(
+            f"{source}: column {column} has value {_show(values[bad].iloc[0])} ({int(bad.sum())} row(s)); "
+            f"{column} must be {domain}"
+        )
+    return values
+
+
+def _too_large(df: pd.DataFrame, feature: str, row: int, source: str, what: str) -> UsageError:
+    """The error for a feature that leaves float range, naming the raw column(s) and value(s) of `row`."""
+    columns = _FEATURE_SOURCES.get(feature, (feature,))
+    values = ", ".join(_show(_numeric(df, c, source).iloc[row]) for c in columns)
+    named = f"column {columns[0]} has value" if len(columns) == 1 else f"columns {', '.join(columns)} have values"
+    return UsageError(f"{source}: {named} {values}, too large: {what} feature {feature}")
+
+
+def feature_names(feature_set: str, embarked_categories: Sequence[str]) -> list[str]:
+    """The features a set makes, in order; the rich set one-hot codes the fitted ports."""
+    if feature_set == "basic":
+        return list(REQUIRED_COLUMNS["basic"])
+    return ["Pclass", "Sex", "Age", "AgeMissing", "SibSp", "Parch", "FamilySize", "Alone", "LogFare", "CabinKnown",
+            *(f"Title_{t}" for t in TITLES), *(f"Embarked_{c}" for c in embarked_categories)]
+
+
+def _is_number(value: object) -> bool:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    return abs(value) <= sys.float_info.max and math.isfinite(value)  # a JSON integer may exceed any float
+
+
+def _is_strings(value: object) -> bool:
+    return (isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+            and len(set(value)) == len(value))
+
+
+def _brief(value: object) -> str:
+    try:
+        return repr(str(value)[:40])
+    except ValueError:  # an integer beyond Python's digit limit for str()
+        return type(value).__name__
+
+
+def description_problem(data: object) -> str | None:
+    """What makes `data` unusable as `Preprocessor.to_dict()` output, or None when it is complete."""
+    if not isinstance(data, dict):
+        return f"expected an object, got {type(data).__name__}"
+    feature_set = data.get("feature_set")
+    if not isinstance(feature_set, str) or feature_set not in FEATURE_SETS:
+        return f"feature_set {feature_set!r} is not one of {', '.join(FEATURE_SETS)}"
+    statistics = data.get("statistics")
+    if not isinstance(statistics, dict):
+        return "statistics is missing or not an object"
+    checks = {"number": (_is_number, "a finite number >= 0"), "string": (lambda v: isinstance(v, str), "a string"),
+              "strings": (_is_strings, "a non-empty list of distinct strings")}
+    for key, kind in _STATISTIC_TYPES.items():
+        if key not in statistics:
+            return f"statistics.{key} is missing"
+        test, wanted = checks[kind]
+        if not test(statistics[key]) or (kind == "number" and statistics[key] < 0):
+            return f"statistics.{key} must be {wanted}, not {_brief(statistics[key])}"
+    if statistics["embarked_fill"] not in statistics["embarked_categories"]:
+        return "statistics.embarked_fill is not one of statistics.embarked_categories"
+    names = data.get("feature_names")
+    if names != feature_names(feature_set, statistics["embarked_categories"]):
+        return f"feature_names are not those of the {feature_set} feature set"
+    scaler = data.get("scaler")
+    if not isinstance(scaler, dict):
+        return "scaler is missing or not an object"
+    for key in ("mean", "scale"):
+        values = scaler.get(key)
+        if not isinstance(values, list) or len(values) != len(names):
+            return f"scaler.{key} must be a list of {len(names)} numbers, one per feature"
+        if not all(_is_number(v) for v in values):
+            return f"scaler.{key} holds a value that is not a finite number"
+    if not all(v > 0 for v in scaler["scale"]):
+        return "scaler.scale holds a value that is not > 0"
+    return None
 
 
 def _codes(values: pd.Series, categories: Sequence[str], column: str, source: str) -> np.ndarray:
@@ -113,7 +269,7 @@ class Preprocessor:
             raise UsageError(f"--features {feature_set!r}: choose one of {', '.join(FEATURE_SETS)}")
         check_columns(df, feature_set, source)
         check_categories(df, source)
-        age, fare = _numeric(df, "Age", source), _numeric(df, "Fare", source)
+        age, fare = _column(df, "Age", source), _column(df, "Fare", source)
         if age.isna().all():
             raise UsageError(f"{source}: column Age has no values, so its median cannot be fitted")
         if fare.isna().all():
@@ -130,20 +286,25 @@ class Preprocessor:
         }
         unscaled = cls(feature_set, statistics, [], [0.0], [1.0])
         raw, names = unscaled._raw_features(df, source)
-        std = raw.std(axis=0)
-        return cls(feature_set, statistics, names, raw.mean(axis=0).tolist(), np.where(std > 0, std, 1.0).tolist())
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean, std = raw.mean(axis=0), raw.std(axis=0)
+        unusable = ~(np.isfinite(mean) & np.isfinite(std))
+        if unusable.any():
+            j = int(np.flatnonzero(unusable)[0])
+            raise _too_large(df, names[j], int(np.argmax(np.abs(raw[:, j]))), source, "cannot standardise")
+        return cls(feature_set, statistics, names, mean.tolist(), np.where(std > 0, std, 1.0).tolist())
 
     def _raw_features(self, df: pd.DataFrame, source: str) -> tuple[np.ndarray, list[str]]:
         check_columns(df, self.feature_set, source)
         check_categories(df, source)
         s = self.statistics
         for column in ("Pclass", "SibSp", "Parch"):
-            if _numeric(df, column, source).isna().any():
+            if _column(df, column, source).isna().any():
                 raise UsageError(f"{source}: column {column} is empty in some rows")
-        pclass, sibsp, parch = (_numeric(df, c, source) for c in ("Pclass", "SibSp", "Parch"))
-        age_raw = _numeric(df, "Age", source)
+        pclass, sibsp, parch = (_column(df, c, source) for c in ("Pclass", "SibSp", "Parch"))
+        age_raw = _column(df, "Age", source)
         age = age_raw.fillna(s["age_median"])
-        fare = _numeric(df, "Fare", source).fillna(s["fare_median"])
+        fare = _column(df, "Fare", source).fillna(s["fare_median"])
         sex = _codes(df["Sex"], s["sex_categories"], "Sex", source)
         embarked = df["Embarked"].where(df["Embarked"].notna(), s["embarked_fill"])
         embarked_codes = _codes(embarked, s["embarked_categories"], "Embarked", source)
@@ -171,7 +332,15 @@ class Preprocessor:
         raw, names = self._raw_features(df, source)
         if names != self.feature_names:
             raise UsageError(f"{source}: features {names} differ from the fitted {self.feature_names}")
-        return ((raw - self.mean) / self.scale).astype("float32")
+        with np.errstate(over="ignore", invalid="ignore"):
+            features = ((raw - self.mean) / self.scale).astype("float32")
+        # Finite raw values can still leave float32's range once standardised (1e308, or a tiny scale).
+        overflow = ~np.isfinite(features)
+        if overflow.any():
+            rows, columns = np.nonzero(overflow)
+            raise _too_large(df, names[columns[0]], int(rows[0]), source,
+                             f"in {int(overflow.any(axis=1).sum())} row(s) float32 cannot hold the standardised")
+        return features
 
     def to_dict(self) -> dict:
         return {
@@ -183,10 +352,11 @@ class Preprocessor:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "preprocessing") -> Preprocessor:
-        try:
-            return cls(
-                data["feature_set"], dict(data["statistics"]), list(data["feature_names"]),
-                list(data["scaler"]["mean"]), list(data["scaler"]["scale"]),
-            )
-        except (KeyError, TypeError) as exc:
-            raise UsageError(f"{source}: not a preprocessing description (missing {exc})") from None
+        """Rebuild the fitted transform, after checking every part of `data` (see `description_problem`)."""
+        problem = description_problem(data)
+        if problem is not None:
+            raise UsageError(f"{source}: not a usable preprocessing description: {problem}")
+        return cls(
+            data["feature_set"], dict(data["statistics"]), list(data["feature_names"]),
+            list(data["scaler"]["mean"]), list(data["scaler"]["scale"]),
+        )

@@ -23,7 +23,7 @@ import pandas as pd
 
 from titanic_lightning.csv_source import sha256_of
 from titanic_lightning.errors import UsageError
-from titanic_lightning.features import DEFAULT_FEATURE_SET, Preprocessor
+from titanic_lightning.features import DEFAULT_FEATURE_SET, Preprocessor, read_csv_rows
 
 TEST_SIZE = 0.2
 VAL_SIZE = 0.2
@@ -74,11 +74,7 @@ def read_passengers(csv: Path, require_label: bool = True) -> pd.DataFrame:
     if not csv.is_file():
         raise UsageError(f"{csv}: no such file")
     try:
-        df = pd.read_csv(csv)
-    except pd.errors.EmptyDataError:
-        raise UsageError(f"{csv}: the file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{csv}: not a readable CSV ({' '.join(str(exc).split())})") from None
+        df = read_csv_rows(csv, str(csv))
     except OSError as exc:
         raise UsageError(f"{csv}: cannot be read ({exc.strerror or exc})") from None
     if df.empty:
@@ -141,7 +137,7 @@ def load_preprocessing(path: Path) -> dict:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, or a number beyond Python's digit limit
         raise UsageError(f"{path}: not valid JSON ({exc})") from None
     Preprocessor.from_dict(data, source=str(path))  # validates the shape
     return data

@@ -11,9 +11,7 @@ in the same folder and renamed into place, so a kill at any moment leaves the pr
 
 from __future__ import annotations
 
-import pickle
 import sys
-import zipfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -90,13 +88,7 @@ def checkpoint_to_resume(checkpoint_dir: Path | None, model, datamodule, world_s
     remove_stale_partials(Path(checkpoint_dir))
     if not path.is_file():
         return None
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
-        raise UsageError(
-            f"{path}: not a readable checkpoint (truncated or not written by this project: {type(exc).__name__}); "
-            "remove it or choose another --checkpoint_dir"
-        ) from None
+    checkpoint = read_checkpoint(path)
     for section, current in (("hyper_parameters", model.hparams), ("datamodule_hyper_parameters", datamodule.hparams)):
         saved = checkpoint.get(section) or {}
         for key, value in current.items():
@@ -115,6 +107,37 @@ def checkpoint_to_resume(checkpoint_dir: Path | None, model, datamodule, world_s
         )
     print(f"resuming from {path}: {describe(checkpoint)}", file=sys.stderr, flush=True)
     return path
+
+
+# What Lightning reads back from every checkpoint it resumes, and what this project's modules save.
+CHECKPOINT_KEYS = {"pytorch-lightning_version": str, "epoch": int, "global_step": int, "state_dict": dict,
+                   "loops": dict, "optimizer_states": list, "lr_schedulers": list, "hyper_parameters": dict,
+                   "datamodule_hyper_parameters": dict}
+
+
+def read_checkpoint(path: Path) -> dict:
+    """Load `path` (weights only) and check that it is a Lightning checkpoint written by this project."""
+    advice = "remove it or choose another --checkpoint_dir"
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - on arbitrary bytes torch.load raises almost any type
+        # (plain text ends in KeyError from the legacy unpickler, truncated zips in RuntimeError or OSError).
+        raise UsageError(
+            f"{path}: not a readable checkpoint (truncated or not written by this project: {type(exc).__name__}); "
+            f"{advice}"
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise UsageError(f"{path}: not a training checkpoint (it holds a {type(checkpoint).__name__}); {advice}")
+    wrong = [key for key, kind in CHECKPOINT_KEYS.items() if not isinstance(checkpoint.get(key), kind)]
+    if wrong:
+        raise UsageError(
+            f"{path}: not a training checkpoint of this project (missing or malformed: {', '.join(wrong)}); {advice}"
+        )
+    try:
+        position(checkpoint)
+    except (AttributeError, IndexError, KeyError, TypeError):
+        raise UsageError(f"{path}: not a training checkpoint of this project (its loop state is malformed); {advice}") from None
+    return checkpoint
 
 
 def position(checkpoint: dict) -> tuple[int, int, int | None]:
