@@ -154,10 +154,9 @@ CSV_CASES = {
     "infinite Fare": (_set("Fare", "inf", slice(5, 6)), ["Fare", "non-finite value inf"]),
     "-Infinity Age": (_set("Age", "-Infinity", slice(5, 6)), ["Age", "non-finite value -inf"]),
     "Fare beyond float64 (1e400)": (_set("Fare", "1e400", slice(5, 6)), ["Fare", "non-finite value inf"]),
-    # Finite, but too large to standardise (row 750 is in the train split) or to fit float32 once
-    # standardised (row 0 is in the val split).
-    "Age 1e308 in the train split": (_set("Age", "1e308", slice(750, 751)),
-                                     ["(train split)", "Age", "1e+308", "cannot standardise"]),
+    # Finite, but beyond float32, the features' type: refused when fitting (row 750 is in the train
+    # split) and when transforming (row 0 is in the val split).
+    "Age 1e308 in the train split": (_set("Age", "1e308", slice(750, 751)), ["(train split)", "Age", "1e+308", "float32"]),
     "Age 1e308 in the val split": (_set("Age", "1e308", slice(0, 1)), ["(val split)", "Age", "1e+308", "float32"]),
     # Values outside the schema's domain.
     "Pclass 4": (_set("Pclass", 4, slice(5, 6)), ["Pclass", "value 4", "1, 2 or 3"]),

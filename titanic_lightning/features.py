@@ -125,6 +125,9 @@ def _big_int_as_float(value: object) -> object:
     return value
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _numeric(df: pd.DataFrame, column: str, source: str) -> pd.Series:
     """The column as float64; an empty cell stays missing (NaN), text and infinite values are errors."""
     try:
@@ -141,6 +144,13 @@ def _numeric(df: pd.DataFrame, column: str, source: str) -> pd.Series:
         raise UsageError(
             f"{source}: column {column} has non-finite value {_show(values[infinite].iloc[0])} "
             f"({int(infinite.sum())} row(s)); only finite numbers (or an empty cell where allowed) are accepted"
+        )
+    # Features are float32: a raw value beyond its range is infinite there, whatever the transform.
+    huge = values.abs() > FLOAT32_MAX
+    if huge.any():
+        raise UsageError(
+            f"{source}: column {column} has value {_show(values[huge].iloc[0])} ({int(huge.sum())} row(s)), "
+            f"beyond float32's range (±{FLOAT32_MAX:.4g})"
         )
     return values
 
