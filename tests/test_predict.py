@@ -229,6 +229,7 @@ def test_cli_refuses_infinite_fare_in_one_line(model_dir, prepared, tmp_path):
     ('"Age": 1e400', ["Age", "non-finite value inf"]),
     ('"Age": 1' + "0" * 400, ["Age", "too large"]),  # the handler refuses it while reading the JSON
     ('"Pclass": 0', ["Pclass", "value 0"]),
+    ('"Age": NaN', ["NaN", "send null"]),
 ])
 def test_serving_handler_answers_400_for_non_finite_and_out_of_domain_json(body, names, model_dir):
     # Python's json reads Infinity, -Infinity, 1e400 and a 401-digit integer; the scoring layer refuses

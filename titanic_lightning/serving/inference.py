@@ -24,13 +24,13 @@ from __future__ import annotations
 import io
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import pandas as pd
 
 from titanic_lightning.artifacts import MODEL_FILE
 from titanic_lightning.errors import UsageError, one_line
+from titanic_lightning.features import read_csv_rows
 from titanic_lightning.scoring import Scorer
 
 CSV, JSON = "text/csv", "application/json"
@@ -81,6 +81,13 @@ def _check_values(records: list[dict]) -> None:
                 raise _bad_request(f"row {number}: {column} is a number too large for a float")
 
 
+def _json_constant(name: str) -> float:
+    # json reads the non-standard NaN, Infinity and -Infinity; NaN would pass as a missing value.
+    if name == "NaN":
+        raise _bad_request("NaN is not a value; send null for a missing value")
+    return float(name.replace("Infinity", "inf"))  # refused, with its column, by the scoring layer
+
+
 def input_fn(body, content_type: str) -> pd.DataFrame:
     kind = _media_type(content_type)
     if kind not in (CSV, JSON):
@@ -88,12 +95,9 @@ def input_fn(body, content_type: str) -> pd.DataFrame:
     raw = body.encode() if isinstance(body, str) else bytes(body)
     try:
         if kind == CSV:
-            with warnings.catch_warnings():
-                # Without index_col=False, a first row longer than the header silently becomes the index.
-                warnings.simplefilter("error", pd.errors.ParserWarning)
-                frame = pd.read_csv(io.BytesIO(raw), index_col=False)
+            frame = read_csv_rows(io.BytesIO(raw), "request")  # a row longer than the header is named
         else:
-            records = json.loads(raw)
+            records = json.loads(raw, parse_constant=_json_constant)
             if isinstance(records, dict):
                 records = records.get("instances")
             if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
@@ -104,8 +108,8 @@ def input_fn(body, content_type: str) -> pd.DataFrame:
         raise
     except RecursionError:  # json's decoder recurses once per nesting level
         raise _bad_request(f"unreadable {kind} body: nested too deeply") from None
-    except pd.errors.ParserWarning:
-        raise _bad_request(f"unreadable {kind} body: line 2 has more fields than the header") from None
+    except UsageError as exc:
+        raise _bad_request(str(exc)) from None
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise _bad_request(f"unreadable {kind} body: {exc}") from None
     if frame.empty:
