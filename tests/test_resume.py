@@ -458,6 +458,17 @@ def test_checkpoint_from_other_data_is_refused(tmp_path, channels):
     assert "epoch=" not in result.stdout  # refused before training
     assert not (tmp_path / "second-model").exists() and checkpoint.read_bytes() == before
 
+    # A checkpoint that records no data identity cannot be shown to match: refused too.
+    state = torch.load(checkpoint, weights_only=True)
+    del state["datamodule_hyper_parameters"]["data_sha256"]
+    torch.save(state, checkpoint)
+    result = subprocess.run([sys.executable, "-m", "entry.train", *first], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {checkpoint}: records no training data identity (written by an older version), so it cannot be "
+        "resumed safely; remove it or choose another --checkpoint_dir to train afresh")
+
 
 def test_a_resumed_run_reports_its_own_time_and_the_total(tmp_path, channels):
     """fit_seconds and train_rows_per_second are this process's; fit_seconds_total adds the runs it resumed

@@ -103,13 +103,18 @@ def checkpoint_to_resume(checkpoint_dir: Path | None, model, datamodule, world_s
             f"{path}: not a readable checkpoint (truncated or not written by this project: {type(exc).__name__}); "
             "remove it or choose another --checkpoint_dir"
         ) from None
-    saved_data = (checkpoint.get("datamodule_hyper_parameters") or {}).get(DATA_SHA256)
-    if saved_data != datamodule.hparams[DATA_SHA256]:
-        # Continuing on other data would mix two trainings into one model.
+    # Continuing on other data would mix two trainings into one model.
+    saved_data, data = (checkpoint.get("datamodule_hyper_parameters") or {}).get(DATA_SHA256), datamodule.hparams[DATA_SHA256]
+    if saved_data is None:
+        raise UsageError(
+            f"{path}: records no training data identity (written by an older version), so it cannot be resumed "
+            "safely; remove it or choose another --checkpoint_dir to train afresh"
+        )
+    if saved_data != data:
         raise UsageError(
             f"{path}: the training data differs from the data this checkpoint was trained on (train and val "
-            f"sha256 {str(saved_data)[:12]}, this run {datamodule.hparams[DATA_SHA256][:12]}); resume with the same "
-            "data, or choose another --checkpoint_dir to train afresh"
+            f"sha256 {saved_data[:12]}, this run {data[:12]}); resume with the same data, or choose another "
+            "--checkpoint_dir to train afresh"
         )
     for section, current in (("hyper_parameters", model.hparams), ("datamodule_hyper_parameters", datamodule.hparams)):
         saved = checkpoint.get(section) or {}
