@@ -11,7 +11,9 @@ Decisions made here:
   `--strategy`, all strings, as SageMaker passes them;
 * channels `train` (train_data.npz + preprocessing.json), `val`, `test` under `s3://B/P/data/`;
 * metric definitions whose regexes read the entry's `name=value;` lines;
-* stopping condition, stable checkpoint URI, TensorBoard and output paths.
+* stopping condition, TensorBoard and output paths;
+* checkpoints: each job its own URI, the SDK's `s3://B/P/<base job name>/<job name>/checkpoints`
+  (a spot restart of the job gets the same URI back); with `--resume JOB` the new job uses JOB's.
 
 Nothing here calls AWS.
 """
@@ -19,8 +21,6 @@ Nothing here calls AWS.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 
@@ -38,6 +38,7 @@ CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 # The entry writes TensorBoard logs under $SM_OUTPUT_DATA_DIR/tensorboard.
 TENSORBOARD_LOCAL_PATH = "/opt/ml/output/data/tensorboard"
 BILLING_PLACEHOLDER_BUCKET = "<session-default-bucket>"
+JOB_NAME_PLACEHOLDER = "<job-name>"  # the SDK names the job when it creates it
 ROLE_PLACEHOLDER = "<execution-role-arn>"
 
 # A number as the entry prints it (`{v:.4f}`), with room for exponents and signs.
@@ -69,6 +70,10 @@ METRIC_DEFINITIONS: list[dict[str, str]] = [
 _BUCKET = re.compile(r"^(?!xn--)(?!sthree-)(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ROLE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 _HP_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
+# CreateTrainingJob's TrainingJobName pattern.
+_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+# The SDK's unique names: `<base job name>-<YYYYmmddHHMMSS>` (the emulator adds `-N` on a clash).
+_UNIQUE_NAME = re.compile(r"^(?P<base>.+)-\d{14}(-\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,8 @@ class JobSpec:
     region: str = "us-east-1"
     role: str | None = None
     hyperparameters: dict[str, str] = field(default_factory=dict)
+    resume: str | None = None  # the job whose checkpoints this one continues from
+    resume_checkpoint_s3_uri: str | None = None  # that job's checkpoint URI, as AWS describes it
 
     @property
     def gpus_per_instance(self) -> int:
@@ -95,7 +102,7 @@ class JobSpec:
 
     @property
     def base_job_name(self) -> str:
-        # Stable per configuration: it names the checkpoint prefix a spot restart resumes from.
+        # Per configuration; the SDK appends a timestamp to name each job.
         kind = self.instance_type.removeprefix("ml.").replace(".", "-")
         return f"{PROJECT}-{kind}-x{self.instance_count}{'-spot' if self.spot else ''}"
 
@@ -113,20 +120,25 @@ class JobSpec:
     def channels(self) -> dict[str, str]:
         return {name: self._s3("data", name) for name in CHANNELS}
 
-    @property
-    def checkpoint_prefix(self) -> str:
-        """`checkpoints/<base job name>/<key>`, the key a hash of the hyperparameters.
+    def job_checkpoint_s3_uri(self, job_name: str) -> str:
+        """Where the SDK keeps the checkpoints of `job_name` when CheckpointConfig names no URI.
 
-        SageMaker restores this prefix when a spot job restarts; a job submitted again with the same
-        command resumes from it too, while changed hyperparameters start afresh instead of
-        meeting a checkpoint the entry refuses.
+        Its layout, `s3://B/P/<base job name>/<job name>/checkpoints`, beside the job's uploaded
+        code; the base is the name without the SDK's timestamp.
         """
-        key = hashlib.sha256(json.dumps(self.hyperparameters, sort_keys=True).encode()).hexdigest()[:8]
-        return f"checkpoints/{self.base_job_name}/{key}"
+        if job_name == JOB_NAME_PLACEHOLDER:
+            base = self.base_job_name
+        else:
+            match = _UNIQUE_NAME.match(job_name)
+            base = match["base"] if match else f"<base job name of {job_name}>"
+        return self._s3(base, job_name, "checkpoints").removesuffix("/")
 
     @property
     def checkpoint_s3_uri(self) -> str:
-        return self._s3(self.checkpoint_prefix)
+        """This job's own checkpoint URI; with `resume`, the resumed job's (so it restores them)."""
+        if self.resume is None:
+            return self.job_checkpoint_s3_uri(JOB_NAME_PLACEHOLDER)
+        return self.resume_checkpoint_s3_uri or self.job_checkpoint_s3_uri(self.resume)
 
     @property
     def output_s3_uri(self) -> str:
@@ -168,6 +180,7 @@ class JobSpec:
             "metric_definitions": METRIC_DEFINITIONS,
             "stopping_condition": self.stopping_condition,
             "checkpoint_s3_uri": self.checkpoint_s3_uri,
+            "resume": self.resume,
             "output_s3_uri": self.output_s3_uri,
             "tensorboard_s3_uri": self.tensorboard_s3_uri,
             "spot": self.spot,
@@ -221,6 +234,12 @@ def check_role(role: str, source: str) -> str:
     return role
 
 
+def check_job_name(name: str, flag: str) -> str:
+    if not _JOB_NAME.match(name):
+        raise UsageError(f"{flag} {name}: not a training job name (letters, digits and hyphens, at most 63 characters)")
+    return name
+
+
 def check_prefix(prefix: str) -> str:
     cleaned = prefix.strip("/")
     if not cleaned or any(c in cleaned for c in "\\{}^%`[]\"<>~#|") or "//" in cleaned:
@@ -241,6 +260,7 @@ def build_spec(
     role: str | None = None,
     hp: list[str] | None = None,
     strategy: str | None = None,
+    resume: str | None = None,
 ) -> JobSpec:
     """Validate the command line's job options (offline) and return the spec."""
     chosen = instance_type or (instances.DEFAULT_GPU_INSTANCE if gpu else instances.DEFAULT_CPU_INSTANCE)
@@ -265,4 +285,5 @@ def build_spec(
         region=region,
         role=role,
         hyperparameters=parse_hyperparameters(hp or [], strategy),
+        resume=check_job_name(resume, "--resume") if resume is not None else None,
     )

@@ -14,14 +14,15 @@ for that instance's `/opt/ml`:
         model/  output/data/  output/failure  checkpoints/
       algo-2/ ...
       logs/algo-1.log ...                    each host's stdout and stderr (CloudWatch's role)
+      checkpoints/                           stands in for the job's own checkpoint S3 URI
       model.tar.gz  output.tar.gz  summary.json
-    jobs/checkpoints/<base-job-name>/<key>/  stands in for the job's checkpoint S3 URI
 
 Every instance of a real job has its own `/opt/ml`, checkpoints folder included, so every host
-here has its own too. As SageMaker does with the checkpoint URI, the checkpoint store is copied
-into every host's `checkpoints/` before the hosts start, and what the hosts write there is copied
-back while they run and once more when they end. The store is named like the checkpoint URI, so
-running the same command again after a stop resumes (as a spot restart does). SageMaker names
+here has its own too. As SageMaker does with the checkpoint URI, the job's checkpoint store is
+copied into every host's `checkpoints/` before the hosts start, and what the hosts write there is
+copied back while they run and once more when they end. A new job's store starts empty, so the
+same command run again trains afresh; `--resume JOB` first copies JOB's store into the new job's
+(JOB's own is left as it was), so the new job continues where JOB stopped. SageMaker names
 `/opt/ml/checkpoints` in no variable; here TITANIC_CHECKPOINT_DIR points the entry at its host's
 folder.
 
@@ -73,7 +74,7 @@ from unittest import mock
 from launch import code, s3data
 from launch.job import JobSpec
 from titanic_lightning.environment import CHECKPOINT_DIR_VARIABLE
-from titanic_lightning.errors import one_line
+from titanic_lightning.errors import UsageError, one_line
 
 OPT_ML = "/opt/ml"
 NETWORK_INTERFACE = "lo"  # every host talks over loopback here
@@ -239,8 +240,24 @@ def process_env(sm: dict[str, str], code_dir: Path, distributed: bool, checkpoin
 # --- checkpoints: the store standing in for the checkpoint S3 URI ----------------------------
 
 
-def checkpoint_store(jobs_dir: Path, spec: JobSpec) -> Path:
-    return jobs_dir / spec.checkpoint_prefix
+CHECKPOINT_STORE = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"  # what the entry writes into its checkpoint folder
+
+
+def checkpoint_store(job_dir: Path) -> Path:
+    return job_dir / CHECKPOINT_STORE
+
+
+def resume_source(jobs_dir: Path, job_name: str) -> Path:
+    """The checkpoint store of the earlier job `job_name`, which must hold a last.ckpt."""
+    job_dir = jobs_dir / job_name
+    if not job_dir.is_dir():
+        raise UsageError(f"--resume {job_name}: no such job in {jobs_dir} (a job's name is its folder there)")
+    store = checkpoint_store(job_dir)
+    if not (store / LAST_CHECKPOINT).is_file():
+        raise UsageError(f"--resume {job_name}: no {LAST_CHECKPOINT} in {store} (the job ended before its first "
+                         "checkpoint); nothing to resume")
+    return store
 
 
 def _same_file_version(a: os.stat_result, b: os.stat_result) -> bool:
@@ -418,15 +435,19 @@ def _metrics(hosts: list[Host]) -> dict | None:
 
 def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None = None) -> dict:
     """Emulate the job; return the summary (also written to <job_dir>/summary.json)."""
+    jobs_dir = jobs_dir.resolve()
+    resumed = resume_source(jobs_dir, spec.resume) if spec.resume is not None else None
     s3data.ensure_prepared(data_dir)
-    job_name, job_dir = new_job_dir(jobs_dir.resolve(), spec.base_job_name)
+    job_name, job_dir = new_job_dir(jobs_dir, spec.base_job_name)
     s3data.log(f"job directory: {job_dir}")
     code_dir = code.stage(job_dir / "code")
     (job_dir / "logs").mkdir()
     port = free_port()
-    store = checkpoint_store(jobs_dir.resolve(), spec)
-    if store.is_dir():
-        s3data.log(f"checkpoints from {store} restored on every host")
+    store = checkpoint_store(job_dir)
+    store.mkdir()
+    if resumed is not None:
+        copy_tree(resumed, store)
+        s3data.log(f"checkpoints of {spec.resume} ({resumed}) restored on every host")
     hosts: list[Host] = []
     for name in hosts_for(spec.instance_count):
         host_dir = job_dir / name
@@ -467,8 +488,8 @@ def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None =
 
     if stop.signal is not None and first_failed is None and not timed_out:
         status = "Stopped"
-        reason = (f"stopped by {signal.Signals(stop.signal).name}; run the same command again to resume from "
-                  f"the checkpoints in {store}")
+        reason = (f"stopped by {signal.Signals(stop.signal).name}; add --resume {job_name} to the command to "
+                  f"continue from the checkpoints in {store}")
     elif timed_out:
         status, reason = "Stopped", f"MaxRuntimeExceeded: the job ran past {timeout_s or spec.max_run_s} s"
     elif first_failed is not None:
@@ -497,6 +518,7 @@ def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None =
         "failure_reason": reason,
         "stopped_by_signal": signal.Signals(stop.signal).name if stop.signal is not None else None,
         "checkpoints": str(store),
+        "resumed_from": spec.resume,
         "instance_type": spec.instance_type,
         "instance_count": spec.instance_count,
         "distributed": spec.distributed,

@@ -1,9 +1,9 @@
 """Submit a `JobSpec` as a SageMaker training job with the SDK's `ModelTrainer`.
 
-`resolve_aws` checks credentials, region, role and bucket before anything is uploaded; `submit`
-uploads the data channels (skipping unchanged objects), stages the code and calls
-`ModelTrainer.train`. Endpoints follow botocore's configuration (`AWS_ENDPOINT_URL` included),
-which is how the tests point it at a local S3/SageMaker emulator.
+`resolve_aws` checks credentials, region, role and bucket (and the job `--resume` names) before
+anything is uploaded; `submit` uploads the data channels (skipping unchanged objects), stages the
+code and calls `ModelTrainer.train`. Endpoints follow botocore's configuration
+(`AWS_ENDPOINT_URL` included), which is how the tests point it at a local S3/SageMaker emulator.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pathlib import Path
 from launch import code, s3data
 from launch.job import CHECKPOINT_LOCAL_PATH, METRIC_DEFINITIONS, TENSORBOARD_LOCAL_PATH, JobSpec, check_role
 from titanic_lightning.errors import UsageError
+
+LAST_CHECKPOINT = "last.ckpt"  # what the entry writes into /opt/ml/checkpoints
 
 
 @dataclass
@@ -61,7 +63,42 @@ def resolve_aws(spec: JobSpec, role_flag: str | None, region_flag: str | None) -
     except (ClientError, BotoCoreError) as exc:
         raise UsageError(f"AWS refused a check before submitting: {' '.join(str(exc).split())}") from None
     spec = spec.with_(region=region, role=role, bucket=bucket)
+    if spec.resume is not None:
+        spec = spec.with_(resume_checkpoint_s3_uri=resumable_checkpoints(boto_session, spec.resume))
     return Aws(boto_session=boto_session, session=session(bucket), spec=spec)
+
+
+_RUNNING = ("InProgress", "Stopping")
+
+
+def resumable_checkpoints(boto_session, job_name: str) -> str:
+    """The checkpoint URI of `job_name`, which must have ended and left a last.ckpt there.
+
+    Read from the job's description, not derived from its name: a job that itself resumed
+    another carries on in that one's URI.
+    """
+    from botocore.exceptions import ClientError
+
+    try:
+        described = boto_session.client("sagemaker").describe_training_job(TrainingJobName=job_name)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("ValidationException", "ResourceNotFound"):
+            raise UsageError(f"--resume {job_name}: no such training job in {boto_session.region_name}") from None
+        raise
+    status = described.get("TrainingJobStatus")
+    if status in _RUNNING:
+        raise UsageError(f"--resume {job_name}: the job is {status}; a resume would share its checkpoints while it "
+                         "writes them, so stop it or let it end first")
+    uri = (described.get("CheckpointConfig") or {}).get("S3Uri")
+    if not uri:
+        raise UsageError(f"--resume {job_name}: the job has no checkpoint configuration; nothing to resume")
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    last = f"{key.rstrip('/')}/{LAST_CHECKPOINT}".lstrip("/")
+    listed = boto_session.client("s3").list_objects_v2(Bucket=bucket, Prefix=last, MaxKeys=1)
+    if not any(obj["Key"] == last for obj in listed.get("Contents", [])):
+        raise UsageError(f"--resume {job_name}: no {LAST_CHECKPOINT} under {uri} (the job ended before its first "
+                         "checkpoint); nothing to resume")
+    return uri
 
 
 NO_ROLE = (
@@ -133,7 +170,10 @@ def build_trainer(aws: Aws, code_dir: Path):
         base_job_name=spec.base_job_name,
         stopping_condition=StoppingCondition(max_runtime_in_seconds=spec.max_run_s,
                                              max_wait_time_in_seconds=spec.max_wait_s),
-        checkpoint_config=CheckpointConfig(s3_uri=spec.checkpoint_s3_uri, local_path=CHECKPOINT_LOCAL_PATH),
+        # No URI for a new job: the SDK gives it its own, under the job's name. A resume names
+        # the resumed job's URI, which SageMaker restores into the local path at the start.
+        checkpoint_config=CheckpointConfig(s3_uri=spec.resume_checkpoint_s3_uri if spec.resume else None,
+                                           local_path=CHECKPOINT_LOCAL_PATH),
         output_data_config=OutputDataConfig(s3_output_path=spec.output_s3_uri),
         tags=[Tag(key=k, value=v) for k, v in spec.tags.items()],
     )
@@ -160,6 +200,7 @@ class Submitted:
     job_name: str
     submitted_at: float
     upload: dict
+    checkpoint_s3_uri: str
 
 
 def submit(aws: Aws, data_dir: Path, wait: bool) -> Submitted:
@@ -172,10 +213,11 @@ def submit(aws: Aws, data_dir: Path, wait: bool) -> Submitted:
         trainer.train(input_data_config=input_data(aws.spec), wait=False, logs=False)
         job = trainer._latest_training_job  # the SDK keeps the created job here; no public getter
         name = job.training_job_name
-        s3data.log(f"submitted training job {name}")
+        checkpoints = trainer.checkpoint_config.s3_uri  # the SDK filled in this job's own URI
+        s3data.log(f"submitted training job {name}; checkpoints in {checkpoints}")
         if wait:
             job.wait(logs=True)
-    return Submitted(job_name=name, submitted_at=started, upload=upload)
+    return Submitted(job_name=name, submitted_at=started, upload=upload, checkpoint_s3_uri=checkpoints)
 
 
 def describe(aws: Aws, job_name: str) -> dict:

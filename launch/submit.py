@@ -3,7 +3,8 @@
     python launch/submit.py                          # ml.m5.large, waits, prints status/time/cost
     python launch/submit.py --gpu                    # ml.g4dn.xlarge
     python launch/submit.py --instance-count 2       # 2 x ml.m5.large, torchrun across instances
-    python launch/submit.py --spot --max-run 1800    # managed spot, resumes from checkpoints
+    python launch/submit.py --spot --max-run 1800    # managed spot: a restart resumes from its checkpoints
+    python launch/submit.py --resume JOB_NAME        # continue a stopped or failed job from its checkpoints
     python launch/submit.py --hp epochs=200 --hp learning_rate=0.003 --no-wait
     python launch/submit.py --dry-run                # the job as JSON; no AWS call, no credentials
     python launch/submit.py --local --instance-count 2   # SageMaker's layout and SM_* env, no Docker
@@ -62,6 +63,9 @@ def parser() -> argparse.ArgumentParser:
                    help="folder with {train,val,test}_data.npz, prepared from the Titanic CSV if missing (default data)")
     p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                    help="a flag of entry/train.py, passed as a hyperparameter; repeatable")
+    p.add_argument("--resume", metavar="JOB_NAME",
+                   help="continue that stopped or failed job from its checkpoints (same --hp and data); "
+                        "without it every job trains afresh")
     p.add_argument("--strategy", metavar="NAME", help="the entry's --strategy (auto, ddp, ddp_smddp, fsdp, pkg.mod:fn)")
     p.add_argument("--no-wait", action="store_true", help="submit and return without following the job")
     p.add_argument("--dry-run", action="store_true", help="print the job as one JSON object; no AWS call")
@@ -81,7 +85,7 @@ def _spec(args):
     return job.build_spec(
         gpu=args.gpu, instance_type=args.instance_type, instance_count=args.instance_count, spot=args.spot,
         max_run=args.max_run, bucket=args.bucket, prefix=args.prefix, region=region, role=args.role,
-        hp=args.hp, strategy=args.strategy,
+        hp=args.hp, strategy=args.strategy, resume=args.resume,
     )
 
 
@@ -124,7 +128,9 @@ def remote(args) -> int:
     aws = remote.resolve_aws(spec, args.role, args.region)
     submitted = remote.submit(aws, data_dir, wait=not args.no_wait)
     if args.no_wait:
-        print(json.dumps({"job_name": submitted.job_name, "status": "Submitted", **submitted.upload}), flush=True)
+        print(json.dumps({"job_name": submitted.job_name, "status": "Submitted",
+                          "checkpoint_s3_uri": submitted.checkpoint_s3_uri, "resume": aws.spec.resume,
+                          **submitted.upload}), flush=True)
         return 0
     record = report.summarize(remote.describe(aws, submitted.job_name), table,
                               wall_seconds=round(time.time() - submitted.submitted_at, 1))

@@ -11,6 +11,7 @@ import tarfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from launch import local
@@ -169,3 +170,54 @@ def test_two_hosts_train_one_model_with_world_size_2(data_dir, tmp_path):
                     for member in tar.getmembers():
                         if member.isfile():
                             assert secret.encode() not in tar.extractfile(member).read(), f"{path}:{member.name}"
+
+
+@pytest.mark.slow
+def test_the_same_command_trains_afresh_and_resume_is_explicit(data_dir, tmp_path):
+    """Each job has its own checkpoint store: running a command again trains afresh; `--resume JOB`
+    continues JOB from its store, and refuses a job with no checkpoint or trained on other data."""
+    command = ["--local", "--data", str(data_dir), "--hp", "epochs=3"]
+    first, again = (_summary(submit_subprocess(command, cwd=tmp_path, timeout=180)) for _ in range(2))
+    for summary in (first, again):
+        assert summary["status"] == "Completed" and summary["resumed_from"] is None
+        assert summary["checkpoints"] == str(tmp_path / "jobs" / summary["job_name"] / "checkpoints")
+        assert (Path(summary["checkpoints"]) / "last.ckpt").is_file()
+        metrics = summary["metrics"]
+        assert metrics["epochs_run"] == 3 and metrics["fit_seconds"] <= metrics["wall_seconds"]
+        assert metrics["fit_seconds_total"] == metrics["fit_seconds"]
+    assert first["job_name"] != again["job_name"]
+    assert "resuming from" not in Path(again["hosts"][0]["log"]).read_text()
+
+    resumed = submit_subprocess([*command[:-1], "epochs=5", "--resume", first["job_name"]], cwd=tmp_path, timeout=180)
+    summary = _summary(resumed)
+    assert resumed.returncode == 0 and summary["status"] == "Completed", resumed.stderr[-3000:]
+    assert summary["resumed_from"] == first["job_name"] and summary["job_name"] not in (first["job_name"], again["job_name"])
+    assert "3 epoch(s) already done" in Path(summary["hosts"][0]["log"]).read_text()
+    metrics = summary["metrics"]
+    assert metrics["epochs_run"] == 5 and metrics["fit_seconds"] <= metrics["wall_seconds"]
+    assert metrics["fit_seconds_total"] > metrics["fit_seconds"]
+
+    # Other data: the entry refuses the checkpoint before training; the job fails with its line.
+    other = tmp_path / "other-data"
+    shutil.copytree(data_dir, other)
+    with np.load(other / "train_data.npz") as npz:
+        arrays = {k: npz[k][:-10] for k in npz.files}
+    np.savez(other / "train_data.npz", **arrays)
+    refused = submit_subprocess(["--local", "--data", str(other), "--hp", "epochs=5", "--resume", first["job_name"]],
+                                cwd=tmp_path, timeout=180)
+    summary = _summary(refused)
+    assert refused.returncode == 1 and summary["status"] == "Failed"
+    assert re.fullmatch(r"error: \S+/algo-1/checkpoints/last.ckpt: the training data differs from the data this "
+                        r"checkpoint was trained on .*", summary["failure_reason"])
+
+    # A job that does not exist, or left no checkpoint: one line, exit 2, no new job.
+    (tmp_path / "jobs" / "titanic-lightning-m5-large-x1-20200101000000").mkdir()
+    jobs_before = sorted(p.name for p in (tmp_path / "jobs").iterdir())
+    for name, expected in (("titanic-lightning-m5-large-x1-19990101000000", "no such job in"),
+                           ("titanic-lightning-m5-large-x1-20200101000000", "no last.ckpt in"),
+                           ("../jobs", "not a training job name")):
+        result = submit_subprocess([*command, "--resume", name], cwd=tmp_path, timeout=60)
+        assert result.returncode == 2 and result.stdout == ""
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(f"error: --resume {name}: ") and expected in line
+    assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == jobs_before

@@ -18,13 +18,13 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from launch.job import build_spec
 from tests.helpers import clean_env, write_channel
 from tests.launch_fixtures import submit_command, submit_env, submit_subprocess
 from tests.test_distributed import free_port, sagemaker_host_env
 from titanic_lightning import layout, resume
 from titanic_lightning import trainer as training
 from titanic_lightning.config import TrainConfig
+from titanic_lightning.data import training_data_sha256
 from titanic_lightning.environment import make_plan
 from titanic_lightning.errors import UsageError
 
@@ -354,8 +354,8 @@ def _model_in(artifact: str) -> tuple[dict, dict]:
         return model, json.load(tar.extractfile("metrics.json"))
 
 
-def test_emulated_two_host_job_stopped_and_run_again_resumes(tmp_path, channels):
-    """`launch/submit.py --local --instance-count 2`: stopped with SIGTERM, the same command finishes the job."""
+def test_emulated_two_host_job_stopped_and_resumed(tmp_path, channels):
+    """`launch/submit.py --local --instance-count 2`: stopped with SIGTERM, `--resume JOB` finishes the job."""
     data = tmp_path / "data"
     data.mkdir()
     for split in ("train", "val"):
@@ -378,17 +378,20 @@ def test_emulated_two_host_job_stopped_and_run_again_resumes(tmp_path, channels)
     assert time.monotonic() - sent < 30
     stopped = json.loads(stdout.strip().splitlines()[-1])
     assert proc.returncode == 143 and stopped["status"] == "Stopped" and stopped["stopped_by_signal"] == "SIGTERM"
-    assert "run the same command again" in stopped["failure_reason"] and stopped["model_artifact"] is None
+    assert f"add --resume {stopped['job_name']} to the command" in stopped["failure_reason"]
+    assert stopped["model_artifact"] is None
     store = Path(stopped["checkpoints"])
-    assert store == (tmp_path / "jobs" / build_spec(instance_count=2, hp=[h for h in hp if h != "--hp"]).checkpoint_prefix)
+    assert store == tmp_path / "jobs" / stopped["job_name"] / "checkpoints"  # the job's own store
     epochs_done, _, _ = saved_position(store / "last.ckpt")
     assert 30 <= epochs_done < EPOCHS
 
-    again = submit_subprocess(interrupted, cwd=tmp_path, timeout=300)
+    again = submit_subprocess([*interrupted, "--resume", stopped["job_name"]], cwd=tmp_path, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     summary = json.loads(again.stdout.strip().splitlines()[-1])
-    assert summary["status"] == "Completed" and summary["checkpoints"] == str(store)
-    assert f"checkpoints from {store} restored on every host" in again.stderr
+    assert summary["status"] == "Completed" and summary["resumed_from"] == stopped["job_name"]
+    assert summary["checkpoints"] == str(tmp_path / "jobs" / summary["job_name"] / "checkpoints")
+    assert f"checkpoints of {stopped['job_name']} ({store}) restored on every host" in again.stderr
+    assert saved_position(store / "last.ckpt")[0] == epochs_done  # the stopped job's store is left as it was
     logs = [Path(h["log"]).read_text() for h in (whole_summary["hosts"][0], summary["hosts"][0])]
     assert re.search(rf"resuming from \S+/algo-1/checkpoints/last.ckpt: {epochs_done} epoch\(s\) already done", logs[1])
     assert_resumed_like_whole(logs[0], logs[1], epochs_done)
@@ -397,6 +400,9 @@ def test_emulated_two_host_job_stopped_and_run_again_resumes(tmp_path, channels)
     assert second_metrics["world_size"] == 2
     for key in ("val_loss", "val_acc", "test_acc", "best_epoch", "epochs_run"):
         assert second_metrics[key] == pytest.approx(first_metrics[key], abs=1e-6), key
+    # Time figures are the resumed process's own; the total includes the stopped job's training.
+    assert second_metrics["fit_seconds"] <= second_metrics["wall_seconds"]
+    assert second_metrics["fit_seconds_total"] > second_metrics["fit_seconds"]
 
 
 def test_checkpoint_from_other_settings_is_refused(tmp_path, channels):
@@ -423,3 +429,66 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path, channels):
     assert result.returncode == 2
     assert "last.ckpt: not a readable checkpoint" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "model").exists()
+
+
+def _metrics(run: Path) -> dict:
+    return json.loads((run / "model" / "metrics.json").read_text())
+
+
+def test_checkpoint_from_other_data_is_refused(tmp_path, channels):
+    """The checkpoint records the train and val data's sha256; other data is refused before training."""
+    env = clean_env()
+    first = args(channels, tmp_path / "run")
+    first[first.index("--epochs") + 1] = "2"
+    complete(first, env, tmp_path)
+    checkpoint = tmp_path / "run" / "ckpt" / "last.ckpt"
+    saved = torch.load(checkpoint, weights_only=True)["datamodule_hyper_parameters"]
+    assert saved["data_sha256"] == training_data_sha256(channels["train"], channels["val"])
+    before = checkpoint.read_bytes()
+
+    other = write_channel(tmp_path / "other" / "train_data.npz", "train", rows=64, seed=9)
+    changed = [*first]
+    changed[changed.index("--train") + 1] = str(other)
+    changed[changed.index("--model_dir") + 1] = str(tmp_path / "second-model")
+    result = subprocess.run([sys.executable, "-m", "entry.train", *changed], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"error: {checkpoint}: the training data differs from the data this checkpoint was trained on")
+    assert "epoch=" not in result.stdout  # refused before training
+    assert not (tmp_path / "second-model").exists() and checkpoint.read_bytes() == before
+
+    # A checkpoint that records no data identity cannot be shown to match: refused too.
+    state = torch.load(checkpoint, weights_only=True)
+    del state["datamodule_hyper_parameters"]["data_sha256"]
+    torch.save(state, checkpoint)
+    result = subprocess.run([sys.executable, "-m", "entry.train", *first], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {checkpoint}: records no training data identity (written by an older version), so it cannot be "
+        "resumed safely; remove it or choose another --checkpoint_dir to train afresh")
+
+
+def test_a_resumed_run_reports_its_own_time_and_the_total(tmp_path, channels):
+    """fit_seconds and train_rows_per_second are this process's; fit_seconds_total adds the runs it resumed
+    (Lightning's Timer restores its elapsed time from the checkpoint)."""
+    env, run = clean_env(), tmp_path / "run"
+    first = args(channels, run)
+    first[first.index("--epochs") + 1] = "3"
+    complete(first, env, tmp_path)
+    before = _metrics(run)
+    assert before["fit_seconds_total"] == before["fit_seconds"] <= before["wall_seconds"]
+    assert before["train_rows_per_second"] == pytest.approx(3 * 64 / before["fit_seconds"], rel=0.02)
+
+    longer = [*first]
+    longer[longer.index("--epochs") + 1] = "5"
+    resumed = complete(longer, env, tmp_path)
+    assert "3 epoch(s) already done" in resumed.stderr
+    after = _metrics(run)
+    assert after["epochs_run"] == 5
+    assert after["fit_seconds"] <= after["wall_seconds"]
+    # The checkpoint holds the training time up to its save, a little less than the first run's total.
+    restored = after["fit_seconds_total"] - after["fit_seconds"]
+    assert 0.5 * before["fit_seconds_total"] < restored <= before["fit_seconds_total"] + 0.002
+    assert after["train_rows_per_second"] == pytest.approx(2 * 64 / after["fit_seconds"], rel=0.02)  # 2 epochs here

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import shutil
+import time
 
 import boto3
 import pytest
@@ -71,10 +72,11 @@ def test_submit_uploads_channels_and_creates_the_intended_job(bucket, data_dir, 
     for name_ in ("train", "val", "test"):
         assert channels[name_]["S3Uri"] == f"s3://{BUCKET}/titanic-lightning/data/{name_}/"
         assert channels[name_]["S3DataDistributionType"] == "FullyReplicated"
-    key = hashlib.sha256(json.dumps(d["HyperParameters"], sort_keys=True).encode()).hexdigest()[:8]
+    # The job's own checkpoint URI, under its name, as printed.
     assert d["CheckpointConfig"] == {
-        "S3Uri": f"s3://{BUCKET}/titanic-lightning/checkpoints/titanic-lightning-m5-large-x2-spot/{key}/",
+        "S3Uri": f"s3://{BUCKET}/titanic-lightning/titanic-lightning-m5-large-x2-spot/{name}/checkpoints",
         "LocalPath": "/opt/ml/checkpoints"}
+    assert submitted["checkpoint_s3_uri"] == d["CheckpointConfig"]["S3Uri"] and submitted["resume"] is None
     assert d["EnableManagedSpotTraining"] is True
     assert d["StoppingCondition"] == {"MaxRuntimeInSeconds": 1800, "MaxWaitTimeInSeconds": 3600}
     assert d["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/titanic-lightning/output/"
@@ -148,6 +150,9 @@ def test_second_submit_with_unchanged_data_uploads_nothing(bucket, data_dir, rec
          "has no GPU"),
         ("bad role", ["--bucket", BUCKET, "--role", "TitanicRole"], "not an IAM role ARN"),
         ("missing bucket", ["--bucket", "no-such-bucket-here", "--role", ROLE], "no such bucket"),
+        ("resume of no job", ["--bucket", BUCKET, "--role", ROLE, "--resume", "titanic-lightning-m5-large-x1-19990101000000"],
+         "--resume titanic-lightning-m5-large-x1-19990101000000: no such training job in us-east-1"),
+        ("resume of no job name", ["--bucket", BUCKET, "--role", ROLE, "--resume", "a/../b"], "not a training job name"),
     ],
 )
 def test_errors_are_one_line_exit_2_and_upload_nothing(case, extra, expected, bucket, tmp_path, monkeypatch,
@@ -215,7 +220,8 @@ def test_dry_run_instance_and_distribution_choice(flags, instance, distributed, 
     assert plan["instance_type"] == instance
     assert (plan["distributed"] is not None) is distributed
     assert f"-{image_kind}-py312" in plan["image_uri"]
-    assert plan["checkpoint_s3_uri"].startswith(f"s3://{BUCKET}/titanic-lightning/checkpoints/")
+    base = plan["base_job_name"]
+    assert plan["checkpoint_s3_uri"] == f"s3://{BUCKET}/titanic-lightning/{base}/<job-name>/checkpoints"
     assert plan["role"] == job.ROLE_PLACEHOLDER
 
 
@@ -295,12 +301,71 @@ def test_spot_saving_and_price_file_override(tmp_path):
         load_prices(tmp_path / "broken.json")
 
 
-def test_the_checkpoint_prefix_follows_the_command():
-    # The same command resumes from the same prefix; changed hyperparameters start afresh elsewhere.
-    first = job.build_spec(instance_count=2, hp=["epochs=30", "learning_rate=0.003"])
-    again = job.build_spec(instance_count=2, hp=["learning_rate=0.003", "epochs=30"])
-    changed = job.build_spec(instance_count=2, hp=["epochs=30", "learning_rate=0.01"])
-    assert first.checkpoint_s3_uri == again.checkpoint_s3_uri
-    assert first.checkpoint_s3_uri != changed.checkpoint_s3_uri
-    assert re.fullmatch(r"checkpoints/titanic-lightning-m5-large-x2/[0-9a-f]{8}", first.checkpoint_prefix)
-    assert first.checkpoint_s3_uri.endswith(f"/{first.checkpoint_prefix}/")
+def _next_second() -> None:
+    # The SDK names a job after the second it is created in; two submissions must not share one.
+    time.sleep(1.05 - time.time() % 1)
+
+
+def test_each_job_checkpoints_under_its_own_name_and_resume_names_the_job(bucket, data_dir, recording, capsys):
+    """The same command twice: two jobs, two checkpoint URIs. `--resume JOB` gives the new job JOB's URI."""
+    sagemaker, s3 = boto3.client("sagemaker", region_name=REGION), boto3.client("s3", region_name=REGION)
+    jobs = []
+    for _ in range(2):
+        _next_second()
+        code, out, err = submit_inprocess(_args(data_dir, "--hp", "epochs=3", "--no-wait"), capsys)
+        assert code == 0, err
+        jobs.append(json.loads(out.strip().splitlines()[-1]))
+    first, again = jobs
+    assert first["job_name"] != again["job_name"] and first["checkpoint_s3_uri"] != again["checkpoint_s3_uri"]
+    for submitted in jobs:
+        uri = sagemaker.describe_training_job(TrainingJobName=submitted["job_name"])["CheckpointConfig"]["S3Uri"]
+        assert uri == submitted["checkpoint_s3_uri"] == job.build_spec(bucket=BUCKET).job_checkpoint_s3_uri(
+            submitted["job_name"])
+
+    # Nothing to resume before the first checkpoint: one line, exit 2, nothing uploaded or created.
+    rec = recording.start()
+    code, out, err = submit_inprocess(_args(data_dir, "--hp", "epochs=3", "--resume", first["job_name"]), capsys)
+    entries = rec.stop()
+    assert code == 2 and out == ""
+    assert err.strip() == (f"error: --resume {first['job_name']}: no last.ckpt under {first['checkpoint_s3_uri']} "
+                           "(the job ended before its first checkpoint); nothing to resume")
+    assert Recording.s3_puts(entries) == [] and Recording.sagemaker_calls(entries, "CreateTrainingJob") == []
+
+    bucket_name, _, key = first["checkpoint_s3_uri"].removeprefix("s3://").partition("/")
+    s3.put_object(Bucket=bucket_name, Key=f"{key}/last.ckpt", Body=b"a checkpoint")
+    _next_second()
+    rec = recording.start()
+    code, out, err = submit_inprocess(_args(data_dir, "--hp", "epochs=3", "--resume", first["job_name"], "--no-wait"),
+                                      capsys)
+    entries = rec.stop()
+    assert code == 0, err
+    resumed = json.loads(out.strip().splitlines()[-1])
+    assert resumed["resume"] == first["job_name"] and resumed["checkpoint_s3_uri"] == first["checkpoint_s3_uri"]
+    (request,) = Recording.sagemaker_calls(entries, "CreateTrainingJob")
+    assert request["CheckpointConfig"] == {"S3Uri": first["checkpoint_s3_uri"], "LocalPath": "/opt/ml/checkpoints"}
+
+    # A resume of that job continues in the URI its description names, the first job's.
+    _next_second()
+    code, out, err = submit_inprocess(_args(data_dir, "--resume", resumed["job_name"], "--no-wait"), capsys)
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["checkpoint_s3_uri"] == first["checkpoint_s3_uri"]
+
+    # A job still running is not resumed: both would write the same checkpoints.
+    from moto.sagemaker.models import sagemaker_backends
+
+    running = sagemaker_backends["123456789012"][REGION].training_jobs[first["job_name"]]
+    running.training_job_status = "InProgress"
+    code, out, err = submit_inprocess(_args(data_dir, "--resume", first["job_name"], "--no-wait"), capsys)
+    running.training_job_status = "Completed"
+    assert code == 2 and err.strip().startswith(f"error: --resume {first['job_name']}: the job is InProgress")
+
+
+def test_dry_run_shows_the_checkpoint_uri_a_resume_restores(capsys, monkeypatch):
+    monkeypatch.delenv("SAGEMAKER_ROLE", raising=False)
+    name = "titanic-lightning-m5-large-x1-spot-20250102030405"
+    code, out, err = submit_inprocess(["--dry-run", "--bucket", BUCKET, "--resume", name], capsys)
+    assert code == 0, err
+    plan = json.loads(out)
+    # Derived from the name: the resumed job was a spot job, this one is not.
+    assert plan["resume"] == name and plan["base_job_name"] == "titanic-lightning-m5-large-x1"
+    assert plan["checkpoint_s3_uri"] == f"s3://{BUCKET}/titanic-lightning/titanic-lightning-m5-large-x1-spot/{name}/checkpoints"

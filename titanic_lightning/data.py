@@ -18,6 +18,7 @@ stopped inside an epoch continues with the batches it had not trained on, none r
 
 from __future__ import annotations
 
+import hashlib
 import math
 import zipfile
 from collections.abc import Callable
@@ -28,10 +29,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from titanic_lightning.csv_source import sha256_of
 from titanic_lightning.errors import UsageError
 
 # Evaluation needs no gradients, so it takes large batches whatever the training batch size.
 EVAL_BATCH_SIZE = 8192
+# The DataModule hyperparameter holding the training data's identity.
+DATA_SHA256 = "data_sha256"
 
 
 def channel_files(path: Path) -> list[Path]:
@@ -150,6 +154,19 @@ def num_features(path: Path, split: str) -> int:
     """Feature count read from the first file's array header, without loading the data."""
     first = channel_files(path)[0]
     return int(_check_headers(first, split)[2][1])
+
+
+def training_data_sha256(train: Path, val: Path) -> str:
+    """The training data's identity: one sha256 over the train and val channels' file contents.
+
+    Only contents count, in the order they are read: the same data copied elsewhere (as every
+    SageMaker instance gets it) has the same identity.
+    """
+    digest = hashlib.sha256()
+    for split, path in (("train", train), ("val", val)):
+        for file in channel_files(path):
+            digest.update(f"{split}:{sha256_of(file)}\n".encode())
+    return digest.hexdigest()
 
 
 class TensorBatches(Dataset):
@@ -279,6 +296,9 @@ class TitanicDataModule(pl.LightningDataModule):
             X, y = load_channel(path, split)
             widths[split] = X.shape[1]
             self.datasets[split] = TensorBatches(torch.from_numpy(X), torch.from_numpy(y))
+        # Saved into checkpoints beside batch_size and seed: a checkpoint trained on other data is
+        # not this run's to continue (resume.checkpoint_to_resume compares it).
+        self.hparams[DATA_SHA256] = training_data_sha256(self.paths["train"], self.paths["val"])
         for split, width in widths.items():
             if width != widths["train"]:
                 raise UsageError(

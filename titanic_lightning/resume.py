@@ -7,6 +7,10 @@ position is part of the checkpoint, so the resumed epoch continues with the batc
 trained on), and once more when SIGTERM stops the run. Each one is written to a temporary file
 in the same folder and renamed into place, so a kill at any moment leaves the previous or the new
 `last.ckpt`, never a truncated one.
+
+A checkpoint continues only the run it came from: the same settings, the same number of processes
+for a mid-epoch save, and the same training data (its sha256 is saved with the DataModule's
+hyperparameters).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from titanic_lightning.atomic import atomic_output, remove_stale_partials
+from titanic_lightning.data import DATA_SHA256
 from titanic_lightning.errors import UsageError
 
 LAST = "last"
@@ -89,6 +94,19 @@ def checkpoint_to_resume(checkpoint_dir: Path | None, model, datamodule, world_s
     if not path.is_file():
         return None
     checkpoint = read_checkpoint(path)
+    # Continuing on other data would mix two trainings into one model.
+    saved_data, data = (checkpoint.get("datamodule_hyper_parameters") or {}).get(DATA_SHA256), datamodule.hparams[DATA_SHA256]
+    if saved_data is None:
+        raise UsageError(
+            f"{path}: records no training data identity (written by an older version), so it cannot be resumed "
+            "safely; remove it or choose another --checkpoint_dir to train afresh"
+        )
+    if saved_data != data:
+        raise UsageError(
+            f"{path}: the training data differs from the data this checkpoint was trained on (train and val "
+            f"sha256 {saved_data[:12]}, this run {data[:12]}); resume with the same data, or choose another "
+            "--checkpoint_dir to train afresh"
+        )
     for section, current in (("hyper_parameters", model.hparams), ("datamodule_hyper_parameters", datamodule.hparams)):
         saved = checkpoint.get(section) or {}
         for key, value in current.items():

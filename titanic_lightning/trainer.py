@@ -105,6 +105,27 @@ class BestWeights(Callback):
             state_dict["best_loss"], state_dict["best_epoch"], state_dict["weights"])
 
 
+class TrainedRows(Callback):
+    """Counts the rows this process trained on; not saved in checkpoints, so a resumed run counts
+    only its own batches (the training loader pads every rank's shard to the same length)."""
+
+    def __init__(self):
+        self.rows = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.rows += len(batch[1])
+
+
+def fit_seconds(timer: Timer) -> tuple[float, float]:
+    """(this process's training seconds, training seconds including the runs it resumed).
+
+    Lightning's Timer saves its elapsed time in checkpoints and adds it back on a resume.
+    """
+    start, end = timer.start_time("train"), timer.end_time("train")
+    own = end - start if start is not None and end is not None else 0.0  # nothing left to train
+    return own, timer.time_elapsed("train")
+
+
 class DataOnDevice(Callback):
     """Moves the in-memory tensors to the training device once, so batches are cut there."""
 
@@ -151,7 +172,8 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
         feature_names=layout.preprocessing["feature_names"] if layout.preprocessing else None,
     )
     output_dir = layout.output_dir
-    callbacks: list[Callback] = [AnnouncePlan(plan), MetricPrinter(), BestWeights(), DataOnDevice(), Timer()]
+    callbacks: list[Callback] = [AnnouncePlan(plan), MetricPrinter(), BestWeights(), DataOnDevice(), Timer(),
+                                 TrainedRows()]
     if layout.checkpoint_dir is not None:
         callbacks += resume.checkpoint_callbacks(layout.checkpoint_dir, cfg.checkpoint_every_n_epochs,
                                                  cfg.checkpoint_every_n_seconds)
@@ -212,15 +234,17 @@ def finish(trainer: pl.Trainer, model: TitanicClassifier, layout: Layout, plan: 
     if not trainer.is_global_zero:
         return None
     best = callback(trainer, BestWeights)
-    fit_seconds = callback(trainer, Timer).time_elapsed("train")
-    rows_trained = len(trainer.datamodule.datasets["train"]) * trainer.current_epoch
+    own_seconds, total_seconds = fit_seconds(callback(trainer, Timer))
+    # Every rank trains as many rows as rank 0 (shards are padded): the rows of this run, all ranks.
+    rows_trained = callback(trainer, TrainedRows).rows * trainer.world_size
     metrics = {
         **scores,
         "best_epoch": best.best_epoch,
         "epochs_run": trainer.current_epoch,
         "wall_seconds": round(time.perf_counter() - started, 3),
-        "fit_seconds": round(fit_seconds, 3),
-        "train_rows_per_second": round(rows_trained / fit_seconds) if fit_seconds > 0 else None,
+        "fit_seconds": round(own_seconds, 3),
+        "fit_seconds_total": round(total_seconds, 3),
+        "train_rows_per_second": round(rows_trained / own_seconds) if rows_trained and own_seconds > 0 else None,
         "accelerator": plan.accelerator,
         "devices": plan.devices,
         "num_nodes": plan.num_nodes,
