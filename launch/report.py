@@ -1,7 +1,9 @@
 """After a job: the summary (status, times, cost, artifact, final metrics), `runs/<job>.json`, and
 `--compare runs/*.json`, one table across runs (the lesson's CPU vs GPU vs 2-instance comparison).
 
-Cost = BillableTimeInSeconds × instance count × on-demand hourly price / 3600 (see `prices`).
+DescribeTrainingJob's `BillableTimeInSeconds` is per instance; what is billed is that × the instance
+count (`billable_instance_seconds`, the figure the SDK's "Billable seconds:" log line prints).
+Cost = billable instance-seconds × on-demand hourly price / 3600 (see `prices`).
 Spot saving = 1 − billable / training seconds, the formula AWS documents.
 """
 
@@ -23,6 +25,7 @@ COLUMNS = (
     ("wall s", "wall_seconds", "{:.1f}"),
     ("training s", "training_seconds", "{:.0f}"),
     ("billable s", "billable_seconds", "{:.0f}"),
+    ("billed inst-s", "billable_instance_seconds", "{:.0f}"),
     ("cost USD", "estimated_cost_usd", "{:.4f}"),
     ("val_acc", "val_acc", "{:.4f}"),
     ("test_acc", "test_acc", "{:.4f}"),
@@ -55,7 +58,8 @@ def summarize(description: dict, prices: PriceTable, wall_seconds: float | None)
         "instance_count": count,
         "spot": spot,
         "training_seconds": training,
-        "billable_seconds": billable,
+        "billable_seconds": billable,  # per instance, as DescribeTrainingJob reports it
+        "billable_instance_seconds": billable * count if billable is not None else None,
         "spot_saving_percent": saving,
         "wall_seconds": wall_seconds if wall_seconds is not None else _seconds(
             description.get("CreationTime"), description.get("TrainingEndTime")),
@@ -76,7 +80,8 @@ def human(record: dict) -> str:
         f"  instances:        {record['instance_count']} x {record['instance_type']}" + (" (spot)" if record["spot"] else ""),
         f"  wall time:        {_fmt(record['wall_seconds'], '{:.1f}')} s",
         f"  training time:    {_fmt(record['training_seconds'], '{:.0f}')} s",
-        f"  billable time:    {_fmt(record['billable_seconds'], '{:.0f}')} s"
+        f"  billable time:    {_fmt(record['billable_seconds'], '{:.0f}')} s per instance, "
+        f"{_fmt(record.get('billable_instance_seconds'), '{:.0f}')} instance-seconds billed"
         + (f" (spot saving {record['spot_saving_percent']}%)" if record.get("spot_saving_percent") is not None else ""),
         f"  estimated cost:   {_fmt(record['estimated_cost_usd'], '${:.4f}')}"
         f" (on-demand prices as of {record['prices_as_of']})",

@@ -265,9 +265,10 @@ def test_wait_records_the_run_and_compare_prints_one_table(bucket, data_dir, tmp
     for label in ("wall time", "billable time", "estimated cost", "model artifact", "final metrics"):
         assert label in out
 
-    # The lesson's three runs, as describe_training_job would report them.
+    # The lesson's three runs, as describe_training_job would report them: billable seconds per
+    # instance. The lesson's 228 s for two instances is the SDK's log line, already the total.
     lesson = [("cpu", "ml.m5.large", 1, 197.6, 135), ("gpu", "ml.g4dn.xlarge", 1, 409.7, 350),
-              ("two", "ml.m5.xlarge", 2, 198.4, 228)]
+              ("two", "ml.m5.xlarge", 2, 198.4, 114)]
     prices = load_prices()
     for name, instance, count, wall, billable in lesson:
         described = {"TrainingJobName": name, "TrainingJobStatus": "Completed", "BillableTimeInSeconds": billable,
@@ -282,7 +283,11 @@ def test_wait_records_the_run_and_compare_prints_one_table(bucket, data_dir, tmp
     gpu_row = next(line for line in table if line.startswith("gpu "))
     assert "409.7" in gpu_row and "350" in gpu_row and f"{350 * 0.736 / 3600:.4f}" in gpu_row
     two_row = next(line for line in table if line.startswith("two "))
-    assert f"{228 * 2 * 0.23 / 3600:.4f}" in two_row
+    assert f"{228 * 0.23 / 3600:.4f}" in two_row and " 114 " in two_row and " 228 " in two_row
+    two = report.summarize({"TrainingJobName": "two", "BillableTimeInSeconds": 114,
+                            "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 2}}, prices, None)
+    assert two["billable_instance_seconds"] == 228 and two["estimated_cost_usd"] == pytest.approx(228 * 0.23 / 3600)
+    assert "114 s per instance, 228 instance-seconds billed" in report.human(two)
 
 
 def test_spot_saving_and_price_file_override(tmp_path):

@@ -8,6 +8,7 @@ Metric lines, printed by global rank 0 (the `name=value;` form SageMaker metric 
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -39,6 +40,18 @@ warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 # Epoch values are reduced over ranks by torchmetrics before they are logged; Lightning's advice to
 # add sync_dist=True would average them a second time.
 warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
+# Lightning 2.6's own use of a torch API that torch deprecated: nothing a user of this project can act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+class _NoAdvertisement(logging.Filter):
+    """Drops Lightning's tip to install its hosted logger from every run's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvertisement())
 
 
 def metric_line(values: dict, keys=None, prefix: str = "") -> str:
