@@ -57,6 +57,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -164,8 +165,6 @@ def _sdk_environment_script():
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
-    import shlex
-
     env = {}
     for line in path.read_text().splitlines():
         if line.startswith("export "):
@@ -198,8 +197,9 @@ def sagemaker_env(spec: JobSpec, job_name: str, host: str, host_dir: Path, chann
     env["TRAINING_JOB_NAME"] = job_name
     root = str(host_dir)
     env = {k: v.replace(f"{OPT_ML}/", f"{root}/") for k, v in env.items()}
-    # Rewrite the file too, so what a user sources by hand matches what the host ran with.
-    env_file.write_text("".join(f"export {k}='{v}'\n" for k, v in env.items()))
+    # Rewrite the file too, so what a user sources by hand matches what the host ran with; quoted
+    # for the shell, since the host paths come from --jobs-dir.
+    env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
     return env
 
 
