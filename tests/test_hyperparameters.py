@@ -4,7 +4,6 @@ no value can break out of the shell file the SageMaker container driver writes t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 
@@ -148,7 +147,7 @@ def _accepted() -> list[str]:
     return accepted
 
 
-def test_every_accepted_value_round_trips_through_the_sdk_driver_and_bash(tmp_path):
+def test_every_accepted_value_round_trips_through_the_sdk_driver_and_bash(tmp_path, monkeypatch):
     """The SDK's own set_env writes the file; bash sources it under `set -e`; each variable is what the
     entry is given, and SM_HPS decodes to the same values."""
     from sagemaker.train.container_drivers.common.utils import hyperparameters_to_cli_args, safe_deserialize
@@ -160,7 +159,7 @@ def test_every_accepted_value_round_trips_through_the_sdk_driver_and_bash(tmp_pa
     env_file = tmp_path / "sm_training.env"
     resource = {"current_host": "algo-1", "current_instance_type": "ml.m5.large", "hosts": ["algo-1"],
                 "network_interface_name": "lo"}
-    os.environ.setdefault("TRAINING_JOB_NAME", "round-trip")
+    monkeypatch.setenv("TRAINING_JOB_NAME", "round-trip")  # set_env reads it; nothing else may see it
     with _sdk_environment_script() as sm_env:
         sm_env.set_env(resource_config=resource, input_data_config={"train": {}}, hyperparameters_config=hps,
                        output_file=str(env_file))
@@ -215,3 +214,25 @@ def test_launcher_flags_out_of_range_are_one_line_before_any_work(flags, expecte
 def test_launcher_flags_at_their_bounds_are_accepted(flags, capsys):
     code, out, err = submit_inprocess(["--dry-run", *flags], capsys)
     assert code == 0, err
+
+
+def test_the_emulations_rewritten_env_file_sources_exactly_under_any_jobs_dir(tiny_channels, tmp_path):
+    """--local rewrites sm_training.env with this machine's paths, which come from --jobs-dir."""
+    from launch import local
+
+    data_dir = tiny_channels["train"].parent
+    (data_dir / "preprocessing.json").write_text("{}")
+    spec = job.build_spec(hp=["epochs=5"])
+    host_dir = tmp_path / "it's $(touch pwned) `touch pwned`\n" / "algo-1"
+    code_dir = tmp_path / "code"
+    code_dir.mkdir()
+    channels = local.lay_out_host(host_dir, spec, "algo-1", data_dir, code_dir)
+    env = local.sagemaker_env(spec, "job-1", "algo-1", host_dir, channels, port=4321)
+    env_file = host_dir / "input" / "sm_training.env"
+    result = subprocess.run(["bash", "-c", 'set -e; cd "$1"; source "$2"; printf "%s\\0%s" "$SM_MODEL_DIR" "$SM_TRAINING_ENV"',
+                             "-", str(tmp_path), str(env_file)], capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    model_dir, training_env = result.stdout.decode().split("\0")
+    assert model_dir == env["SM_MODEL_DIR"] == f"{host_dir}/model"
+    assert json.loads(training_env)["model_dir"] == f"{host_dir}/model"
+    assert not list(tmp_path.rglob("pwned"))
