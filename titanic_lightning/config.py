@@ -187,6 +187,7 @@ def _plain(value):
 
 def _flag_message(text: str) -> str:
     text = re.sub(r'Parser key "([^"]+)":', r"--\1:", text)
+    text = re.sub(r"^Unrecognized arguments", "unrecognized arguments", text)  # argparse's wording, as newer jsonargparse
     return " ".join(text.split())
 
 
