@@ -20,8 +20,8 @@ CODE_DIR_IN_CONTAINER = "/opt/ml/input/data/code"  # sagemaker.train.constants.S
 # The PyTorch training image already has torch (and numpy, pandas); listing torch here could make
 # pip replace the image's CUDA build, so it is left out: Lightning's own torch>=2.1 is satisfied.
 REQUIREMENTS = (
-    "lightning>=2.5,<2.7",
-    "torchmetrics>=1.4",
+    "lightning>=2.6,<2.7",
+    "torchmetrics>=1.7",
     "jsonargparse[signatures]>=4.32",
     "scikit-learn>=1.4",
     "pandas>=2.1",

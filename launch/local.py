@@ -58,6 +58,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -165,8 +166,6 @@ def _sdk_environment_script():
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
-    import shlex
-
     env = {}
     for line in path.read_text().splitlines():
         if line.startswith("export "):
@@ -198,10 +197,20 @@ def sagemaker_env(spec: JobSpec, job_name: str, host: str, host_dir: Path, chann
     env["SM_TRAINING_ENV"] = json.dumps(training_env)
     env["TRAINING_JOB_NAME"] = job_name
     root = str(host_dir)
-    env = {k: v.replace(f"{OPT_ML}/", f"{root}/") for k, v in env.items()}
-    # Rewrite the file too, so what a user sources by hand matches what the host ran with.
-    env_file.write_text("".join(f"export {k}='{v}'\n" for k, v in env.items()))
+    env = {k: _rerooted(v, root) for k, v in env.items()}
+    # Rewrite the file too, so what a user sources by hand matches what the host ran with; quoted
+    # for the shell, since the host paths come from --jobs-dir.
+    env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
     return env
+
+
+def _rerooted(value: str, root: str) -> str:
+    """`value` with /opt/ml/ moved to `root`; inside a JSON value (SM_TRAINING_ENV) `root` is escaped."""
+    try:
+        structured = isinstance(json.loads(value), (dict, list))
+    except ValueError:
+        structured = False
+    return value.replace(f"{OPT_ML}/", json.dumps(f"{root}/")[1:-1] if structured else f"{root}/")
 
 
 def host_command(spec: JobSpec, env: dict[str, str]) -> list[str]:

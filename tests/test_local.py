@@ -122,13 +122,14 @@ def test_the_job_is_stopped_at_its_time_limit(tmp_path):
 
 
 def test_failing_hosts_fail_the_job_with_a_one_line_reason(data_dir, tmp_path):
-    result = submit_subprocess(["--local", "--instance-count", "2", "--hp", "epochs=0", "--data", str(data_dir)],
+    # A value the submission accepts (the entry's parser takes any path) but every host refuses.
+    result = submit_subprocess(["--local", "--instance-count", "2", "--hp", "train=missing.npz", "--data", str(data_dir)],
                                cwd=tmp_path, timeout=120)
     summary = _summary(result)
     assert result.returncode != 0
     assert summary["status"] == "Failed" and summary["model_artifact"] is None
     reason = summary["failure_reason"]
-    assert "\n" not in reason and reason.startswith("error: --epochs") and len(reason) <= 1024
+    assert "\n" not in reason and reason.startswith("error: --train missing.npz") and len(reason) <= 1024
     assert len(summary["hosts"]) == 2 and all(h["exit_code"] != 0 for h in summary["hosts"])
     # The host that failed first carries the entry's own line; a host stopped because of it is marked so.
     assert any(h["failure_reason"] == reason and not h["stopped_by_launcher"] for h in summary["hosts"])

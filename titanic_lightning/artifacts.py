@@ -76,7 +76,10 @@ def load_model_file(path: Path) -> dict:
         raise UsageError(f"{path}: no such file") from None
     except Exception as exc:  # noqa: BLE001 - on arbitrary bytes torch.load raises almost any type
         # (truncated zips end in OSError, non-zip bytes in IndexError from the legacy unpickler).
-        raise UsageError(f"{path}: not a readable model file ({' '.join(str(exc).split())[:200]})") from None
+        # torch's own text is left out: for pickled objects it advises weights_only=False, which
+        # would run whatever code the file holds.
+        raise UsageError(f"{path}: not a readable model file (damaged, or not a model.pt written by this project: "
+                         f"{type(exc).__name__})") from None
     if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
         raise UsageError(f"{path}: not a titanic-lightning model (expected format {MODEL_FORMAT})")
     return data

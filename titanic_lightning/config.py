@@ -9,17 +9,31 @@ neither torch nor Lightning, so `--help` and argument errors answer at once.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from jsonargparse import ArgumentParser
-from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt, restricted_number_type
+from jsonargparse.typing import PositiveInt, restricted_number_type
 
 from titanic_lightning.errors import UsageError
 from titanic_lightning.features import DEFAULT_FEATURE_SET
 
+# Bounds that keep a value from failing late (an overflow, an allocation) or training silently
+# wrong (inf and nan compare as numbers): each is named in --help through its type.
+LONGEST_JOB_S = 28 * 24 * 3600  # SageMaker's longest training job (2,419,200 s); no interval needs more
+MAX_HIDDEN_WIDTH = 4096  # 64x the lesson's widest layer; 16 such layers are ~1 GiB of weights and Adam state
+MAX_HIDDEN_LAYERS = 16
+MAX_SEED = 2**32 - 1  # numpy's seed range, which seed_everything would otherwise replace by 0
+
 Dropout = restricted_number_type("Dropout", float, [(">=", 0.0), ("<", 1.0)])
+FinitePositiveFloat = restricted_number_type("FinitePositiveFloat", float, [(">", 0.0), ("<", math.inf)])
+FiniteNonNegativeFloat = restricted_number_type("FiniteNonNegativeFloat", float, [(">=", 0.0), ("<", math.inf)])
+Seconds = restricted_number_type("Seconds", float, [(">", 0.0), ("<=", float(LONGEST_JOB_S))])
+WholeSeconds = restricted_number_type("WholeSeconds", int, [(">", 0), ("<=", LONGEST_JOB_S)])
+Seed = restricted_number_type("Seed", int, [(">=", 0), ("<=", MAX_SEED)])
+HiddenWidth = restricted_number_type("HiddenWidth", int, [(">", 0), ("<=", MAX_HIDDEN_WIDTH)])
 
 
 @dataclass
@@ -39,23 +53,24 @@ class TrainConfig:
             (default: $TITANIC_CHECKPOINT_DIR, else /opt/ml/checkpoints when it exists, else none).
         checkpoint_every_n_epochs: Save last.ckpt every N epochs.
         checkpoint_every_n_seconds: Also save last.ckpt inside epochs once N seconds have passed since the last
-            timed save (for long epochs; a resumed run continues from the saved batch). Default: epoch ends only.
+            timed save (for long epochs; a resumed run continues from the saved batch), at most 28 days.
+            Default: epoch ends only.
         epochs: Maximum number of epochs.
-        learning_rate: Optimiser learning rate.
-        weight_decay: Weight decay (L2 for adam, decoupled for adamw).
+        learning_rate: Optimiser learning rate (finite, above 0).
+        weight_decay: Weight decay (L2 for adam, decoupled for adamw; finite, 0 or more).
         optimizer: Optimiser.
         batch_size: Rows per step on each process; a size at least the split's is full-batch training.
-        hidden_sizes: Widths of the hidden layers.
+        hidden_sizes: Widths of the hidden layers: at most 16 layers, each 1 to 4096 wide.
         dropout: Dropout after each hidden layer.
         early_stopping: Stop when val_loss has not improved for `patience` epochs; false runs every epoch.
         patience: Epochs without val_loss improvement before stopping.
-        seed: Seed for weights, shuffling and dropout.
+        seed: Seed for weights, shuffling and dropout, 0 to 2**32-1.
         accelerator: cpu, gpu or auto (auto: the environment decides).
         devices: Processes per node (default: the environment decides).
         num_nodes: Number of nodes (default: the environment decides).
         strategy: auto, ddp, ddp_smddp, fsdp, or package.module:factory.
         cpu_processes: Processes per node when training on CPU without torchrun.
-        process_group_timeout: Seconds to wait for a lost peer before failing the job.
+        process_group_timeout: Seconds to wait for a lost peer before failing the job (at most 28 days).
         debug: Show tracebacks instead of one-line errors.
     """
 
@@ -69,23 +84,23 @@ class TrainConfig:
     output_dir: Optional[str] = None
     checkpoint_dir: Optional[str] = None
     checkpoint_every_n_epochs: PositiveInt = 1
-    checkpoint_every_n_seconds: Optional[PositiveFloat] = None
+    checkpoint_every_n_seconds: Optional[Seconds] = None
     epochs: PositiveInt = 500
-    learning_rate: PositiveFloat = 1e-3
-    weight_decay: NonNegativeFloat = 0.0
+    learning_rate: FinitePositiveFloat = 1e-3
+    weight_decay: FiniteNonNegativeFloat = 0.0
     optimizer: Literal["adam", "adamw"] = "adam"
     batch_size: PositiveInt = 32
-    hidden_sizes: list[PositiveInt] = field(default_factory=lambda: [64, 32])
+    hidden_sizes: list[HiddenWidth] = field(default_factory=lambda: [64, 32])
     dropout: Dropout = 0.0
     early_stopping: bool = True
     patience: PositiveInt = 20
-    seed: int = 42
+    seed: Seed = 42
     accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
     devices: Optional[PositiveInt] = None
     num_nodes: Optional[PositiveInt] = None
     strategy: str = "auto"
     cpu_processes: PositiveInt = 1
-    process_group_timeout: PositiveInt = 300
+    process_group_timeout: WholeSeconds = 300
     debug: bool = False
 
 
@@ -172,11 +187,15 @@ def _plain(value):
 
 def _flag_message(text: str) -> str:
     text = re.sub(r'Parser key "([^"]+)":', r"--\1:", text)
+    text = re.sub(r"^Unrecognized arguments", "unrecognized arguments", text)  # argparse's wording, as newer jsonargparse
     return " ".join(text.split())
 
 
 def parse_train_args(argv: list[str]) -> TrainConfig:
-    return _parse(TrainConfig, "python -m entry.train", argv)
+    cfg = _parse(TrainConfig, "python -m entry.train", argv)
+    if len(cfg.hidden_sizes) > MAX_HIDDEN_LAYERS:
+        raise UsageError(f"--hidden_sizes: {len(cfg.hidden_sizes)} layers; at most {MAX_HIDDEN_LAYERS}")
+    return cfg
 
 
 def parse_prepare_args(argv: list[str]) -> PrepareConfig:

@@ -225,7 +225,9 @@ class ShardedBatchSampler(Sampler[torch.Tensor]):
         return order[self.rank :: self.world_size]
 
     def __iter__(self):
-        batches = self.shard().split(self.batch_size)
+        order = self.shard()
+        # A batch size above the shard's rows is full-batch; torch's split takes at most an int64.
+        batches = order.split(min(self.batch_size, max(len(order), 1)))
         resume, self._resume = self._resume, None
         if resume is not None and resume[0] == self.epoch:
             batches = batches[resume[1]:]

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 USAGE_EXIT = 2
 FAILURE_EXIT = 1
 SIGTERM_EXIT = 143  # 128 + SIGTERM, what a shell reports for a process ended by the signal
+INTERRUPT_EXIT = 130  # 128 + SIGINT (Ctrl-C)
 
 
 class UsageError(Exception):
@@ -25,18 +26,47 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def debug_requested(args: Sequence[str]) -> bool:
+    """Whether the command line turns --debug on, read the way the commands' parsers read booleans.
+
+    `--debug V` and `--debug=V` count when jsonargparse reads V as true (true, yes, on, in any of
+    the cases it accepts); the last one wins, as in the parser. A bare `--debug` (the launcher's
+    switch) counts too.
+    """
+    value = None
+    for i, arg in enumerate(args):
+        if arg == "--debug":
+            following = args[i + 1] if i + 1 < len(args) else None
+            value = "true" if following is None or following.startswith("--") else following
+        elif arg.startswith("--debug="):
+            value = arg.partition("=")[2]
+    if value is None:
+        return False
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--debug", type=bool)
+    try:
+        return parser.parse_args(["--debug", value]).debug is True
+    except Exception:  # noqa: BLE001 - not a boolean: the command's own parser will say so
+        return False
+
+
 def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None = None) -> None:
     """Run `main(argv)` and exit with 0, 1 (runtime failure) or 2 (usage error)."""
     args = list(sys.argv[1:] if argv is None else argv)
     # Read before parsing, so that even a parse failure can show its traceback: `--debug true`.
-    debug = "--debug=true" in args or any(a == "--debug" and b == "true" for a, b in zip(args, args[1:]))
+    debug = debug_requested(args)
     try:
         main(args)
     except UsageError as exc:
         _fail(f"error: {one_line(exc)}", USAGE_EXIT)
     except KeyboardInterrupt:
-        _fail("error: interrupted", 130)
+        _fail("error: interrupted", INTERRUPT_EXIT)
     except SystemExit as exc:
+        # Lightning catches Ctrl-C itself, shuts down and calls sys.exit(1) while handling it.
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            _fail("error: interrupted", INTERRUPT_EXIT)
         # Lightning turns SIGTERM (a stop, a spot reclaim) into SIGTERMException, a SystemExit with
         # no code, which would end the process with 0 and mark an interrupted job Completed.
         if type(exc).__name__ == "SIGTERMException":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
 from collections.abc import Callable
 from datetime import timedelta
@@ -132,13 +133,29 @@ def _custom(spec: str) -> Callable[[Plan], Strategy]:
     return factory
 
 
+def _call_factory(spec: str, factory: Callable[[Plan], Strategy], plan: Plan) -> object:
+    """`factory(plan)`; a factory that cannot take the plan, or fails, is a mistake in --strategy."""
+    try:
+        inspect.signature(factory).bind(plan)
+    except TypeError as exc:
+        raise UsageError(f"--strategy {spec}: the factory must take one argument, the plan ({exc})") from None
+    except ValueError:  # no signature to inspect (some builtins): calling it is the only check
+        pass
+    try:
+        return factory(plan)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's factory may raise anything
+        raise UsageError(f"--strategy {spec}: the factory raised {type(exc).__name__}: {' '.join(str(exc).split())}") from None
+
+
 def build_strategy(plan: Plan) -> Strategy | str:
     """The Lightning strategy (object) the plan names; "auto" for a single process."""
     name = plan.strategy
     if name == "auto":
         return "auto"
     if ":" in name:
-        strategy = _custom(name)(plan)
+        strategy = _call_factory(name, _custom(name), plan)
         if not isinstance(strategy, Strategy):
             kind = type(strategy).__name__
             raise UsageError(f"--strategy {name}: the factory returned {kind}, not a Lightning Strategy")
