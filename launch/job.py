@@ -23,6 +23,7 @@ Nothing here calls AWS.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from dataclasses import dataclass, field
 
