@@ -30,7 +30,7 @@ if __package__ in (None, ""):
     # Run by path (`python launch/submit.py`): make the repository importable as the module form is.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from titanic_lightning.errors import UsageError, one_line, run_command  # noqa: E402
+from titanic_lightning.errors import UsageError, debug_requested, one_line, run_command  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):
@@ -160,14 +160,27 @@ def main(argv: list[str]) -> None:
         sys.exit(code)
 
 
+# What the launcher needs beyond the training set-up: the `launch` extra.
+LAUNCH_PACKAGES = ("sagemaker", "boto3", "botocore")
+
+
 def _main(argv: list[str]) -> None:
     try:
         main(argv)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in LAUNCH_PACKAGES or debug_requested(argv):
+            raise
+        raise UsageError(
+            f"this launcher command needs the SageMaker SDK and boto3 ({exc.name.split('.')[0]} is not installed): "
+            "run `make dev`, or `.venv/bin/python -m pip install -e '.[launch]'`"
+        ) from None
     except Exception as exc:
         # botocore's own errors are the user's to fix (endpoint, permissions): say so in one line.
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        if isinstance(exc, (BotoCoreError, ClientError)) and "--debug" not in argv:
+        try:
+            from botocore.exceptions import BotoCoreError, ClientError
+        except ImportError:
+            raise exc from None
+        if isinstance(exc, (BotoCoreError, ClientError)) and not debug_requested(argv):
             raise UsageError(f"AWS: {one_line(exc)}") from None
         raise
 
