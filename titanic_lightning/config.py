@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from jsonargparse import ArgumentParser
 from jsonargparse.typing import PositiveInt, restricted_number_type
@@ -71,6 +71,8 @@ class TrainConfig:
         strategy: auto, ddp, ddp_smddp, fsdp, or package.module:factory.
         cpu_processes: Processes per node when training on CPU without torchrun.
         process_group_timeout: Seconds to wait for a lost peer before failing the job (at most 28 days).
+        fast_dev_run: Lightning's smoke test: run N batches (true: 1) of training, validation and test
+            through the whole entry, then stop; nothing is resumed, logged, checkpointed or saved.
         debug: Show tracebacks instead of one-line errors.
     """
 
@@ -101,6 +103,7 @@ class TrainConfig:
     strategy: str = "auto"
     cpu_processes: PositiveInt = 1
     process_group_timeout: WholeSeconds = 300
+    fast_dev_run: Union[bool, PositiveInt] = False
     debug: bool = False
 
 

@@ -207,6 +207,7 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
         num_sanity_val_steps=0,
         use_distributed_sampler=False,  # the DataModule shards by rank itself
         enable_checkpointing=layout.checkpoint_dir is not None,
+        fast_dev_run=cfg.fast_dev_run,  # Lightning then saves no checkpoint and logs nothing
         plugins=[resume.SameFolderCheckpointIO()],
         enable_progress_bar=sys.stdout.isatty(),
         enable_model_summary=False,
@@ -222,7 +223,8 @@ def fit(cfg: TrainConfig, layout: Layout, plan: Plan):
     """
     pl.seed_everything(cfg.seed, verbose=False)
     datamodule, model, trainer = build(cfg, layout, plan)
-    checkpoint = resume.checkpoint_to_resume(layout.checkpoint_dir, model, datamodule, trainer.world_size)
+    checkpoint = None if cfg.fast_dev_run else resume.checkpoint_to_resume(
+        layout.checkpoint_dir, model, datamodule, trainer.world_size)
     trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     return datamodule, model, trainer
 
@@ -269,6 +271,10 @@ def finish(trainer: pl.Trainer, model: TitanicClassifier, layout: Layout, plan: 
         "hyperparameters": dict(model.hparams),
         "preprocessing": layout.preprocessing,
     }
+    if trainer.fast_dev_run:
+        print(metric_line(metrics, ("best_epoch", "epochs_run", *FINAL_KEYS), prefix="final: "), flush=True)
+        print("fast_dev_run: the whole entry ran on a few batches; nothing was saved", file=sys.stderr, flush=True)
+        return metrics
     write_model_dir(layout.model_dir, payload, metrics)
     plot_curves(callback(trainer, MetricPrinter).history, layout.output_dir / CURVES_FILE, best.best_epoch)
     print(metric_line(metrics, ("best_epoch", "epochs_run", *FINAL_KEYS), prefix="final: "), flush=True)
