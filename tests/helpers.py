@@ -76,3 +76,17 @@ def run_entry(module: str, *args: str, cwd: Path, env: dict[str, str] | None = N
         [sys.executable, "-m", f"entry.{module}", *args],
         cwd=cwd, env=env if env is not None else clean_env(), capture_output=True, text=True, timeout=timeout,
     )
+
+
+def invoke(main, argv: list[str], capsys) -> tuple[int, str, str]:
+    """A command's `main` run in-process under `run_command`, as `python -m entry.*` runs it:
+    (exit code, stdout, stderr)."""
+    import pytest
+
+    from titanic_lightning.errors import run_command
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        run_command(main, argv)
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err

@@ -26,6 +26,7 @@ import pytest
 import entry.predict
 import entry.prepare
 import entry.train
+from tests import helpers
 from tests.helpers import REPO, clean_env, npz_declaring, run_entry, write_channel
 from titanic_lightning.errors import UsageError, run_command
 
@@ -63,11 +64,7 @@ def _files(root: Path) -> set[Path]:
 
 def invoke(command: str, argv: list[str], capsys) -> tuple[int, str, str]:
     """`python -m entry.<command> argv...` in-process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        run_command(COMMANDS[command], argv)
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+    return helpers.invoke(COMMANDS[command], argv, capsys)
 
 
 def assert_one_line_error(code: int, err: str, expected_code: int, names: list[str],

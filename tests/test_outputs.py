@@ -27,10 +27,10 @@ import entry.export
 import entry.predict
 import entry.prepare
 import entry.train
+from tests import helpers
 from tests.helpers import REPO, clean_env, write_channel
 from titanic_lightning import artifacts
 from titanic_lightning.atomic import folder_lock, partial_path, remove_stale_partials
-from titanic_lightning.errors import run_command
 
 COMMANDS = {"prepare": entry.prepare.main, "train": entry.train.main, "predict": entry.predict.main,
             "export": entry.export.main}
@@ -68,11 +68,7 @@ def partials(root: Path) -> list[Path]:
 
 
 def invoke(command: str, argv: list[str], capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        run_command(COMMANDS[command], argv)
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
+    return helpers.invoke(COMMANDS[command], argv, capsys)
 
 
 def assert_usage_error(code: int, err: str, *names: str) -> str:
