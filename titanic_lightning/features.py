@@ -128,6 +128,13 @@ def _big_int_as_float(value: object) -> object:
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+def _as_float(value: object) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return float("nan")
+
+
 def _numeric(df: pd.DataFrame, column: str, source: str) -> pd.Series:
     """The column as float64; an empty cell stays missing (NaN), text and infinite values are errors."""
     try:
@@ -135,6 +142,11 @@ def _numeric(df: pd.DataFrame, column: str, source: str) -> pd.Series:
     except OverflowError:  # a Python int beyond int64 (a JSON number with 400 digits); infinite if beyond float
         values = pd.to_numeric(df[column].map(_big_int_as_float), errors="coerce")
     bad = values.isna() & df[column].notna()
+    if bad.any():
+        # pandas before 2.2 reads text such as "1e400" as not a number; Python reads it as inf,
+        # which is then refused as non-finite like everywhere else.
+        values = values.where(~bad, df.loc[bad, column].map(_as_float))
+        bad = values.isna() & df[column].notna()
     if bad.any():
         first = df.loc[bad, column].iloc[0]
         raise UsageError(f"{source}: column {column} has non-numeric value {first!r} ({int(bad.sum())} row(s))")
