@@ -226,7 +226,7 @@ def test_dry_run_instance_and_distribution_choice(flags, instance, distributed, 
 
 
 def test_metric_regexes_read_the_lines_the_entry_prints():
-    from titanic_lightning.trainer import EPOCH_KEYS, FINAL_KEYS, metric_line
+    from titanic_lightning.callbacks import EPOCH_KEYS, FINAL_KEYS, metric_line
 
     epoch_values = {"epoch": 3, "train_loss": 0.4411, "val_loss": 0.4213, "val_acc": 0.8182, "val_auroc": 0.8712,
                     "val_f1": 0.7547}
