@@ -73,6 +73,7 @@ from pathlib import Path
 from unittest import mock
 
 from launch import code, s3data
+from launch.console import log
 from launch.job import JobSpec
 from titanic_lightning.environment import CHECKPOINT_DIR_VARIABLE
 from titanic_lightning.errors import UsageError, one_line
@@ -448,7 +449,7 @@ def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None =
     resumed = resume_source(jobs_dir, spec.resume) if spec.resume is not None else None
     s3data.ensure_prepared(data_dir)
     job_name, job_dir = new_job_dir(jobs_dir, spec.base_job_name)
-    s3data.log(f"job directory: {job_dir}")
+    log(f"job directory: {job_dir}")
     code_dir = code.stage(job_dir / "code")
     (job_dir / "logs").mkdir()
     port = free_port()
@@ -456,7 +457,7 @@ def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None =
     store.mkdir()
     if resumed is not None:
         copy_tree(resumed, store)
-        s3data.log(f"checkpoints of {spec.resume} ({resumed}) restored on every host")
+        log(f"checkpoints of {spec.resume} ({resumed}) restored on every host")
     hosts: list[Host] = []
     for name in hosts_for(spec.instance_count):
         host_dir = job_dir / name
@@ -466,8 +467,8 @@ def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None =
         hosts.append(Host(name=name, dir=host_dir, command=host_command(spec, sm), log=job_dir / "logs" / f"{name}.log",
                           env=process_env(sm, code_dir, spec.distributed, checkpoint_dir=host_dir / "checkpoints")))
     if spec.gpu and int(hosts[0].env.get("SM_NUM_GPUS", "0")) == 0:
-        s3data.log(f"note: {spec.instance_type} has a GPU, this machine has none: the hosts train on CPU")
-    s3data.log(f"running: {' '.join(hosts[0].command)}")
+        log(f"note: {spec.instance_type} has a GPU, this machine has none: the hosts train on CPU")
+    log(f"running: {' '.join(hosts[0].command)}")
 
     last_sync = 0.0
 
