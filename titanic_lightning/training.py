@@ -38,9 +38,10 @@ def train(cfg: TrainConfig, started: float | None = None) -> TrainResult:
     """Run the training `cfg` describes; `started` is the `time.perf_counter()` reading the run's
     wall time counts from (default: now). Raises `UsageError` for a mistake in `cfg` or its files."""
     started = time.perf_counter() if started is None else started
-    from titanic_lightning import environment, layout
+    from titanic_lightning import environment
+    from titanic_lightning.layout import resolve
 
-    paths = layout.resolve(cfg)
+    layout = resolve(cfg)  # where the run reads and writes
 
     # torch and Lightning load only from here on.
     from titanic_lightning import lightning_run
@@ -51,6 +52,6 @@ def train(cfg: TrainConfig, started: float | None = None) -> TrainResult:
         process_group_timeout_s=cfg.process_group_timeout,
     )
     environment.apply_plan_environment(plan)
-    datamodule, model, trainer = lightning_run.fit(cfg, paths, plan)
+    datamodule, model, trainer = lightning_run.fit(cfg, layout, plan)
     scores = lightning_run.evaluate(trainer, model, datamodule)
-    return lightning_run.finish(trainer, model, paths, plan, scores, started)
+    return lightning_run.finish(trainer, model, layout, plan, scores, started)
