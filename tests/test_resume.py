@@ -18,9 +18,8 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from tests.helpers import clean_env, write_channel
-from tests.launch_fixtures import submit_command, submit_env, submit_subprocess
-from tests.test_distributed import free_port, sagemaker_host_env
+from launch.local import free_port
+from tests.helpers import clean_env, sagemaker_host_env, submit_command, submit_env, submit_subprocess, write_channel
 from titanic_lightning import layout, lightning_run, resume
 from titanic_lightning.callbacks import BestWeights, MetricPrinter, find_callback
 from titanic_lightning.config import TrainConfig
