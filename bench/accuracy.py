@@ -4,9 +4,10 @@ and the cross-validated comparison that picks the default feature set.
 Run: `python -m bench.accuracy [--seeds 5] [--folds 5] [--csv CSV]`
 
 For each feature set (basic = the lesson's seven columns, rich = titles, family, cabin, port) the
-lesson's split is prepared once; `entry.train` then runs with its defaults for each seed, and
-LogisticRegression and HistGradientBoosting are fitted on the same train split. The table shows
-mean validation accuracy and mean/min/max test accuracy on the 179 held-out rows.
+lesson's split is prepared once; `titanic_lightning.training.train` then runs with entry.train's
+defaults for each seed, and LogisticRegression and HistGradientBoosting are fitted on the same
+train split. The table shows mean validation accuracy and mean/min/max test accuracy on the 179
+held-out rows.
 
 The 143-row validation split moves 0.7 % per passenger, too coarse to choose between feature sets,
 so the choice is made by k-fold cross-validation over the 712 development rows (train + val; the
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -35,15 +35,14 @@ def _load(data: Path, split: str):
 
 
 def train_mlp(data: Path, seed: int, work: Path) -> dict:
-    from entry.train import main
+    from titanic_lightning.config import TrainConfig
+    from titanic_lightning.training import train
 
-    model_dir = work / f"model-{seed}"
-    argv = ["--train", str(data / "train_data.npz"), "--val", str(data / "val_data.npz"),
-            "--test", str(data / "test_data.npz"), "--seed", str(seed),
-            "--model_dir", str(model_dir), "--output_dir", str(work / f"outputs-{seed}")]
+    cfg = TrainConfig(train=str(data / "train_data.npz"), val=str(data / "val_data.npz"),
+                      test=str(data / "test_data.npz"), seed=seed, model_dir=str(work / f"model-{seed}"),
+                      output_dir=str(work / f"outputs-{seed}"))
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        main(argv)
-    return json.loads((model_dir / "metrics.json").read_text())
+        return train(cfg).metrics
 
 
 def baselines(data: Path) -> dict[str, tuple[float, float]]:

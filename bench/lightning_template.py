@@ -2,7 +2,8 @@
 `self.log`, the validation loss logged per step, everything else Lightning's defaults (progress bar
 off, as in a batch job). The same 7-64-32-1 network, loss and optimiser as the project's model.
 
-Run: `python -m bench.lightning_template --data DIR --epochs 2 --batch_size 4096 [--full_batch]`
+Run: `python -m bench.lightning_template --data DIR --epochs 2 --batch_size 4096` (a batch size at
+least the training split's is full-batch training).
 """
 
 from __future__ import annotations

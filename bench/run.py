@@ -77,7 +77,7 @@ class Table:
     def __init__(self):
         self.rows = []
 
-    def add(self, case, metric, our, ref, template=None, target="", higher_is_better=False):
+    def add(self, case, metric, our, ref, template=None, target=""):
         ratio = None if our is None or not ref else our / ref
         self.rows.append((case, metric, our, ref, template, ratio, target))
 

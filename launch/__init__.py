@@ -9,5 +9,6 @@ Run `python launch/submit.py --help`. Modules, one role each:
 * `s3data` — prepares the npz channels and uploads them, skipping unchanged objects;
 * `remote` — builds the SDK's ModelTrainer from a spec and submits it;
 * `local` — runs the job the way SageMaker would, one subprocess per host, without Docker;
-* `report` — the after-job summary, `runs/<job>.json` and `--compare`.
+* `report` — the after-job summary, `runs/<job>.json` and `--compare`;
+* `console` — the progress lines every step prints on stderr.
 """

@@ -73,6 +73,7 @@ from pathlib import Path
 from unittest import mock
 
 from launch import code, s3data
+from launch.console import log
 from launch.job import JobSpec
 from titanic_lightning.environment import CHECKPOINT_DIR_VARIABLE
 from titanic_lightning.errors import UsageError, one_line
@@ -442,13 +443,41 @@ def _metrics(hosts: list[Host]) -> dict | None:
     return None
 
 
+@dataclass
+class _Job:
+    """A laid-out job: its name and folder, the checkpoint store, and its hosts, ready to start."""
+
+    name: str
+    dir: Path
+    store: Path
+    hosts: list[Host]
+
+
+@dataclass
+class _Outcome:
+    """How the hosts ended."""
+
+    first_failed: Host | None
+    timed_out: bool
+    stop_signal: int | None
+    wall_seconds: float
+
+
 def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None = None) -> dict:
     """Emulate the job; return the summary (also written to <job_dir>/summary.json)."""
+    max_run_s = timeout_s or spec.max_run_s
+    job = lay_out_job(spec, data_dir, jobs_dir)
+    return summarise(job, spec, supervise_job(job, max_run_s), max_run_s)
+
+
+def lay_out_job(spec: JobSpec, data_dir: Path, jobs_dir: Path) -> _Job:
+    """The job folder: staged code, logs, the checkpoint store (a resumed job's copied in), and one
+    /opt/ml per host with its channels, checkpoints, command and environment."""
     jobs_dir = jobs_dir.resolve()
     resumed = resume_source(jobs_dir, spec.resume) if spec.resume is not None else None
     s3data.ensure_prepared(data_dir)
     job_name, job_dir = new_job_dir(jobs_dir, spec.base_job_name)
-    s3data.log(f"job directory: {job_dir}")
+    log(f"job directory: {job_dir}")
     code_dir = code.stage(job_dir / "code")
     (job_dir / "logs").mkdir()
     port = free_port()
@@ -456,7 +485,7 @@ def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None =
     store.mkdir()
     if resumed is not None:
         copy_tree(resumed, store)
-        s3data.log(f"checkpoints of {spec.resume} ({resumed}) restored on every host")
+        log(f"checkpoints of {spec.resume} ({resumed}) restored on every host")
     hosts: list[Host] = []
     for name in hosts_for(spec.instance_count):
         host_dir = job_dir / name
@@ -466,23 +495,28 @@ def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None =
         hosts.append(Host(name=name, dir=host_dir, command=host_command(spec, sm), log=job_dir / "logs" / f"{name}.log",
                           env=process_env(sm, code_dir, spec.distributed, checkpoint_dir=host_dir / "checkpoints")))
     if spec.gpu and int(hosts[0].env.get("SM_NUM_GPUS", "0")) == 0:
-        s3data.log(f"note: {spec.instance_type} has a GPU, this machine has none: the hosts train on CPU")
-    s3data.log(f"running: {' '.join(hosts[0].command)}")
+        log(f"note: {spec.instance_type} has a GPU, this machine has none: the hosts train on CPU")
+    log(f"running: {' '.join(hosts[0].command)}")
+    return _Job(name=job_name, dir=job_dir, store=store, hosts=hosts)
 
-    last_sync = 0.0
+
+def supervise_job(job: _Job, max_run_s: float) -> _Outcome:
+    """Start every host, copy their checkpoints to the store while they run, stop them all on a
+    failure, a stop request or the time limit, and write the failure file a silent failure lacks."""
+    hosts, last_sync = job.hosts, 0.0
 
     def sync_checkpoints():
         nonlocal last_sync
         if time.monotonic() - last_sync >= CHECKPOINT_SYNC_S:
             for h in hosts:
-                copy_tree(h.dir / "checkpoints", store)
+                copy_tree(h.dir / "checkpoints", job.store)
             last_sync = time.monotonic()
 
     started = time.perf_counter()
     with _StopRequest().installed() as stop:
         for h in hosts:
             _start(h, cwd=h.dir / "input" / "data" / "code")  # the driver's `cd /opt/ml/input/data/code`
-        first_failed, timed_out = _supervise(hosts, timeout_s or spec.max_run_s, stop, sync_checkpoints)
+        first_failed, timed_out = _supervise(hosts, max_run_s, stop, sync_checkpoints)
     wall = round(time.perf_counter() - started, 3)
     for h in hosts:
         h.exit_code = h.process.wait()
@@ -493,14 +527,20 @@ def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None =
             h.failure_file.write_text(f"{h.name}: training script exited with code {h.exit_code}; see {h.log}\n")
 
     for h in hosts:
-        copy_tree(h.dir / "checkpoints", store)
+        copy_tree(h.dir / "checkpoints", job.store)
+    return _Outcome(first_failed=first_failed, timed_out=timed_out, stop_signal=stop.signal, wall_seconds=wall)
 
-    if stop.signal is not None and first_failed is None and not timed_out:
+
+def summarise(job: _Job, spec: JobSpec, outcome: _Outcome, max_run_s: float) -> dict:
+    """The job's status and reason, model.tar.gz (when it completed) and output.tar.gz, and the
+    summary, written to summary.json."""
+    hosts, first_failed = job.hosts, outcome.first_failed
+    if outcome.stop_signal is not None and first_failed is None and not outcome.timed_out:
         status = "Stopped"
-        reason = (f"stopped by {signal.Signals(stop.signal).name}; add --resume {job_name} to the command to "
-                  f"continue from the checkpoints in {store}")
-    elif timed_out:
-        status, reason = "Stopped", f"MaxRuntimeExceeded: the job ran past {timeout_s or spec.max_run_s} s"
+        reason = (f"stopped by {signal.Signals(outcome.stop_signal).name}; add --resume {job.name} to the command to "
+                  f"continue from the checkpoints in {job.store}")
+    elif outcome.timed_out:
+        status, reason = "Stopped", f"MaxRuntimeExceeded: the job ran past {max_run_s} s"
     elif first_failed is not None:
         status = "Failed"
         reason = first_failed.failure_reason() or f"{first_failed.name} exited with code {first_failed.exit_code}"
@@ -510,23 +550,23 @@ def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None =
     warnings = []
     model_artifact = None
     if status == "Completed":
-        model_artifact = job_dir / "model.tar.gz"
+        model_artifact = job.dir / "model.tar.gz"
         clashes = pack([h.dir / "model" for h in hosts], model_artifact)
         if clashes:
             warnings.append(f"model files written by more than one host (first kept): {', '.join(sorted(set(clashes)))}")
-    output_artifact = job_dir / "output.tar.gz"
+    output_artifact = job.dir / "output.tar.gz"
     pack([h.dir / "output" / "data" for h in hosts], output_artifact)
 
     summary = {
         "status": status,
-        "job_name": job_name,
-        "job_dir": str(job_dir),
+        "job_name": job.name,
+        "job_dir": str(job.dir),
         "model_artifact": str(model_artifact) if model_artifact else None,
         "output_artifact": str(output_artifact),
-        "wall_seconds": wall,
+        "wall_seconds": outcome.wall_seconds,
         "failure_reason": reason,
-        "stopped_by_signal": signal.Signals(stop.signal).name if stop.signal is not None else None,
-        "checkpoints": str(store),
+        "stopped_by_signal": signal.Signals(outcome.stop_signal).name if outcome.stop_signal is not None else None,
+        "checkpoints": str(job.store),
         "resumed_from": spec.resume,
         "instance_type": spec.instance_type,
         "instance_count": spec.instance_count,
@@ -541,5 +581,5 @@ def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None =
         "metrics": _metrics(hosts),
         "warnings": warnings,
     }
-    (job_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (job.dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

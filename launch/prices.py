@@ -22,7 +22,6 @@ class PriceTable:
     as_of: str
     region: str
     usd_per_hour: dict[str, float]
-    source: str = ""
 
     def hourly(self, instance_type: str) -> float | None:
         return self.usd_per_hour.get(instance_type)
@@ -40,7 +39,7 @@ def load(path: str | Path | None = None) -> PriceTable:
         data = json.loads(path.read_text())
         table = {str(k): float(v) for k, v in data["usd_per_hour"].items()}
         return PriceTable(as_of=str(data["as_of"]), region=str(data.get("region", "us-east-1")),
-                          usd_per_hour=table, source=str(data.get("source", "")))
+                          usd_per_hour=table)
     except FileNotFoundError:
         raise UsageError(f"--prices {path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:

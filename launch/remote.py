@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launch import code, s3data
+from launch.console import log
 from launch.job import CHECKPOINT_LOCAL_PATH, METRIC_DEFINITIONS, TENSORBOARD_LOCAL_PATH, JobSpec, check_role
 from titanic_lightning.errors import UsageError
 
@@ -214,7 +215,7 @@ def submit(aws: Aws, data_dir: Path, wait: bool) -> Submitted:
         job = trainer._latest_training_job  # the SDK keeps the created job here; no public getter
         name = job.training_job_name
         checkpoints = trainer.checkpoint_config.s3_uri  # the SDK filled in this job's own URI
-        s3data.log(f"submitted training job {name}; checkpoints in {checkpoints}")
+        log(f"submitted training job {name}; checkpoints in {checkpoints}")
         if wait:
             job.wait(logs=True)
     return Submitted(job_name=name, submitted_at=started, upload=upload, checkpoint_s3_uri=checkpoints)

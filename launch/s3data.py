@@ -11,9 +11,9 @@ object already holds the same content.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from launch.console import log
 from titanic_lightning.csv_source import sha256_of
 from titanic_lightning.errors import UsageError
 
@@ -85,6 +85,3 @@ def check_data_dir(data_dir: Path) -> Path:
         raise UsageError(f"--data {data_dir}: not a directory")
     return data_dir
 
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

@@ -1,13 +1,17 @@
 """Fixtures: the real Titanic CSV (TITANIC_CSV or ../shared/data), the real data prepared once,
-and tiny synthetic channels."""
+tiny synthetic channels, and one moto S3/SageMaker server on 127.0.0.1 with the environment that
+points boto3 at it (helpers that are not fixtures are in tests/helpers.py)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import find_titanic_csv, write_channel
+pytest.register_assert_rewrite("tests.helpers")  # the helpers' asserts report their values too
+
+from tests.helpers import AWS_VARS, BUCKET, REGION, Recording, find_titanic_csv, write_channel  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +39,72 @@ def tiny_channels(tmp_path) -> dict[str, Path]:
         split: write_channel(tmp_path / "data" / f"{split}_data.npz", split, rows=rows, seed=i)
         for i, (split, rows) in enumerate((("train", 48), ("val", 24), ("test", 24)))
     }
+
+
+# --- AWS, served by moto ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory):
+    """One ThreadedMotoServer for the session; yields its endpoint URL."""
+    from moto.moto_api import recorder
+    from moto.server import ThreadedMotoServer
+
+    from launch.local import free_port
+
+    recorder._location = str(tmp_path_factory.mktemp("moto") / "recording.jsonl")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_server, monkeypatch, tmp_path):
+    """Fake credentials, region us-east-1, no role validation, boto3 pointed at moto."""
+    for key in list(os.environ):
+        if key.startswith(AWS_VARS):
+            monkeypatch.delenv(key)
+    env = {
+        "AWS_ENDPOINT_URL": moto_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+        "SAGEMAKER_VALIDATE_ROLE": "false",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def fresh_aws(aws_env, moto_server):
+    """`aws_env` on an empty account: moto keeps its state across the session's tests, so this resets it."""
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"), timeout=10).close()
+    return aws_env
+
+
+@pytest.fixture
+def bucket(aws_env):
+    """An empty bucket named BUCKET (recreated for every test)."""
+    import boto3
+
+    s3 = boto3.client("s3", region_name=REGION)
+    try:
+        for obj in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+            s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
+        s3.delete_bucket(Bucket=BUCKET)
+    except s3.exceptions.NoSuchBucket:
+        pass
+    s3.create_bucket(Bucket=BUCKET)
+    return BUCKET
+
+
+@pytest.fixture
+def recording(moto_server):
+    return Recording(moto_server)

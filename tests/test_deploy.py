@@ -23,11 +23,10 @@ def deploy_module():
 
 
 @pytest.fixture
-def aws(monkeypatch):
+def aws(fresh_aws, monkeypatch):
     import boto3
     from moto.core.responses import ActionResult
     from moto.sagemaker.responses import SageMakerResponse
-    from moto.server import ThreadedMotoServer
 
     # moto describes unset structures as {} (VpcConfig, DataCaptureConfig), which AWS never returns and
     # the SDK's response validation rejects; answer as AWS does.
@@ -36,24 +35,10 @@ def aws(monkeypatch):
         monkeypatch.setattr(SageMakerResponse, action, lambda self, original=original: ActionResult(
             {k: v for k, v in original(self).result.items() if v != {}}))
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    # moto keeps its state per process, across servers: start every test from an empty account.
-    import urllib.request
-
-    urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST")).close()
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="models")
     s3.put_object(Bucket="models", Key="job/output/model.tar.gz", Body=b"archive")
-    try:
-        yield boto3.client("sagemaker")
-    finally:
-        server.stop()
+    return boto3.client("sagemaker")
 
 
 def _run(module, capsys, *args: str) -> tuple[int, str, str]:

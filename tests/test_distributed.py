@@ -7,115 +7,16 @@ parameters.
 
 from __future__ import annotations
 
-import json
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 
-from tests.helpers import clean_env
-from titanic_lightning.network import MLP
+from launch.local import free_port
+from tests.helpers import check_probe, clean_env, finish_all, id_channels, sagemaker_host_env, start, train_args
 
 pytestmark = pytest.mark.slow
-
-TRAIN_ROWS, VAL_ROWS, EPOCHS = 101, 37, 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def id_channels(root: Path) -> dict[str, Path]:
-    """Synthetic channels whose feature column 0 is the row id (and a real signal in column 1)."""
-    rng = np.random.default_rng(0)
-    paths = {}
-    for split, rows in (("train", TRAIN_ROWS), ("val", VAL_ROWS)):
-        X = rng.normal(size=(rows, 4)).astype("float32")
-        X[:, 0] = np.arange(rows)
-        y = (X[:, 1] + 0.5 * rng.normal(size=rows) > 0).astype("int64")
-        paths[split] = root / split
-        paths[split].mkdir(parents=True)
-        np.savez(paths[split] / f"{split}_data.npz", **{f"X_{split}": X, f"y_{split}": y})
-    return paths
-
-
-def train_args(channels: dict[str, Path] | None, *extra: str) -> list[str]:
-    """The probe run's flags; with channels None the data comes from SM_CHANNEL_TRAIN/VAL."""
-    data = ["--train", str(channels["train"]), "--val", str(channels["val"])] if channels else []
-    return [*data, "--epochs", str(EPOCHS), "--early_stopping", "false", "--batch_size", "8", "--hidden_sizes", "[8]",
-            "--strategy", "tests.ddp_probe:factory", "--process_group_timeout", "30", *extra]
-
-
-def sagemaker_host_env(host: str, tmp: Path, port: int, probe: Path, hosts=("algo-1", "algo-2"),
-                       **extra: str) -> dict[str, str]:
-    return clean_env(
-        SM_HOSTS=json.dumps(list(hosts)), SM_CURRENT_HOST=host, SM_MASTER_ADDR="127.0.0.1",
-        SM_MASTER_PORT=str(port), SM_NUM_GPUS="0", SM_NUM_CPUS="1", SM_MODEL_DIR=str(tmp / host / "model"),
-        SM_OUTPUT_DATA_DIR=str(tmp / host / "output"), PROBE_DIR=str(probe), OMP_NUM_THREADS="1", **extra,
-    )
-
-
-def start(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *argv], env=env, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-
-def finish_all(procs: list[subprocess.Popen], timeout: float = 240) -> list[tuple[int, str]]:
-    results = []
-    for proc in procs:
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            raise
-        results.append((proc.returncode, out))
-    return results
-
-
-def check_probe(probe: Path, model_dir: Path, channels: dict[str, Path], world: int = 2) -> None:
-    ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in range(world)]
-    assert sorted(p.name for p in probe.iterdir()) == sorted(f"rank{r}.json" for r in range(world))
-    assert [r["world_size"] for r in ranks] == [world] * world
-    # Same number of steps on every rank, and identical parameters at the end: gradients were averaged.
-    assert {r["steps"] for r in ranks} == {EPOCHS * int(np.ceil(np.ceil(TRAIN_ROWS / world) / 8))}
-    for other in ranks[1:]:
-        for key, values in ranks[0]["params"].items():
-            np.testing.assert_array_equal(values, other["params"][key], err_msg=key)
-    for epoch in map(str, range(EPOCHS)):
-        seen = [r["rows"][epoch] for r in ranks]
-        assert len({len(rows) for rows in seen}) == 1
-        assert set().union(*seen) == set(range(TRAIN_ROWS))  # together: the whole training split
-        assert sum(map(len, seen)) - TRAIN_ROWS <= world - 1  # apart: disjoint but for world_size - 1 padding rows
-    assert ranks[0]["rows"]["0"] != ranks[0]["rows"]["1"]  # reshuffled every epoch
-
-    # The reported validation metrics are those of all ranks together: they equal a single-process
-    # evaluation of the saved weights on the whole validation split.
-    metrics = json.loads((model_dir / "metrics.json").read_text())
-    assert metrics["world_size"] == world
-    saved = torch.load(model_dir / "model.pt", weights_only=True)
-    net = MLP(saved["hyperparameters"]["input_size"], saved["hyperparameters"]["hidden_sizes"])
-    net.load_state_dict(saved["state_dict"])
-    with np.load(channels["val"] / "val_data.npz") as npz:
-        X, y = torch.from_numpy(npz["X_val"]), torch.from_numpy(npz["y_val"]).float()
-    with torch.no_grad():
-        logits = net(X).squeeze(-1)
-    assert metrics["val_loss"] == pytest.approx(torch.nn.functional.binary_cross_entropy_with_logits(logits, y).item(),
-                                                abs=1e-5)
-    assert metrics["val_acc"] == pytest.approx(binary_accuracy(torch.sigmoid(logits), y.int()).item(), abs=1e-6)
-    assert metrics["val_auroc"] == pytest.approx(binary_auroc(torch.sigmoid(logits), y.int()).item(), abs=1e-5)
-    # Rank 0's final parameters are the ones saved.
-    for key, values in ranks[0]["params"].items():
-        np.testing.assert_allclose(saved["state_dict"][key].flatten().numpy(), values)
 
 
 def test_two_sagemaker_hosts_train_one_model(tmp_path):

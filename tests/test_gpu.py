@@ -8,8 +8,7 @@ import shutil
 import pytest
 import torch
 
-from tests.helpers import clean_env, run_entry
-from tests.test_distributed import check_probe, finish_all, id_channels, start, train_args
+from tests.helpers import check_probe, clean_env, finish_all, id_channels, run_entry, start, train_args
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -11,8 +11,7 @@ import pytest
 
 from launch import job
 from launch.local import _sdk_environment_script
-from tests.launch_fixtures import *  # noqa: F403
-from tests.launch_fixtures import BUCKET, ROLE, Recording, submit_inprocess, submit_subprocess
+from tests.helpers import BUCKET, ROLE, Recording, submit_inprocess, submit_subprocess
 
 BAD_VALUES = [
     ("epochs=abc", "--epochs"),

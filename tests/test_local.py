@@ -16,7 +16,7 @@ import pytest
 
 from launch import local
 from launch.job import build_spec
-from tests.launch_fixtures import submit_subprocess
+from tests.helpers import submit_subprocess
 
 
 @pytest.fixture

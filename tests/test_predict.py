@@ -262,22 +262,11 @@ def test_help_and_unknown_flag(tmp_path):
 
 
 @pytest.fixture
-def s3(monkeypatch):
-    """A moto S3/SageMaker server on 127.0.0.1 with fake credentials; yields a boto3 S3 client."""
+def s3(fresh_aws):
+    """An empty account on the session's moto server, with fake credentials; a boto3 S3 client."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    try:
-        yield boto3.client("s3")
-    finally:
-        server.stop()
+    return boto3.client("s3")
 
 
 def test_s3_model(s3, model_dir, prepared, tmp_path, capsys):

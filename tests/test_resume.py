@@ -18,11 +18,10 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from tests.helpers import clean_env, write_channel
-from tests.launch_fixtures import submit_command, submit_env, submit_subprocess
-from tests.test_distributed import free_port, sagemaker_host_env
-from titanic_lightning import layout, resume
-from titanic_lightning import trainer as training
+from launch.local import free_port
+from tests.helpers import clean_env, sagemaker_host_env, submit_command, submit_env, submit_subprocess, write_channel
+from titanic_lightning import layout, lightning_run, resume
+from titanic_lightning.callbacks import BestWeights, MetricPrinter, find_callback
 from titanic_lightning.config import TrainConfig
 from titanic_lightning.data import training_data_sha256
 from titanic_lightning.environment import make_plan
@@ -142,7 +141,7 @@ def _fit(channels, run: Path, monkeypatch, extra_callback=None, every_n_seconds=
                       hidden_sizes=[16, 8], dropout=0.3, early_stopping=False, model_dir=str(run / "model"),
                       output_dir=str(run / "out"), checkpoint_dir=str(run / "ckpt"),
                       checkpoint_every_n_seconds=every_n_seconds)
-    build = training.build
+    build = lightning_run.build
 
     def build_with_extra(*a):
         datamodule, model, trainer = build(*a)
@@ -150,18 +149,18 @@ def _fit(channels, run: Path, monkeypatch, extra_callback=None, every_n_seconds=
             trainer.callbacks.append(extra_callback)
         return datamodule, model, trainer
 
-    monkeypatch.setattr(training, "build", build_with_extra)
+    monkeypatch.setattr(lightning_run, "build", build_with_extra)
     try:
-        _, model, trainer = training.fit(cfg, layout.resolve(cfg), make_plan({}, 0))
+        _, model, trainer = lightning_run.fit(cfg, layout.resolve(cfg), make_plan({}, 0))
     finally:
-        monkeypatch.setattr(training, "build", build)
+        monkeypatch.setattr(lightning_run, "build", build)
     return model, trainer
 
 
 def _outcome(model, trainer) -> tuple[dict, int | None, int, list[dict]]:
     """(weights, best epoch, steps, the epoch history curves.png is drawn from)."""
-    best = training.callback(trainer, training.BestWeights).best_epoch
-    history = training.callback(trainer, training.MetricPrinter).history
+    best = find_callback(trainer, BestWeights).best_epoch
+    history = find_callback(trainer, MetricPrinter).history
     return {"state_dict": model.net.state_dict()}, best, trainer.global_step, history
 
 

@@ -14,8 +14,7 @@ import pytest
 
 from launch import job, report
 from launch.prices import load as load_prices
-from tests.launch_fixtures import *  # noqa: F403
-from tests.launch_fixtures import BUCKET, REGION, ROLE, Recording, submit_inprocess, submit_subprocess
+from tests.helpers import BUCKET, REGION, ROLE, Recording, submit_inprocess, submit_subprocess
 
 DATA_KEYS = {
     "titanic-lightning/data/train/train_data.npz",
@@ -226,7 +225,7 @@ def test_dry_run_instance_and_distribution_choice(flags, instance, distributed, 
 
 
 def test_metric_regexes_read_the_lines_the_entry_prints():
-    from titanic_lightning.trainer import EPOCH_KEYS, FINAL_KEYS, metric_line
+    from titanic_lightning.callbacks import EPOCH_KEYS, FINAL_KEYS, metric_line
 
     epoch_values = {"epoch": 3, "train_loss": 0.4411, "val_loss": 0.4213, "val_acc": 0.8182, "val_auroc": 0.8712,
                     "val_f1": 0.7547}
@@ -261,7 +260,7 @@ def test_wait_records_the_run_and_compare_prints_one_table(bucket, data_dir, tmp
     record = json.loads(path.read_text())
     assert record["status"] == "Completed" and record["instance_type"] == "ml.m5.large"
     assert record["model_artifact"].startswith(f"s3://{BUCKET}/titanic-lightning/output/")
-    assert "status" not in out or "Completed" in out
+    assert f"job {record['job_name']}: Completed\n" in out
     for label in ("wall time", "billable time", "estimated cost", "model artifact", "final metrics"):
         assert label in out
 

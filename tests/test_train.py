@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from tests.helpers import clean_env, run_entry
-from titanic_lightning.config import parse_train_args
+from titanic_lightning.config import TrainConfig, parse_train_args
 from titanic_lightning.data import TitanicDataModule
 from titanic_lightning.errors import UsageError
 from titanic_lightning.model import TitanicClassifier
 from titanic_lightning.network import MLP
+from titanic_lightning.training import train
 
 METRICS_KEYS = {"val_loss", "val_acc", "val_auroc", "test_acc", "best_epoch", "epochs_run", "wall_seconds",
                 "accelerator", "world_size"}
@@ -146,3 +147,33 @@ def test_user_npz_without_preprocessing_still_trains(tmp_path, tiny_channels, mo
           "--model_dir", str(tmp_path / "m"), "--output_dir", str(tmp_path / "o")])
     metrics, _ = _check_model_dir(tmp_path / "m", with_test=False, with_preprocessing=False)
     assert metrics["epochs_run"] == 2
+
+
+def _tiny_config(tmp_path, channels, **overrides) -> TrainConfig:
+    return TrainConfig(train=str(channels["train"]), val=str(channels["val"]), test=str(channels["test"]),
+                       epochs=2, hidden_sizes=[8], model_dir=str(tmp_path / "m"), output_dir=str(tmp_path / "o"),
+                       **overrides)
+
+
+def test_train_returns_the_metrics_it_saved_and_their_paths(tmp_path, tiny_channels, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = train(_tiny_config(tmp_path, tiny_channels))
+    assert result.model_dir == tmp_path / "m" and result.output_dir == tmp_path / "o"
+    assert result.model_file == tmp_path / "m" / "model.pt" and result.model_file.is_file()
+    assert result.metrics_file == tmp_path / "m" / "metrics.json"
+    assert result.metrics == json.loads(result.metrics_file.read_text())
+    assert result.metrics == torch.load(result.model_file, weights_only=True)["metrics"]
+    assert result.curves == tmp_path / "o" / "curves.png" and result.curves.stat().st_size > 10_000
+    assert result.metrics["epochs_run"] == 2 and "test_acc" in result.metrics
+    assert result.wall_seconds == result.metrics["wall_seconds"] > 0
+    assert result.fit_seconds == result.metrics["fit_seconds"] > 0
+
+
+def test_train_fast_dev_run_returns_metrics_and_no_paths(tmp_path, tiny_channels, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = train(_tiny_config(tmp_path, tiny_channels, fast_dev_run=2))
+    assert result.metrics is not None and {"val_acc", "test_acc", "best_epoch"} <= set(result.metrics)
+    assert (result.model_dir, result.model_file, result.metrics_file, result.output_dir, result.curves) == (
+        None, None, None, None, None)
+    assert result.wall_seconds == result.metrics["wall_seconds"]
+    assert not (tmp_path / "m").exists() and not (tmp_path / "o").exists()

@@ -13,7 +13,9 @@ Modules, one role each:
     network      the MLP, a plain nn.Module (all that scoring needs)
     model        the LightningModule that trains it: loss, optimiser, metrics
     strategies   DDP / smddp / FSDP / custom strategies and the SageMaker cluster environment
-    trainer      callbacks, loggers and the Trainer; results → artifacts
+    callbacks    the callbacks every run carries and the `name=value;` metric lines they print
+    lightning_run  the DataModule, LightningModule and Trainer of a run; fit, evaluate, save
+    training     train(cfg) -> TrainResult: one whole run as a function (entry.train, bench)
     resume       writing last.ckpt (by epoch, by time, on SIGTERM) and resuming from it
     artifacts    model.pt / metrics.json / code/ / curves.png, written as a set
     outputs      what each command writes, and the checks its output paths pass before any work

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, MutableMapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from titanic_lightning.errors import UsageError
@@ -142,9 +142,6 @@ class Plan:
     @property
     def world_size(self) -> int:
         return self.devices * self.num_nodes
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "world_size": self.world_size}
 
 
 def _int(env: Mapping[str, str], key: str, default: int | None = None) -> int:

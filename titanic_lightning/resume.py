@@ -110,9 +110,10 @@ def checkpoint_to_resume(checkpoint_dir: Path | None, model, datamodule, world_s
     for section, current in (("hyper_parameters", model.hparams), ("datamodule_hyper_parameters", datamodule.hparams)):
         saved = checkpoint.get(section) or {}
         for key, value in current.items():
-            if _plain(saved.get(key)) != _plain(value):
+            was, now = _tuples_as_lists(saved.get(key)), _tuples_as_lists(value)
+            if was != now:
                 raise UsageError(
-                    f"{path} was written with {key}={_plain(saved.get(key))!r} but this run has {key}={_plain(value)!r}; "
+                    f"{path} was written with {key}={was!r} but this run has {key}={now!r}; "
                     "resume with the same settings, or choose another --checkpoint_dir"
                 )
     epochs, batches, saved_world_size = position(checkpoint)
@@ -174,5 +175,6 @@ def describe(checkpoint: dict) -> str:
     return f"{text}, and {batches} batch(es) of epoch {epochs + 1}" if batches else text
 
 
-def _plain(value):
+def _tuples_as_lists(value):
+    """A hyperparameter as it compares across a checkpoint: a saved tuple equals the same list."""
     return list(value) if isinstance(value, tuple) else value

@@ -42,7 +42,6 @@ class Scorer:
                 f"{source}: the model was saved without preprocessing, so it cannot score raw passenger rows; "
                 "retrain it with the preprocessing.json its training data was prepared with"
             )
-        self.preprocessing = description
         self.preprocessor = Preprocessor.from_dict(description, source=f"{source} (preprocessing)")
         hparams = payload.get("hyperparameters") or {}
         try:
