@@ -8,7 +8,7 @@ The lesson's command works unchanged: `--train F --val F --epochs N --learning_r
 
 import time
 
-from titanic_lightning.errors import run_command
+from titanic_lightning.command import run_command
 
 
 def main(argv: list[str]) -> None:

@@ -83,7 +83,7 @@ def invoke(main, argv: list[str], capsys) -> tuple[int, str, str]:
     (exit code, stdout, stderr)."""
     import pytest
 
-    from titanic_lightning.errors import run_command
+    from titanic_lightning.command import run_command
 
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:

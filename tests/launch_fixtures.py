@@ -129,7 +129,7 @@ def recording(moto_server):
 def submit_inprocess(argv: list[str], capsys) -> tuple[int, str, str]:
     """Run the CLI in this process; return (exit code, stdout, stderr)."""
     from launch.submit import _main
-    from titanic_lightning.errors import run_command
+    from titanic_lightning.command import run_command
 
     with pytest.raises(SystemExit) as exc:
         run_command(_main, argv)
