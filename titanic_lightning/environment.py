@@ -52,14 +52,19 @@ def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
 # --- paths -----------------------------------------------------------------------------------
 
 
-def default_channel(split: str, env: Mapping[str, str] | None = None) -> Path:
-    """`SM_CHANNEL_<SPLIT>` when SageMaker mounted that channel, else `./data/<split>_data.npz`."""
-    value = _env(env).get(f"SM_CHANNEL_{split.upper()}")
-    return Path(value) if value else LOCAL_DATA_DIR / f"{split}_data.npz"
+def sagemaker_channels(env: Mapping[str, str] | None = None) -> dict[str, Path]:
+    """The splits SageMaker mounted a channel for: {split: `SM_CHANNEL_<SPLIT>`}."""
+    mounted = {}
+    for split in SPLITS:
+        value = _env(env).get(f"SM_CHANNEL_{split.upper()}")
+        if value:
+            mounted[split] = Path(value)
+    return mounted
 
 
-def has_sagemaker_channel(split: str, env: Mapping[str, str] | None = None) -> bool:
-    return bool(_env(env).get(f"SM_CHANNEL_{split.upper()}"))
+def default_channel(split: str, mounted: Mapping[str, Path]) -> Path:
+    """The channel SageMaker mounted for the split (`sagemaker_channels`), else `./data/<split>_data.npz`."""
+    return mounted.get(split) or LOCAL_DATA_DIR / f"{split}_data.npz"
 
 
 def default_model_dir(env: Mapping[str, str] | None = None) -> Path:
