@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from titanic_lightning import environment
 from titanic_lightning.errors import FAILURE_EXIT, INTERRUPT_EXIT, SIGTERM_EXIT, USAGE_EXIT, UsageError, one_line
@@ -19,18 +20,24 @@ def debug_requested(args: Sequence[str]) -> bool:
     """Whether the command line turns --debug on, read the way the commands' parsers read booleans.
 
     `--debug V` and `--debug=V` count when jsonargparse reads V as true (true, yes, on, in any of
-    the cases it accepts); the last one wins, as in the parser. A bare `--debug` (the launcher's
-    switch) counts too.
+    the cases it accepts), and so does `debug:` in a `--config` file; the last one wins, as in the
+    parser. A bare `--debug` (the launcher's switch) counts too.
     """
     value = None
     for i, arg in enumerate(args):
+        following = args[i + 1] if i + 1 < len(args) else None
         if arg == "--debug":
-            following = args[i + 1] if i + 1 < len(args) else None
             value = "true" if following is None or following.startswith("--") else following
         elif arg.startswith("--debug="):
             value = arg.partition("=")[2]
+        elif arg == "--config" and following is not None:
+            value = _debug_in_config(following, value)
+        elif arg.startswith("--config="):
+            value = _debug_in_config(arg.partition("=")[2], value)
     if value is None:
         return False
+    if isinstance(value, bool):
+        return value
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser(exit_on_error=False)
@@ -39,6 +46,21 @@ def debug_requested(args: Sequence[str]) -> bool:
         return parser.parse_args(["--debug", value]).debug is True
     except Exception:  # noqa: BLE001 - not a boolean: the command's own parser will say so
         return False
+
+
+def _debug_in_config(config: str, current):
+    """The `debug` value a --config file (or inline YAML, as jsonargparse accepts) sets, else `current`."""
+    import yaml
+
+    try:
+        path = Path(config)
+        data = yaml.safe_load(path.read_text(encoding="utf-8") if path.is_file() else config)
+    except (OSError, ValueError, yaml.YAMLError):
+        return current  # the command's own parser names what is wrong with the file
+    if not isinstance(data, dict) or "debug" not in data:
+        return current
+    debug = data["debug"]
+    return debug if isinstance(debug, (bool, str)) else False
 
 
 def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None = None) -> None:
