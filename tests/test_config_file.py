@@ -70,6 +70,15 @@ def test_a_bool_or_int_flag_keeps_its_type_through_the_file(fast_dev_run, tmp_pa
                 config.parse_train_args(["--fast_dev_run", fast_dev_run]))
 
 
+def test_print_config_prints_after_every_other_flag(tmp_path, capsys):
+    (tmp_path / "run.yaml").write_text("epochs: 7\n")
+    argv = ["--seed", "3", "--config", str(tmp_path / "run.yaml"), "--patience", "4"]
+    for at in range(len(argv) + 1):
+        text = printed_config(config.parse_train_args, [*argv[:at], "--print_config", *argv[at:]], capsys)
+        assert text == printed_config(config.parse_train_args, argv, capsys)
+        assert {"seed: 3", "epochs: 7", "patience: 4", "learning_rate: 0.001"} <= set(text.splitlines()), at
+
+
 def test_the_printed_defaults_are_every_field(capsys):
     import yaml
 

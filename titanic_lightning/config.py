@@ -255,6 +255,10 @@ def _parser(cls: type, prog: str) -> ArgumentParser:
 
 def _parse(cls: type, prog: str, argv: list[str]):
     parser = _parser(cls, prog)
+    # --print_config prints "after applying all other arguments", but jsonargparse 4.53 prints a
+    # --config file read after it on its own and exits: it goes last.
+    printing = [a for a in argv if a == "--print_config" or a.startswith("--print_config=")]
+    argv = [a for a in argv if a not in printing] + printing
     try:
         namespace = parser.parse_args(argv)  # with --print_config: prints and exits (SystemExit 0)
     except Exception as exc:  # jsonargparse raises argparse.ArgumentError and friends
