@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from titanic_lightning.errors import run_command
+from titanic_lightning.command import run_command
 
 
 def _load(data: Path, split: str):

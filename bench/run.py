@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from bench import synth
-from titanic_lightning.errors import run_command
+from titanic_lightning.command import run_command
 
 PY = sys.executable
 BATCH = 4096

@@ -5,7 +5,7 @@ The input contract (coded raw columns in, probability out) is in titanic_lightni
 ONNX needs the optional extra: `pip install -e '.[onnx]'`.
 """
 
-from titanic_lightning.errors import run_command
+from titanic_lightning.command import run_command
 
 
 def main(argv: list[str]) -> None:

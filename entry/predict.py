@@ -6,7 +6,7 @@ Output: `PassengerId,probability,prediction` (standard output without --out); wi
 column, accuracy and AUROC too.
 """
 
-from titanic_lightning.errors import run_command
+from titanic_lightning.command import run_command
 
 
 def main(argv: list[str]) -> None:

@@ -4,7 +4,7 @@ Run: `python -m entry.prepare [--csv CSV] [--out DIR] [--features basic|rich]`
 (`--csv` defaults to `$TITANIC_CSV`, then the user cache, then a verified download.)
 """
 
-from titanic_lightning.errors import run_command
+from titanic_lightning.command import run_command
 
 
 def main(argv: list[str]) -> None:

@@ -9,7 +9,7 @@ The run itself is `titanic_lightning.training.train`.
 
 import time
 
-from titanic_lightning.errors import run_command
+from titanic_lightning.command import run_command
 
 
 def main(argv: list[str]) -> None:

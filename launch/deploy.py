@@ -19,7 +19,8 @@ import re
 import sys
 import time
 
-from titanic_lightning.errors import UsageError, run_command
+from titanic_lightning.command import run_command
+from titanic_lightning.errors import UsageError
 from titanic_lightning.model_source import parse_s3_uri
 
 # The newest PyTorch inference image the installed SDK knows for py312; it runs what model.pt needs.

@@ -30,7 +30,8 @@ if __package__ in (None, ""):
     # Run by path (`python launch/submit.py`): make the repository importable as the module form is.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from titanic_lightning.errors import UsageError, debug_requested, one_line, run_command  # noqa: E402
+from titanic_lightning.command import debug_requested, run_command  # noqa: E402
+from titanic_lightning.errors import UsageError, one_line  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):

@@ -85,7 +85,7 @@ def invoke(main, argv: list[str], capsys) -> tuple[int, str, str]:
     (exit code, stdout, stderr)."""
     import pytest
 
-    from titanic_lightning.errors import run_command
+    from titanic_lightning.command import run_command
 
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
@@ -153,7 +153,7 @@ def submit_inprocess(argv: list[str], capsys) -> tuple[int, str, str]:
     import pytest
 
     from launch.submit import _main
-    from titanic_lightning.errors import run_command
+    from titanic_lightning.command import run_command
 
     with pytest.raises(SystemExit) as exc:
         run_command(_main, argv)

@@ -28,7 +28,8 @@ import entry.prepare
 import entry.train
 from tests import helpers
 from tests.helpers import REPO, clean_env, npz_declaring, run_entry, write_channel
-from titanic_lightning.errors import UsageError, run_command
+from titanic_lightning.command import run_command
+from titanic_lightning.errors import UsageError
 
 COMMANDS = {"prepare": entry.prepare.main, "train": entry.train.main, "predict": entry.predict.main}
 FOREIGN_ENV = ("SM_", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_", "NODE_RANK",
@@ -535,7 +536,7 @@ RUNTIME_FAILURE = """
 import sys
 import titanic_lightning.resume
 from entry.train import main
-from titanic_lightning.errors import run_command
+from titanic_lightning.command import run_command
 
 def fail(*args, **kwargs):
     raise RuntimeError("simulated failure")

@@ -151,6 +151,24 @@ def test_batches_are_cut_from_memory(tiny_channels):
     assert dm.num_features == 5
 
 
+def test_each_channel_is_listed_and_its_first_header_read_once(tmp_path, monkeypatch):
+    from titanic_lightning import data
+
+    write_channel(tmp_path / "train" / "a.npz", "train", rows=10, seed=1)
+    write_channel(tmp_path / "train" / "b.npz", "train", rows=7, seed=2)
+    write_channel(tmp_path / "val.npz", "val", rows=5, seed=3)
+    listed, headers = [], []
+    monkeypatch.setattr(data, "channel_files", lambda path, real=data.channel_files: listed.append(path) or real(path))
+    monkeypatch.setattr(data, "_check_headers",
+                        lambda path, split, real=data._check_headers: headers.append(path.name) or real(path, split))
+    dm = TitanicDataModule(tmp_path / "train", tmp_path / "val.npz")
+    assert dm.num_features == 5  # what the model is built from, before the data is loaded
+    dm.setup("fit")
+    assert len(dm.datasets["train"]) == 17 and data.DATA_SHA256 in dm.hparams
+    assert sorted(map(str, listed)) == sorted([str(tmp_path / "train"), str(tmp_path / "val.npz")])
+    assert sorted(headers) == ["a.npz", "b.npz", "val.npz"]
+
+
 def test_train_loader_state_resumes_inside_an_epoch():
     sampler = ShardedBatchSampler(100, 10, shuffle=True, seed=3, rank=0, world_size=2)
     loader = TrainBatches(TensorBatches(torch.arange(100.0)[:, None], torch.zeros(100)), sampler, lambda: (4, 3))

@@ -42,7 +42,7 @@ def aws(fresh_aws, monkeypatch):
 
 
 def _run(module, capsys, *args: str) -> tuple[int, str, str]:
-    from titanic_lightning.errors import run_command
+    from titanic_lightning.command import run_command
 
     with pytest.raises(SystemExit) as exited:
         run_command(module.main, list(args))

@@ -77,6 +77,46 @@ def test_bad_environments_are_named(env, cuda, overrides, message):
         make_plan(env, cuda, **overrides)
 
 
+@pytest.mark.parametrize(("env", "launcher"), [
+    ({}, "local"),
+    ({"SM_HOSTS": '["algo-1"]'}, "sagemaker"),
+    ({"TORCHELASTIC_RUN_ID": "x", "WORLD_SIZE": "1"}, "torchrun"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_WORLD_SIZE": "2"}, "torchrun"),
+    ({"WORLD_SIZE": "2", "RANK": "0"}, "local"),  # not all of torchrun's variables: a plain process
+    ({**SM_TWO_CPU_HOSTS, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_WORLD_SIZE": "1"}, "torchrun"),  # torchrun on a host
+])
+def test_the_first_detector_that_recognises_the_launcher_reads_it(env, launcher):
+    detectors = [d for d in environment.DETECTORS if d.detect(env)]
+    assert detectors[0].name == launcher and detectors[-1] is environment.PlainProcess
+    assert environment.detect(env, 0).launcher == launcher
+
+
+def test_a_new_launcher_is_one_detector(monkeypatch):
+    class Slurm:
+        name = "slurm"
+
+        @staticmethod
+        def detect(env):
+            return "SLURM_NTASKS" in env
+
+        @classmethod
+        def read(cls, env, cuda_devices, cpu_processes):
+            tasks, per_node = int(env["SLURM_NTASKS"]), int(env["SLURM_NTASKS_PER_NODE"])
+            return environment.Detected(cls.name, "cpu", per_node, tasks // per_node, int(env["SLURM_NODEID"]),
+                                        "node-0", 6000, fixed_world_size="SLURM_NTASKS")
+
+    monkeypatch.setattr(environment, "DETECTORS", (Slurm, *environment.DETECTORS))
+    env = {"SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NODEID": "1"}
+    plan = make_plan(env, 0)
+    assert (plan.launcher, plan.devices, plan.num_nodes, plan.node_rank, plan.strategy, plan.backend) == \
+        ("slurm", 2, 2, 1, "ddp", "gloo")
+    assert (plan.main_address, plan.main_port) == ("node-0", 6000)
+    assert make_plan(env, 0, devices=1, num_nodes=4).world_size == 4  # the override step applies to it too
+    with pytest.raises(UsageError, match="does not match SLURM_NTASKS=4"):
+        make_plan(env, 0, devices=3)
+    assert make_plan({}, 0).launcher == "local"
+
+
 def test_sagemaker_cluster_environment(monkeypatch):
     monkeypatch.delenv("LOCAL_RANK", raising=False)  # the host's first process, as SageMaker starts it
     plan = make_plan(SM_TWO_CPU_HOSTS, 0, cpu_processes=2)

@@ -78,7 +78,7 @@ def _run_loader(fmt: str, exported: Path, x: np.ndarray, tmp_path: Path) -> tupl
 
 def _export(capsys, *args: str) -> tuple[int, str]:
     from entry.export import main
-    from titanic_lightning.errors import run_command
+    from titanic_lightning.command import run_command
 
     with pytest.raises(SystemExit) as exited:
         run_command(main, list(args))

@@ -12,8 +12,9 @@ import pytest
 
 from tests.helpers import clean_env, run_entry
 from titanic_lightning import config
+from titanic_lightning.command import debug_requested, run_command
 from titanic_lightning.config import parse_train_args
-from titanic_lightning.errors import UsageError, debug_requested, run_command
+from titanic_lightning.errors import UsageError
 
 REFUSED = [
     ("--learning_rate", "inf"), ("--learning_rate", "1e400"), ("--learning_rate", "nan"), ("--learning_rate", "-inf"),

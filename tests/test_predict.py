@@ -23,7 +23,7 @@ def model_dir(tmp_path_factory, prepared) -> Path:
 def _predict(capsys, *args: str) -> tuple[int, str, str]:
     """Run the entry in-process (as run_command does for the CLI); return (exit code, stdout, stderr)."""
     from entry.predict import main
-    from titanic_lightning.errors import run_command
+    from titanic_lightning.command import run_command
 
     with pytest.raises(SystemExit) as exited:
         run_command(main, list(args))

@@ -73,6 +73,18 @@ def test_code_dir_is_written_with_the_model(model_dir):
         assert (code / "titanic_lightning" / name).read_bytes() == (package / name).read_bytes()
 
 
+def test_errors_module_stands_alone():
+    """errors.py is copied into code/ on its own: no import of the project, not even inside a function,
+    where a missing module would fail only when that function runs in the container."""
+    import ast
+
+    source = (Path(__file__).resolve().parents[1] / "titanic_lightning" / "errors.py").read_text()
+    imported = [node.module if isinstance(node, ast.ImportFrom) else alias.name
+                for node in ast.walk(ast.parse(source)) if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in node.names]
+    assert not [m for m in imported if m and m.startswith("titanic_lightning")]
+
+
 def test_handler_runs_without_the_project(model_dir, prepared, tmp_path):
     from titanic_lightning.scoring import Scorer
 

@@ -2,8 +2,9 @@
 one GPU, or several SageMaker instances.
 
 Modules, one role each:
-    errors       user-facing errors and the command wrapper that turns them into one line
+    errors       user-facing errors and exit codes (imports nothing of the project)
     environment  the only reader of the process environment (SageMaker, torchrun, paths)
+    command      the wrapper every command runs under: one line per error, SageMaker's failure file
     csv_source   finding, downloading and verifying the Titanic CSV
     features     the fitted, serialisable passenger → feature transform
     prepare      CSV → split → npz channels + preprocessing.json

@@ -107,11 +107,14 @@ def _check_headers(path: Path, split: str) -> tuple[str, str, tuple[int, ...]]:
     return x_key, y_key, shape
 
 
-def read_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Load and check one npz file; features come back float32, labels float32 0/1."""
+def read_npz(path: Path, split: str, headers: tuple[str, str, tuple[int, ...]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Load and check one npz file; features come back float32, labels float32 0/1.
+
+    `headers`: what `_check_headers` already returned for this file, so they are not read again.
+    """
     if not zipfile.is_zipfile(path):
         raise UsageError(f"{path}: not an npz file (expected a zip archive of .npy arrays)")
-    x_key, y_key, _ = _check_headers(path, split)
+    x_key, y_key, _ = headers or _check_headers(path, split)
     try:
         with np.load(path, allow_pickle=False) as npz:
             X = npz[x_key]
@@ -140,8 +143,11 @@ def read_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return X, y.astype(np.float32, copy=False)
 
 
-def load_channel(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    parts = [read_npz(f, split) for f in channel_files(path)]
+def load_channel(path: Path, split: str, files: list[Path] | None = None,
+                 first_headers: tuple[str, str, tuple[int, ...]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Load a channel; `files` (its `channel_files`) and `first_headers` (its first file's) when already read."""
+    files = channel_files(path) if files is None else files
+    parts = [read_npz(f, split, first_headers if i == 0 else None) for i, f in enumerate(files)]
     widths = {X.shape[1] for X, _ in parts}
     if len(widths) > 1:
         raise UsageError(f"{path}: its files have different feature counts {sorted(widths)}")
@@ -156,15 +162,15 @@ def num_features(path: Path, split: str) -> int:
     return int(_check_headers(first, split)[2][1])
 
 
-def training_data_sha256(train: Path, val: Path) -> str:
+def training_data_sha256(train: Path, val: Path, files: dict[str, list[Path]] | None = None) -> str:
     """The training data's identity: one sha256 over the train and val channels' file contents.
 
     Only contents count, in the order they are read: the same data copied elsewhere (as every
-    SageMaker instance gets it) has the same identity.
+    SageMaker instance gets it) has the same identity. `files`: the channels' files when already listed.
     """
     digest = hashlib.sha256()
     for split, path in (("train", train), ("val", val)):
-        for file in channel_files(path):
+        for file in (files or {}).get(split) or channel_files(path):
             digest.update(f"{split}:{sha256_of(file)}\n".encode())
     return digest.hexdigest()
 
@@ -283,10 +289,22 @@ class TitanicDataModule(pl.LightningDataModule):
         self.paths = {"train": Path(train), "val": Path(val), "test": Path(test) if test else None}
         self.batch_size, self.seed = batch_size, seed
         self.datasets: dict[str, TensorBatches] = {}
+        # Each channel is listed (and its existence checked) once, and the training channel's first
+        # header read once: num_features, setup and the data's identity share them.
+        self._files: dict[str, list[Path]] = {}
+        self._train_headers: tuple[str, str, tuple[int, ...]] | None = None
+
+    def channel_files(self, split: str) -> list[Path]:
+        if split not in self._files:
+            self._files[split] = channel_files(self.paths[split])
+        return self._files[split]
 
     @property
     def num_features(self) -> int:
-        return num_features(self.paths["train"], "train")
+        """Feature count read from the training channel's first array header, without loading the data."""
+        if self._train_headers is None:
+            self._train_headers = _check_headers(self.channel_files("train")[0], "train")
+        return int(self._train_headers[2][1])
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -295,12 +313,13 @@ class TitanicDataModule(pl.LightningDataModule):
         for split, path in self.paths.items():
             if path is None:
                 continue
-            X, y = load_channel(path, split)
+            X, y = load_channel(path, split, self.channel_files(split),
+                                self._train_headers if split == "train" else None)
             widths[split] = X.shape[1]
             self.datasets[split] = TensorBatches(torch.from_numpy(X), torch.from_numpy(y))
         # Saved into checkpoints beside batch_size and seed: a checkpoint trained on other data is
         # not this run's to continue (resume.checkpoint_to_resume compares it).
-        self.hparams[DATA_SHA256] = training_data_sha256(self.paths["train"], self.paths["val"])
+        self.hparams[DATA_SHA256] = training_data_sha256(self.paths["train"], self.paths["val"], self._files)
         for split, width in widths.items():
             if width != widths["train"]:
                 raise UsageError(

@@ -7,8 +7,9 @@ command-line flags override:
   else local folders (`./data/`, `./model/`, `./outputs/`); checkpoints in `TITANIC_CHECKPOINT_DIR`,
   else `/opt/ml/checkpoints` when it exists;
 * the Titanic CSV — `TITANIC_CSV`, the user cache folder, the download URL;
-* the training plan — who started this process (torchrun, a SageMaker host, or nobody) and so
-  which accelerator, how many devices and nodes, which rank, which strategy and backend.
+* the training plan — who started this process (torchrun, a SageMaker host, or nobody: one
+  detector each, as Lightning has one ClusterEnvironment per cluster) and so which accelerator, how
+  many devices and nodes, which rank; then the command line's overrides, the strategy and backend.
 
 `make_plan` is a pure function of an environment mapping, so it is tested with plain dicts.
 Nothing here imports torch or Lightning: `--help` and argument errors stay instant.
@@ -51,14 +52,19 @@ def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
 # --- paths -----------------------------------------------------------------------------------
 
 
-def default_channel(split: str, env: Mapping[str, str] | None = None) -> Path:
-    """`SM_CHANNEL_<SPLIT>` when SageMaker mounted that channel, else `./data/<split>_data.npz`."""
-    value = _env(env).get(f"SM_CHANNEL_{split.upper()}")
-    return Path(value) if value else LOCAL_DATA_DIR / f"{split}_data.npz"
+def sagemaker_channels(env: Mapping[str, str] | None = None) -> dict[str, Path]:
+    """The splits SageMaker mounted a channel for: {split: `SM_CHANNEL_<SPLIT>`}."""
+    mounted = {}
+    for split in SPLITS:
+        value = _env(env).get(f"SM_CHANNEL_{split.upper()}")
+        if value:
+            mounted[split] = Path(value)
+    return mounted
 
 
-def has_sagemaker_channel(split: str, env: Mapping[str, str] | None = None) -> bool:
-    return bool(_env(env).get(f"SM_CHANNEL_{split.upper()}"))
+def default_channel(split: str, mounted: Mapping[str, Path]) -> Path:
+    """The channel SageMaker mounted for the split (`sagemaker_channels`), else `./data/<split>_data.npz`."""
+    return mounted.get(split) or LOCAL_DATA_DIR / f"{split}_data.npz"
 
 
 def default_model_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -166,12 +172,119 @@ def _hosts(env: Mapping[str, str]) -> list[str]:
     return sorted(hosts)
 
 
+# One detector per launcher, tried in order, as Lightning tries its ClusterEnvironment classes:
+# `detect(env)` says whether this launcher started the process, `read(env, ...)` what its environment
+# implies. A second cloud or SLURM is one more detector in DETECTORS, before the plain process.
+
+
+@dataclass(frozen=True)
+class Detected:
+    """What a launcher's environment implies, before the command line's flags have their say."""
+
+    launcher: str
+    accelerator: str
+    devices: int
+    num_nodes: int
+    node_rank: int = 0
+    main_address: str | None = None
+    main_port: int | None = None
+    # Set when the launcher has started every process itself: the variable naming their number,
+    # which flags may then not contradict.
+    fixed_world_size: str | None = None
+
+
+class Torchrun:
+    """torchrun (or any torch.distributed elastic launcher): the processes exist, one per device."""
+
+    name = "torchrun"
+
+    @staticmethod
+    def detect(env: Mapping[str, str]) -> bool:
+        return "TORCHELASTIC_RUN_ID" in env or all(k in env for k in ("WORLD_SIZE", "RANK", "LOCAL_WORLD_SIZE"))
+
+    @classmethod
+    def read(cls, env: Mapping[str, str], cuda_devices: int, cpu_processes: int) -> Detected:
+        world = _int(env, "WORLD_SIZE")
+        local_world = _int(env, "LOCAL_WORLD_SIZE", world)
+        if local_world < 1 or world % local_world:
+            raise UsageError(f"WORLD_SIZE={world} is not a multiple of LOCAL_WORLD_SIZE={local_world}")
+        return Detected(
+            launcher=cls.name,
+            accelerator="gpu" if cuda_devices > 0 else "cpu",
+            devices=local_world,
+            num_nodes=world // local_world,
+            node_rank=_int(env, "GROUP_RANK", _int(env, "RANK", 0) // local_world),
+            main_address=env.get("MASTER_ADDR"),
+            main_port=_int(env, "MASTER_PORT", 29500),
+            fixed_world_size=f"{cls.name}'s WORLD_SIZE",
+        )
+
+
+class SageMakerHost:
+    """A SageMaker training host: one process per host from SageMaker, Lightning starts the rest."""
+
+    name = "sagemaker"
+
+    @staticmethod
+    def detect(env: Mapping[str, str]) -> bool:
+        return bool(env.get("SM_HOSTS"))
+
+    @classmethod
+    def read(cls, env: Mapping[str, str], cuda_devices: int, cpu_processes: int) -> Detected:
+        hosts = _hosts(env)
+        current = env.get("SM_CURRENT_HOST", hosts[0])
+        if current not in hosts:
+            raise UsageError(f"SM_CURRENT_HOST={current!r} is not one of SM_HOSTS={hosts}")
+        gpus = _int(env, "SM_NUM_GPUS", cuda_devices)
+        return Detected(
+            launcher=cls.name,
+            accelerator="gpu" if gpus > 0 else "cpu",
+            devices=gpus if gpus > 0 else cpu_processes,
+            num_nodes=len(hosts),
+            node_rank=hosts.index(current),
+            main_address=env.get("SM_MASTER_ADDR") or hosts[0],
+            main_port=_int(env, "SM_MASTER_PORT", 7777),
+        )
+
+
+class PlainProcess:
+    """Started by nobody in particular: one GPU when there is one, else `--cpu_processes`, one node."""
+
+    name = "local"
+
+    @staticmethod
+    def detect(env: Mapping[str, str]) -> bool:
+        return True
+
+    @classmethod
+    def read(cls, env: Mapping[str, str], cuda_devices: int, cpu_processes: int) -> Detected:
+        return Detected(
+            launcher=cls.name,
+            accelerator="gpu" if cuda_devices > 0 else "cpu",
+            devices=1 if cuda_devices > 0 else cpu_processes,
+            num_nodes=1,
+        )
+
+
+DETECTORS = (Torchrun, SageMakerHost, PlainProcess)  # the first that detects its launcher wins
+
+
+def detect(env: Mapping[str, str], cuda_devices: int, cpu_processes: int = 1) -> Detected:
+    """What the launcher that started this process implies (the first detector that recognises it)."""
+    detector = next(d for d in DETECTORS if d.detect(env))
+    return detector.read(env, cuda_devices, cpu_processes)
+
+
 def is_sagemaker(env: Mapping[str, str] | None = None) -> bool:
-    return bool(_env(env).get("SM_HOSTS"))
+    return SageMakerHost.detect(_env(env))
 
 
-def is_torchrun(env: Mapping[str, str]) -> bool:
-    return "TORCHELASTIC_RUN_ID" in env or all(k in env for k in ("WORLD_SIZE", "RANK", "LOCAL_WORLD_SIZE"))
+def socket_interface_updates(env: Mapping[str, str]) -> dict[str, str]:
+    """GLOO/NCCL_SOCKET_IFNAME from SageMaker's SM_NETWORK_INTERFACE_NAME, for those not set already."""
+    iface = env.get("SM_NETWORK_INTERFACE_NAME")
+    if not iface:
+        return {}
+    return {key: iface for key in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME") if not env.get(key)}
 
 
 def make_plan(
@@ -187,77 +300,39 @@ def make_plan(
 ) -> Plan:
     """Turn an environment (and the number of visible CUDA devices) into a training plan.
 
-    Explicit arguments (the command line's `--accelerator`, `--devices`, `--num_nodes`,
-    `--strategy`) override what the environment implies.
+    The launcher's detector reads the environment; then the command line's `--accelerator`,
+    `--devices`, `--num_nodes` and `--strategy` override what it implies.
     """
-    main_address: str | None = None
-    main_port: int | None = None
-    node_rank = 0
-    if is_torchrun(env):
-        launcher = "torchrun"
-        world = _int(env, "WORLD_SIZE")
-        local_world = _int(env, "LOCAL_WORLD_SIZE", world)
-        if local_world < 1 or world % local_world:
-            raise UsageError(f"WORLD_SIZE={world} is not a multiple of LOCAL_WORLD_SIZE={local_world}")
-        env_devices, env_nodes = local_world, world // local_world
-        node_rank = _int(env, "GROUP_RANK", _int(env, "RANK", 0) // local_world)
-        env_accelerator = "gpu" if cuda_devices > 0 else "cpu"
-        main_address, main_port = env.get("MASTER_ADDR"), _int(env, "MASTER_PORT", 29500)
-    elif is_sagemaker(env):
-        launcher = "sagemaker"
-        hosts = _hosts(env)
-        current = env.get("SM_CURRENT_HOST", hosts[0])
-        if current not in hosts:
-            raise UsageError(f"SM_CURRENT_HOST={current!r} is not one of SM_HOSTS={hosts}")
-        node_rank = hosts.index(current)
-        env_nodes = len(hosts)
-        gpus = _int(env, "SM_NUM_GPUS", cuda_devices)
-        env_accelerator = "gpu" if gpus > 0 else "cpu"
-        env_devices = gpus if gpus > 0 else cpu_processes
-        main_address = env.get("SM_MASTER_ADDR") or hosts[0]
-        main_port = _int(env, "SM_MASTER_PORT", 7777)
-    else:
-        launcher = "local"
-        env_accelerator = "gpu" if cuda_devices > 0 else "cpu"
-        env_devices = 1 if cuda_devices > 0 else cpu_processes
-        env_nodes = 1
-
-    chosen_accelerator = accelerator if accelerator not in (None, "auto") else env_accelerator
+    found = detect(env, cuda_devices, cpu_processes)
+    chosen_accelerator = accelerator if accelerator not in (None, "auto") else found.accelerator
     if chosen_accelerator == "cuda":
         chosen_accelerator = "gpu"
     if chosen_accelerator == "gpu" and cuda_devices == 0:
         raise UsageError("--accelerator gpu was asked for, but no CUDA device is visible")
-    chosen_devices = devices if devices is not None else env_devices
-    chosen_nodes = num_nodes if num_nodes is not None else env_nodes
-    if launcher == "torchrun" and chosen_devices * chosen_nodes != env_devices * env_nodes:
-        raise UsageError(
-            f"--devices {chosen_devices} x --num_nodes {chosen_nodes} does not match torchrun's "
-            f"WORLD_SIZE={env_devices * env_nodes}"
-        )
+    chosen_devices = devices if devices is not None else found.devices
+    chosen_nodes = num_nodes if num_nodes is not None else found.num_nodes
     world = chosen_devices * chosen_nodes
+    if found.fixed_world_size and world != found.devices * found.num_nodes:
+        raise UsageError(
+            f"--devices {chosen_devices} x --num_nodes {chosen_nodes} does not match {found.fixed_world_size}="
+            f"{found.devices * found.num_nodes}"
+        )
     chosen_strategy = strategy if strategy not in (None, "auto") else ("ddp" if world > 1 else "auto")
     backend = None
     if world > 1 or chosen_strategy not in ("auto",):
         backend = "nccl" if chosen_accelerator == "gpu" else "gloo"
-
-    env_updates: dict[str, str] = {}
-    iface = env.get("SM_NETWORK_INTERFACE_NAME")
-    if iface:
-        for key in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
-            if not env.get(key):
-                env_updates[key] = iface
     return Plan(
-        launcher=launcher,
+        launcher=found.launcher,
         accelerator=chosen_accelerator,
         devices=chosen_devices,
         num_nodes=chosen_nodes,
-        node_rank=node_rank,
+        node_rank=found.node_rank,
         strategy=chosen_strategy,
         backend=backend,
-        main_address=main_address,
-        main_port=main_port,
+        main_address=found.main_address,
+        main_port=found.main_port,
         process_group_timeout_s=process_group_timeout_s,
-        env_updates=env_updates,
+        env_updates=socket_interface_updates(env),
     )
 
 

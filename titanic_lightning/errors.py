@@ -1,16 +1,11 @@
-"""User-facing errors and the wrapper every `python -m entry.*` command runs under.
+"""User-facing errors: `UsageError`, one-line messages and the exit codes.
 
-A mistake by the user (a bad flag, a missing file, malformed data) raises `UsageError` and ends
-as one line on stderr with exit code 2. Anything else is a runtime failure: one line, exit 1,
-unless `--debug` is on the command line, which shows the traceback. Either way the reason is
-also written to SageMaker's failure file when there is one, so it becomes the job's
-FailureReason.
+A mistake by the user (a bad flag, a missing file, malformed data) raises `UsageError`; the
+command wrapper (`titanic_lightning.command.run_command`) ends it as one line on stderr with exit
+code 2. This module imports nothing of the project, so the serving bundle copies it alone.
 """
 
 from __future__ import annotations
-
-import sys
-from collections.abc import Callable, Sequence
 
 USAGE_EXIT = 2
 FAILURE_EXIT = 1
@@ -24,68 +19,3 @@ class UsageError(Exception):
 
 def one_line(text: str) -> str:
     return " ".join(str(text).split())
-
-
-def debug_requested(args: Sequence[str]) -> bool:
-    """Whether the command line turns --debug on, read the way the commands' parsers read booleans.
-
-    `--debug V` and `--debug=V` count when jsonargparse reads V as true (true, yes, on, in any of
-    the cases it accepts); the last one wins, as in the parser. A bare `--debug` (the launcher's
-    switch) counts too.
-    """
-    value = None
-    for i, arg in enumerate(args):
-        if arg == "--debug":
-            following = args[i + 1] if i + 1 < len(args) else None
-            value = "true" if following is None or following.startswith("--") else following
-        elif arg.startswith("--debug="):
-            value = arg.partition("=")[2]
-    if value is None:
-        return False
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_argument("--debug", type=bool)
-    try:
-        return parser.parse_args(["--debug", value]).debug is True
-    except Exception:  # noqa: BLE001 - not a boolean: the command's own parser will say so
-        return False
-
-
-def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None = None) -> None:
-    """Run `main(argv)` and exit with 0, 1 (runtime failure) or 2 (usage error)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    # Read before parsing, so that even a parse failure can show its traceback: `--debug true`.
-    debug = debug_requested(args)
-    try:
-        main(args)
-    except UsageError as exc:
-        _fail(f"error: {one_line(exc)}", USAGE_EXIT)
-    except KeyboardInterrupt:
-        _fail("error: interrupted", INTERRUPT_EXIT)
-    except SystemExit as exc:
-        # Lightning catches Ctrl-C itself, shuts down and calls sys.exit(1) while handling it.
-        if isinstance(exc.__context__, KeyboardInterrupt):
-            _fail("error: interrupted", INTERRUPT_EXIT)
-        # Lightning turns SIGTERM (a stop, a spot reclaim) into SIGTERMException, a SystemExit with
-        # no code, which would end the process with 0 and mark an interrupted job Completed.
-        if type(exc).__name__ == "SIGTERMException":
-            _fail("error: stopped by SIGTERM; run the same command again to resume from the last checkpoint", SIGTERM_EXIT)
-        raise
-    except Exception as exc:  # noqa: BLE001 - the last line of defence for a command
-        reason = f"error: {type(exc).__name__}: {one_line(exc)}"
-        if debug:
-            from titanic_lightning import environment
-
-            environment.write_failure_reason(reason)  # the job still gets its reason; stderr the traceback
-            raise
-        _fail(f"{reason} (rerun with --debug for the traceback)", FAILURE_EXIT)
-    sys.exit(0)
-
-
-def _fail(message: str, code: int) -> None:
-    from titanic_lightning import environment
-
-    print(message, file=sys.stderr, flush=True)
-    environment.write_failure_reason(message)
-    sys.exit(code)

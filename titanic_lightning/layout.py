@@ -67,39 +67,38 @@ def _prepare_local_data(cfg: TrainConfig) -> None:
     print(f"prepared {environment.LOCAL_DATA_DIR}/ from {csv}: rows {description['rows']}", file=sys.stderr)
 
 
-def _preprocessing_beside(train: Path) -> Path:
-    return (train if train.is_dir() else train.parent) / PREPROCESSING_FILE
-
-
 def resolve(cfg: TrainConfig) -> Layout:
     model_dir = Path(cfg.model_dir) if cfg.model_dir else environment.default_model_dir()
     output_dir = Path(cfg.output_dir) if cfg.output_dir else environment.default_output_dir()
     checkpoint_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else environment.default_checkpoint_dir()
     check_outputs(model_dir, output_dir, checkpoint_dir)
-    explicit = any(getattr(cfg, s) for s in environment.SPLITS) or any(
-        environment.has_sagemaker_channel(s) for s in environment.SPLITS
-    )
-    train = Path(cfg.train) if cfg.train else environment.default_channel("train")
-    val = Path(cfg.val) if cfg.val else environment.default_channel("val")
-    if not explicit and not train.exists():
-        _prepare_local_data(cfg)
+    mounted = environment.sagemaker_channels()
+    explicit = any(getattr(cfg, s) for s in environment.SPLITS) or bool(mounted)
+    train = Path(cfg.train) if cfg.train else environment.default_channel("train", mounted)
+    val = Path(cfg.val) if cfg.val else environment.default_channel("val", mounted)
+    if not train.exists():
+        if explicit:
+            raise UsageError(f"--train {train}: no such file or directory")
+        _prepare_local_data(cfg)  # writes the default train (and val) channel
+    if not val.exists():
+        raise UsageError(f"--val {val}: no such file or directory")
     # The default test channel belongs to the default layout: explicit --train/--val paths do not
     # silently pick up ./data/test_data.npz.
     if cfg.test:
         test = Path(cfg.test)
-    elif environment.has_sagemaker_channel("test") or not (cfg.train or cfg.val):
-        default_test = environment.default_channel("test")
+        if not test.exists():
+            raise UsageError(f"--test {test}: no such file or directory")
+    elif "test" in mounted or not (cfg.train or cfg.val):
+        default_test = environment.default_channel("test", mounted)
         test = default_test if default_test.exists() else None
     else:
         test = None
-    for flag, path in (("--train", train), ("--val", val), ("--test", test)):
-        if path is not None and not path.exists():
-            raise UsageError(f"{flag} {path}: no such file or directory")
 
+    beside = (train if train.is_dir() else train.parent) / PREPROCESSING_FILE
     if cfg.preprocessing:
         preprocessing = load_preprocessing(Path(cfg.preprocessing))
-    elif _preprocessing_beside(train).is_file():
-        preprocessing = load_preprocessing(_preprocessing_beside(train))
+    elif beside.is_file():
+        preprocessing = load_preprocessing(beside)
     else:
         preprocessing = None
         print(
