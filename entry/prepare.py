@@ -11,10 +11,12 @@ def main(argv: list[str]) -> None:
     from titanic_lightning.config import parse_prepare_args
 
     cfg = parse_prepare_args(argv)
+    from pathlib import Path
+
     from titanic_lightning.csv_source import resolve_csv
     from titanic_lightning.prepare import check_prepare_outputs, prepare
 
-    check_prepare_outputs(cfg.out)
+    check_prepare_outputs(cfg.out, csv=Path(cfg.csv) if cfg.csv else None)
     csv = resolve_csv(cfg.csv)
     description = prepare(csv, cfg.out, cfg.features)
     rows = description["rows"]

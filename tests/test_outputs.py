@@ -47,11 +47,14 @@ def _no_job_environment(monkeypatch):
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:
-    """Every file (bytes) and folder (None) under `root`, by relative path."""
+    """Every file (bytes), folder (None) and symbolic link (its target) under `root`, by relative path."""
     out: dict[str, bytes | None] = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
-        out[rel] = None if path.is_dir() and not path.is_symlink() else path.read_bytes()
+        if path.is_symlink():
+            out[rel] = b"symlink to " + os.readlink(path).encode()
+        else:
+            out[rel] = None if path.is_dir() else path.read_bytes()
     return out
 
 
@@ -154,14 +157,23 @@ def test_the_same_command_twice_replaces_its_own_files(tmp_path, channels, monke
 
 
 FOREIGN = {
-    # an output file name holding something this project did not write: (folder flag, path, content)
+    # an output file name holding something this project did not write: (folder flag, path, content).
+    # Some look like this project's files on purpose: only the folder's record vouches for a file.
     "model.pt": ("--model_dir", "model/model.pt", b"my own weights"),
     "metrics.json": ("--model_dir", "model/metrics.json", b'{"accuracy": 0.9}'),
+    "metrics.json with this project's keys": ("--model_dir", "model/metrics.json",
+                                              b'{"best_epoch": 3, "epochs_run": 10, "note": "my own run"}'),
+    "code/inference.py naming the project": ("--model_dir", "model/code/inference.py",
+                                             b"# My handler for titanic-lightning models, keep\n"),
+    "a module in code/titanic_lightning": ("--model_dir", "model/code/titanic_lightning/scoring.py", b"# mine\n"),
     "code is a file": ("--model_dir", "model/code", b"not a folder"),
     "code/inference.py": ("--model_dir", "model/code/inference.py", b"def model_fn(d): ...\n"),
     "code/requirements.txt": ("--model_dir", "model/code/requirements.txt", b"scipy\n"),
     "curves.png": ("--output_dir", "outputs/curves.png", b"\x89PNG\r\n\x1a\nsomeone else's"),
     "csv/metrics.csv": ("--output_dir", "outputs/csv/metrics.csv", b"a,b\n1,2\n"),
+    "another Lightning run's csv/metrics.csv": ("--output_dir", "outputs/csv/metrics.csv", b"epoch,step,loss\n0,9,0.1\n"),
+    "csv/hparams.yaml": ("--output_dir", "outputs/csv/hparams.yaml", b"hidden_sizes: [512]\n"),
+    "a forged record": ("--model_dir", "model/.titanic-lightning-files.json", b'{"files": {"metrics.json": ["*"]}}'),
     "csv is a file": ("--output_dir", "outputs/csv", b"plain"),
 }
 
@@ -190,13 +202,53 @@ def test_prepare_keeps_other_files_and_refuses_foreign_channels(tmp_path, titani
     assert_kept(before, tmp_path)
     code, _, err = invoke("prepare", ["--csv", str(titanic_csv), "--out", "data"], capsys)  # its own files: replaced
     assert code == 0, err
-    # The lesson's own npz files (no marker) are the user's: never overwritten.
+    # The lesson's own npz files, and Kaggle's CSV under the name of the held-out rows, are the user's.
     lesson = tmp_path / "lesson"
     write_channel(lesson / "val_data.npz", "val")
+    kaggle = tmp_path / "kaggle"
+    kaggle.mkdir()
+    shutil.copy(titanic_csv, kaggle / "test_passengers.csv")
+    for folder, name in ((lesson, "val_data.npz"), (kaggle, "test_passengers.csv")):
+        before = snapshot(tmp_path)
+        code, _, err = invoke("prepare", ["--csv", str(titanic_csv), "--out", folder.name], capsys)
+        assert_usage_error(code, err, f"--out {folder.name}", f"{folder.name}/{name}", "not written by titanic-lightning")
+        assert snapshot(tmp_path) == before
+
+
+def test_a_file_edited_since_the_run_wrote_it_is_the_users(tmp_path, channels, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = invoke("train", [*channel_flags(channels), *TRAIN_FAST], capsys)
+    assert code == 0, err
+    edited = tmp_path / "model" / "code" / "titanic_lightning" / "scoring.py"
+    edited.write_text(edited.read_text() + "# the user's fix\n")
     before = snapshot(tmp_path)
-    code, _, err = invoke("prepare", ["--csv", str(titanic_csv), "--out", "lesson"], capsys)
-    assert_usage_error(code, err, "--out lesson", "lesson/val_data.npz", "not written by titanic-lightning")
+    code, out, err = invoke("train", [*channel_flags(channels), *TRAIN_FAST], capsys)
+    assert_usage_error(code, err, "--model_dir model", "model/code/titanic_lightning/scoring.py", "changed since")
     assert snapshot(tmp_path) == before
+
+
+def test_a_run_killed_before_its_record_is_updated_still_owns_its_file(tmp_path, channels, monkeypatch, capsys):
+    # The record vouches for a new file before the rename: a kill between the two leaves no file orphaned.
+    from titanic_lightning import outputs
+
+    monkeypatch.chdir(tmp_path)
+    code, _, err = invoke("train", [*channel_flags(channels), *TRAIN_FAST], capsys)
+    assert code == 0, err
+    real_settle = outputs.Record.settle
+
+    def killed(self, name, sha256):
+        if name == "model.pt":
+            raise KeyboardInterrupt  # as a kill right after the rename would leave it
+        real_settle(self, name, sha256)
+
+    monkeypatch.setattr(outputs.Record, "settle", killed)
+    code, _, err = invoke("train", [*channel_flags(channels), "--epochs", "3", "--hidden_sizes", "[8]"], capsys)
+    assert code == 130, err
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    code, _, err = invoke("train", [*channel_flags(channels), *TRAIN_FAST], capsys)
+    assert code == 0, err
+    assert model_pairs(tmp_path / "model")["epochs_run"] == 2
 
 
 # --- every output path is checked before any work ----------------------------------------------------
@@ -231,10 +283,38 @@ PATH_CASES = {
     "predict --out is the user's file": ("predict", lambda r, m, c, d: ["--model", m, "--csv", c, "--out",
                                                                         _existing_file(r)],
                                          ["--out a-file", "not written by titanic-lightning"]),
+    "predict --out is the user's file that looks like predictions": (
+        "predict", lambda r, m, c, d: ["--model", m, "--csv", c, "--out",
+                                       _write(r / "p.csv", "PassengerId,probability,prediction\n")],
+        ["--out p.csv", "not written by titanic-lightning"]),
+    "train --model_dir is a dangling link": ("train", lambda r, m, c, d: [*d, "--model_dir", _dangling(r, "mdl")],
+                                             ["--model_dir mdl", "symbolic link to nothing"]),
+    "train --output_dir is a dangling link": ("train", lambda r, m, c, d: [*d, "--output_dir", _dangling(r, "out")],
+                                              ["--output_dir out", "symbolic link to nothing"]),
+    "train last.ckpt is a folder": ("train", lambda r, m, c, d: [*d, "--checkpoint_dir", _mkdir(r / "ck" / "last.ckpt", "ck")],
+                                    ["--checkpoint_dir ck", "ck/last.ckpt is not a regular file"]),
+    "train last.ckpt is a dangling link": ("train", lambda r, m, c, d: [*d, "--checkpoint_dir", _dangling(r, "ck/last.ckpt", "ck")],
+                                           ["--checkpoint_dir ck", "ck/last.ckpt is not a regular file"]),
     "export --out is the model": ("export", lambda r, m, c, d: ["--model", m, "--out", f"{m}/model.pt"],
                                   ["--out", "model.pt", "same file as --model"]),
     "export --out is a folder": ("export", lambda r, m, c, d: ["--model", m, "--out", "."], ["--out .", "folder"]),
 }
+
+
+def _write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return path.name
+
+
+def _dangling(root: Path, name: str, shown: str | None = None) -> str:
+    (root / name).parent.mkdir(parents=True, exist_ok=True)
+    (root / name).symlink_to(root / "gone")
+    return shown or name
+
+
+def _mkdir(path: Path, shown: str) -> str:
+    path.mkdir(parents=True)
+    return shown
 
 
 def _copy(source: str, target: Path) -> str:
@@ -351,9 +431,16 @@ def test_a_write_that_fails_part_way_never_pairs_files_of_two_runs(fail_at, tmp_
     def boom(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
+    from titanic_lightning import outputs
+
+    real_write_text = outputs.Writer.write_text
+
+    def boom_on_metrics(self, name, text):
+        return boom() if name == "metrics.json" else real_write_text(self, name, text)
+
     target = {"model.pt": "torch.save", "code/": "titanic_lightning.serving.write_serving_code",
-              "metrics.json": "titanic_lightning.atomic.write_text"}[fail_at]
-    monkeypatch.setattr(target, boom)
+              "metrics.json": "titanic_lightning.outputs.Writer.write_text"}[fail_at]
+    monkeypatch.setattr(target, boom_on_metrics if fail_at == "metrics.json" else boom)
     with pytest.raises(OSError):
         artifacts.write_model_dir(model_dir, *_payload(2.0))
     monkeypatch.undo()
@@ -438,3 +525,50 @@ def test_prepare_killed_at_any_moment_leaves_nothing_half_written(sig, tmp_path,
             reference = snapshot(out)
         assert snapshot(out) == reference
     assert (out / "notes.txt").read_text() == "the user's notes\n"
+
+
+@needs_unshare
+@pytest.mark.parametrize(("flag", "sub"), [("--model_dir", "m/code"), ("--output_dir", "o/csv")])
+def test_a_read_only_folder_inside_an_output_folder_is_refused_first(flag, sub, tmp_path, channels):
+    (tmp_path / sub).mkdir(parents=True)
+    script = f"""
+mount --bind {sub} {sub} && mount -o remount,bind,ro {sub}
+set +e
+"$PY" -m entry.train {' '.join(channel_flags(channels) + TRAIN_FAST)} --model_dir m --output_dir o
+echo "exit=$?"
+"""
+    before = snapshot(tmp_path)
+    result = in_mount_namespace(script, tmp_path)
+    assert "exit=2" in result.stdout, result.stdout + result.stderr[-3000:]
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: {flag} {sub}: cannot be written") and "Read-only file system" in error, error
+    assert snapshot(tmp_path) == before
+
+
+def test_every_writer_removes_the_partial_files_a_killed_writer_left(tmp_path, small_model, prepared, channels,
+                                                                      titanic_csv, monkeypatch, capsys):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    work = tmp_path / "work"
+    shutil.copytree(small_model, work / "model")
+    folders = [work, work / "model", work / "model" / "code", work / "outputs", work / "data"]
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f".left.{gone.pid}-0badc0de.partial").write_text("cut short")
+        (folder / ".notes.txt.partial").write_text("the user's, not of our form")
+    monkeypatch.chdir(work)
+    for command, argv in (
+        ("predict", ["--model", "model", "--csv", str(prepared / "test_passengers.csv"), "--out", "p.csv"]),
+        ("export", ["--model", "model", "--out", "t.pt"]),
+        ("prepare", ["--csv", str(titanic_csv), "--out", "data"]),
+        ("train", [*channel_flags(channels), *TRAIN_FAST, "--model_dir", "model2", "--output_dir", "outputs"]),
+    ):
+        code, _, err = invoke(command, argv, capsys)
+        assert code == 0, err
+    # The model folder was copied with its record: its files are still vouched for, and replaced.
+    code, _, err = invoke("train", [*channel_flags(channels), *TRAIN_FAST, "--model_dir", "model"], capsys)
+    assert code == 0, err
+    assert model_pairs(work / "model")["epochs_run"] == 2
+    for folder in folders:
+        assert not (folder / f".left.{gone.pid}-0badc0de.partial").exists(), folder
+        assert (folder / ".notes.txt.partial").read_text() == "the user's, not of our form"

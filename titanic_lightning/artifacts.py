@@ -28,12 +28,11 @@ METRICS_FILE = "metrics.json"
 FLAG = "--model_dir"
 
 
-def model_dir_files() -> dict:
-    """Every file the model directory receives, with the recogniser of a previous run's copy."""
-    from titanic_lightning import outputs
+def model_dir_files() -> list[str]:
+    """Every file the model directory receives, by its name in the directory."""
     from titanic_lightning.serving import serving_files
 
-    return {MODEL_FILE: outputs.is_model_file, METRICS_FILE: outputs.is_metrics_file, **serving_files()}
+    return [MODEL_FILE, METRICS_FILE, *serving_files()]
 
 
 def check_model_dir(model_dir: Path, flag: str = FLAG) -> None:
@@ -47,21 +46,14 @@ def check_model_dir(model_dir: Path, flag: str = FLAG) -> None:
 def write_model_dir(model_dir: Path, payload: dict, metrics: dict, flag: str = FLAG) -> None:
     import torch
 
-    from titanic_lightning import outputs
-    from titanic_lightning.atomic import atomic_output, folder_lock, remove_stale_partials, write_text
+    from titanic_lightning.outputs import writing
     from titanic_lightning.serving import write_serving_code
 
-    model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    with folder_lock(model_dir):
-        # Checked again: files may have appeared while the model trained.
-        outputs.check_owned(model_dir, model_dir_files(), flag)
-        remove_stale_partials(model_dir)
-        (model_dir / METRICS_FILE).unlink(missing_ok=True)
-        with atomic_output(model_dir / MODEL_FILE) as tmp:
-            torch.save({"format": MODEL_FORMAT, **payload, "metrics": metrics}, tmp)
-        write_serving_code(model_dir)
-        write_text(model_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+    with writing(Path(model_dir), model_dir_files(), flag) as files:
+        files.remove(METRICS_FILE)
+        files.write(MODEL_FILE, lambda tmp: torch.save({"format": MODEL_FORMAT, **payload, "metrics": metrics}, tmp))
+        write_serving_code(files)
+        files.write_text(METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
 
 
 def load_model_file(path: Path) -> dict:
@@ -85,7 +77,8 @@ def load_model_file(path: Path) -> dict:
     return data
 
 
-def plot_curves(history: list[dict], out_png: Path, best_epoch: int | None) -> Path | None:
+def plot_curves(history: list[dict], output_dir: Path, name: str, best_epoch: int | None,
+                flag: str = "--output_dir") -> Path | None:
     """Train/val loss and val accuracy per epoch (rows of `epoch`, `train_loss`, ...), best epoch marked."""
     import matplotlib
 
@@ -110,12 +103,9 @@ def plot_curves(history: list[dict], out_png: Path, best_epoch: int | None) -> P
             ax.axvline(best_epoch, color="gray", linestyle="--", label=f"best epoch {best_epoch}")
     for ax in (ax_loss, ax_acc):
         ax.legend()
-    from titanic_lightning.atomic import atomic_output
-    from titanic_lightning.outputs import CURVES_TITLE
+    from titanic_lightning.outputs import writing
 
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(out_png) as tmp:
-        # The title marks the file as this project's, so the next run may replace it.
-        fig.savefig(tmp, format="png", dpi=100, metadata={"Title": CURVES_TITLE})
+    with writing(Path(output_dir), [name], flag) as files:
+        out_png = files.write(name, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
     return out_png

@@ -143,3 +143,20 @@ class AnnouncePlan(Callback):
 def find_callback(trainer: pl.Trainer, kind: type[CallbackT]) -> CallbackT:
     """The trainer's callback of this type (a run carries one of each it uses)."""
     return next(cb for cb in trainer.callbacks if isinstance(cb, kind))
+
+
+class ClaimLogs(Callback):
+    """Records, before Lightning's loggers write them, that their files in the output directory are
+    this project's (see `outputs`): the next run may then replace them, and only them."""
+
+    def __init__(self, output_dir, names, flag: str = "--output_dir"):
+        self.output_dir, self.names, self.flag = output_dir, tuple(names), flag
+
+    def setup(self, trainer, pl_module, stage):
+        if stage != "fit" or not trainer.is_global_zero or trainer.fast_dev_run:
+            return
+        from titanic_lightning.outputs import writing
+
+        with writing(self.output_dir, self.names, self.flag) as files:
+            for name in self.names:
+                files.claim(name)

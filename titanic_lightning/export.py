@@ -37,9 +37,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from titanic_lightning.atomic import atomic_output
 from titanic_lightning.errors import UsageError
 from titanic_lightning.features import TITLES
+from titanic_lightning.outputs import writing
 from titanic_lightning.scoring import Scorer
 
 INPUT_COLUMNS = ("Pclass", "Sex", "Age", "SibSp", "Parch", "Fare", "Embarked", "Title", "CabinKnown")
@@ -111,17 +111,20 @@ def contract(scorer: Scorer) -> dict:
 
 
 def export(scorer: Scorer, fmt: str, out: Path) -> Path:
-    """Write `scorer` as `fmt` to `out` (via a temporary sibling, so `out` is whole or absent)."""
+    """Write `scorer` as `fmt` to `out` (a partial file renamed into place: `out` is whole or absent)."""
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     module = ExportedModel(scorer).eval()
     meta = json.dumps(contract(scorer))
-    with atomic_output(out) as tmp:
+
+    def fill(tmp: Path) -> None:
         if fmt == "torchscript":
             torch.jit.save(torch.jit.script(module), str(tmp), _extra_files={f"{CONTRACT_NAME}.json": meta})
         else:
             _export_onnx(module, str(tmp), meta)
-    return out
+
+    with writing(out.parent, [out.name], "--out") as files:
+        return files.write(out.name, fill)
 
 
 def _export_onnx(module: ExportedModel, path: str, meta: str) -> None:

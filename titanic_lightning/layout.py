@@ -33,16 +33,15 @@ class Layout:
     checkpoint_dir: Path | None  # where last.ckpt is written and resumed from, or None
 
 
-def output_dir_files() -> dict:
-    """The files a run writes into its output directory (TensorBoard adds new event files only)."""
-    from titanic_lightning import outputs
+# What Lightning's loggers write in place under the output directory (TensorBoard's event files
+# get new names every run): claimed before they are written (`outputs.Writer.claim`).
+LOG_FILES = (f"{CSV_LOGS}/metrics.csv", f"{CSV_LOGS}/hparams.yaml", f"{TENSORBOARD_LOGS}/hparams.yaml")
+CHECKPOINT_FILE = "last.ckpt"
 
-    return {
-        CURVES_FILE: outputs.is_curves_png,
-        f"{CSV_LOGS}/metrics.csv": outputs.is_training_log,
-        f"{CSV_LOGS}/hparams.yaml": outputs.is_training_log,
-        f"{TENSORBOARD_LOGS}/hparams.yaml": outputs.is_training_log,
-    }
+
+def output_dir_files() -> list[str]:
+    """The files a run writes into its output directory."""
+    return [CURVES_FILE, *LOG_FILES]
 
 
 def check_outputs(model_dir: Path, output_dir: Path, checkpoint_dir: Path | None) -> None:
@@ -54,6 +53,11 @@ def check_outputs(model_dir: Path, output_dir: Path, checkpoint_dir: Path | None
     outputs.check_owned(output_dir, output_dir_files(), "--output_dir")
     if checkpoint_dir is not None:
         outputs.check_folder(checkpoint_dir, "--checkpoint_dir")
+        # last.ckpt is replaced only after the resume check has read it as this run's own checkpoint.
+        last = Path(checkpoint_dir) / CHECKPOINT_FILE
+        if last.is_symlink() or (last.exists() and not last.is_file()):
+            raise UsageError(f"--checkpoint_dir {checkpoint_dir}: {last} is not a regular file; move it away or "
+                             "choose another --checkpoint_dir")
 
 
 def _prepare_local_data(cfg: TrainConfig) -> None:

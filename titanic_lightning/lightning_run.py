@@ -23,6 +23,7 @@ from titanic_lightning.callbacks import (
     FINAL_KEYS,
     AnnouncePlan,
     BestWeights,
+    ClaimLogs,
     DataOnDevice,
     MetricPrinter,
     TrainedRows,
@@ -34,7 +35,7 @@ from titanic_lightning.config import TrainConfig
 from titanic_lightning.data import TitanicDataModule
 from titanic_lightning.environment import Plan
 from titanic_lightning.errors import UsageError
-from titanic_lightning.layout import CSV_LOGS, CURVES_FILE, TENSORBOARD_LOGS, Layout
+from titanic_lightning.layout import CSV_LOGS, CURVES_FILE, LOG_FILES, TENSORBOARD_LOGS, Layout
 from titanic_lightning.model import TitanicClassifier
 from titanic_lightning.strategies import build_strategy
 from titanic_lightning.training import TrainResult
@@ -76,7 +77,7 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
     )
     output_dir = layout.output_dir
     callbacks: list[Callback] = [AnnouncePlan(plan), MetricPrinter(), BestWeights(), DataOnDevice(), Timer(),
-                                 TrainedRows()]
+                                 TrainedRows(), ClaimLogs(output_dir, LOG_FILES)]
     if layout.checkpoint_dir is not None:
         callbacks += resume.checkpoint_callbacks(layout.checkpoint_dir, cfg.checkpoint_every_n_epochs,
                                                  cfg.checkpoint_every_n_seconds)
@@ -162,7 +163,7 @@ def finish(trainer: pl.Trainer, model: TitanicClassifier, layout: Layout, plan: 
         print("fast_dev_run: the whole entry ran on a few batches; nothing was saved", file=sys.stderr, flush=True)
         return TrainResult(metrics=metrics, **timings)
     write_model_dir(layout.model_dir, payload, metrics)
-    curves = plot_curves(find_callback(trainer, MetricPrinter).history, layout.output_dir / CURVES_FILE,
+    curves = plot_curves(find_callback(trainer, MetricPrinter).history, layout.output_dir, CURVES_FILE,
                          best.best_epoch)
     print(metric_line(metrics, ("best_epoch", "epochs_run", *FINAL_KEYS), prefix="final: "), flush=True)
     print(f"saved {layout.model_dir / MODEL_FILE} and {METRICS_FILE}; logs and {CURVES_FILE} in {layout.output_dir}",

@@ -1,176 +1,165 @@
 """What each command writes, and the checks its output paths pass before any work starts.
 
-A command writes only files of its own names into the folders it is given. It replaces an
-existing file of such a name only when the file is recognisably one this project wrote (each
-recogniser below reads a marker the writer puts in); anything else there stops the command before
-it starts, with one line naming the file. It never deletes, moves or empties anything else, so an
-output folder may be `.`, a data folder, or a folder shared with the user's own files.
+A command writes only files of its own names into the folders it is given, and it replaces an
+existing file of such a name only when that file is byte for byte one this project wrote there.
+Each output folder keeps the record of what was written into it: `.titanic-lightning-files.json`,
+the sha256 of every file by its name in the folder. A file the record does not vouch for (the
+user's own, or one the user edited since) stops the command before it starts, with one line
+naming the file; nothing else in the folder is ever deleted, moved or emptied, so an output folder
+may be `.`, a data folder, or a folder shared with the user's own files.
+
+Files that a library writes in place (Lightning's CSV and TensorBoard logs) are claimed by name
+before the library writes them: the record then vouches for whatever the library left there.
 
 The checks read the file system only: nothing is created until the command has work to write.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from titanic_lightning.atomic import partial_path
+from titanic_lightning.atomic import atomic_output, folder_lock, partial_path, remove_stale_partials
 from titanic_lightning.errors import UsageError
 
 PROJECT = "titanic-lightning"
-NPZ_MARKER = "titanic_lightning"  # an array in every npz channel `entry.prepare` writes, holding its format
-CURVES_TITLE = "titanic-lightning learning curves"  # curves.png's PNG Title
-_MAX_SNIFF = 64 << 20  # recognisers read at most this much of a file
-
-Recogniser = Callable[[Path], bool]
+RECORD = ".titanic-lightning-files.json"
+RECORD_FORMAT = "titanic-lightning/files-1"
+ANY = "*"  # a claim: whatever the library that writes this name leaves there
 
 
-def _head(path: Path, size: int = 4096) -> bytes:
-    with path.open("rb") as fh:
-        return fh.read(size)
+def digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
-def _text_head(path: Path, size: int = 4096) -> str:
-    return _head(path, size).decode("utf-8", "replace")
+class Record:
+    """The record of the files this project wrote into one folder (`RECORD`)."""
 
+    def __init__(self, folder: Path, files: dict[str, list[str]]):
+        self.folder, self.files = Path(folder), files
 
-def _json(path: Path) -> object:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        return None
+    @classmethod
+    def read(cls, folder: Path, flag: str) -> Record:
+        path = Path(folder) / RECORD
+        if not os.path.lexists(path):
+            return cls(folder, {})
+        data = None
+        if path.is_file() and not path.is_symlink():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                data = None
+        files = data.get("files") if isinstance(data, dict) and data.get("format") == RECORD_FORMAT else None
+        if not isinstance(files, dict) or not all(
+                isinstance(v, list) and all(isinstance(h, str) for h in v) for v in files.values()):
+            raise UsageError(f"{flag} {folder}: {path} is not {PROJECT}'s record of its files; move it away or "
+                             f"choose another {flag}")
+        return cls(folder, files)
 
+    def vouches_for(self, name: str, path: Path) -> bool:
+        hashes = self.files.get(name) or []
+        return ANY in hashes or (bool(hashes) and digest(path) in hashes)
 
-def is_model_file(path: Path) -> bool:
-    """A model.pt written by `artifacts.write_model_dir`: a torch zip whose pickle holds our format."""
-    from titanic_lightning.artifacts import MODEL_FORMAT
+    def _save(self) -> None:
+        text = json.dumps({"format": RECORD_FORMAT, "files": self.files}, indent=1, sort_keys=True) + "\n"
+        with atomic_output(self.folder / RECORD) as tmp:
+            tmp.write_text(text, encoding="utf-8")
 
-    try:
-        with zipfile.ZipFile(path) as archive:
-            pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
-            return len(pickles) == 1 and MODEL_FORMAT.encode() in archive.read(pickles[0])
-    except (zipfile.BadZipFile, OSError, KeyError):
-        return False
+    def expect(self, name: str, sha256: str) -> None:
+        """Vouch for `sha256` at `name` as well as what is there now (the new file is renamed in next)."""
+        self.files[name] = [h for h in self.files.get(name, []) if h != sha256] + [sha256]
+        self._save()
 
+    def settle(self, name: str, sha256: str) -> None:
+        self.files[name] = [sha256]
+        self._save()
 
-def is_metrics_file(path: Path) -> bool:
-    data = _json(path)
-    return isinstance(data, dict) and "epochs_run" in data and "best_epoch" in data
+    def claim(self, name: str) -> None:
+        if self.files.get(name) != [ANY]:
+            self.files[name] = [ANY]
+            self._save()
 
-
-def is_preprocessing_file(path: Path) -> bool:
-    data = _json(path)
-    return isinstance(data, dict) and {"feature_set", "feature_names", "scaler"} <= data.keys()
-
-
-def is_channel_file(path: Path) -> bool:
-    """An npz channel `entry.prepare` wrote: it carries the project's marker array."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return f"{NPZ_MARKER}.npy" in archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return False
-
-
-def is_passenger_rows(path: Path) -> bool:
-    header = _text_head(path, 1024).splitlines()[:1]
-    return bool(header) and {"PassengerId", "Survived"} <= set(header[0].split(","))
-
-
-def is_predictions_file(path: Path) -> bool:
-    return _text_head(path, 256).startswith("PassengerId,probability,prediction")
-
-
-def is_export_file(path: Path) -> bool:
-    """A TorchScript or ONNX file from `entry.export`: its contract JSON is stored verbatim."""
-    if path.stat().st_size > _MAX_SNIFF:
-        return False
-    return b'"input_columns": ["Pclass"' in path.read_bytes()
-
-
-def is_curves_png(path: Path) -> bool:
-    return CURVES_TITLE.encode() in _head(path, 8192)
-
-
-def is_serving_code(path: Path) -> bool:
-    """A file of `code/`: the handler and requirements name the project in their first lines; the
-    module copies sit in `code/titanic_lightning/`, a folder named after this project's package."""
-    if path.parent.name == "titanic_lightning" and path.parent.parent.name == "code":
-        return True
-    return PROJECT in _text_head(path, 512)
-
-
-def is_training_log(path: Path) -> bool:
-    """Lightning's csv/metrics.csv or an hparams.yaml of this project's runs."""
-    text = _text_head(path, 4096)
-    if path.suffix == ".csv":
-        header = set(text.splitlines()[0].split(",")) if text else set()
-        return {"epoch", "step"} <= header
-    return any(line.startswith("hidden_sizes:") for line in text.splitlines())
+    def forget(self, name: str) -> None:
+        if self.files.pop(name, None) is not None:
+            self._save()
 
 
 def _describe(path: Path) -> str:
-    return "a folder" if path.is_dir() and not path.is_symlink() else "a file"
+    if path.is_symlink():
+        return "a symbolic link"
+    return "a folder" if path.is_dir() else "not a regular file"
 
 
 def _nearest_existing(path: Path) -> Path:
     path = Path(os.path.abspath(path))
-    while not path.exists() and path != path.parent:
+    while not os.path.lexists(path) and path != path.parent:
         path = path.parent
     return path
+
+
+def _probe(folder: Path, flag: str, shown: Path) -> None:
+    """Create and remove a file in `folder`: the one test of writability that root cannot pass by."""
+    probe = partial_path(folder / ".write-check")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        what = "written" if Path(os.path.abspath(shown)) == folder else f"created ({folder} is not writable)"
+        raise UsageError(f"{flag} {shown}: cannot be {what}: {exc.strerror or exc}") from None
 
 
 def check_folder(path: Path, flag: str) -> Path:
     """`path` is a folder, or can be created as one, and a file can be written in it."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise UsageError(f"{flag} {path}: is a symbolic link to nothing")
     if path.exists() and not path.is_dir():
         raise UsageError(f"{flag} {path}: exists and is not a folder")
     existing = _nearest_existing(path)
     if not existing.is_dir():
-        raise UsageError(f"{flag} {path}: cannot be created, {existing} is a file")
-    probe = partial_path(existing / ".write-check")
-    try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        os.unlink(probe)
-    except OSError as exc:
-        what = "written" if existing == Path(os.path.abspath(path)) else f"created ({existing} is not writable)"
-        raise UsageError(f"{flag} {path}: cannot be {what}: {exc.strerror or exc}") from None
+        what = "a symbolic link to nothing" if existing.is_symlink() and not existing.exists() else "a file"
+        raise UsageError(f"{flag} {path}: cannot be created, {existing} is {what}")
+    _probe(existing, flag, path)
     return path
 
 
-def check_owned(folder: Path, owned: Mapping[str, Recogniser], flag: str) -> None:
-    """Each name in `owned` under `folder` is absent, or a file its recogniser accepts.
+def check_owned(folder: Path, names: Iterable[str], flag: str, record: Record | None = None) -> None:
+    """Each of `names` (relative to `folder`) is absent, or a regular file the folder's record vouches for.
 
-    A name with a slash also needs its folders to be folders (`code/inference.py`).
+    A name's folders (`code/` of `code/inference.py`) must be folders, and writable where they exist.
     """
     folder = Path(folder)
-    for name, recognise in owned.items():
+    record = record if record is not None else Record.read(folder, flag)
+    probed: set[Path] = set()
+    for name in names:
         path = folder / name
-        for parent in reversed(path.relative_to(folder).parents[:-1]):
-            if (folder / parent).exists() and not (folder / parent).is_dir():
-                raise UsageError(f"{flag} {folder}: {folder / parent} is a file where this command writes a folder")
-        problem = _not_ours(path, recognise)
-        if problem:
-            raise UsageError(f"{flag} {folder}: {path} {problem}; move it away or choose another {flag}")
+        for parent in reversed(Path(name).parents[:-1]):
+            sub = folder / parent
+            if os.path.lexists(sub) and (sub.is_symlink() or not sub.is_dir()):
+                raise UsageError(f"{flag} {folder}: {sub} is {_describe(sub)} where this command writes a folder")
+            if sub.is_dir() and sub not in probed:
+                probed.add(sub)
+                _probe(Path(os.path.abspath(sub)), flag, sub)
+        if not os.path.lexists(path):
+            continue
+        if path.is_symlink() or not path.is_file():
+            problem = f"is {_describe(path)}, which this command would replace"
+        elif not record.vouches_for(name, path):
+            problem = f"exists and was not written by {PROJECT} (or was changed since)"
+        else:
+            continue
+        raise UsageError(f"{flag} {folder}: {path} {problem}; move it away or choose another {flag}")
 
 
-def _not_ours(path: Path, recognise: Recogniser) -> str | None:
-    """Why the command may not replace `path`, or None when it may (absent, or written by us)."""
-    if not os.path.lexists(path):
-        return None
-    if path.is_symlink() or not path.is_file():
-        return f"is {_describe(path)} this command would replace"
-    try:
-        ours = recognise(path)
-    except OSError:
-        ours = False
-    return None if ours else f"exists and was not written by {PROJECT}"
-
-
-def check_output_file(path: Path, flag: str, recognise: Recogniser, inputs: Iterable[tuple[str, Path]] = ()) -> Path:
+def check_output_file(path: Path, flag: str, inputs: Iterable[tuple[str, Path]] = ()) -> Path:
     """An output file: its folder exists and is writable, it is no input, and it is absent or ours."""
     path = Path(path)
     if path.is_dir():
@@ -182,9 +171,10 @@ def check_output_file(path: Path, flag: str, recognise: Recogniser, inputs: Iter
     for input_flag, source in inputs:
         if same_file(path, source):
             raise UsageError(f"{flag} {path}: is the same file as {input_flag} {source}")
-    problem = _not_ours(path, recognise)
-    if problem:
-        raise UsageError(f"{flag} {path}: {problem}; move it away or choose another {flag}")
+    try:
+        check_owned(parent, [path.name], flag)
+    except UsageError as exc:
+        raise UsageError(str(exc).replace(f"{flag} {parent}: {path} ", f"{flag} {path}: ", 1)) from None
     return path
 
 
@@ -193,3 +183,50 @@ def same_file(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return os.path.abspath(a) == os.path.abspath(b)
+
+
+class Writer:
+    """Writes files of a folder whole (partial name, then rename) and keeps its record."""
+
+    def __init__(self, folder: Path, record: Record):
+        self.folder, self.record = folder, record
+
+    def write(self, name: str, fill: Callable[[Path], object]) -> Path:
+        """`fill(tmp)` writes the content to a partial file that then becomes `folder/name`."""
+        target = self.folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(target.parent)
+        with atomic_output(target) as tmp:
+            fill(tmp)
+            sha256 = digest(tmp)
+            self.record.expect(name, sha256)  # before the rename: a kill between the two still leaves it ours
+        self.record.settle(name, sha256)
+        return target
+
+    def write_text(self, name: str, text: str) -> Path:
+        return self.write(name, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+    def remove(self, name: str) -> None:
+        """Remove a file this command writes (checked as ours when the writer opened)."""
+        (self.folder / name).unlink(missing_ok=True)
+        self.record.forget(name)
+
+    def claim(self, name: str) -> None:
+        """Vouch for whatever a library is about to write at `name`."""
+        self.record.claim(name)
+
+
+@contextmanager
+def writing(folder: Path, names: Iterable[str], flag: str) -> Iterator[Writer]:
+    """Lock `folder` (created if need be), check `names` once more, and yield its `Writer`.
+
+    The check is repeated under the lock because the folder may have changed since the check made
+    before the command's work (a user's file put there meanwhile, or another run).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with folder_lock(folder):
+        record = Record.read(folder, flag)
+        check_owned(folder, names, flag, record)
+        remove_stale_partials(folder)
+        yield Writer(folder, record)

@@ -14,10 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from titanic_lightning.atomic import atomic_output
 from titanic_lightning.config import PredictConfig
 from titanic_lightning.errors import UsageError
-from titanic_lightning.outputs import check_output_file, is_predictions_file
+from titanic_lightning.outputs import check_output_file, writing
 from titanic_lightning.prepare import LABEL, read_passengers
 from titanic_lightning.scoring import ID_COLUMN, Scorer, label_metrics
 
@@ -39,7 +38,7 @@ def run(cfg: PredictConfig) -> dict[str, float] | None:
     csv = Path(cfg.csv)
     out = Path(cfg.out) if cfg.out else None
     if out is not None:
-        check_output_file(out, "--out", is_predictions_file, model_inputs(cfg.model) + [("--csv", csv)])
+        check_output_file(out, "--out", model_inputs(cfg.model) + [("--csv", csv)])
     df = read_passengers(csv, require_label=False)
     if ID_COLUMN not in df.columns:
         raise UsageError(f"{csv}: missing required column(s) {ID_COLUMN}")
@@ -61,8 +60,8 @@ def run(cfg: PredictConfig) -> dict[str, float] | None:
     if out is None:
         scored.to_csv(sys.stdout, index=False, float_format="%.6f")
     else:
-        with atomic_output(out) as tmp:
-            scored.to_csv(tmp, index=False, float_format="%.6f")
+        with writing(out.parent, [out.name], "--out") as files:
+            files.write(out.name, lambda tmp: scored.to_csv(tmp, index=False, float_format="%.6f"))
     if metrics is not None:
         print(f"rows={len(scored)}; accuracy={metrics['accuracy']:.4f}; auroc={metrics['auroc']:.4f};",
               file=sys.stderr if out is None else sys.stdout, flush=True)

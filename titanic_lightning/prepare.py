@@ -31,7 +31,6 @@ RANDOM_STATE = 42
 LABEL = "Survived"
 PREPROCESSING_FILE = "preprocessing.json"
 TEST_ROWS_FILE = "test_passengers.csv"
-PREPARED_FORMAT = "titanic-lightning/1"  # held by each channel's marker array
 
 
 SPLITS = ("train", "val", "test")
@@ -41,22 +40,19 @@ def npz_name(split: str) -> str:
     return f"{split}_data.npz"
 
 
-def prepared_files() -> dict:
-    """Every file `prepare` writes, with the recogniser of a previous run's copy."""
-    from titanic_lightning import outputs
-
-    return {
-        **{npz_name(split): outputs.is_channel_file for split in SPLITS},
-        TEST_ROWS_FILE: outputs.is_passenger_rows,
-        PREPROCESSING_FILE: outputs.is_preprocessing_file,
-    }
+def prepared_files() -> list[str]:
+    """Every file `prepare` writes, by its name in the output folder."""
+    return [*(npz_name(split) for split in SPLITS), TEST_ROWS_FILE, PREPROCESSING_FILE]
 
 
-def check_prepare_outputs(out: Path, flag: str = "--out") -> None:
-    """Before any work: `out` can be written and holds nothing of ours that another program wrote."""
+def check_prepare_outputs(out: Path, flag: str = "--out", csv: Path | None = None) -> None:
+    """Before any work: `out` can be written, would not overwrite `csv`, and holds no file of the
+    names it receives that this project did not write."""
     from titanic_lightning import outputs
 
     outputs.check_folder(out, flag)
+    if csv is not None:
+        check_not_overwritten(csv, out, flag)
     outputs.check_owned(out, prepared_files(), flag)
 
 
@@ -101,8 +97,7 @@ def split_rows(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def prepare(csv: Path, out: Path, feature_set: str = DEFAULT_FEATURE_SET, flag: str = "--out") -> dict:
     """Write the three npz channels and preprocessing.json into `out`; return the description."""
-    from titanic_lightning.atomic import atomic_output, folder_lock, remove_stale_partials, write_text
-    from titanic_lightning.outputs import NPZ_MARKER, check_owned
+    from titanic_lightning.outputs import writing
 
     check_not_overwritten(csv, out, flag)
     df = read_passengers(csv)
@@ -116,20 +111,20 @@ def prepare(csv: Path, out: Path, feature_set: str = DEFAULT_FEATURE_SET, flag: 
     }
     # Transform every split before touching `out`: bad rows in any split leave nothing behind.
     features = {name: pre.transform(rows, source=f"{csv} ({name} split)") for name, rows in splits.items()}
-    out.mkdir(parents=True, exist_ok=True)
-    with folder_lock(out):
-        check_owned(out, prepared_files(), flag)  # again: the folder may have changed meanwhile
-        remove_stale_partials(out)
-        (out / PREPROCESSING_FILE).unlink(missing_ok=True)
+    with writing(out, prepared_files(), flag) as files:
+        files.remove(PREPROCESSING_FILE)
         for name, rows in splits.items():
-            labels = rows[LABEL].to_numpy(dtype="int64")
-            arrays = {f"X_{name}": features[name], f"y_{name}": labels, NPZ_MARKER: np.array(PREPARED_FORMAT)}
-            with atomic_output(out / npz_name(name)) as tmp, tmp.open("wb") as fh:
-                np.savez(fh, **arrays)  # a file object: np.savez would add ".npz" to a name
-        with atomic_output(out / TEST_ROWS_FILE) as tmp:
-            splits["test"].to_csv(tmp, index=False)
-        write_text(out / PREPROCESSING_FILE, json.dumps(description, indent=2) + "\n")
+            arrays = {f"X_{name}": features[name], f"y_{name}": rows[LABEL].to_numpy(dtype="int64")}
+            # To an open file: given a name, np.savez would add ".npz" to the partial file's.
+            files.write(npz_name(name), lambda tmp, arrays=arrays: _savez(tmp, arrays))
+        files.write(TEST_ROWS_FILE, lambda tmp: splits["test"].to_csv(tmp, index=False))
+        files.write_text(PREPROCESSING_FILE, json.dumps(description, indent=2) + "\n")
     return description
+
+
+def _savez(path: Path, arrays: dict) -> None:
+    with path.open("wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def load_preprocessing(path: Path) -> dict:

@@ -27,8 +27,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from titanic_lightning.atomic import atomic_output, remove_stale_partials
 from titanic_lightning.data import DATA_SHA256
 from titanic_lightning.errors import UsageError
+from titanic_lightning.layout import CHECKPOINT_FILE
 
-LAST = "last"
+LAST = Path(CHECKPOINT_FILE).stem  # ModelCheckpoint takes the name without ".ckpt"
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -88,7 +89,7 @@ def checkpoint_to_resume(checkpoint_dir: Path | None, model, datamodule, world_s
     """`checkpoint_dir/last.ckpt` when it exists and matches this run; None to start afresh."""
     if checkpoint_dir is None:
         return None
-    path = Path(checkpoint_dir) / f"{LAST}.ckpt"
+    path = Path(checkpoint_dir) / CHECKPOINT_FILE
     # A process killed while writing leaves its partial file beside last.ckpt.
     remove_stale_partials(Path(checkpoint_dir))
     if not path.is_file():

@@ -22,8 +22,7 @@ CODE_DIR = "code"
 PACKAGE_MODULES = ("__init__.py", "errors.py", "features.py", "network.py", "artifacts.py", "scoring.py")
 # Bounds as in pyproject's dependencies. torch comes with the image and must not be reinstalled.
 REQUIREMENTS = ("numpy>=1.26", "pandas>=2.1")
-# The first line names the project, so a later run recognises the file as its own (pip skips comments).
-REQUIREMENTS_HEADER = "# titanic-lightning serving: what the PyTorch serving image lacks"
+REQUIREMENTS_FILE = f"{CODE_DIR}/requirements.txt"
 
 
 def _package() -> Path:
@@ -38,23 +37,14 @@ def _sources() -> dict[str, Path]:
     return sources
 
 
-def serving_files() -> dict:
-    """Every file `write_serving_code` writes, with the recogniser of a previous run's copy."""
-    from titanic_lightning.outputs import is_serving_code
-
-    return {name: is_serving_code for name in (*_sources(), f"{CODE_DIR}/requirements.txt")}
+def serving_files() -> list[str]:
+    """Every file `write_serving_code` writes, by its name in the model directory."""
+    return [*_sources(), REQUIREMENTS_FILE]
 
 
-def write_serving_code(model_dir: Path) -> Path:
-    """Write `model_dir/code/` (inference.py, titanic_lightning/, requirements.txt); return it."""
-    from titanic_lightning.atomic import atomic_output, remove_stale_partials, write_text
-
-    code = Path(model_dir) / CODE_DIR
+def write_serving_code(files) -> None:
+    """Write `code/` (inference.py, titanic_lightning/, requirements.txt) with the model directory's
+    `outputs.Writer`."""
     for name, source in _sources().items():
-        target = Path(model_dir) / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_partials(target.parent)
-        with atomic_output(target) as tmp:
-            tmp.write_bytes(source.read_bytes())
-    write_text(code / "requirements.txt", "\n".join((REQUIREMENTS_HEADER, *REQUIREMENTS)) + "\n")
-    return code
+        files.write(name, lambda tmp, source=source: tmp.write_bytes(source.read_bytes()))
+    files.write_text(REQUIREMENTS_FILE, "\n".join(REQUIREMENTS) + "\n")
