@@ -247,6 +247,19 @@ def _dangling_npz(path: Path) -> Path:
     return path
 
 
+def _bzip2(path: Path) -> Path:
+    """A valid npz but for its compression: bzip2, which numpy never writes."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_BZIP2) as archive:
+        for key, array in (("X_train", np.zeros((24, 5), "float32")), ("y_train", np.zeros(24, "int64"))):
+            buf = io.BytesIO()
+            np.save(buf, array)
+            archive.writestr(f"{key}.npy", buf.getvalue())
+    return path
+
+
 NPZ_CASES = {
     # case: (split that is bad, writer of the bad channel at a path, words the error line must contain)
     "not an npz": ("train", _text, ["not a readable npz file"]),
@@ -265,6 +278,7 @@ NPZ_CASES = {
     "unreadable file (dangling symlink)": ("train", _dangling_npz, ["no such file"]),
     "zero feature columns": ("train", _arrays("train", np.zeros((24, 0), "float32"), np.zeros(24, "int64")),
                              ["features have zero columns"]),
+    "bzip2-compressed arrays": ("train", _bzip2, ["array X_train is compressed with zip method 12"]),
     "header declares 10**12 rows": ("train", lambda path: npz_declaring(path, "train", rows=10**12),
                                     ["array X_train declares shape (1000000000000, 7)"]),
     "header and zip entry declare 10**8 rows": ("val", lambda path: npz_declaring(path, "val", 10**8, claim_in_zip=True),

@@ -131,7 +131,15 @@ BAD_ROWS = {
     "negative parch": (lambda r: r.assign(Parch=-1), ["Parch", "value -1", "whole number >= 0"]),
     "negative fare": (lambda r: r.assign(Fare=-1.5), ["Fare", "value -1.5", ">= 0"]),
 }
+def _nan_weights(model_dir: Path, tmp_path: Path) -> Path:
+    payload = torch.load(model_dir / "model.pt", weights_only=True)
+    payload["state_dict"] = {k: torch.full_like(v, float("nan")) for k, v in payload["state_dict"].items()}
+    torch.save(payload, tmp_path / "model.pt")
+    return tmp_path / "model.pt"
+
+
 BAD_MODELS = {
+    "NaN weights": (_nan_weights, ["NaN or infinite weights"]),
     "no preprocessing": (_model_without_preprocessing, ["preprocessing"]),
     "truncated model.pt": (_truncated, ["not a readable model file"]),
     "garbage model.pt": (_garbage, ["not a readable model file"]),

@@ -69,6 +69,10 @@ def _array_header(archive: zipfile.ZipFile, key: str, path: Path) -> tuple[tuple
     compressed bytes on disk could really expand.
     """
     info = archive.getinfo(f"{key}.npy")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        # numpy writes these two only; for others no bound on the expanded size is known here.
+        raise UsageError(f"{path}: array {key} is compressed with zip method {info.compress_type}; numpy's npz "
+                         "files are stored or deflated")
     with archive.open(info) as fh:
         major, _ = np.lib.format.read_magic(fh)
         read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
@@ -77,8 +81,8 @@ def _array_header(archive: zipfile.ZipFile, key: str, path: Path) -> tuple[tuple
     if dtype.hasobject:  # pickled objects: np.load refuses them (allow_pickle=False)
         return shape, dtype
     on_disk = min(info.compress_size, path.stat().st_size)
-    ceiling = {zipfile.ZIP_STORED: on_disk, zipfile.ZIP_DEFLATED: on_disk * MAX_DEFLATE_RATIO}
-    held = min(info.file_size, ceiling.get(info.compress_type, info.file_size)) - header_size
+    ceiling = {zipfile.ZIP_STORED: on_disk, zipfile.ZIP_DEFLATED: on_disk * MAX_DEFLATE_RATIO}[info.compress_type]
+    held = min(info.file_size, ceiling) - header_size
     declared = math.prod(shape) * dtype.itemsize
     if any(n < 0 for n in shape) or declared > held:
         raise UsageError(

@@ -54,6 +54,9 @@ class Scorer:
                 f"{source}: the network takes {hparams['input_size']} features but its preprocessing "
                 f"makes {len(self.preprocessor.feature_names)}"
             )
+        bad = [name for name, tensor in self.net.state_dict().items() if not bool(torch.isfinite(tensor).all())]
+        if bad:
+            raise UsageError(f"{source}: the saved network has NaN or infinite weights ({', '.join(bad)})")
         self.net.eval()
 
     @classmethod
