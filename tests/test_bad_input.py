@@ -22,6 +22,7 @@ import lightning.pytorch  # noqa: F401
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import entry.predict
 import entry.prepare
@@ -365,6 +366,37 @@ def test_bad_checkpoint(case, work, failure_file, capsys):
     error = check_case("train", _train_argv(work, train, val, "--checkpoint_dir", str(checkpoints)),
                        [str(checkpoints / "last.ckpt"), *names], work, failure_file, capsys)
     assert "weights_only" not in error
+
+
+def _first_tensor(checkpoint: dict):
+    return next(iter(checkpoint["state_dict"]))
+
+
+DAMAGED_CHECKPOINTS = {
+    # case: (change to a real last.ckpt of the same run, words the error line must contain)
+    "no weights": (lambda c: c.update(state_dict={}), ["weights do not fit this model"]),
+    "a weight of another shape": (lambda c: c["state_dict"].update({_first_tensor(c): torch.zeros(1)}),
+                                  ["weights do not fit this model"]),
+    "NaN weights": (lambda c: c["state_dict"].update({_first_tensor(c): c["state_dict"][_first_tensor(c)] * np.nan}),
+                    ["NaN or infinite"]),
+    "no fit loop": (lambda c: c.update(loops={}), ["training loop or optimiser state"]),
+    "an empty optimiser state": (lambda c: c.update(optimizer_states=[{}]), ["training loop or optimiser state"]),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_CHECKPOINTS))
+def test_damaged_checkpoint_of_the_same_run(case, work, failure_file, capsys):
+    change, names = DAMAGED_CHECKPOINTS[case]
+    checkpoints = work / "in" / "checkpoints"
+    train, val = _good(work / "in" / "train_data.npz", "train"), _good(work / "in" / "val_data.npz", "val")
+    argv = _train_argv(work, train, val, "--checkpoint_dir", str(checkpoints))
+    code, _, err = invoke("train", argv, capsys)
+    assert code == 0, err
+    checkpoint = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    change(checkpoint)
+    torch.save(checkpoint, checkpoints / "last.ckpt")
+    argv[argv.index("--epochs") + 1] = "2"
+    check_case("train", argv, [str(checkpoints / "last.ckpt"), *names], work, failure_file, capsys)
 
 
 # --- preprocessing.json → entry.train ---------------------------------------------------------------

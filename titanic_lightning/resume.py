@@ -117,6 +117,7 @@ def checkpoint_to_resume(checkpoint_dir: Path | None, model, datamodule, world_s
                     f"{path} was written with {key}={was!r} but this run has {key}={now!r}; "
                     "resume with the same settings, or choose another --checkpoint_dir"
                 )
+    check_restorable(path, checkpoint, model)
     epochs, batches, saved_world_size = position(checkpoint)
     if batches and saved_world_size not in (None, world_size):
         # Each process's share of an epoch depends on how many there are: the batches still to
@@ -158,6 +159,26 @@ def read_checkpoint(path: Path) -> dict:
     except (AttributeError, IndexError, KeyError, TypeError):
         raise UsageError(f"{path}: not a training checkpoint of this project (its loop state is malformed); {advice}") from None
     return checkpoint
+
+
+def check_restorable(path: Path, checkpoint: dict, model) -> None:
+    """What Lightning restores from `checkpoint` fits `model`: the same weights (names, shapes, finite
+    values), the fit loop's state and one optimiser's state. Checked here so that a damaged file is
+    refused by name before training, not by an error from deep inside Lightning."""
+    advice = "remove it or choose another --checkpoint_dir"
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    saved = checkpoint["state_dict"]
+    found = {name: tuple(t.shape) if isinstance(t, torch.Tensor) else None for name, t in saved.items()}
+    if found != expected:
+        differ = sorted(set(found) ^ set(expected)) or sorted(n for n in expected if found[n] != expected[n])
+        raise UsageError(f"{path}: its weights do not fit this model (differing: {', '.join(differ[:5])}); {advice}")
+    if not all(bool(torch.isfinite(tensor).all()) for tensor in saved.values()):
+        raise UsageError(f"{path}: its weights hold NaN or infinite values; {advice}")
+    optimizers = checkpoint["optimizer_states"]
+    if not isinstance(checkpoint["loops"].get("fit_loop"), dict) or len(optimizers) != 1 or not (
+            isinstance(optimizers[0], dict) and isinstance(optimizers[0].get("state"), dict)
+            and isinstance(optimizers[0].get("param_groups"), list)):
+        raise UsageError(f"{path}: its training loop or optimiser state is missing or malformed; {advice}")
 
 
 def position(checkpoint: dict) -> tuple[int, int, int | None]:
