@@ -76,7 +76,7 @@ from launch import code, s3data
 from launch.console import log
 from launch.job import JobSpec
 from titanic_lightning.environment import CHECKPOINT_DIR_VARIABLE
-from titanic_lightning.errors import UsageError, one_line
+from titanic_lightning.errors import Terminated, UsageError, one_line
 
 OPT_ML = "/opt/ml"
 NETWORK_INTERFACE = "lo"  # every host talks over loopback here
@@ -362,7 +362,7 @@ def _stop(hosts: list[Host]) -> None:
             return
 
 
-class _StopRequest:
+class StopRequest:
     """SIGTERM and SIGINT ask the supervisor to stop the job, the way StopTrainingJob does."""
 
     def __init__(self):
@@ -383,8 +383,15 @@ class _StopRequest:
     def _handle(self, signum, frame):
         self.signal = signum
 
+    def raise_if_requested(self) -> None:
+        """End the command as the signal would, before anything has been started."""
+        if self.signal == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.signal is not None:
+            raise Terminated(f"stopped by {signal.Signals(self.signal).name} before the job started")
 
-def _supervise(hosts: list[Host], timeout_s: float, stop: _StopRequest | None = None,
+
+def _supervise(hosts: list[Host], timeout_s: float, stop: StopRequest | None = None,
                every_poll=None) -> tuple[Host | None, bool]:
     """Wait for every host; stop the rest when one fails. Return (first failed host, timed out).
 
@@ -463,11 +470,18 @@ class _Outcome:
     wall_seconds: float
 
 
-def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None = None) -> dict:
-    """Emulate the job; return the summary (also written to <job_dir>/summary.json)."""
+def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None = None,
+        stop: StopRequest | None = None) -> dict:
+    """Emulate the job; return the summary (also written to <job_dir>/summary.json).
+
+    `stop`, installed by the caller from its start, keeps a Ctrl-C or SIGTERM that comes before
+    the hosts start: the job then stops as soon as they do.
+    """
     max_run_s = timeout_s or spec.max_run_s
-    job = lay_out_job(spec, data_dir, jobs_dir)
-    return summarise(job, spec, supervise_job(job, max_run_s), max_run_s)
+    stop = stop or StopRequest()
+    with stop.installed():
+        job = lay_out_job(spec, data_dir, jobs_dir)
+        return summarise(job, spec, supervise_job(job, max_run_s, stop), max_run_s)
 
 
 def lay_out_job(spec: JobSpec, data_dir: Path, jobs_dir: Path) -> _Job:
@@ -500,7 +514,7 @@ def lay_out_job(spec: JobSpec, data_dir: Path, jobs_dir: Path) -> _Job:
     return _Job(name=job_name, dir=job_dir, store=store, hosts=hosts)
 
 
-def supervise_job(job: _Job, max_run_s: float) -> _Outcome:
+def supervise_job(job: _Job, max_run_s: float, stop: StopRequest) -> _Outcome:
     """Start every host, copy their checkpoints to the store while they run, stop them all on a
     failure, a stop request or the time limit, and write the failure file a silent failure lacks."""
     hosts, last_sync = job.hosts, 0.0
@@ -513,10 +527,9 @@ def supervise_job(job: _Job, max_run_s: float) -> _Outcome:
             last_sync = time.monotonic()
 
     started = time.perf_counter()
-    with _StopRequest().installed() as stop:
-        for h in hosts:
-            _start(h, cwd=h.dir / "input" / "data" / "code")  # the driver's `cd /opt/ml/input/data/code`
-        first_failed, timed_out = _supervise(hosts, max_run_s, stop, sync_checkpoints)
+    for h in hosts:
+        _start(h, cwd=h.dir / "input" / "data" / "code")  # the driver's `cd /opt/ml/input/data/code`
+    first_failed, timed_out = _supervise(hosts, max_run_s, stop, sync_checkpoints)
     wall = round(time.perf_counter() - started, 3)
     for h in hosts:
         h.exit_code = h.process.wait()

@@ -108,10 +108,16 @@ def local(args) -> int:
     from launch import s3data
     from titanic_lightning.outputs import check_folder
 
-    check_folder(Path(args.jobs_dir), "--jobs-dir")
-    spec = _spec(args)
-    data_dir = s3data.check_data_dir(Path(args.data))
-    summary = emulator.run(spec, data_dir, Path(args.jobs_dir))
+    # From here on Ctrl-C and SIGTERM are recorded, not raised inside library code (the SDK's
+    # imports swallowed an early Ctrl-C): before the job starts they end the command, after it
+    # they stop the job as StopTrainingJob would.
+    stop = emulator.StopRequest()
+    with stop.installed():
+        check_folder(Path(args.jobs_dir), "--jobs-dir")
+        spec = _spec(args)
+        data_dir = s3data.check_data_dir(Path(args.data))
+        stop.raise_if_requested()
+        summary = emulator.run(spec, data_dir, Path(args.jobs_dir), stop=stop)
     print(json.dumps(summary), flush=True)
     if summary["stopped_by_signal"]:
         return 128 + signal.Signals[summary["stopped_by_signal"]].value  # what a shell reports for the signal

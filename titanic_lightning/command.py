@@ -8,12 +8,23 @@ FailureReason.
 
 from __future__ import annotations
 
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from titanic_lightning import environment
-from titanic_lightning.errors import FAILURE_EXIT, INTERRUPT_EXIT, SIGTERM_EXIT, USAGE_EXIT, UsageError, one_line
+from titanic_lightning.errors import (
+    FAILURE_EXIT,
+    INTERRUPT_EXIT,
+    SIGTERM_EXIT,
+    USAGE_EXIT,
+    Terminated,
+    UsageError,
+    one_line,
+)
 
 
 def debug_requested(args: Sequence[str]) -> bool:
@@ -63,13 +74,50 @@ def _debug_in_config(config: str, current):
     return debug if isinstance(debug, (bool, str)) else False
 
 
+_sigterm_deferred = False
+
+
+@contextmanager
+def sigterm_deferred() -> Iterator[None]:
+    """While Lightning trains, its own handler turns SIGTERM into a stop at a batch boundary (and a
+    checkpoint); the command's handler, which Lightning calls too, must then do nothing."""
+    global _sigterm_deferred
+    previous, _sigterm_deferred = _sigterm_deferred, True
+    try:
+        yield
+    finally:
+        _sigterm_deferred = previous
+
+
+def _on_sigterm(signum, frame) -> None:
+    # Python's default would end the process at once, with no reason for the job and partial files
+    # left behind; an exception runs the clean-ups and ends in one line.
+    if not _sigterm_deferred:
+        raise Terminated("stopped by SIGTERM")
+
+
+@contextmanager
+def _sigterm_handled() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None = None) -> None:
-    """Run `main(argv)` and exit with 0, 1 (runtime failure) or 2 (usage error)."""
+    """Run `main(argv)` and exit with 0, 1 (runtime failure), 2 (usage error), 130 (Ctrl-C) or 143 (SIGTERM)."""
     args = list(sys.argv[1:] if argv is None else argv)
     # Read before parsing, so that even a parse failure can show its traceback: `--debug true`.
     debug = debug_requested(args)
     try:
-        main(args)
+        with _sigterm_handled():
+            main(args)
+    except Terminated as exc:
+        _fail(f"error: {one_line(exc)}", SIGTERM_EXIT)
     except UsageError as exc:
         _fail(f"error: {one_line(exc)}", USAGE_EXIT)
     except KeyboardInterrupt:

@@ -17,5 +17,9 @@ class UsageError(Exception):
     """Bad input from the user: a flag, a file or a field. The message names which."""
 
 
+class Terminated(Exception):
+    """SIGTERM stopped the command (a stop, a spot reclaim); the message says what was kept."""
+
+
 def one_line(text: str) -> str:
     return " ".join(str(text).split())

@@ -16,6 +16,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, Timer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from titanic_lightning import resume
 from titanic_lightning.artifacts import METRICS_FILE, MODEL_FILE, plot_curves, write_model_dir
@@ -31,10 +32,11 @@ from titanic_lightning.callbacks import (
     fit_seconds,
     metric_line,
 )
+from titanic_lightning.command import sigterm_deferred
 from titanic_lightning.config import TrainConfig
 from titanic_lightning.data import TitanicDataModule
 from titanic_lightning.environment import Plan
-from titanic_lightning.errors import UsageError
+from titanic_lightning.errors import Terminated, UsageError
 from titanic_lightning.layout import CSV_LOGS, CURVES_FILE, LOG_FILES, TENSORBOARD_LOGS, Layout
 from titanic_lightning.model import TitanicClassifier
 from titanic_lightning.strategies import build_strategy
@@ -116,7 +118,13 @@ def fit(cfg: TrainConfig, layout: Layout, plan: Plan):
     datamodule, model, trainer = build(cfg, layout, plan)
     checkpoint = None if cfg.fast_dev_run else resume.checkpoint_to_resume(
         layout.checkpoint_dir, model, datamodule, trainer.world_size)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+    try:
+        with sigterm_deferred():
+            trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+    except SIGTERMException:
+        where = (f"the last checkpoint is in {layout.checkpoint_dir}: run the same command again to resume from it"
+                 if layout.checkpoint_dir is not None else "no --checkpoint_dir was given, so nothing was kept to resume from")
+        raise Terminated(f"stopped by SIGTERM; {where}") from None
     return datamodule, model, trainer
 
 

@@ -1,0 +1,80 @@
+"""SIGTERM and Ctrl-C at the moments the training tests do not reach: while a command starts, during
+training with nowhere to keep a checkpoint, and while the launcher prepares a local job."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, clean_env, write_channel
+
+
+def _handles(pid: int, sig: int) -> bool:
+    """Whether process `pid` has installed a handler for `sig` (the SigCgt mask in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(mask & (1 << (sig - 1)))
+
+
+@pytest.fixture
+def channels(tmp_path) -> list[str]:
+    paths = [write_channel(tmp_path / "in" / f"{split}_data.npz", split, rows=rows, seed=i)
+             for i, (split, rows) in enumerate((("train", 4000), ("val", 200)))]
+    return ["--train", str(paths[0]), "--val", str(paths[1])]
+
+
+def _train(channels: list[str], tmp_path: Path, *extra: str) -> subprocess.Popen:
+    env = clean_env(SM_OUTPUT_FAILURE=str(tmp_path / "failure"))
+    return subprocess.Popen([sys.executable, "-m", "entry.train", *channels, "--batch_size", "8",
+                             "--early_stopping", "false", "--epochs", "1000", *extra],
+                            cwd=tmp_path / "cwd", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigterm_while_the_command_starts_is_one_line_and_a_failure_reason(tmp_path, channels):
+    (tmp_path / "cwd").mkdir()
+    proc = _train(channels, tmp_path)
+    deadline = time.monotonic() + 60
+    while not _handles(proc.pid, signal.SIGTERM) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)  # the command's own handler is in place; training is seconds away
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "error: stopped by SIGTERM" and "Traceback" not in err
+    assert (tmp_path / "failure").read_text() == "error: stopped by SIGTERM\n"
+    assert "epoch=" not in out and list((tmp_path / "cwd").iterdir()) == []
+
+
+def test_sigterm_during_training_without_a_checkpoint_folder_says_nothing_was_kept(tmp_path, channels):
+    (tmp_path / "cwd").mkdir()
+    proc = _train(channels, tmp_path, "--model_dir", "m", "--output_dir", "o")
+    first = proc.stdout.readline()
+    assert first.startswith("epoch=1;"), proc.stderr.read() if proc.poll() is not None else first
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == ("error: stopped by SIGTERM; no --checkpoint_dir was given, so nothing "
+                                            "was kept to resume from")
+    assert not (tmp_path / "cwd" / "m").exists()
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.8])
+def test_ctrl_c_while_the_launcher_prepares_a_local_job(delay, tmp_path, prepared):
+    command = [sys.executable, str(REPO / "launch" / "submit.py"), "--local", "--data", str(prepared),
+               "--jobs-dir", "jobs", "--hp", "epochs=300", "--hp", "early_stopping=false"]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    # Before the hosts started: no job at all; after: the job is Stopped, never Completed.
+    assert err.strip().splitlines()[-1] == "error: interrupted" or '"status": "Stopped"' in out, out + err[-2000:]
+    assert '"status": "Completed"' not in out
