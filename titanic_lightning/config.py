@@ -169,7 +169,7 @@ def _check_hidden_layers(cfg) -> None:
 
 
 # The checks no single flag's type makes, per configuration dataclass.
-CHECKS = {"TrainConfig": (_check_hidden_layers,)}
+CHECKS = {TrainConfig: (_check_hidden_layers,)}
 
 
 def _exact_yaml_dump(data) -> str:
@@ -245,7 +245,7 @@ def _config_message(text: str) -> str:
 def _parser(cls: type, prog: str) -> ArgumentParser:
     parser = _CommandParser(
         prog=prog, description=cls.__doc__.split("\n\n")[0], exit_on_error=False, allow_abbrev=False,
-        checks=CHECKS.get(cls.__name__, ()),
+        checks=CHECKS.get(cls, ()),
     )
     parser.add_argument("--config", action=_ConfigFile,
                         help="A YAML file of flag values, as --print_config writes it; later flags override it.")
