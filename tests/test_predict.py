@@ -128,6 +128,8 @@ BAD_ROWS = {
     "age 1e308": (lambda r: r.assign(Age=[1e308] + r["Age"].tolist()[1:]), ["Age", "1e+308", "float32"]),
     "family 1e308": (lambda r: r.assign(SibSp=1e308, Parch=1e308), ["SibSp", "1e+308"]),
     "pclass 4": (lambda r: r.assign(Pclass=4), ["Pclass", "value 4", "1, 2 or 3"]),
+    "boolean sibsp": (lambda r: r.assign(SibSp=True), ["SibSp", "non-numeric value 'True'"]),
+    "a column named twice": (lambda r: pd.concat([r, r[["Age"]]], axis=1), ["header names column(s) Age more than once"]),
     "negative parch": (lambda r: r.assign(Parch=-1), ["Parch", "value -1", "whole number >= 0"]),
     "negative fare": (lambda r: r.assign(Fare=-1.5), ["Fare", "value -1.5", ">= 0"]),
 }

@@ -95,10 +95,15 @@ def read_csv_rows(source, name: str) -> pd.DataFrame:
     column to the left; with `index_col=False` it drops the extra fields instead, with a warning
     that is turned into the error here. A row with fewer fields has missing values, as in Kaggle's files.
     """
+    start = source.tell() if hasattr(source, "tell") else None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            return pd.read_csv(source, index_col=False)
+            frame = pd.read_csv(source, index_col=False)
+        if start is not None:
+            source.seek(start)
+        # pandas renames a repeated column (Age, Age.1) and would read only the first: refuse instead.
+        header = pd.read_csv(source, header=None, nrows=1, dtype=str, index_col=False).iloc[0].tolist()
     except pd.errors.ParserWarning:
         raise UsageError(f"{name}: the first row after the header has more fields than the header") from None
     except pd.errors.EmptyDataError:
@@ -110,6 +115,10 @@ def read_csv_rows(source, name: str) -> pd.DataFrame:
         raise UsageError(f"{name}: not a readable CSV ({' '.join(str(exc).split())})") from None
     except UnicodeDecodeError as exc:
         raise UsageError(f"{name}: not a readable CSV ({exc})") from None
+    repeated = sorted({column for column in header if header.count(column) > 1}, key=str)
+    if repeated:
+        raise UsageError(f"{name}: the header names column(s) {', '.join(map(str, repeated))} more than once")
+    return frame
 
 
 def _show(value: float) -> str:
@@ -135,7 +144,11 @@ def _as_float(value: object) -> float:
 
 
 def _numeric(df: pd.DataFrame, column: str, source: str) -> pd.Series:
-    """The column as float64; an empty cell stays missing (NaN), text and infinite values are errors."""
+    """The column as float64; an empty cell stays missing (NaN), text, booleans and infinite values are errors."""
+    booleans = df[column].map(lambda v: isinstance(v, (bool, np.bool_)))
+    if booleans.any():  # pandas reads a column of True/False as booleans, which are numbers to it
+        raise UsageError(f"{source}: column {column} has non-numeric value {str(df[column][booleans].iloc[0])!r} "
+                         f"({int(booleans.sum())} row(s))")
     try:
         values = pd.to_numeric(df[column], errors="coerce")
     except OverflowError:  # a Python int beyond int64 (a JSON number with 400 digits); infinite if beyond float
