@@ -25,7 +25,7 @@ from titanic_lightning.callbacks import BestWeights, MetricPrinter, find_callbac
 from titanic_lightning.config import TrainConfig
 from titanic_lightning.data import training_data_sha256
 from titanic_lightning.environment import make_plan
-from titanic_lightning.errors import UsageError
+from titanic_lightning.errors import Terminated, UsageError
 
 pytestmark = pytest.mark.slow
 EPOCHS = 150
@@ -191,9 +191,9 @@ def test_every_stopping_point_resumes_exactly(tmp_path, channels, monkeypatch, c
     for hook, steps in (("batch", range(1, total_steps + 1)), ("validation", range(4, total_steps + 1, 4))):
         for step in steps:
             run = tmp_path / f"{hook}-{step}"
-            with pytest.raises(SystemExit) as stopped:
+            with pytest.raises(Terminated, match="stopped by SIGTERM; the last checkpoint is in .*: run the same command "
+                                                 "again to resume from it"):
                 _fit(channels, run, monkeypatch, extra_callback=SigtermAt(hook, step))
-            assert type(stopped.value).__name__ == "SIGTERMException"
             assert saved_position(run / "ckpt" / "last.ckpt")[2] == step  # the stop itself was saved
             starts.append((f"SIGTERM after {hook} {step}", run / "ckpt"))
     capsys.readouterr()
@@ -215,7 +215,7 @@ def test_every_stopping_point_resumes_exactly(tmp_path, channels, monkeypatch, c
 
 def test_a_mid_epoch_checkpoint_from_another_number_of_processes_is_refused(tmp_path, channels, monkeypatch):
     run = tmp_path / "run"
-    with pytest.raises(SystemExit):
+    with pytest.raises(Terminated):
         _fit(channels, run, monkeypatch, extra_callback=SigtermAt("batch", 6))
     checkpoint = torch.load(run / "ckpt" / "last.ckpt", weights_only=True)
     assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [

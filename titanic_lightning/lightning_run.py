@@ -181,5 +181,13 @@ def finish(trainer: pl.Trainer, model: TitanicClassifier, layout: Layout, plan: 
                        **timings)
 
 
+def end_process_group() -> None:
+    """Close this process's process group, if it has one. Left open, gloo's threads are still
+    running when the interpreter exits, and a process can abort then (SIGABRT, "terminate called
+    without an active exception"), failing a job whose work was done."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def cuda_devices() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -52,6 +52,9 @@ def train(cfg: TrainConfig, started: float | None = None) -> TrainResult:
         process_group_timeout_s=cfg.process_group_timeout,
     )
     environment.apply_plan_environment(plan)
-    datamodule, model, trainer = lightning_run.fit(cfg, layout, plan)
-    scores = lightning_run.evaluate(trainer, model, datamodule)
-    return lightning_run.finish(trainer, model, layout, plan, scores, started)
+    try:
+        datamodule, model, trainer = lightning_run.fit(cfg, layout, plan)
+        scores = lightning_run.evaluate(trainer, model, datamodule)
+        return lightning_run.finish(trainer, model, layout, plan, scores, started)
+    finally:
+        lightning_run.end_process_group()
