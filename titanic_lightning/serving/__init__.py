@@ -5,7 +5,7 @@
 * `inference.py` — the handler (`model_fn`, `input_fn`, `predict_fn`, `output_fn`), this package's
   `serving/inference.py`;
 * `titanic_lightning/` — copies of the modules the handler needs (scoring, features, network,
-  artifacts, errors), so the container scores rows exactly as `entry.predict` does without this
+  artifacts, contracts, errors), so the container scores rows exactly as `entry.predict` does without this
   project being installed;
 * `requirements.txt` — what the PyTorch serving image lacks; the container installs it at start.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 CODE_DIR = "code"
 # The handler's imports, followed to their closure; tests/test_serving.py imports them with only
 # code/ and site-packages on sys.path, so a module missing here fails there.
-PACKAGE_MODULES = ("__init__.py", "errors.py", "features.py", "network.py", "artifacts.py", "scoring.py")
+PACKAGE_MODULES = ("__init__.py", "contracts.py", "errors.py", "features.py", "network.py", "artifacts.py", "scoring.py")
 # Bounds as in pyproject's dependencies. torch comes with the image and must not be reinstalled.
 REQUIREMENTS = ("numpy>=1.26", "pandas>=2.1")
 REQUIREMENTS_FILE = f"{CODE_DIR}/requirements.txt"
