@@ -224,6 +224,29 @@ def test_dry_run_instance_and_distribution_choice(flags, instance, distributed, 
     assert plan["role"] == job.ROLE_PLACEHOLDER
 
 
+def test_every_metric_the_model_logs_has_a_regex_and_a_place_on_the_printed_lines():
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from titanic_lightning.contracts import COMPARED_METRICS, EPOCH_METRICS, FINAL_METRICS
+    from titanic_lightning.model import TitanicClassifier
+
+    x, y = torch.randn(16, 3), torch.tensor([0.0, 1.0] * 8)
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    model = TitanicClassifier(input_size=3)
+    trainer.fit(model, loader, loader)
+    logged = set(trainer.callback_metrics)
+    trainer.test(model, loader, verbose=False)
+    logged |= set(trainer.callback_metrics)
+
+    assert logged == set(EPOCH_METRICS) | set(FINAL_METRICS)
+    assert logged <= {m["Name"] for m in job.METRIC_DEFINITIONS}
+    assert set(COMPARED_METRICS) <= logged  # what --compare shows is what SageMaker records
+
+
 def test_metric_regexes_read_the_lines_the_entry_prints():
     from titanic_lightning.callbacks import metric_line
     from titanic_lightning.contracts import EPOCH_LINE, FINAL_LINE
