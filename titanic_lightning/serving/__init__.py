@@ -20,8 +20,9 @@ CODE_DIR = "code"
 # The handler's imports, followed to their closure; tests/test_serving.py imports them with only
 # code/ and site-packages on sys.path, so a module missing here fails there.
 PACKAGE_MODULES = ("__init__.py", "contracts.py", "errors.py", "features.py", "network.py", "artifacts.py", "scoring.py")
-# Bounds as in pyproject's dependencies. torch comes with the image and must not be reinstalled.
-REQUIREMENTS = ("numpy>=1.26", "pandas>=2.1")
+# Bounds as pyproject.toml declares them (`titanic_lightning.dependencies`). torch comes with the
+# image and must not be reinstalled.
+REQUIRED = ("numpy", "pandas")
 REQUIREMENTS_FILE = f"{CODE_DIR}/requirements.txt"
 
 
@@ -37,6 +38,13 @@ def _sources() -> dict[str, Path]:
     return sources
 
 
+def requirements() -> list[str]:
+    """What the serving container installs, with the project's declared bounds."""
+    from titanic_lightning.dependencies import bounds
+
+    return bounds(REQUIRED)
+
+
 def serving_files() -> list[str]:
     """Every file `write_serving_code` writes, by its name in the model directory."""
     return [*_sources(), REQUIREMENTS_FILE]
@@ -47,4 +55,4 @@ def write_serving_code(files) -> None:
     `outputs.Writer`."""
     for name, source in _sources().items():
         files.write(name, lambda tmp, source=source: tmp.write_bytes(source.read_bytes()))
-    files.write_text(REQUIREMENTS_FILE, "\n".join(REQUIREMENTS) + "\n")
+    files.write_text(REQUIREMENTS_FILE, "\n".join(requirements()) + "\n")
