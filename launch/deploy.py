@@ -29,10 +29,11 @@ from launch.job import PROJECT, check_role  # noqa: E402
 from titanic_lightning.command import run_command  # noqa: E402
 from titanic_lightning.errors import UsageError  # noqa: E402
 from titanic_lightning.model_source import parse_s3_uri  # noqa: E402
+from titanic_lightning.sagemaker_facts import OPT_ML  # noqa: E402
 
 # The newest PyTorch inference image the installed SDK knows for py312; it runs what model.pt needs.
 FRAMEWORK_VERSION, PY_VERSION = "2.6", "py312"
-CODE_DIR = "/opt/ml/model/code"
+CODE_DIR = f"{OPT_ML}/model/code"
 _ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 

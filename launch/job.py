@@ -28,11 +28,10 @@ import re
 from dataclasses import dataclass, field
 
 from launch import instances
-from titanic_lightning.contracts import EPOCH_METRICS, FINAL_METRICS, SPLITS
+from titanic_lightning.contracts import EPOCH_METRICS, FINAL_METRICS, PROJECT, SPLITS
 from titanic_lightning.errors import UsageError
 from titanic_lightning.sagemaker_facts import LONGEST_JOB_S, OUTPUT_DIR
 
-PROJECT = "titanic-lightning"
 DEFAULT_PREFIX = PROJECT
 DEFAULT_MAX_RUN_S = 3600
 DEFAULT_REGION = "us-east-1"

@@ -9,6 +9,9 @@ nothing, so every command, the serving container and `--help` can read it for fr
 
 from __future__ import annotations
 
+# The project's name: its distribution, cache folder, record of written files, S3 prefix, job names.
+PROJECT = "titanic-lightning"
+
 # --- data channels -----------------------------------------------------------------------------
 
 SPLITS = ("train", "val", "test")

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from titanic_lightning.contracts import PROJECT
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: the installed metadata holds the same list
@@ -22,7 +24,6 @@ except ModuleNotFoundError:  # Python 3.10: the installed metadata holds the sam
 PACKAGE = Path(__file__).resolve().parent
 PYPROJECT = PACKAGE.parent / "pyproject.toml"
 STAGED = PACKAGE / "dependencies.txt"
-DISTRIBUTION = "titanic-lightning"
 
 
 def name(requirement: str) -> str:
@@ -38,7 +39,7 @@ def declared() -> list[str]:
         return [line for line in STAGED.read_text(encoding="utf-8").splitlines() if line.strip()]
     from importlib import metadata
 
-    return [r for r in metadata.requires(DISTRIBUTION) or [] if "extra ==" not in r]
+    return [r for r in metadata.requires(PROJECT) or [] if "extra ==" not in r]
 
 
 def bounds(names: tuple[str, ...]) -> list[str]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from titanic_lightning import sagemaker_facts
-from titanic_lightning.contracts import SPLITS, npz_name
+from titanic_lightning.contracts import PROJECT, SPLITS, npz_name
 from titanic_lightning.errors import UsageError
 
 LOCAL_DATA_DIR = Path("data")
@@ -132,7 +132,7 @@ def titanic_csv_url(env: Mapping[str, str] | None = None) -> str:
 def cache_dir(env: Mapping[str, str] | None = None) -> Path:
     e = _env(env)
     base = Path(e["XDG_CACHE_HOME"]) if e.get("XDG_CACHE_HOME") else Path.home() / ".cache"
-    return base / "titanic-lightning"
+    return base / PROJECT
 
 
 def local_rank(env: Mapping[str, str] | None = None) -> int:
