@@ -10,5 +10,5 @@ Run `python launch/submit.py --help`. Modules, one role each:
 * `remote` — builds the SDK's ModelTrainer from a spec and submits it;
 * `local` — runs the job the way SageMaker would, one subprocess per host, without Docker;
 * `report` — the after-job summary, `runs/<job>.json` and `--compare`;
-* `console` — the progress lines every step prints on stderr.
+* `console` — the progress lines every step prints on stderr, and the argument parser of submit.py and deploy.py.
 """

@@ -1,5 +1,9 @@
 """Stage the code a training job ships: `titanic_lightning/`, `entry/` and a requirements.txt.
 
+The requirements carry the bounds pyproject.toml declares, read when the code is staged; the
+staged package also gets them as `titanic_lightning/dependencies.txt`, since the container, which
+writes the model's serving requirements, has no pyproject.toml (see `titanic_lightning.dependencies`).
+
 The SDK uploads this folder as the job's `code` channel; in the container it lands at
 `/opt/ml/input/data/code`, which is also the working directory of the entry script. Because the
 script runs by path (`python entry/train.py`), the package is found through PYTHONPATH, which the
@@ -11,23 +15,18 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from titanic_lightning import dependencies
+from titanic_lightning.sagemaker_facts import OPT_ML
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("titanic_lightning", "entry")
 ENTRY_SCRIPT = "entry/train.py"
 REQUIREMENTS_FILE = "requirements.txt"
-CODE_DIR_IN_CONTAINER = "/opt/ml/input/data/code"  # sagemaker.train.constants.SM_CODE_CONTAINER_PATH
+CODE_DIR_IN_CONTAINER = f"{OPT_ML}/input/data/code"  # sagemaker.train.constants.SM_CODE_CONTAINER_PATH
 
 # The PyTorch training image already has torch (and numpy, pandas); listing torch here could make
 # pip replace the image's CUDA build, so it is left out: Lightning's own torch>=2.1 is satisfied.
-REQUIREMENTS = (
-    "lightning>=2.6,<2.7",
-    "torchmetrics>=1.7",
-    "jsonargparse[signatures]>=4.32",
-    "scikit-learn>=1.4",
-    "pandas>=2.1",
-    "matplotlib>=3.8",
-    "tensorboard>=2.15",
-)
+REQUIRED = ("lightning", "torchmetrics", "jsonargparse", "scikit-learn", "pandas", "matplotlib", "tensorboard")
 
 
 def stage(dest: Path) -> Path:
@@ -36,5 +35,7 @@ def stage(dest: Path) -> Path:
     for package in PACKAGES:
         shutil.copytree(REPO / package, dest / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
                         dirs_exist_ok=True)
-    (dest / REQUIREMENTS_FILE).write_text("\n".join(REQUIREMENTS) + "\n")
+    declared = dependencies.declared()
+    (dest / REQUIREMENTS_FILE).write_text("\n".join(dependencies.bounds(REQUIRED)) + "\n")
+    (dest / dependencies.PACKAGE.name / dependencies.STAGED.name).write_text("\n".join(declared) + "\n")
     return dest

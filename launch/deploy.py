@@ -18,24 +18,27 @@ import argparse
 import re
 import sys
 import time
+from pathlib import Path
 
-from titanic_lightning.command import run_command
-from titanic_lightning.errors import UsageError
-from titanic_lightning.model_source import parse_s3_uri
+if __package__ in (None, ""):
+    # Run by path (`python launch/deploy.py`): make the repository importable as the module form is.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from launch.console import ArgumentParser  # noqa: E402
+from launch.job import PROJECT, check_role  # noqa: E402
+from titanic_lightning.command import run_command  # noqa: E402
+from titanic_lightning.errors import UsageError  # noqa: E402
+from titanic_lightning.model_source import parse_s3_uri  # noqa: E402
+from titanic_lightning.sagemaker_facts import OPT_ML  # noqa: E402
 
 # The newest PyTorch inference image the installed SDK knows for py312; it runs what model.pt needs.
 FRAMEWORK_VERSION, PY_VERSION = "2.6", "py312"
-CODE_DIR = "/opt/ml/model/code"
+CODE_DIR = f"{OPT_ML}/model/code"
 _ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit 2 through run_command, not argparse's usage dump
-        raise UsageError(message)
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = _Parser(prog="python launch/deploy.py", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python launch/deploy.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-data", help="s3:// URI of the training job's model.tar.gz")
     parser.add_argument("--role", help="IAM role ARN that SageMaker assumes to read the model and pull the image")
     parser.add_argument("--instance-type", default="ml.m5.large")
@@ -56,11 +59,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parse_s3_uri(args.model_data)
     if not args.model_data.endswith(".tar.gz"):
         raise UsageError(f"--model-data {args.model_data}: expected the training job's model.tar.gz")
-    if not re.match(r"^arn:aws[a-z-]*:iam::\d{12}:role/", args.role):
-        raise UsageError(f"--role {args.role!r}: not an IAM role ARN")
+    check_role(args.role, "--role")
     if not args.instance_type.startswith("ml."):
         raise UsageError(f"--instance-type {args.instance_type!r}: SageMaker instance types start with ml.")
-    args.endpoint_name = args.endpoint_name or time.strftime("titanic-lightning-%Y%m%d-%H%M%S", time.gmtime())
+    args.endpoint_name = args.endpoint_name or time.strftime(f"{PROJECT}-%Y%m%d-%H%M%S", time.gmtime())
     return args
 
 

@@ -28,18 +28,18 @@ import re
 from dataclasses import dataclass, field
 
 from launch import instances
+from titanic_lightning.contracts import EPOCH_METRICS, FINAL_METRICS, PROJECT, SPLITS
 from titanic_lightning.errors import UsageError
+from titanic_lightning.sagemaker_facts import LONGEST_JOB_S, OUTPUT_DIR
 
-PROJECT = "titanic-lightning"
 DEFAULT_PREFIX = PROJECT
 DEFAULT_MAX_RUN_S = 3600
+DEFAULT_REGION = "us-east-1"
 FRAMEWORK = "pytorch"
 FRAMEWORK_VERSION = "2.8"  # inside Lightning 2.6's supported torch range; its images are py312
 PY_VERSION = "py312"
-CHANNELS = ("train", "val", "test")
-CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 # The entry writes TensorBoard logs under $SM_OUTPUT_DATA_DIR/tensorboard.
-TENSORBOARD_LOCAL_PATH = "/opt/ml/output/data/tensorboard"
+TENSORBOARD_LOCAL_PATH = f"{OUTPUT_DIR}/data/tensorboard"
 BILLING_PLACEHOLDER_BUCKET = "<session-default-bucket>"
 JOB_NAME_PLACEHOLDER = "<job-name>"  # the SDK names the job when it creates it
 ROLE_PLACEHOLDER = "<execution-role-arn>"
@@ -57,20 +57,12 @@ def _metric(name: str, final: bool = False) -> dict[str, str]:
 # weights, which SageMaker then records last); test_* exist only on the `final:` line.
 METRIC_DEFINITIONS: list[dict[str, str]] = [
     {"Name": "epoch", "Regex": r"\bepoch=([0-9]+);"},
-    _metric("train_loss"),
-    _metric("val_loss"),
-    _metric("val_acc"),
-    _metric("val_auroc"),
-    _metric("val_f1"),
+    *(_metric(name) for name in EPOCH_METRICS),
     _metric("best_epoch", final=True),
-    _metric("test_loss", final=True),
-    _metric("test_acc", final=True),
-    _metric("test_auroc", final=True),
-    _metric("test_f1", final=True),
+    *(_metric(name, final=True) for name in FINAL_METRICS if name not in EPOCH_METRICS),
 ]
 
-# SageMaker's longest training job (MaxRuntimeInSeconds) and its limit on one hyperparameter value.
-MAX_RUN_S = 28 * 24 * 3600
+# SageMaker's limit on one hyperparameter value.
 HP_VALUE_LIMIT = 2500
 # More instances than this is refused as a likely typo: with about 700 training rows and the default
 # batch size of 32, twenty instances already leave each process one batch per epoch, and
@@ -102,7 +94,7 @@ class JobSpec:
     max_run_s: int = DEFAULT_MAX_RUN_S
     bucket: str | None = None
     prefix: str = DEFAULT_PREFIX
-    region: str = "us-east-1"
+    region: str = DEFAULT_REGION
     role: str | None = None
     hyperparameters: dict[str, str] = field(default_factory=dict)
     resume: str | None = None  # the job whose checkpoints this one continues from
@@ -135,7 +127,7 @@ class JobSpec:
 
     @property
     def channels(self) -> dict[str, str]:
-        return {name: self._s3("data", name) for name in CHANNELS}
+        return {name: self._s3("data", name) for name in SPLITS}
 
     def job_checkpoint_s3_uri(self, job_name: str) -> str:
         """Where the SDK keeps the checkpoints of `job_name` when CheckpointConfig names no URI.
@@ -336,7 +328,7 @@ def build_spec(
     max_run: int = DEFAULT_MAX_RUN_S,
     bucket: str | None = None,
     prefix: str = DEFAULT_PREFIX,
-    region: str = "us-east-1",
+    region: str = DEFAULT_REGION,
     role: str | None = None,
     hp: list[str] | None = None,
     strategy: str | None = None,
@@ -357,8 +349,8 @@ def build_spec(
                          "to give more instances work)")
     if max_run < 60:
         raise UsageError(f"--max-run {max_run}: must be at least 60 seconds")
-    if max_run > MAX_RUN_S:
-        raise UsageError(f"--max-run {max_run}: SageMaker runs a job for at most {MAX_RUN_S} seconds (28 days)")
+    if max_run > LONGEST_JOB_S:
+        raise UsageError(f"--max-run {max_run}: SageMaker runs a job for at most {LONGEST_JOB_S} seconds (28 days)")
     check_region(region, chosen)
     return JobSpec(
         instance_type=chosen,

@@ -75,18 +75,16 @@ from unittest import mock
 from launch import code, s3data
 from launch.console import log
 from launch.job import JobSpec
-from titanic_lightning.environment import CHECKPOINT_DIR_VARIABLE
+from titanic_lightning.atomic import atomic_output
+from titanic_lightning.contracts import CHECKPOINT_FILE, METRICS_FILE
+from titanic_lightning.environment import CHECKPOINT_DIR_VARIABLE, without_launcher
 from titanic_lightning.errors import Terminated, UsageError, one_line
+from titanic_lightning.sagemaker_facts import FAILURE_REASON_LIMIT, OPT_ML
 
-OPT_ML = "/opt/ml"
 NETWORK_INTERFACE = "lo"  # every host talks over loopback here
 STOP_GRACE_S = 10.0
 POLL_S = 0.2
 CHECKPOINT_SYNC_S = 1.0
-FAILURE_REASON_LIMIT = 1024  # what SageMaker keeps of output/failure
-# Variables a parent torchrun or SageMaker process would leak into the hosts' own.
-_INHERITED_DROP = ("SM_", "TORCHELASTIC", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK",
-                   "ROLE_RANK", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "TRAINING_JOB_NAME")
 
 
 def free_port() -> int:
@@ -187,7 +185,7 @@ def sagemaker_env(spec: JobSpec, job_name: str, host: str, host_dir: Path, chann
             output_file=str(env_file),
         )
     env = _read_env_file(env_file)
-    env["SM_SOURCE_DIR"] = f"{OPT_ML}/input/data/code"
+    env["SM_SOURCE_DIR"] = code.CODE_DIR_IN_CONTAINER
     env["SM_ENTRY_SCRIPT"] = code.ENTRY_SCRIPT
     if spec.distributed:
         env["SM_DISTRIBUTED_DRIVER_DIR"] = f"{OPT_ML}/input/data/sm_drivers/distributed_drivers"
@@ -235,7 +233,9 @@ def host_command(spec: JobSpec, env: dict[str, str]) -> list[str]:
 
 
 def process_env(sm: dict[str, str], code_dir: Path, distributed: bool, checkpoint_dir: Path | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED_DROP) and k != CHECKPOINT_DIR_VARIABLE}
+    # What a parent torchrun or SageMaker process would leak into the hosts' own is dropped.
+    env = without_launcher()
+    env.pop(CHECKPOINT_DIR_VARIABLE, None)
     env.update(sm)
     if checkpoint_dir is not None:
         env[CHECKPOINT_DIR_VARIABLE] = str(checkpoint_dir)
@@ -251,7 +251,6 @@ def process_env(sm: dict[str, str], code_dir: Path, distributed: bool, checkpoin
 
 
 CHECKPOINT_STORE = "checkpoints"
-LAST_CHECKPOINT = "last.ckpt"  # what the entry writes into its checkpoint folder
 
 
 def checkpoint_store(job_dir: Path) -> Path:
@@ -264,8 +263,8 @@ def resume_source(jobs_dir: Path, job_name: str) -> Path:
     if not job_dir.is_dir():
         raise UsageError(f"--resume {job_name}: no such job in {jobs_dir} (a job's name is its folder there)")
     store = checkpoint_store(job_dir)
-    if not (store / LAST_CHECKPOINT).is_file():
-        raise UsageError(f"--resume {job_name}: no {LAST_CHECKPOINT} in {store} (the job ended before its first "
+    if not (store / CHECKPOINT_FILE).is_file():
+        raise UsageError(f"--resume {job_name}: no {CHECKPOINT_FILE} in {store} (the job ended before its first "
                          "checkpoint); nothing to resume")
     return store
 
@@ -290,11 +289,10 @@ def copy_tree(source: Path, target: Path) -> None:
             if dest.is_file() and _same_file_version(dest.stat(), stat):
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
-            partial = dest.with_name(f".{dest.name}.partial")
-            shutil.copy2(path, partial)
+            with atomic_output(dest) as partial:
+                shutil.copy2(path, partial)
         except FileNotFoundError:  # replaced while we looked; the next sync takes the new one
             continue
-        os.replace(partial, dest)
 
 
 # --- running the hosts -----------------------------------------------------------------------
@@ -441,7 +439,7 @@ def pack(dirs: list[Path], target: Path) -> list[str]:
 
 def _metrics(hosts: list[Host]) -> dict | None:
     for h in hosts:
-        path = h.dir / "model" / "metrics.json"
+        path = h.dir / "model" / METRICS_FILE
         if path.is_file():
             try:
                 return json.loads(path.read_text())

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from launch.job import DEFAULT_REGION
 from titanic_lightning.errors import UsageError
 
 DEFAULT_PRICES = Path(__file__).with_name("prices.json")
@@ -38,7 +39,7 @@ def load(path: str | Path | None = None) -> PriceTable:
     try:
         data = json.loads(path.read_text())
         table = {str(k): float(v) for k, v in data["usd_per_hour"].items()}
-        return PriceTable(as_of=str(data["as_of"]), region=str(data.get("region", "us-east-1")),
+        return PriceTable(as_of=str(data["as_of"]), region=str(data.get("region", DEFAULT_REGION)),
                           usd_per_hour=table)
     except FileNotFoundError:
         raise UsageError(f"--prices {path}: no such file") from None

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from launch import code, s3data
 from launch.console import log
-from launch.job import CHECKPOINT_LOCAL_PATH, METRIC_DEFINITIONS, TENSORBOARD_LOCAL_PATH, JobSpec, check_role
+from launch.job import METRIC_DEFINITIONS, TENSORBOARD_LOCAL_PATH, JobSpec, check_role
+from titanic_lightning.contracts import CHECKPOINT_FILE
 from titanic_lightning.errors import UsageError
-
-LAST_CHECKPOINT = "last.ckpt"  # what the entry writes into /opt/ml/checkpoints
+from titanic_lightning.sagemaker_facts import CHECKPOINT_DIR
 
 
 @dataclass
@@ -94,10 +94,10 @@ def resumable_checkpoints(boto_session, job_name: str) -> str:
     if not uri:
         raise UsageError(f"--resume {job_name}: the job has no checkpoint configuration; nothing to resume")
     bucket, _, key = uri.removeprefix("s3://").partition("/")
-    last = f"{key.rstrip('/')}/{LAST_CHECKPOINT}".lstrip("/")
+    last = f"{key.rstrip('/')}/{CHECKPOINT_FILE}".lstrip("/")
     listed = boto_session.client("s3").list_objects_v2(Bucket=bucket, Prefix=last, MaxKeys=1)
     if not any(obj["Key"] == last for obj in listed.get("Contents", [])):
-        raise UsageError(f"--resume {job_name}: no {LAST_CHECKPOINT} under {uri} (the job ended before its first "
+        raise UsageError(f"--resume {job_name}: no {CHECKPOINT_FILE} under {uri} (the job ended before its first "
                          "checkpoint); nothing to resume")
     return uri
 
@@ -174,7 +174,7 @@ def build_trainer(aws: Aws, code_dir: Path):
         # No URI for a new job: the SDK gives it its own, under the job's name. A resume names
         # the resumed job's URI, which SageMaker restores into the local path at the start.
         checkpoint_config=CheckpointConfig(s3_uri=spec.resume_checkpoint_s3_uri if spec.resume else None,
-                                           local_path=CHECKPOINT_LOCAL_PATH),
+                                           local_path=CHECKPOINT_DIR),
         output_data_config=OutputDataConfig(s3_output_path=spec.output_s3_uri),
         tags=[Tag(key=k, value=v) for k, v in spec.tags.items()],
     )

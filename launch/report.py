@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from launch.prices import PriceTable
+from titanic_lightning.contracts import COMPARED_METRICS
 from titanic_lightning.errors import UsageError
 
 COLUMNS = (
@@ -27,8 +28,7 @@ COLUMNS = (
     ("billable s", "billable_seconds", "{:.0f}"),
     ("billed inst-s", "billable_instance_seconds", "{:.0f}"),
     ("cost USD", "estimated_cost_usd", "{:.4f}"),
-    ("val_acc", "val_acc", "{:.4f}"),
-    ("test_acc", "test_acc", "{:.4f}"),
+    *((name, name, "{:.4f}") for name in COMPARED_METRICS),
 )
 
 
@@ -68,8 +68,7 @@ def summarize(description: dict, prices: PriceTable, wall_seconds: float | None)
         "prices_as_of": prices.as_of,
         "model_artifact": (description.get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
         "final_metrics": metrics,
-        "val_acc": metrics.get("val_acc"),
-        "test_acc": metrics.get("test_acc"),
+        **{name: metrics.get(name) for name in COMPARED_METRICS},
     }
 
 

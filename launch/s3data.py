@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from launch.console import log
+from titanic_lightning.contracts import PREPROCESSING_FILE, SPLITS, npz_name
 from titanic_lightning.csv_source import sha256_of
 from titanic_lightning.errors import UsageError
 
@@ -24,8 +25,8 @@ SHA_KEY = "sha256"
 
 def channel_files(data_dir: Path) -> dict[str, list[Path]]:
     """Channel name → the local files that go into it."""
-    files = {name: [data_dir / f"{name}_data.npz"] for name in ("train", "val", "test")}
-    preprocessing = data_dir / "preprocessing.json"
+    files = {name: [data_dir / npz_name(name)] for name in SPLITS}
+    preprocessing = data_dir / PREPROCESSING_FILE
     if preprocessing.is_file():
         files["train"].append(preprocessing)
     return files
@@ -33,7 +34,7 @@ def channel_files(data_dir: Path) -> dict[str, list[Path]]:
 
 def ensure_prepared(data_dir: Path) -> Path:
     """Make sure `data_dir` has the three npz files, preparing them from the Titanic CSV if not."""
-    missing = [p for p in (data_dir / f"{s}_data.npz" for s in ("train", "val", "test")) if not p.is_file()]
+    missing = [p for p in (data_dir / npz_name(s) for s in SPLITS) if not p.is_file()]
     if missing:
         from titanic_lightning.csv_source import resolve_csv
         from titanic_lightning.prepare import check_prepare_outputs, prepare
@@ -42,8 +43,8 @@ def ensure_prepared(data_dir: Path) -> Path:
         csv = resolve_csv(None)
         description = prepare(csv, data_dir, flag="--data")
         log(f"prepared {data_dir}/ from {csv}: rows {description['rows']}")
-    elif not (data_dir / "preprocessing.json").is_file():
-        log(f"warning: no preprocessing.json in {data_dir}; the model will not be able to score raw rows")
+    elif not (data_dir / PREPROCESSING_FILE).is_file():
+        log(f"warning: no {PREPROCESSING_FILE} in {data_dir}; the model will not be able to score raw rows")
     return data_dir
 
 

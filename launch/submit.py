@@ -30,13 +30,10 @@ if __package__ in (None, ""):
     # Run by path (`python launch/submit.py`): make the repository importable as the module form is.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from launch.console import ArgumentParser  # noqa: E402
+from launch.job import DEFAULT_MAX_RUN_S, DEFAULT_PREFIX, DEFAULT_REGION  # noqa: E402
 from titanic_lightning.command import debug_requested, run_command  # noqa: E402
 from titanic_lightning.errors import UsageError, one_line  # noqa: E402
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2, like every other mistake
-        raise UsageError(f"{message} (see python launch/submit.py --help)")
 
 
 def _integer(text: str) -> int:
@@ -48,16 +45,17 @@ def _integer(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python launch/submit.py", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1],
-                allow_abbrev=False)
+    p = ArgumentParser(prog="python launch/submit.py", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1],
+                       allow_abbrev=False, hint=" (see python launch/submit.py --help)")
     p.add_argument("--gpu", action="store_true", help="train on a GPU instance (default ml.g4dn.xlarge)")
     p.add_argument("--instance-type", help="ml.* instance type (default ml.m5.large, or ml.g4dn.xlarge with --gpu)")
     p.add_argument("--instance-count", type=_integer, default=1, help="instances; more than one trains with torchrun")
     p.add_argument("--spot", action="store_true", help="managed spot training (max wait = 2 x max run)")
-    p.add_argument("--max-run", type=_integer, default=3600, metavar="SECONDS", help="maximum run time (default 3600)")
+    p.add_argument("--max-run", type=_integer, default=DEFAULT_MAX_RUN_S, metavar="SECONDS",
+                   help=f"maximum run time (default {DEFAULT_MAX_RUN_S})")
     p.add_argument("--bucket", help="S3 bucket (default: the SageMaker session's default bucket)")
-    p.add_argument("--prefix", default="titanic-lightning", help="S3 key prefix (default titanic-lightning)")
+    p.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"S3 key prefix (default {DEFAULT_PREFIX})")
     p.add_argument("--role", help="IAM role ARN for the job (default $SAGEMAKER_ROLE, or the execution role in SageMaker)")
     p.add_argument("--region", help="AWS region (default: the AWS configuration's)")
     p.add_argument("--data", default="data", metavar="DIR",
@@ -82,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
 def _spec(args):
     from launch import job
 
-    region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
     return job.build_spec(
         gpu=args.gpu, instance_type=args.instance_type, instance_count=args.instance_count, spot=args.spot,
         max_run=args.max_run, bucket=args.bucket, prefix=args.prefix, region=region, role=args.role,

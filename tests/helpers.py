@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from titanic_lightning.environment import without_launcher
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -65,8 +67,7 @@ def npz_declaring(path: Path, split: str, rows: int, claim_in_zip: bool = False)
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The current environment minus anything SageMaker/torchrun-like, plus `extra`."""
-    drop = ("SM_", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_", "NODE_RANK", "TORCHELASTIC")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env = without_launcher()
     env["PYTHONPATH"] = str(REPO)
     env.update(extra)
     return env

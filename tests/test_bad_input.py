@@ -30,11 +30,11 @@ import entry.train
 from tests import helpers
 from tests.helpers import REPO, clean_env, npz_declaring, run_entry, write_channel
 from titanic_lightning.command import run_command
+from titanic_lightning.environment import LAUNCHER_VARIABLES
 from titanic_lightning.errors import UsageError
 
 COMMANDS = {"prepare": entry.prepare.main, "train": entry.train.main, "predict": entry.predict.main}
-FOREIGN_ENV = ("SM_", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_", "NODE_RANK",
-               "TORCHELASTIC", "TITANIC_CSV")
+FOREIGN_ENV = (*LAUNCHER_VARIABLES, "TITANIC_CSV")
 
 
 # --- harness ---------------------------------------------------------------------------------------
@@ -583,6 +583,7 @@ import sys
 import titanic_lightning.resume
 from entry.train import main
 from titanic_lightning.command import run_command
+from titanic_lightning.environment import LAUNCHER_VARIABLES
 
 def fail(*args, **kwargs):
     raise RuntimeError("simulated failure")

@@ -189,7 +189,7 @@ def test_values_that_would_break_the_file_are_refused():
 @pytest.mark.parametrize("flags, expected", [
     (["--region", "mars-north-1"], "error: --region 'mars-north-1': not a region SageMaker's PyTorch training image"),
     (["--region", "us-east-1; rm -rf /"], "error: --region 'us-east-1; rm -rf /': not a region"),
-    (["--max-run", str(job.MAX_RUN_S + 1)], f"error: --max-run {job.MAX_RUN_S + 1}: SageMaker runs a job for at most"),
+    (["--max-run", str(job.LONGEST_JOB_S + 1)], f"error: --max-run {job.LONGEST_JOB_S + 1}: SageMaker runs a job for at most"),
     (["--instance-count", str(job.MAX_INSTANCE_COUNT + 1)], f"error: --instance-count {job.MAX_INSTANCE_COUNT + 1}: at most"),
     (["--instance-count", str(10**9)], "error: --instance-count 1000000000: at most 20"),
     (["--prefix", "a/../b"], "error: --prefix 'a/../b': use a plain S3 key prefix"),
@@ -208,7 +208,7 @@ def test_launcher_flags_out_of_range_are_one_line_before_any_work(flags, expecte
     assert list(tmp_path.iterdir()) == []  # no job directory, no data prepared
 
 
-@pytest.mark.parametrize("flags", [["--max-run", str(job.MAX_RUN_S)], ["--instance-count", str(job.MAX_INSTANCE_COUNT)],
+@pytest.mark.parametrize("flags", [["--max-run", str(job.LONGEST_JOB_S)], ["--instance-count", str(job.MAX_INSTANCE_COUNT)],
                                    ["--region", "eu-west-1"], ["--prefix", "team/titanic-v2.1"]])
 def test_launcher_flags_at_their_bounds_are_accepted(flags, capsys):
     code, out, err = submit_inprocess(["--dry-run", *flags], capsys)

@@ -224,15 +224,39 @@ def test_dry_run_instance_and_distribution_choice(flags, instance, distributed, 
     assert plan["role"] == job.ROLE_PLACEHOLDER
 
 
+def test_every_metric_the_model_logs_has_a_regex_and_a_place_on_the_printed_lines():
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from titanic_lightning.contracts import COMPARED_METRICS, EPOCH_METRICS, FINAL_METRICS
+    from titanic_lightning.model import TitanicClassifier
+
+    x, y = torch.randn(16, 3), torch.tensor([0.0, 1.0] * 8)
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    model = TitanicClassifier(input_size=3)
+    trainer.fit(model, loader, loader)
+    logged = set(trainer.callback_metrics)
+    trainer.test(model, loader, verbose=False)
+    logged |= set(trainer.callback_metrics)
+
+    assert logged == set(EPOCH_METRICS) | set(FINAL_METRICS)
+    assert logged <= {m["Name"] for m in job.METRIC_DEFINITIONS}
+    assert set(COMPARED_METRICS) <= logged  # what --compare shows is what SageMaker records
+
+
 def test_metric_regexes_read_the_lines_the_entry_prints():
-    from titanic_lightning.callbacks import EPOCH_KEYS, FINAL_KEYS, metric_line
+    from titanic_lightning.callbacks import metric_line
+    from titanic_lightning.contracts import EPOCH_LINE, FINAL_LINE
 
     epoch_values = {"epoch": 3, "train_loss": 0.4411, "val_loss": 0.4213, "val_acc": 0.8182, "val_auroc": 0.8712,
                     "val_f1": 0.7547}
     final_values = {"best_epoch": 12, "epochs_run": 32, "val_loss": 0.4102, "val_acc": 0.8322, "val_auroc": 0.88,
                     "val_f1": 0.76, "test_loss": 0.3999, "test_acc": 0.8268, "test_auroc": 0.8645, "test_f1": 0.7612}
-    epoch_line = metric_line(epoch_values, ("epoch", *EPOCH_KEYS))
-    final_line = metric_line(final_values, ("best_epoch", "epochs_run", *FINAL_KEYS), prefix="final: ")
+    epoch_line = metric_line(epoch_values, EPOCH_LINE)
+    final_line = metric_line(final_values, FINAL_LINE, prefix="final: ")
     regex = {m["Name"]: re.compile(m["Regex"]) for m in job.METRIC_DEFINITIONS}
     assert {"val_loss", "val_acc", "val_auroc", "test_acc", "train_loss"} <= set(regex)
 

@@ -2,6 +2,9 @@
 one GPU, or several SageMaker instances.
 
 Modules, one role each:
+    contracts    names every part agrees on: splits, channel and artifact files, metrics (imports nothing)
+    sagemaker_facts  what SageMaker's containers fix: /opt/ml paths, limits, host names (imports nothing)
+    dependencies pyproject.toml's dependency bounds, read when requirements are written
     errors       user-facing errors and exit codes (imports nothing of the project)
     environment  the only reader of the process environment (SageMaker, torchrun, paths)
     command      the wrapper every command runs under: one line per error, SageMaker's failure file

@@ -22,9 +22,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from titanic_lightning.contracts import METRICS_FILE, MODEL_FILE
+
 MODEL_FORMAT = "titanic-lightning/1"
-MODEL_FILE = "model.pt"
-METRICS_FILE = "metrics.json"
 FLAG = "--model_dir"
 
 

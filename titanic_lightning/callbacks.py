@@ -16,13 +16,10 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, Timer
 
+from titanic_lightning.contracts import EPOCH_LINE, EPOCH_METRICS
 from titanic_lightning.environment import Plan
 
 CallbackT = TypeVar("CallbackT", bound=Callback)
-
-EPOCH_KEYS = ("train_loss", "val_loss", "val_acc", "val_auroc", "val_f1")
-FINAL_KEYS = ("val_loss", "val_acc", "val_auroc", "val_f1", "test_loss", "test_acc", "test_auroc", "test_f1")
-
 
 def metric_line(values: dict, keys=None, prefix: str = "") -> str:
     items = [(k, values[k]) for k in (keys or values) if k in values]
@@ -44,10 +41,10 @@ class MetricPrinter(Callback):
         if trainer.state.fn != "fit" or trainer.sanity_checking:
             return
         row = {"epoch": trainer.current_epoch + 1,
-               **{k: float(v) for k, v in trainer.callback_metrics.items() if k in EPOCH_KEYS}}
+               **{k: float(v) for k, v in trainer.callback_metrics.items() if k in EPOCH_METRICS}}
         self.history.append(row)
         if trainer.is_global_zero:
-            print(metric_line(row, ("epoch", *EPOCH_KEYS)), flush=True)
+            print(metric_line(row, EPOCH_LINE), flush=True)
 
     def state_dict(self):
         return {"history": self.history}

@@ -21,12 +21,13 @@ from typing import Literal, Optional, Union
 from jsonargparse import ActionConfigFile, ArgumentParser, get_loader, set_dumper
 from jsonargparse.typing import PositiveInt, restricted_number_type
 
+from titanic_lightning.environment import DEFAULT_PROCESS_GROUP_TIMEOUT_S
 from titanic_lightning.errors import UsageError
 from titanic_lightning.features import DEFAULT_FEATURE_SET
+from titanic_lightning.sagemaker_facts import LONGEST_JOB_S
 
 # Bounds that keep a value from failing late (an overflow, an allocation) or training silently
 # wrong (inf and nan compare as numbers): each is named in --help through its type.
-LONGEST_JOB_S = 28 * 24 * 3600  # SageMaker's longest training job (2,419,200 s); no interval needs more
 MAX_HIDDEN_WIDTH = 4096  # 64x the lesson's widest layer; 16 such layers are ~1 GiB of weights and Adam state
 MAX_HIDDEN_LAYERS = 16
 MAX_SEED = 2**32 - 1  # numpy's seed range, which seed_everything would otherwise replace by 0
@@ -34,6 +35,7 @@ MAX_SEED = 2**32 - 1  # numpy's seed range, which seed_everything would otherwis
 Dropout = restricted_number_type("Dropout", float, [(">=", 0.0), ("<", 1.0)])
 FinitePositiveFloat = restricted_number_type("FinitePositiveFloat", float, [(">", 0.0), ("<", math.inf)])
 FiniteNonNegativeFloat = restricted_number_type("FiniteNonNegativeFloat", float, [(">=", 0.0), ("<", math.inf)])
+# No interval needs more than SageMaker's longest training job (LONGEST_JOB_S, 2,419,200 s).
 Seconds = restricted_number_type("Seconds", float, [(">", 0.0), ("<=", float(LONGEST_JOB_S))])
 WholeSeconds = restricted_number_type("WholeSeconds", int, [(">", 0), ("<=", LONGEST_JOB_S)])
 Seed = restricted_number_type("Seed", int, [(">=", 0), ("<=", MAX_SEED)])
@@ -106,7 +108,7 @@ class TrainConfig:
     num_nodes: Optional[PositiveInt] = None
     strategy: str = "auto"
     cpu_processes: PositiveInt = 1
-    process_group_timeout: WholeSeconds = 300
+    process_group_timeout: WholeSeconds = DEFAULT_PROCESS_GROUP_TIMEOUT_S
     fast_dev_run: Union[bool, PositiveInt] = False
     debug: bool = False
 

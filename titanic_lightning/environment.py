@@ -23,15 +23,16 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from titanic_lightning import sagemaker_facts
+from titanic_lightning.contracts import PROJECT, SPLITS, npz_name
 from titanic_lightning.errors import UsageError
 
-SPLITS = ("train", "val", "test")
 LOCAL_DATA_DIR = Path("data")
 LOCAL_MODEL_DIR = Path("model")
 LOCAL_OUTPUT_DIR = Path("outputs")
-SAGEMAKER_CHECKPOINT_DIR = Path("/opt/ml/checkpoints")
+SAGEMAKER_CHECKPOINT_DIR = Path(sagemaker_facts.CHECKPOINT_DIR)
 CHECKPOINT_DIR_VARIABLE = "TITANIC_CHECKPOINT_DIR"
-SAGEMAKER_OUTPUT_DIR = Path("/opt/ml/output")
+SAGEMAKER_OUTPUT_DIR = Path(sagemaker_facts.OUTPUT_DIR)
 
 # The pandas project's copy of the Kaggle training file, pinned to a commit; its hash is checked
 # before the file is cached or used.
@@ -45,8 +46,20 @@ TITANIC_CSV_SHA256 = "cd888141e6a2ca5906114d0b6a63d8a3e14edb3326f7bdd56327d14646
 DEFAULT_PROCESS_GROUP_TIMEOUT_S = 300
 
 
+# The variables (by prefix) through which torchrun or a SageMaker host tells a process where it
+# sits in a job. A process that must start a job of its own (a host of `launch/submit.py --local`,
+# a test's training run) drops them, so it is not taken for a rank of its parent's job.
+LAUNCHER_VARIABLES = ("SM_", "TORCHELASTIC", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK",
+                      "ROLE_RANK", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "TRAINING_JOB_NAME")
+
+
 def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
     return os.environ if env is None else env
+
+
+def without_launcher(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of the environment without `LAUNCHER_VARIABLES`."""
+    return {k: v for k, v in _env(env).items() if not k.startswith(LAUNCHER_VARIABLES)}
 
 
 # --- paths -----------------------------------------------------------------------------------
@@ -64,7 +77,7 @@ def sagemaker_channels(env: Mapping[str, str] | None = None) -> dict[str, Path]:
 
 def default_channel(split: str, mounted: Mapping[str, Path]) -> Path:
     """The channel SageMaker mounted for the split (`sagemaker_channels`), else `./data/<split>_data.npz`."""
-    return mounted.get(split) or LOCAL_DATA_DIR / f"{split}_data.npz"
+    return mounted.get(split) or LOCAL_DATA_DIR / npz_name(split)
 
 
 def default_model_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -95,14 +108,14 @@ def failure_file(env: Mapping[str, str] | None = None) -> Path | None:
 
 
 def write_failure_reason(message: str, env: Mapping[str, str] | None = None) -> None:
-    """Put the reason where SageMaker reads a job's FailureReason (its first 1024 characters)."""
+    """Put the reason where SageMaker reads a job's FailureReason (its first `FAILURE_REASON_LIMIT` characters)."""
     path = failure_file(env)
     if path is None:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8") as fh:
-            fh.write(message[:1024] + "\n")
+            fh.write(message[:sagemaker_facts.FAILURE_REASON_LIMIT] + "\n")
     except OSError:
         pass  # reporting a failure must never cause another
 
@@ -119,7 +132,7 @@ def titanic_csv_url(env: Mapping[str, str] | None = None) -> str:
 def cache_dir(env: Mapping[str, str] | None = None) -> Path:
     e = _env(env)
     base = Path(e["XDG_CACHE_HOME"]) if e.get("XDG_CACHE_HOME") else Path.home() / ".cache"
-    return base / "titanic-lightning"
+    return base / PROJECT
 
 
 def local_rank(env: Mapping[str, str] | None = None) -> int:
@@ -243,7 +256,7 @@ class SageMakerHost:
             num_nodes=len(hosts),
             node_rank=hosts.index(current),
             main_address=env.get("SM_MASTER_ADDR") or hosts[0],
-            main_port=_int(env, "SM_MASTER_PORT", 7777),
+            main_port=_int(env, "SM_MASTER_PORT", sagemaker_facts.MASTER_PORT),
         )
 
 

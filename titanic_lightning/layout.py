@@ -14,10 +14,10 @@ from pathlib import Path
 
 from titanic_lightning import environment
 from titanic_lightning.config import TrainConfig
+from titanic_lightning.contracts import CHECKPOINT_FILE, CURVES_FILE, PREPROCESSING_FILE, SPLITS
 from titanic_lightning.errors import UsageError
-from titanic_lightning.prepare import PREPROCESSING_FILE, load_preprocessing
+from titanic_lightning.prepare import load_preprocessing
 
-CURVES_FILE = "curves.png"
 CSV_LOGS = "csv"  # Lightning's CSVLogger folder under the output directory
 TENSORBOARD_LOGS = "tensorboard"
 
@@ -36,7 +36,6 @@ class Layout:
 # What Lightning's loggers write in place under the output directory (TensorBoard's event files
 # get new names every run): claimed before they are written (`outputs.Writer.claim`).
 LOG_FILES = (f"{CSV_LOGS}/metrics.csv", f"{CSV_LOGS}/hparams.yaml", f"{TENSORBOARD_LOGS}/hparams.yaml")
-CHECKPOINT_FILE = "last.ckpt"
 
 
 def output_dir_files() -> list[str]:
@@ -77,7 +76,7 @@ def resolve(cfg: TrainConfig) -> Layout:
     checkpoint_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else environment.default_checkpoint_dir()
     check_outputs(model_dir, output_dir, checkpoint_dir)
     mounted = environment.sagemaker_channels()
-    explicit = any(getattr(cfg, s) for s in environment.SPLITS) or bool(mounted)
+    explicit = any(getattr(cfg, s) for s in SPLITS) or bool(mounted)
     train = Path(cfg.train) if cfg.train else environment.default_channel("train", mounted)
     val = Path(cfg.val) if cfg.val else environment.default_channel("val", mounted)
     if not train.exists():

@@ -19,9 +19,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from titanic_lightning import resume
-from titanic_lightning.artifacts import METRICS_FILE, MODEL_FILE, plot_curves, write_model_dir
+from titanic_lightning.artifacts import plot_curves, write_model_dir
 from titanic_lightning.callbacks import (
-    FINAL_KEYS,
     AnnouncePlan,
     BestWeights,
     ClaimLogs,
@@ -34,10 +33,11 @@ from titanic_lightning.callbacks import (
 )
 from titanic_lightning.command import sigterm_deferred
 from titanic_lightning.config import TrainConfig
+from titanic_lightning.contracts import CURVES_FILE, FINAL_LINE, FINAL_METRICS, METRICS_FILE, MODEL_FILE
 from titanic_lightning.data import TitanicDataModule
 from titanic_lightning.environment import Plan
 from titanic_lightning.errors import Terminated, UsageError
-from titanic_lightning.layout import CSV_LOGS, CURVES_FILE, LOG_FILES, TENSORBOARD_LOGS, Layout
+from titanic_lightning.layout import CSV_LOGS, LOG_FILES, TENSORBOARD_LOGS, Layout
 from titanic_lightning.model import TitanicClassifier
 from titanic_lightning.strategies import build_strategy
 from titanic_lightning.training import TrainResult
@@ -134,7 +134,7 @@ def evaluate(trainer: pl.Trainer, model: TitanicClassifier, datamodule: TitanicD
     results = dict(trainer.validate(model, datamodule=datamodule, verbose=False)[0])
     if datamodule.paths["test"] is not None:
         results.update(trainer.test(model, datamodule=datamodule, verbose=False)[0])
-    return {k: float(results[k]) for k in FINAL_KEYS if k in results}
+    return {k: float(results[k]) for k in FINAL_METRICS if k in results}
 
 
 def finish(trainer: pl.Trainer, model: TitanicClassifier, layout: Layout, plan: Plan, scores: dict,
@@ -167,13 +167,13 @@ def finish(trainer: pl.Trainer, model: TitanicClassifier, layout: Layout, plan: 
         "preprocessing": layout.preprocessing,
     }
     if trainer.fast_dev_run:
-        print(metric_line(metrics, ("best_epoch", "epochs_run", *FINAL_KEYS), prefix="final: "), flush=True)
+        print(metric_line(metrics, FINAL_LINE, prefix="final: "), flush=True)
         print("fast_dev_run: the whole entry ran on a few batches; nothing was saved", file=sys.stderr, flush=True)
         return TrainResult(metrics=metrics, **timings)
     write_model_dir(layout.model_dir, payload, metrics)
     curves = plot_curves(find_callback(trainer, MetricPrinter).history, layout.output_dir, CURVES_FILE,
                          best.best_epoch)
-    print(metric_line(metrics, ("best_epoch", "epochs_run", *FINAL_KEYS), prefix="final: "), flush=True)
+    print(metric_line(metrics, FINAL_LINE, prefix="final: "), flush=True)
     print(f"saved {layout.model_dir / MODEL_FILE} and {METRICS_FILE}; logs and {CURVES_FILE} in {layout.output_dir}",
           file=sys.stderr, flush=True)
     return TrainResult(metrics=metrics, model_dir=layout.model_dir, model_file=layout.model_dir / MODEL_FILE,

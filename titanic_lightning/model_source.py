@@ -13,7 +13,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from titanic_lightning.artifacts import MODEL_FILE
+from titanic_lightning.contracts import MODEL_FILE
 from titanic_lightning.errors import UsageError
 
 # S3 bucket naming rules: 3-63 characters of lower-case letters, digits, dots and hyphens.

@@ -24,10 +24,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from titanic_lightning.atomic import atomic_output, folder_lock, partial_path, remove_stale_partials
+from titanic_lightning.contracts import PROJECT
 from titanic_lightning.errors import UsageError
 
-PROJECT = "titanic-lightning"
-RECORD = ".titanic-lightning-files.json"
+RECORD = f".{PROJECT}-files.json"
 RECORD_FORMAT = "titanic-lightning/files-1"
 ANY = "*"  # a claim: whatever the library that writes this name leaves there
 

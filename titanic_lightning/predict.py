@@ -23,7 +23,7 @@ from titanic_lightning.scoring import ID_COLUMN, Scorer, label_metrics
 
 def model_inputs(model: str) -> list[tuple[str, Path]]:
     """The files `--model` may name, which no output may overwrite."""
-    from titanic_lightning.artifacts import MODEL_FILE
+    from titanic_lightning.contracts import MODEL_FILE
 
     return [("--model", Path(model)), ("--model", Path(model) / MODEL_FILE)]
 

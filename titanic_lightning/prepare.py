@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from titanic_lightning.contracts import PREPROCESSING_FILE, SPLITS, npz_name
 from titanic_lightning.csv_source import sha256_of
 from titanic_lightning.errors import UsageError
 from titanic_lightning.features import DEFAULT_FEATURE_SET, Preprocessor, read_csv_rows
@@ -29,15 +30,7 @@ TEST_SIZE = 0.2
 VAL_SIZE = 0.2
 RANDOM_STATE = 42
 LABEL = "Survived"
-PREPROCESSING_FILE = "preprocessing.json"
 TEST_ROWS_FILE = "test_passengers.csv"
-
-
-SPLITS = ("train", "val", "test")
-
-
-def npz_name(split: str) -> str:
-    return f"{split}_data.npz"
 
 
 def prepared_files() -> list[str]:

@@ -25,9 +25,9 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from titanic_lightning.atomic import atomic_output, remove_stale_partials
+from titanic_lightning.contracts import CHECKPOINT_FILE
 from titanic_lightning.data import DATA_SHA256
 from titanic_lightning.errors import UsageError
-from titanic_lightning.layout import CHECKPOINT_FILE
 
 LAST = Path(CHECKPOINT_FILE).stem  # ModelCheckpoint takes the name without ".ckpt"
 

@@ -22,7 +22,7 @@ from lightning.fabric.plugins.environments import ClusterEnvironment
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, Strategy
 
-from titanic_lightning import environment
+from titanic_lightning import environment, sagemaker_facts
 from titanic_lightning.environment import Plan
 from titanic_lightning.errors import UsageError
 
@@ -38,8 +38,8 @@ class SageMakerEnvironment(ClusterEnvironment):
 
     def __init__(self, plan: Plan):
         super().__init__()
-        self._main_address = plan.main_address or "algo-1"
-        self._main_port = int(plan.main_port or 7777)
+        self._main_address = plan.main_address or sagemaker_facts.FIRST_HOST
+        self._main_port = int(plan.main_port or sagemaker_facts.MASTER_PORT)
         self._node_rank = plan.node_rank
         self._world_size = plan.world_size
         # What the strategy will set: rank-aware code that runs before it does sees the right rank.

@@ -5,7 +5,7 @@
 * `inference.py` — the handler (`model_fn`, `input_fn`, `predict_fn`, `output_fn`), this package's
   `serving/inference.py`;
 * `titanic_lightning/` — copies of the modules the handler needs (scoring, features, network,
-  artifacts, errors), so the container scores rows exactly as `entry.predict` does without this
+  artifacts, contracts, errors), so the container scores rows exactly as `entry.predict` does without this
   project being installed;
 * `requirements.txt` — what the PyTorch serving image lacks; the container installs it at start.
 
@@ -19,9 +19,10 @@ from pathlib import Path
 CODE_DIR = "code"
 # The handler's imports, followed to their closure; tests/test_serving.py imports them with only
 # code/ and site-packages on sys.path, so a module missing here fails there.
-PACKAGE_MODULES = ("__init__.py", "errors.py", "features.py", "network.py", "artifacts.py", "scoring.py")
-# Bounds as in pyproject's dependencies. torch comes with the image and must not be reinstalled.
-REQUIREMENTS = ("numpy>=1.26", "pandas>=2.1")
+PACKAGE_MODULES = ("__init__.py", "contracts.py", "errors.py", "features.py", "network.py", "artifacts.py", "scoring.py")
+# Bounds as pyproject.toml declares them (`titanic_lightning.dependencies`). torch comes with the
+# image and must not be reinstalled.
+REQUIRED = ("numpy", "pandas")
 REQUIREMENTS_FILE = f"{CODE_DIR}/requirements.txt"
 
 
@@ -37,6 +38,13 @@ def _sources() -> dict[str, Path]:
     return sources
 
 
+def requirements() -> list[str]:
+    """What the serving container installs, with the project's declared bounds."""
+    from titanic_lightning.dependencies import bounds
+
+    return bounds(REQUIRED)
+
+
 def serving_files() -> list[str]:
     """Every file `write_serving_code` writes, by its name in the model directory."""
     return [*_sources(), REQUIREMENTS_FILE]
@@ -47,4 +55,4 @@ def write_serving_code(files) -> None:
     `outputs.Writer`."""
     for name, source in _sources().items():
         files.write(name, lambda tmp, source=source: tmp.write_bytes(source.read_bytes()))
-    files.write_text(REQUIREMENTS_FILE, "\n".join(REQUIREMENTS) + "\n")
+    files.write_text(REQUIREMENTS_FILE, "\n".join(requirements()) + "\n")
