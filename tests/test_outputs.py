@@ -215,16 +215,44 @@ def test_prepare_keeps_other_files_and_refuses_foreign_channels(tmp_path, titani
         assert snapshot(tmp_path) == before
 
 
-def test_a_file_edited_since_the_run_wrote_it_is_the_users(tmp_path, channels, monkeypatch, capsys):
+@pytest.mark.parametrize(("flag", "rel"), [("--model_dir model", "model/code/titanic_lightning/scoring.py"),
+                                           ("--output_dir outputs", "outputs/csv/metrics.csv"),
+                                           ("--output_dir outputs", "outputs/csv/hparams.yaml")])
+def test_a_file_edited_since_the_run_wrote_it_is_the_users(flag, rel, tmp_path, channels, monkeypatch, capsys):
+    # Lightning's logs too: claimed while Lightning writes them, then recorded byte for byte.
     monkeypatch.chdir(tmp_path)
     code, _, err = invoke("train", [*channel_flags(channels), *TRAIN_FAST], capsys)
     assert code == 0, err
-    edited = tmp_path / "model" / "code" / "titanic_lightning" / "scoring.py"
-    edited.write_text(edited.read_text() + "# the user's fix\n")
+    edited = tmp_path / rel
+    edited.write_text(edited.read_text() + "# the user's note\n")
     before = snapshot(tmp_path)
     code, out, err = invoke("train", [*channel_flags(channels), *TRAIN_FAST], capsys)
-    assert_usage_error(code, err, "--model_dir model", "model/code/titanic_lightning/scoring.py", "changed since")
+    assert_usage_error(code, err, flag, rel, "changed since")
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(("out", "rel"), [("model/metrics.json", "model/metrics.json"),
+                                          ("pdata/train_data.npz", "pdata/train_data.npz")])
+def test_predict_never_replaces_a_file_another_command_wrote(out, rel, tmp_path, prepared, titanic_csv, channels,
+                                                             monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for command, argv in (("prepare", ["--csv", str(titanic_csv), "--out", "pdata"]),
+                          ("train", [*channel_flags(channels), *TRAIN_FAST])):
+        code, _, err = invoke(command, argv, capsys)
+        assert code == 0, err
+    before = snapshot(tmp_path)
+    code, _, err = invoke("predict", ["--model", "model", "--csv", str(prepared / "test_passengers.csv"), "--out", out],
+                          capsys)
+    assert_usage_error(code, err, f"--out {rel}", "not written by titanic-lightning")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_record_nested_too_deeply_is_refused_in_one_line(tmp_path, titanic_csv, monkeypatch, capsys):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / ".titanic-lightning-files.json").write_text("[" * 100_000 + "]" * 100_000)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = invoke("prepare", ["--csv", str(titanic_csv), "--out", "data"], capsys)
+    assert_usage_error(code, err, "--out data", "is not titanic-lightning's record of its files")
 
 
 def test_a_run_killed_before_its_record_is_updated_still_owns_its_file(tmp_path, channels, monkeypatch, capsys):
@@ -236,10 +264,10 @@ def test_a_run_killed_before_its_record_is_updated_still_owns_its_file(tmp_path,
     assert code == 0, err
     real_settle = outputs.Record.settle
 
-    def killed(self, name, sha256):
+    def killed(self, name, hashes, role):
         if name == "model.pt":
             raise KeyboardInterrupt  # as a kill right after the rename would leave it
-        real_settle(self, name, sha256)
+        real_settle(self, name, hashes, role)
 
     monkeypatch.setattr(outputs.Record, "settle", killed)
     code, _, err = invoke("train", [*channel_flags(channels), "--epochs", "3", "--hidden_sizes", "[8]"], capsys)

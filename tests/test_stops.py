@@ -65,6 +65,34 @@ def test_sigterm_during_training_without_a_checkpoint_folder_says_nothing_was_ke
     assert not (tmp_path / "cwd" / "m").exists()
 
 
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_sigterm_while_a_file_is_read_is_a_stop_not_a_damaged_file(command, tmp_path, prepared, monkeypatch, capsys):
+    """A stop that lands inside torch.load must not be reported as an unreadable checkpoint or model."""
+    import torch
+
+    from entry.predict import main as predict
+    from entry.train import main as train
+    from tests.helpers import invoke
+    from titanic_lightning.errors import Terminated
+
+    paths = [write_channel(tmp_path / f"{split}_data.npz", split, rows=40, seed=i)
+             for i, split in enumerate(("train", "val"))]
+    monkeypatch.chdir(tmp_path)
+    argv = ["--train", str(paths[0]), "--val", str(paths[1]), "--epochs", "1", "--checkpoint_dir", "ck"]
+    code, _, err = invoke(train, argv, capsys)
+    assert code == 0, err
+
+    def stopped(*args, **kwargs):
+        raise Terminated("stopped by SIGTERM")
+
+    monkeypatch.setattr(torch, "load", stopped)
+    if command == "train":
+        code, _, err = invoke(train, argv, capsys)
+    else:
+        code, _, err = invoke(predict, ["--model", "model", "--csv", str(prepared / "test_passengers.csv")], capsys)
+    assert code == 143 and err.strip().splitlines()[-1] == "error: stopped by SIGTERM", err
+
+
 @pytest.mark.parametrize("delay", [0.3, 0.8])
 def test_ctrl_c_while_the_launcher_prepares_a_local_job(delay, tmp_path, prepared):
     command = [sys.executable, str(REPO / "launch" / "submit.py"), "--local", "--data", str(prepared),

@@ -26,6 +26,7 @@ from titanic_lightning.contracts import METRICS_FILE, MODEL_FILE
 
 MODEL_FORMAT = "titanic-lightning/1"
 FLAG = "--model_dir"
+ROLE = "train"  # the command that writes the model and output folders (see `outputs`)
 
 
 def model_dir_files() -> list[str]:
@@ -40,7 +41,7 @@ def check_model_dir(model_dir: Path, flag: str = FLAG) -> None:
     from titanic_lightning import outputs
 
     outputs.check_folder(model_dir, flag)
-    outputs.check_owned(model_dir, model_dir_files(), flag)
+    outputs.check_owned(model_dir, model_dir_files(), flag, ROLE)
 
 
 def write_model_dir(model_dir: Path, payload: dict, metrics: dict, flag: str = FLAG) -> None:
@@ -49,7 +50,7 @@ def write_model_dir(model_dir: Path, payload: dict, metrics: dict, flag: str = F
     from titanic_lightning.outputs import writing
     from titanic_lightning.serving import write_serving_code
 
-    with writing(Path(model_dir), model_dir_files(), flag) as files:
+    with writing(Path(model_dir), model_dir_files(), flag, ROLE) as files:
         files.remove(METRICS_FILE)
         files.write(MODEL_FILE, lambda tmp: torch.save({"format": MODEL_FORMAT, **payload, "metrics": metrics}, tmp))
         write_serving_code(files)
@@ -105,7 +106,7 @@ def plot_curves(history: list[dict], output_dir: Path, name: str, best_epoch: in
         ax.legend()
     from titanic_lightning.outputs import writing
 
-    with writing(Path(output_dir), [name], flag) as files:
+    with writing(Path(output_dir), [name], flag, ROLE) as files:
         out_png = files.write(name, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
     return out_png

@@ -152,8 +152,22 @@ class ClaimLogs(Callback):
     def setup(self, trainer, pl_module, stage):
         if stage != "fit" or not trainer.is_global_zero or trainer.fast_dev_run:
             return
+        from titanic_lightning.artifacts import ROLE
         from titanic_lightning.outputs import writing
 
-        with writing(self.output_dir, self.names, self.flag) as files:
+        with writing(self.output_dir, self.names, self.flag, ROLE) as files:
             for name in self.names:
                 files.claim(name)
+
+
+class StopWhenNoted(Callback):
+    """A SIGTERM that arrived while Lightning's own handler was not yet in place (fit's set-up) stops
+    training at the next batch, as Lightning's would: the checkpoint is saved and the run ends."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        from titanic_lightning.command import stop_noted
+
+        if stop_noted() and not trainer.received_sigterm:
+            raise SIGTERMException

@@ -66,7 +66,7 @@ def _debug_in_config(config: str, current):
     try:
         path = Path(config)
         data = yaml.safe_load(path.read_text(encoding="utf-8") if path.is_file() else config)
-    except (OSError, ValueError, yaml.YAMLError):
+    except (OSError, ValueError, RecursionError, yaml.YAMLError):
         return current  # the command's own parser names what is wrong with the file
     if not isinstance(data, dict) or "debug" not in data:
         return current
@@ -74,30 +74,45 @@ def _debug_in_config(config: str, current):
     return debug if isinstance(debug, (bool, str)) else False
 
 
-_sigterm_deferred = False
+class DeferredStop:
+    """Whether a SIGTERM arrived while the command's handler was deferred."""
+
+    def __init__(self):
+        self.received = False
+
+
+_deferred: DeferredStop | None = None
 
 
 @contextmanager
-def sigterm_deferred() -> Iterator[None]:
+def sigterm_deferred() -> Iterator[DeferredStop]:
     """While Lightning trains, its own handler turns SIGTERM into a stop at a batch boundary (and a
-    checkpoint); the command's handler, which Lightning calls too, must then do nothing."""
-    global _sigterm_deferred
-    previous, _sigterm_deferred = _sigterm_deferred, True
+    checkpoint); the command's handler, which Lightning calls too, then only notes the signal, which
+    the caller checks afterwards (Lightning's handler is not in place for all of `fit`)."""
+    global _deferred
+    previous, _deferred = _deferred, DeferredStop()
     try:
-        yield
+        yield _deferred
     finally:
-        _sigterm_deferred = previous
+        _deferred = previous
+
+
+def stop_noted() -> bool:
+    """Whether a SIGTERM arrived while the command's handler was deferred (see `sigterm_deferred`)."""
+    return _deferred is not None and _deferred.received
 
 
 def _on_sigterm(signum, frame) -> None:
     # Python's default would end the process at once, with no reason for the job and partial files
     # left behind; an exception runs the clean-ups and ends in one line.
-    if not _sigterm_deferred:
+    if _deferred is not None:
+        _deferred.received = True
+    else:
         raise Terminated("stopped by SIGTERM")
 
 
 @contextmanager
-def _sigterm_handled() -> Iterator[None]:
+def _sigterm_handled(restore: bool = True) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -105,7 +120,16 @@ def _sigterm_handled() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if restore:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _ignore_late_stops() -> None:
+    # The command's work is done and it is about to exit 0: a stop that arrives while the
+    # interpreter shuts down (torch takes a moment) must not turn it into a process killed by the signal.
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None = None) -> None:
@@ -114,8 +138,12 @@ def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None 
     # Read before parsing, so that even a parse failure can show its traceback: `--debug true`.
     debug = debug_requested(args)
     try:
-        with _sigterm_handled():
+        # A real process (argv from sys.argv) keeps its handlers to the end; a call from Python
+        # gets its own back.
+        with _sigterm_handled(restore=argv is not None):
             main(args)
+            if argv is None:
+                _ignore_late_stops()
     except Terminated as exc:
         _fail(f"error: {one_line(exc)}", SIGTERM_EXIT)
     except UsageError as exc:

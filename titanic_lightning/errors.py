@@ -17,8 +17,11 @@ class UsageError(Exception):
     """Bad input from the user: a flag, a file or a field. The message names which."""
 
 
-class Terminated(Exception):
-    """SIGTERM stopped the command (a stop, a spot reclaim); the message says what was kept."""
+class Terminated(BaseException):
+    """SIGTERM stopped the command (a stop, a spot reclaim); the message says what was kept.
+
+    A BaseException, like KeyboardInterrupt: code that reads a file under `except Exception` must
+    not mistake a stop for a damaged file."""
 
 
 def one_line(text: str) -> str:

@@ -44,6 +44,7 @@ from titanic_lightning.scoring import Scorer
 
 INPUT_COLUMNS = ("Pclass", "Sex", "Age", "SibSp", "Parch", "Fare", "Embarked", "Title", "CabinKnown")
 CONTRACT_NAME = "titanic"
+ROLE = "export"  # the command that writes exported files (see `outputs`)
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 
 
@@ -123,7 +124,7 @@ def export(scorer: Scorer, fmt: str, out: Path) -> Path:
         else:
             _export_onnx(module, str(tmp), meta)
 
-    with writing(out.parent, [out.name], "--out") as files:
+    with writing(out.parent, [out.name], "--out", ROLE) as files:
         return files.write(out.name, fill)
 
 

@@ -45,11 +45,11 @@ def output_dir_files() -> list[str]:
 
 def check_outputs(model_dir: Path, output_dir: Path, checkpoint_dir: Path | None) -> None:
     from titanic_lightning import outputs
-    from titanic_lightning.artifacts import check_model_dir
+    from titanic_lightning.artifacts import ROLE, check_model_dir
 
     check_model_dir(model_dir)
     outputs.check_folder(output_dir, "--output_dir")
-    outputs.check_owned(output_dir, output_dir_files(), "--output_dir")
+    outputs.check_owned(output_dir, output_dir_files(), "--output_dir", ROLE)
     if checkpoint_dir is not None:
         outputs.check_folder(checkpoint_dir, "--checkpoint_dir")
         # last.ckpt is replaced only after the resume check has read it as this run's own checkpoint.

@@ -19,13 +19,14 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from titanic_lightning import resume
-from titanic_lightning.artifacts import plot_curves, write_model_dir
+from titanic_lightning.artifacts import ROLE, plot_curves, write_model_dir
 from titanic_lightning.callbacks import (
     AnnouncePlan,
     BestWeights,
     ClaimLogs,
     DataOnDevice,
     MetricPrinter,
+    StopWhenNoted,
     TrainedRows,
     find_callback,
     fit_seconds,
@@ -39,6 +40,7 @@ from titanic_lightning.environment import Plan
 from titanic_lightning.errors import Terminated, UsageError
 from titanic_lightning.layout import CSV_LOGS, LOG_FILES, TENSORBOARD_LOGS, Layout
 from titanic_lightning.model import TitanicClassifier
+from titanic_lightning.outputs import writing
 from titanic_lightning.strategies import build_strategy
 from titanic_lightning.training import TrainResult
 
@@ -79,7 +81,7 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
     )
     output_dir = layout.output_dir
     callbacks: list[Callback] = [AnnouncePlan(plan), MetricPrinter(), BestWeights(), DataOnDevice(), Timer(),
-                                 TrainedRows(), ClaimLogs(output_dir, LOG_FILES)]
+                                 TrainedRows(), ClaimLogs(output_dir, LOG_FILES), StopWhenNoted()]
     if layout.checkpoint_dir is not None:
         callbacks += resume.checkpoint_callbacks(layout.checkpoint_dir, cfg.checkpoint_every_n_epochs,
                                                  cfg.checkpoint_every_n_seconds)
@@ -118,13 +120,17 @@ def fit(cfg: TrainConfig, layout: Layout, plan: Plan):
     datamodule, model, trainer = build(cfg, layout, plan)
     checkpoint = None if cfg.fast_dev_run else resume.checkpoint_to_resume(
         layout.checkpoint_dir, model, datamodule, trainer.world_size)
+    where = (f"the last checkpoint is in {layout.checkpoint_dir}: run the same command again to resume from it"
+             if layout.checkpoint_dir is not None else "no --checkpoint_dir was given, so nothing was kept to resume from")
     try:
-        with sigterm_deferred():
+        with sigterm_deferred() as stop:
             trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     except SIGTERMException:
-        where = (f"the last checkpoint is in {layout.checkpoint_dir}: run the same command again to resume from it"
-                 if layout.checkpoint_dir is not None else "no --checkpoint_dir was given, so nothing was kept to resume from")
         raise Terminated(f"stopped by SIGTERM; {where}") from None
+    if trainer.received_sigterm or stop.received:
+        # Lightning stops only between batches, and its handler is in place only for part of fit:
+        # a SIGTERM at the end is noted, then dropped when fit returns. The run is saved by then.
+        raise Terminated(f"stopped by SIGTERM; {where}")
     return datamodule, model, trainer
 
 
@@ -171,6 +177,9 @@ def finish(trainer: pl.Trainer, model: TitanicClassifier, layout: Layout, plan: 
         print("fast_dev_run: the whole entry ran on a few batches; nothing was saved", file=sys.stderr, flush=True)
         return TrainResult(metrics=metrics, **timings)
     write_model_dir(layout.model_dir, payload, metrics)
+    with writing(layout.output_dir, LOG_FILES, "--output_dir", ROLE) as files:
+        for name in LOG_FILES:  # Lightning has written them: from now on only these bytes are ours
+            files.adopt(name)
     curves = plot_curves(find_callback(trainer, MetricPrinter).history, layout.output_dir, CURVES_FILE,
                          best.best_epoch)
     print(metric_line(metrics, FINAL_LINE, prefix="final: "), flush=True)

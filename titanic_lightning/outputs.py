@@ -3,7 +3,9 @@
 A command writes only files of its own names into the folders it is given, and it replaces an
 existing file of such a name only when that file is byte for byte one this project wrote there.
 Each output folder keeps the record of what was written into it: `.titanic-lightning-files.json`,
-the sha256 of every file by its name in the folder. A file the record does not vouch for (the
+the sha256 of every file by its name in the folder, and which command wrote it (its role: train,
+prepare, predict, export), so that `predict --out model/metrics.json` cannot replace a file of
+training's. A file the record does not vouch for (the
 user's own, or one the user edited since) stops the command before it starts, with one line
 naming the file; nothing else in the folder is ever deleted, moved or emptied, so an output folder
 may be `.`, a data folder, or a folder shared with the user's own files.
@@ -43,52 +45,54 @@ def digest(path: Path) -> str:
 class Record:
     """The record of the files this project wrote into one folder (`RECORD`)."""
 
-    def __init__(self, folder: Path, files: dict[str, list[str]]):
-        self.folder, self.files = Path(folder), files
+    def __init__(self, folder: Path, files: dict[str, list[str]], roles: dict[str, str]):
+        self.folder, self.files, self.roles = Path(folder), files, roles
 
     @classmethod
     def read(cls, folder: Path, flag: str) -> Record:
         path = Path(folder) / RECORD
         if not os.path.lexists(path):
-            return cls(folder, {})
+            return cls(folder, {}, {})
         data = None
         if path.is_file() and not path.is_symlink():
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 data = None
-        files = data.get("files") if isinstance(data, dict) and data.get("format") == RECORD_FORMAT else None
-        if not isinstance(files, dict) or not all(
-                isinstance(v, list) and all(isinstance(h, str) for h in v) for v in files.values()):
+        ours = isinstance(data, dict) and data.get("format") == RECORD_FORMAT
+        files, roles = (data.get("files"), data.get("roles")) if ours else (None, None)
+        if not (isinstance(files, dict) and isinstance(roles, dict)
+                and all(isinstance(v, list) and all(isinstance(h, str) for h in v) for v in files.values())
+                and all(isinstance(v, str) for v in roles.values())):
             raise UsageError(f"{flag} {folder}: {path} is not {PROJECT}'s record of its files; move it away or "
                              f"choose another {flag}")
-        return cls(folder, files)
+        return cls(folder, files, roles)
 
-    def vouches_for(self, name: str, path: Path) -> bool:
+    def vouches_for(self, name: str, path: Path, role: str) -> bool:
+        """Whether `path` is the file `role` (a command) wrote as `name`, byte for byte or by a claim."""
         hashes = self.files.get(name) or []
+        if self.roles.get(name) != role:
+            return False
         return ANY in hashes or (bool(hashes) and digest(path) in hashes)
 
     def _save(self) -> None:
-        text = json.dumps({"format": RECORD_FORMAT, "files": self.files}, indent=1, sort_keys=True) + "\n"
+        text = json.dumps({"format": RECORD_FORMAT, "files": self.files, "roles": self.roles}, indent=1,
+                          sort_keys=True) + "\n"
         with atomic_output(self.folder / RECORD) as tmp:
             tmp.write_text(text, encoding="utf-8")
 
-    def expect(self, name: str, sha256: str) -> None:
+    def expect(self, name: str, sha256: str, role: str) -> None:
         """Vouch for `sha256` at `name` as well as what is there now (the new file is renamed in next)."""
         self.files[name] = [h for h in self.files.get(name, []) if h != sha256] + [sha256]
+        self.roles[name] = role
         self._save()
 
-    def settle(self, name: str, sha256: str) -> None:
-        self.files[name] = [sha256]
+    def settle(self, name: str, hashes: list[str], role: str) -> None:
+        self.files[name], self.roles[name] = hashes, role
         self._save()
-
-    def claim(self, name: str) -> None:
-        if self.files.get(name) != [ANY]:
-            self.files[name] = [ANY]
-            self._save()
 
     def forget(self, name: str) -> None:
-        if self.files.pop(name, None) is not None:
+        if self.files.pop(name, None) is not None or self.roles.pop(name, None) is not None:
             self._save()
 
 
@@ -131,8 +135,9 @@ def check_folder(path: Path, flag: str) -> Path:
     return path
 
 
-def check_owned(folder: Path, names: Iterable[str], flag: str, record: Record | None = None) -> None:
-    """Each of `names` (relative to `folder`) is absent, or a regular file the folder's record vouches for.
+def check_owned(folder: Path, names: Iterable[str], flag: str, role: str, record: Record | None = None) -> None:
+    """Each of `names` (relative to `folder`) is absent, or a regular file the folder's record vouches
+    for as written by `role`.
 
     A name's folders (`code/` of `code/inference.py`) must be folders, and writable where they exist.
     """
@@ -152,14 +157,14 @@ def check_owned(folder: Path, names: Iterable[str], flag: str, record: Record | 
             continue
         if path.is_symlink() or not path.is_file():
             problem = f"is {_describe(path)}, which this command would replace"
-        elif not record.vouches_for(name, path):
+        elif not record.vouches_for(name, path, role):
             problem = f"exists and was not written by {PROJECT} (or was changed since)"
         else:
             continue
         raise UsageError(f"{flag} {folder}: {path} {problem}; move it away or choose another {flag}")
 
 
-def check_output_file(path: Path, flag: str, inputs: Iterable[tuple[str, Path]] = ()) -> Path:
+def check_output_file(path: Path, flag: str, role: str, inputs: Iterable[tuple[str, Path]] = ()) -> Path:
     """An output file: its folder exists and is writable, it is no input, and it is absent or ours."""
     path = Path(path)
     if path.is_dir():
@@ -172,7 +177,7 @@ def check_output_file(path: Path, flag: str, inputs: Iterable[tuple[str, Path]] 
         if same_file(path, source):
             raise UsageError(f"{flag} {path}: is the same file as {input_flag} {source}")
     try:
-        check_owned(parent, [path.name], flag)
+        check_owned(parent, [path.name], flag, role)
     except UsageError as exc:
         raise UsageError(str(exc).replace(f"{flag} {parent}: {path} ", f"{flag} {path}: ", 1)) from None
     return path
@@ -188,8 +193,8 @@ def same_file(a: Path, b: Path) -> bool:
 class Writer:
     """Writes files of a folder whole (partial name, then rename) and keeps its record."""
 
-    def __init__(self, folder: Path, record: Record):
-        self.folder, self.record = folder, record
+    def __init__(self, folder: Path, record: Record, role: str):
+        self.folder, self.record, self.role = folder, record, role
 
     def write(self, name: str, fill: Callable[[Path], object]) -> Path:
         """`fill(tmp)` writes the content to a partial file that then becomes `folder/name`."""
@@ -199,8 +204,8 @@ class Writer:
         with atomic_output(target) as tmp:
             fill(tmp)
             sha256 = digest(tmp)
-            self.record.expect(name, sha256)  # before the rename: a kill between the two still leaves it ours
-        self.record.settle(name, sha256)
+            self.record.expect(name, sha256, self.role)  # before the rename: a kill between the two leaves it ours
+        self.record.settle(name, [sha256], self.role)
         return target
 
     def write_text(self, name: str, text: str) -> Path:
@@ -212,13 +217,21 @@ class Writer:
         self.record.forget(name)
 
     def claim(self, name: str) -> None:
-        """Vouch for whatever a library is about to write at `name`."""
-        self.record.claim(name)
+        """Vouch for whatever a library is about to write at `name`, until `adopt` records what it wrote."""
+        self.record.settle(name, [ANY], self.role)
+
+    def adopt(self, name: str) -> None:
+        """Record what a library wrote at `name` (claimed before), byte for byte from now on."""
+        path = self.folder / name
+        if path.is_file() and not path.is_symlink():
+            self.record.settle(name, [digest(path)], self.role)
+        else:
+            self.record.forget(name)
 
 
 @contextmanager
-def writing(folder: Path, names: Iterable[str], flag: str) -> Iterator[Writer]:
-    """Lock `folder` (created if need be), check `names` once more, and yield its `Writer`.
+def writing(folder: Path, names: Iterable[str], flag: str, role: str) -> Iterator[Writer]:
+    """Lock `folder` (created if need be), check `names` once more, and yield its `Writer` for `role`.
 
     The check is repeated under the lock because the folder may have changed since the check made
     before the command's work (a user's file put there meanwhile, or another run).
@@ -227,6 +240,6 @@ def writing(folder: Path, names: Iterable[str], flag: str) -> Iterator[Writer]:
     folder.mkdir(parents=True, exist_ok=True)
     with folder_lock(folder):
         record = Record.read(folder, flag)
-        check_owned(folder, names, flag, record)
+        check_owned(folder, names, flag, role, record)
         remove_stale_partials(folder)
-        yield Writer(folder, record)
+        yield Writer(folder, record, role)

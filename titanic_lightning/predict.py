@@ -20,6 +20,8 @@ from titanic_lightning.outputs import check_output_file, writing
 from titanic_lightning.prepare import LABEL, read_passengers
 from titanic_lightning.scoring import ID_COLUMN, Scorer, label_metrics
 
+ROLE = "predict"  # the command that writes prediction files (see `outputs`)
+
 
 def model_inputs(model: str) -> list[tuple[str, Path]]:
     """The files `--model` may name, which no output may overwrite."""
@@ -38,7 +40,7 @@ def run(cfg: PredictConfig) -> dict[str, float] | None:
     csv = Path(cfg.csv)
     out = Path(cfg.out) if cfg.out else None
     if out is not None:
-        check_output_file(out, "--out", model_inputs(cfg.model) + [("--csv", csv)])
+        check_output_file(out, "--out", ROLE, model_inputs(cfg.model) + [("--csv", csv)])
     df = read_passengers(csv, require_label=False)
     if ID_COLUMN not in df.columns:
         raise UsageError(f"{csv}: missing required column(s) {ID_COLUMN}")
@@ -60,7 +62,7 @@ def run(cfg: PredictConfig) -> dict[str, float] | None:
     if out is None:
         scored.to_csv(sys.stdout, index=False, float_format="%.6f")
     else:
-        with writing(out.parent, [out.name], "--out") as files:
+        with writing(out.parent, [out.name], "--out", ROLE) as files:
             files.write(out.name, lambda tmp: scored.to_csv(tmp, index=False, float_format="%.6f"))
     if metrics is not None:
         print(f"rows={len(scored)}; accuracy={metrics['accuracy']:.4f}; auroc={metrics['auroc']:.4f};",

@@ -33,6 +33,9 @@ LABEL = "Survived"
 TEST_ROWS_FILE = "test_passengers.csv"
 
 
+ROLE = "prepare"  # the command that writes the channels (see `outputs`)
+
+
 def prepared_files() -> list[str]:
     """Every file `prepare` writes, by its name in the output folder."""
     return [*(npz_name(split) for split in SPLITS), TEST_ROWS_FILE, PREPROCESSING_FILE]
@@ -46,7 +49,7 @@ def check_prepare_outputs(out: Path, flag: str = "--out", csv: Path | None = Non
     outputs.check_folder(out, flag)
     if csv is not None:
         check_not_overwritten(csv, out, flag)
-    outputs.check_owned(out, prepared_files(), flag)
+    outputs.check_owned(out, prepared_files(), flag, ROLE)
 
 
 def check_not_overwritten(csv: Path, out: Path, flag: str = "--out") -> None:
@@ -104,7 +107,7 @@ def prepare(csv: Path, out: Path, feature_set: str = DEFAULT_FEATURE_SET, flag: 
     }
     # Transform every split before touching `out`: bad rows in any split leave nothing behind.
     features = {name: pre.transform(rows, source=f"{csv} ({name} split)") for name, rows in splits.items()}
-    with writing(out, prepared_files(), flag) as files:
+    with writing(out, prepared_files(), flag, ROLE) as files:
         files.remove(PREPROCESSING_FILE)
         for name, rows in splits.items():
             arrays = {f"X_{name}": features[name], f"y_{name}": rows[LABEL].to_numpy(dtype="int64")}
@@ -127,5 +130,7 @@ def load_preprocessing(path: Path) -> dict:
         raise UsageError(f"{path}: no such file") from None
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, or a number beyond Python's digit limit
         raise UsageError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise UsageError(f"{path}: not valid JSON (nested too deeply)") from None
     Preprocessor.from_dict(data, source=str(path))  # validates the shape
     return data
