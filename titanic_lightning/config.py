@@ -241,6 +241,7 @@ def _config_message(text: str) -> str:
     text = re.sub(r'^Parser key "config":\s*', "", text.strip())
     text = re.sub(r'Parser key "([^"]+)":', r"\1:", text)
     text = re.sub(r"^Option '([^']+)' is not accepted$", r"unknown key '\1'", text)
+    text = re.sub(r"^Validation failed: Key '([^']+)' is not expected$", r"unknown key '\1'", text)  # jsonargparse 4.43
     return re.sub(r"^Unexpected config:.*", "not a YAML mapping of flag names to values", text, flags=re.S)
 
 

@@ -27,7 +27,7 @@ STAGED = PACKAGE / "dependencies.txt"
 
 
 def name(requirement: str) -> str:
-    """The project a requirement names, lowercase: `jsonargparse[signatures]>=4.32` → `jsonargparse`."""
+    """The project a requirement names, lowercase: `jsonargparse[signatures]>=4.43` → `jsonargparse`."""
     return re.split(r"[\[<>=!~;\s]", requirement, maxsplit=1)[0].strip().lower()
 
 
