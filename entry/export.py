@@ -15,13 +15,13 @@ def main(argv: list[str]) -> None:
     import tempfile
     from pathlib import Path
 
-    from titanic_lightning.export import FORMATS, export
+    from titanic_lightning.export import FORMATS, ROLE, export
     from titanic_lightning.model_source import locate_model
     from titanic_lightning.outputs import check_output_file
     from titanic_lightning.predict import model_inputs
     from titanic_lightning.scoring import Scorer
 
-    out = check_output_file(Path(cfg.out or f"titanic{FORMATS[cfg.format]}"), "--out", model_inputs(cfg.model))
+    out = check_output_file(Path(cfg.out or f"titanic{FORMATS[cfg.format]}"), "--out", ROLE, model_inputs(cfg.model))
     with tempfile.TemporaryDirectory(prefix="titanic-model-") as workdir:
         scorer = Scorer.from_file(*locate_model(cfg.model, Path(workdir)))
     export(scorer, cfg.format, out)
