@@ -18,28 +18,20 @@ The checks read the file system only: nothing is created until the command has w
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from titanic_lightning.atomic import atomic_output, folder_lock, partial_path, remove_stale_partials
+from titanic_lightning.atomic import atomic_output, folder_lock, partial_path, remove_stale_partials, write_text
 from titanic_lightning.contracts import PROJECT
+from titanic_lightning.csv_source import sha256_of
 from titanic_lightning.errors import UsageError
 
 RECORD = f".{PROJECT}-files.json"
 RECORD_FORMAT = "titanic-lightning/files-1"
 ANY = "*"  # a claim: whatever the library that writes this name leaves there
-
-
-def digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Record:
@@ -73,13 +65,11 @@ class Record:
         hashes = self.files.get(name) or []
         if self.roles.get(name) != role:
             return False
-        return ANY in hashes or (bool(hashes) and digest(path) in hashes)
+        return ANY in hashes or (bool(hashes) and sha256_of(path) in hashes)
 
     def _save(self) -> None:
-        text = json.dumps({"format": RECORD_FORMAT, "files": self.files, "roles": self.roles}, indent=1,
-                          sort_keys=True) + "\n"
-        with atomic_output(self.folder / RECORD) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+        write_text(self.folder / RECORD, json.dumps({"format": RECORD_FORMAT, "files": self.files, "roles": self.roles},
+                                                    indent=1, sort_keys=True) + "\n")
 
     def expect(self, name: str, sha256: str, role: str) -> None:
         """Vouch for `sha256` at `name` as well as what is there now (the new file is renamed in next)."""
@@ -203,7 +193,7 @@ class Writer:
         remove_stale_partials(target.parent)
         with atomic_output(target) as tmp:
             fill(tmp)
-            sha256 = digest(tmp)
+            sha256 = sha256_of(tmp)
             self.record.expect(name, sha256, self.role)  # before the rename: a kill between the two leaves it ours
         self.record.settle(name, [sha256], self.role)
         return target
@@ -224,7 +214,7 @@ class Writer:
         """Record what a library wrote at `name` (claimed before), byte for byte from now on."""
         path = self.folder / name
         if path.is_file() and not path.is_symlink():
-            self.record.settle(name, [digest(path)], self.role)
+            self.record.settle(name, [sha256_of(path)], self.role)
         else:
             self.record.forget(name)
 
