@@ -31,41 +31,19 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from launch.console import ArgumentParser  # noqa: E402
-from launch.job import DEFAULT_MAX_RUN_S, DEFAULT_PREFIX, DEFAULT_REGION  # noqa: E402
+from launch.options import add_job_arguments, spec_from_args  # noqa: E402
 from titanic_lightning.command import debug_requested, run_command  # noqa: E402
 from titanic_lightning.errors import UsageError, one_line  # noqa: E402
-
-
-def _integer(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    return value
 
 
 def parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python launch/submit.py", description=__doc__.split("\n\n")[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1],
                        allow_abbrev=False, hint=" (see python launch/submit.py --help)")
-    p.add_argument("--gpu", action="store_true", help="train on a GPU instance (default ml.g4dn.xlarge)")
-    p.add_argument("--instance-type", help="ml.* instance type (default ml.m5.large, or ml.g4dn.xlarge with --gpu)")
-    p.add_argument("--instance-count", type=_integer, default=1, help="instances; more than one trains with torchrun")
-    p.add_argument("--spot", action="store_true", help="managed spot training (max wait = 2 x max run)")
-    p.add_argument("--max-run", type=_integer, default=DEFAULT_MAX_RUN_S, metavar="SECONDS",
-                   help=f"maximum run time (default {DEFAULT_MAX_RUN_S})")
-    p.add_argument("--bucket", help="S3 bucket (default: the SageMaker session's default bucket)")
-    p.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"S3 key prefix (default {DEFAULT_PREFIX})")
-    p.add_argument("--role", help="IAM role ARN for the job (default $SAGEMAKER_ROLE, or the execution role in SageMaker)")
-    p.add_argument("--region", help="AWS region (default: the AWS configuration's)")
-    p.add_argument("--data", default="data", metavar="DIR",
-                   help="folder with {train,val,test}_data.npz, prepared from the Titanic CSV if missing (default data)")
-    p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
-                   help="a flag of entry/train.py, passed as a hyperparameter; repeatable")
+    add_job_arguments(p)
     p.add_argument("--resume", metavar="JOB_NAME",
                    help="continue that stopped or failed job from its checkpoints (same --hp and data); "
                         "without it every job trains afresh")
-    p.add_argument("--strategy", metavar="NAME", help="the entry's --strategy (auto, ddp, ddp_smddp, fsdp, pkg.mod:fn)")
     p.add_argument("--no-wait", action="store_true", help="submit and return without following the job")
     p.add_argument("--dry-run", action="store_true", help="print the job as one JSON object; no AWS call")
     p.add_argument("--local", action="store_true", help="run the job here with SageMaker's layout and environment")
@@ -78,14 +56,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _spec(args):
-    from launch import job
-
-    region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
-    return job.build_spec(
-        gpu=args.gpu, instance_type=args.instance_type, instance_count=args.instance_count, spot=args.spot,
-        max_run=args.max_run, bucket=args.bucket, prefix=args.prefix, region=region, role=args.role,
-        hp=args.hp, strategy=args.strategy, resume=args.resume,
-    )
+    return spec_from_args(args, resume=args.resume)
 
 
 def dry_run(args) -> None:

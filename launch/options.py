@@ -1,0 +1,54 @@
+"""The job flags `submit.py` and `tune.py` share, and the `JobSpec` they describe.
+
+Each command adds its own flags beside these; both build the same job from them, so a tuning
+trial runs exactly what `submit.py` would have run with the same flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from launch.job import DEFAULT_MAX_RUN_S, DEFAULT_PREFIX, DEFAULT_REGION
+
+
+def integer(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    return value
+
+
+def add_job_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags that describe one training job: instances, spot, S3, role, region, data, hyperparameters."""
+    p.add_argument("--gpu", action="store_true", help="train on a GPU instance (default ml.g4dn.xlarge)")
+    p.add_argument("--instance-type", help="ml.* instance type (default ml.m5.large, or ml.g4dn.xlarge with --gpu)")
+    p.add_argument("--instance-count", type=integer, default=1, help="instances; more than one trains with torchrun")
+    p.add_argument("--spot", action="store_true", help="managed spot training (max wait = 2 x max run)")
+    p.add_argument("--max-run", type=integer, default=DEFAULT_MAX_RUN_S, metavar="SECONDS",
+                   help=f"maximum run time (default {DEFAULT_MAX_RUN_S})")
+    p.add_argument("--bucket", help="S3 bucket (default: the SageMaker session's default bucket)")
+    p.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"S3 key prefix (default {DEFAULT_PREFIX})")
+    p.add_argument("--role", help="IAM role ARN for the job (default $SAGEMAKER_ROLE, or the execution role in SageMaker)")
+    p.add_argument("--region", help="AWS region (default: the AWS configuration's)")
+    p.add_argument("--data", default="data", metavar="DIR",
+                   help="folder with {train,val,test}_data.npz, prepared from the Titanic CSV if missing (default data)")
+    p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
+                   help="a flag of entry/train.py, passed as a hyperparameter; repeatable")
+    p.add_argument("--strategy", metavar="NAME", help="the entry's --strategy (auto, ddp, ddp_smddp, fsdp, pkg.mod:fn)")
+
+
+def region(args) -> str:
+    return args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+
+
+def spec_from_args(args, **extra):
+    """The validated `JobSpec` the job flags describe (offline); `extra` passes further `build_spec` options."""
+    from launch import job
+
+    return job.build_spec(
+        gpu=args.gpu, instance_type=args.instance_type, instance_count=args.instance_count, spot=args.spot,
+        max_run=args.max_run, bucket=args.bucket, prefix=args.prefix, region=region(args), role=args.role,
+        hp=args.hp, strategy=args.strategy, **extra,
+    )
