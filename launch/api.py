@@ -28,7 +28,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from launch import report
-from launch.job import DEFAULT_MAX_RUN_S, DEFAULT_PREFIX, JobSpec, build_spec, check_job_name
+from launch.job import _JOB_NAME as JOB_NAME
+from launch.job import DEFAULT_MAX_RUN_S, DEFAULT_PREFIX, JobSpec, build_spec
 from launch.prices import PriceTable
 from titanic_lightning.errors import UsageError
 
@@ -285,9 +286,9 @@ def wait(job_name: str, region: str | None = None, runs_dir: str | Path | None =
     `runs_dir/<job>.json` and return it. Its wall time is SageMaker's, from creation to end."""
     from launch import remote
 
-    if not isinstance(job_name, str):
-        raise UsageError(f"wait({job_name!r}): expected a training job name")
-    check_job_name(job_name, "wait")
+    if not isinstance(job_name, str) or not JOB_NAME.match(job_name):
+        raise UsageError(f"wait({job_name!r}): not a training job name (letters, digits and hyphens, at most 63 "
+                         "characters)")
     table = _prices(prices)
     runs = _check_runs_dir(runs_dir)
     session = remote.open_session(region)

@@ -27,9 +27,10 @@ def check_plot_path(path, flag: str = "--plot") -> Path:
     return check_output_file(path, flag, ROLE)
 
 
-def _value(record: dict, key: str) -> float | None:
+def _value(record: dict, key: str, most: float = math.inf) -> float | None:
+    """A drawable figure: a finite number from 0 to `most` (anything else in a file gets no bar)."""
     value = record.get(key)
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= most:
         return float(value)
     return None
 
@@ -45,8 +46,8 @@ def _panels(records: list[dict]) -> list[tuple[str, str, list[float | None], lis
     return [
         ("Wall time", "seconds", [_value(r, "wall_seconds") for r in records], none),
         ("Cost", "USD (hatched: local, estimated)", costs, estimated),
-        ("Validation accuracy", "val_acc", [_value(r, "val_acc") for r in records], none),
-        ("Test accuracy", "test_acc", [_value(r, "test_acc") for r in records], none),
+        ("Validation accuracy", "val_acc", [_value(r, "val_acc", most=1.0) for r in records], none),
+        ("Test accuracy", "test_acc", [_value(r, "test_acc", most=1.0) for r in records], none),
     ]
 
 

@@ -216,6 +216,11 @@ def test_plot_draws_the_comparison_and_never_replaces_a_file_it_did_not_write(tm
     with pytest.raises(launch.UsageError, match="exists and was not written by"):
         launch.compare(files).plot(mine)
 
+    # Figures a hand-edited file may hold that no bar can show (NaN, text, out of range) get none.
+    odd = {"mode": "local", "job_name": "odd", "status": "Completed", "wall_seconds": float("nan"), "val_acc": "high",
+           "test_acc": 1e308, "emulated_cost_usd": -1.0}
+    _check_png(launch.compare([odd, *files]).plot(tmp_path / "odd.png"))
+
 
 def test_run_sagemaker_without_waiting_then_wait_records_the_job(bucket, data_dir, tmp_path):
     spec = launch.job_spec(bucket=BUCKET, role=ROLE, hyperparameters={"epochs": 3})
@@ -239,6 +244,8 @@ def test_run_sagemaker_without_waiting_then_wait_records_the_job(bucket, data_di
     assert failed.status == "Failed" and failed.record["failure_reason"] == "AlgorithmError: out of memory"
     assert json.loads(failed.record_path.read_text())["status"] == "Failed"
 
+    with pytest.raises(launch.UsageError, match=r"wait\('a/../b'\): not a training job name"):
+        launch.wait("a/../b", runs_dir=None)
     with pytest.raises(launch.UsageError, match="no-such-job: no such training job in us-east-1"):
         launch.wait("no-such-job", runs_dir=None, logs=False)
     assert boto3.client("sagemaker", region_name=REGION).describe_training_job(
