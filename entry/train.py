@@ -5,11 +5,21 @@ from the Titanic CSV, trains with early stopping, evaluates the best weights on 
 writes `model/model.pt`, `model/metrics.json` and `outputs/` (logs, curves.png).
 The lesson's command works unchanged: `--train F --val F --epochs N --learning_rate LR`.
 The run itself is `titanic_lightning.training.train`.
+
+The last line on standard output gives the run's times, as the lesson's notebook prints its
+"Local training time": `training time: 12.3 s (fit), whole process 17.9 s` — the seconds in
+Lightning's fit loop, and the seconds of the whole command (imports, data, evaluation, saving).
+Only global rank 0 prints it; it holds no `name=value;` pair, so no metric regex reads it.
 """
 
 import time
 
 from titanic_lightning.command import run_command
+
+
+def timing_line(fit_seconds: float | None, whole_seconds: float) -> str:
+    fit = "-" if fit_seconds is None else f"{fit_seconds:.1f} s"
+    return f"training time: {fit} (fit), whole process {whole_seconds:.1f} s"
 
 
 def main(argv: list[str]) -> None:
@@ -20,7 +30,9 @@ def main(argv: list[str]) -> None:
     # torch and Lightning load only from here on (after the layout): --help and argument errors stay instant.
     from titanic_lightning.training import train
 
-    train(cfg, started)
+    result = train(cfg, started)
+    if result.metrics is not None:  # global rank 0
+        print(timing_line(result.fit_seconds, time.perf_counter() - started), flush=True)
 
 
 if __name__ == "__main__":

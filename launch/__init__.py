@@ -1,14 +1,44 @@
 """Launch the training entry as a SageMaker training job, or emulate one on this machine.
 
-Run `python launch/submit.py --help`. Modules, one role each:
+From Python (a notebook, a script; see `launch.api`):
 
+    import launch
+
+    spec = launch.job_spec(instance_count=2, hyperparameters={"epochs": 20})
+    run = launch.run_local(spec)                  # or launch.run_sagemaker(spec) on AWS
+    launch.compare("runs/*.json").plot("compare.png")
+
+From the shell: `python launch/submit.py --help`. Modules, one role each:
+
+* `api` — the Python functions above and their result objects (`Run`, `Comparison`);
 * `instances` — the ml.* instance types this launcher knows (vCPUs, GPUs);
 * `prices` — the dated on-demand price table (`prices.json`) and cost arithmetic;
 * `job` — the job specification shared by `--dry-run`, a real submission and `--local`;
+* `options` — the job flags `submit.py` and the tuning command share;
 * `code` — stages the code the job ships (titanic_lightning/, entry/, requirements.txt);
 * `s3data` — prepares the npz channels and uploads them, skipping unchanged objects;
-* `remote` — builds the SDK's ModelTrainer from a spec and submits it;
+* `remote` — builds the SDK's ModelTrainer from a spec, submits it, follows it;
 * `local` — runs the job the way SageMaker would, one subprocess per host, without Docker;
-* `report` — the after-job summary, `runs/<job>.json` and `--compare`;
+* `report` — the run record, `runs/<job>.json`, and what `--compare` reads and prints;
+* `charts` — the comparison as a picture (`--compare ... --plot compare.png`);
 * `console` — the progress lines every step prints on stderr, and the argument parser of submit.py and deploy.py.
+
+`import launch` loads none of them: each public name loads `launch.api` when first used, and the
+SageMaker SDK and torch load only when a function needs them.
 """
+
+API = ("job_spec", "dry_run", "run_local", "run_sagemaker", "wait", "compare", "Run", "Comparison", "JobSpec",
+       "UsageError")
+__all__ = list(API)
+
+
+def __getattr__(name: str):
+    if name in API:
+        from launch import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'launch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *API})

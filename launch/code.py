@@ -12,13 +12,13 @@ job sets to that folder (`CODE_DIR_IN_CONTAINER`).
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
 from titanic_lightning import dependencies
 from titanic_lightning.sagemaker_facts import OPT_ML
 
-REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("titanic_lightning", "entry")
 ENTRY_SCRIPT = "entry/train.py"
 REQUIREMENTS_FILE = "requirements.txt"
@@ -29,11 +29,19 @@ CODE_DIR_IN_CONTAINER = f"{OPT_ML}/input/data/code"  # sagemaker.train.constants
 REQUIRED = ("lightning", "torchmetrics", "jsonargparse", "scikit-learn", "pandas", "matplotlib", "tensorboard")
 
 
+def package_dir(package: str) -> Path:
+    """Where `package` is imported from: a checkout, or site-packages when the project is installed."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise LookupError(f"the package {package} is not importable; install the project (pip install -e .)")
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
+
+
 def stage(dest: Path) -> Path:
     """Copy the shipped code into `dest` (created) and return it."""
     dest.mkdir(parents=True, exist_ok=True)
     for package in PACKAGES:
-        shutil.copytree(REPO / package, dest / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        shutil.copytree(package_dir(package), dest / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
                         dirs_exist_ok=True)
     declared = dependencies.declared()
     (dest / REQUIREMENTS_FILE).write_text("\n".join(dependencies.bounds(REQUIRED)) + "\n")

@@ -581,6 +581,7 @@ def summarise(job: _Job, spec: JobSpec, outcome: _Outcome, max_run_s: float) -> 
         "resumed_from": spec.resume,
         "instance_type": spec.instance_type,
         "instance_count": spec.instance_count,
+        "spot": spec.spot,
         "distributed": spec.distributed,
         "hyperparameters": spec.hyperparameters,
         "command": hosts[0].command,

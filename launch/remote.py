@@ -29,20 +29,27 @@ class Aws:
     spec: JobSpec
 
 
-def resolve_aws(spec: JobSpec, role_flag: str | None, region_flag: str | None) -> Aws:
-    """Credentials → region → role → bucket, each a one-line error when missing."""
+def open_session(region_flag: str | None):
+    """A boto3 session with credentials and a region, each a one-line error when missing."""
     import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
 
-    boto_session = boto3.Session(region_name=region_flag) if region_flag else boto3.Session()
-    if boto_session.get_credentials() is None:
+    session = boto3.Session(region_name=region_flag) if region_flag else boto3.Session()
+    if session.get_credentials() is None:
         raise UsageError(
             "no AWS credentials: run `aws configure` (or `aws sso login`), or set AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; --dry-run needs none"
         )
-    region = boto_session.region_name
-    if not region:
+    if not session.region_name:
         raise UsageError("no AWS region: pass --region us-east-1 (or set AWS_DEFAULT_REGION)")
+    return session
+
+
+def resolve_aws(spec: JobSpec, role_flag: str | None, region_flag: str | None) -> Aws:
+    """Credentials → region → role → bucket, each a one-line error when missing."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    boto_session = open_session(region_flag)
+    region = boto_session.region_name
 
     from sagemaker.core.helper.session_helper import Session
 
@@ -217,8 +224,33 @@ def submit(aws: Aws, data_dir: Path, wait: bool) -> Submitted:
         checkpoints = trainer.checkpoint_config.s3_uri  # the SDK filled in this job's own URI
         log(f"submitted training job {name}; checkpoints in {checkpoints}")
         if wait:
-            job.wait(logs=True)
+            _follow(job, logs=True)
     return Submitted(job_name=name, submitted_at=started, upload=upload, checkpoint_s3_uri=checkpoints)
+
+
+def _follow(job, logs: bool) -> None:
+    """Wait for the SDK's TrainingJob to end, printing its logs; a failed job ends the wait like any
+    other (its record says why), where the SDK raises."""
+    from sagemaker.core.utils.exceptions import FailedStatusError
+
+    try:
+        job.wait(logs=logs)
+    except FailedStatusError:
+        pass
+
+
+def wait(session, job_name: str, logs: bool = True) -> None:
+    """Follow the training job `job_name` (submitted earlier, by any means) until it ends."""
+    from botocore.exceptions import ClientError
+    from sagemaker.core.resources import TrainingJob
+
+    try:
+        job = TrainingJob.get(training_job_name=job_name, session=session, region=session.region_name)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("ValidationException", "ResourceNotFound"):
+            raise UsageError(f"{job_name}: no such training job in {session.region_name}") from None
+        raise
+    _follow(job, logs=logs)
 
 
 def describe(aws: Aws, job_name: str) -> dict:

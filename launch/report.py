@@ -1,24 +1,50 @@
-"""After a job: the summary (status, times, cost, artifact, final metrics), `runs/<job>.json`, and
-`--compare runs/*.json`, one table across runs (the lesson's CPU vs GPU vs 2-instance comparison).
+"""After a job: the run record (status, times, cost, artifact, final metrics), `runs/<job>.json`,
+and the comparison of runs (`--compare`, `launch.compare`), one table across runs (the lesson's
+CPU vs GPU vs 2-instance comparison).
+
+One record shape serves every run, with `mode` saying where it ran:
+
+* `"sagemaker"` — `summarize` of DescribeTrainingJob;
+* `"local"` — `local_record` of the emulator's `jobs/<job>/summary.json` (`--local`);
+* `"tuning"` — one record per trial of a tuning result file (`tuning_records`).
+
+Its keys: `mode`, `job_name`, `status`, `failure_reason`, `instance_type`, `instance_count`, `spot`,
+`training_seconds`, `billable_seconds`, `billable_instance_seconds`, `spot_saving_percent`,
+`wall_seconds`, `usd_per_hour`, `estimated_cost_usd`, `emulated_cost_usd`, `prices_as_of`,
+`model_artifact`, `final_metrics` ({name: value}) and each of `COMPARED_METRICS` (`val_acc`,
+`test_acc`) at the top level.
 
 DescribeTrainingJob's `BillableTimeInSeconds` is per instance; what is billed is that × the instance
 count (`billable_instance_seconds`, the figure the SDK's "Billable seconds:" log line prints).
 Cost = billable instance-seconds × on-demand hourly price / 3600 (see `prices`).
 Spot saving = 1 − billable / training seconds, the formula AWS documents.
+
+A local run is billed nothing: its `estimated_cost_usd` and billable seconds are None. Its
+`emulated_cost_usd` is what its wall time on this machine would cost on the emulated instance type
+(wall seconds × instances × on-demand price): a rough guide, since this machine is not that
+instance; the table shows it as `~0.0012` and says so under the table.
+
+`load_runs` reads every shape `--compare` accepts (run records, local summaries, tuning results);
+`as_records` does the same for one object already in memory.
 """
 
 from __future__ import annotations
 
+import glob
 import json
+import math
 from datetime import datetime
 from pathlib import Path
 
 from launch.prices import PriceTable
-from titanic_lightning.contracts import COMPARED_METRICS
+from titanic_lightning.contracts import COMPARED_METRICS, FINAL_LINE
 from titanic_lightning.errors import UsageError
+
+MODES = ("sagemaker", "local", "tuning")
 
 COLUMNS = (
     ("job", "job_name", "{}"),
+    ("mode", "mode", "{}"),
     ("instance", "instance_type", "{}"),
     ("n", "instance_count", "{}"),
     ("spot", "spot", "{}"),
@@ -51,6 +77,7 @@ def summarize(description: dict, prices: PriceTable, wall_seconds: float | None)
         saving = round(100.0 * (1.0 - billable / training), 1)
     metrics = {m["MetricName"]: m["Value"] for m in description.get("FinalMetricDataList", []) or []}
     return {
+        "mode": "sagemaker",
         "job_name": description.get("TrainingJobName"),
         "status": description.get("TrainingJobStatus"),
         "failure_reason": description.get("FailureReason"),
@@ -65,6 +92,7 @@ def summarize(description: dict, prices: PriceTable, wall_seconds: float | None)
             description.get("CreationTime"), description.get("TrainingEndTime")),
         "usd_per_hour": prices.hourly(instance_type) if instance_type else None,
         "estimated_cost_usd": prices.job_cost(instance_type, count, billable) if instance_type else None,
+        "emulated_cost_usd": None,
         "prices_as_of": prices.as_of,
         "model_artifact": (description.get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
         "final_metrics": metrics,
@@ -82,12 +110,18 @@ def human(record: dict) -> str:
         f"  billable time:    {_fmt(record['billable_seconds'], '{:.0f}')} s per instance, "
         f"{_fmt(record.get('billable_instance_seconds'), '{:.0f}')} instance-seconds billed"
         + (f" (spot saving {record['spot_saving_percent']}%)" if record.get("spot_saving_percent") is not None else ""),
-        f"  estimated cost:   {_fmt(record['estimated_cost_usd'], '${:.4f}')}"
-        f" (on-demand prices as of {record['prices_as_of']})",
+        f"  estimated cost:   {_cost(record)} (on-demand prices as of {record['prices_as_of']})",
         f"  model artifact:   {record['model_artifact']}",
         "  final metrics:    " + (", ".join(f"{k}={v:.4f}" for k, v in sorted(record["final_metrics"].items())) or "-"),
     ]
     return "\n".join(lines)
+
+
+def _cost(record: dict) -> str:
+    if record.get("estimated_cost_usd") is None and record.get("emulated_cost_usd") is not None:
+        return (f"nothing billed; ~{_fmt(record['emulated_cost_usd'], '${:.4f}')} for this wall time on "
+                f"{record['instance_count']} x {record['instance_type']}")
+    return _fmt(record.get("estimated_cost_usd"), "${:.4f}")
 
 
 def _fmt(value, pattern: str) -> str:
@@ -107,32 +141,181 @@ def save(record: dict, runs_dir: Path) -> Path:
     return write_text(runs_dir / f"{record['job_name']}.json", json.dumps(record, indent=2, default=str) + "\n")
 
 
-def load_runs(paths: list[str]) -> list[dict]:
-    if not paths:
-        raise UsageError("--compare needs run files, e.g. --compare runs/*.json")
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _emulated_cost(prices: PriceTable, instance_type, count, wall_seconds) -> float | None:
+    if not isinstance(instance_type, str) or not _number(wall_seconds) or not _number(count):
+        return None
+    return prices.job_cost(instance_type, int(count), wall_seconds)
+
+
+def local_record(summary: dict, prices: PriceTable) -> dict:
+    """The emulator's summary (`jobs/<job>/summary.json`) → the run record, `mode` "local".
+
+    The hosts' wall time stands for both the wall and the training seconds; nothing is billed.
+    """
+    metrics = summary.get("metrics") if isinstance(summary.get("metrics"), dict) else {}
+    final = {name: metrics[name] for name in FINAL_LINE if _number(metrics.get(name))}
+    instance_type, wall = summary.get("instance_type"), summary.get("wall_seconds")
+    count = summary.get("instance_count") or 1
+    return {
+        "mode": "local",
+        "job_name": summary.get("job_name"),
+        "status": summary.get("status"),
+        "failure_reason": summary.get("failure_reason"),
+        "instance_type": instance_type,
+        "instance_count": count,
+        "spot": bool(summary.get("spot")),
+        "training_seconds": wall,
+        "billable_seconds": None,
+        "billable_instance_seconds": None,
+        "spot_saving_percent": None,
+        "wall_seconds": wall,
+        "usd_per_hour": prices.hourly(instance_type) if isinstance(instance_type, str) else None,
+        "estimated_cost_usd": None,  # nothing was billed
+        "emulated_cost_usd": _emulated_cost(prices, instance_type, count, wall),
+        "prices_as_of": prices.as_of,
+        "model_artifact": summary.get("model_artifact"),
+        "final_metrics": final,
+        **{name: final.get(name) for name in COMPARED_METRICS},
+        "job_dir": summary.get("job_dir"),
+        "hyperparameters": summary.get("hyperparameters"),
+    }
+
+
+def tuning_records(result: dict, prices: PriceTable, source: str = "tuning result") -> list[dict]:
+    """A tuning result (`tuning_job`, `objective`, `trials`, `best`, `wall_seconds`) → one record per
+    trial, named `<tuning_job>/trial-<n>`, `mode` "tuning".
+
+    A trial may carry `job_name` (its training job), `test_acc`, `instance_type`, `instance_count`,
+    `billable_seconds` (per instance), `estimated_cost_usd`, `model_artifact` and `mode` ("local" or
+    "sagemaker", else the result's own `mode`); a local trial's `emulated_cost_usd` is computed as
+    for a local run.
+    """
+    trials = result.get("trials")
+    if not isinstance(trials, list) or not all(isinstance(t, dict) and "trial" in t for t in trials):
+        raise UsageError(f"{source}: `trials` is not a list of objects with a `trial` number")
     records = []
-    for name in paths:
-        path = Path(name)
-        try:
-            record = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise UsageError(f"--compare {path}: no such file") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UsageError(f"--compare {path}: not valid JSON ({exc})") from None
-        if not isinstance(record, dict) or "job_name" not in record:
-            raise UsageError(f"--compare {path}: not a run record written by launch/submit.py")
-        records.append(record)
+    for trial in trials:
+        instance_type, count = trial.get("instance_type"), trial.get("instance_count") or 1
+        billable, wall = trial.get("billable_seconds"), trial.get("wall_seconds")
+        final = {name: trial[name] for name in (*FINAL_LINE, "val_loss") if _number(trial.get(name))}
+        ran_here = (trial.get("mode") or result.get("mode")) == "local"
+        records.append({
+            "mode": "tuning",
+            "job_name": f"{result.get('tuning_job')}/trial-{trial['trial']}",
+            "tuning_job": result.get("tuning_job"),
+            "trial": trial["trial"],
+            "training_job_name": trial.get("job_name"),
+            "status": trial.get("status"),
+            "failure_reason": trial.get("failure_reason"),
+            "instance_type": instance_type,
+            "instance_count": trial.get("instance_count"),
+            "spot": trial.get("spot"),
+            "training_seconds": trial.get("training_seconds"),
+            "billable_seconds": billable,
+            "billable_instance_seconds": billable * count if _number(billable) and _number(count) else None,
+            "spot_saving_percent": None,
+            "wall_seconds": wall,
+            "usd_per_hour": prices.hourly(instance_type) if isinstance(instance_type, str) else None,
+            "estimated_cost_usd": trial.get("estimated_cost_usd"),
+            "emulated_cost_usd": _emulated_cost(prices, instance_type, count, wall) if ran_here else None,
+            "prices_as_of": prices.as_of,
+            "model_artifact": trial.get("model_artifact"),
+            "final_metrics": final,
+            **{name: final.get(name) for name in COMPARED_METRICS},
+            "hyperparameters": trial.get("hyperparameters"),
+        })
     return records
+
+
+def as_records(data, source: str, prices: PriceTable | None = None) -> list[dict]:
+    """Whatever `--compare` accepts, already parsed → run records: a run record (returned as it is,
+    `val_acc`/`test_acc` filled from its final metrics), a local job's summary.json, or a tuning
+    result (a record per trial). `source` names the data in errors (`--compare runs/x.json`)."""
+    from launch import prices as price_tables
+
+    table = prices if prices is not None else price_tables.load()
+    if isinstance(data, dict) and "tuning_job" in data and "trials" in data:
+        return tuning_records(data, table, source)
+    if isinstance(data, dict) and "job_name" in data and "hosts" in data and "job_dir" in data and "mode" not in data:
+        return [local_record(data, table)]
+    if isinstance(data, dict) and "job_name" in data and (data.get("mode") in MODES or "billable_seconds" in data):
+        record = {"mode": "sagemaker", **data}  # records written before `mode` were all SageMaker's
+        final = record.get("final_metrics") if isinstance(record.get("final_metrics"), dict) else {}
+        for name in COMPARED_METRICS:
+            if record.get(name) is None:
+                record[name] = final.get(name)
+        return [record]
+    raise UsageError(f"{source}: not a run record (runs/*.json), a local job's summary.json or a tuning result")
+
+
+def expand(paths, flag: str = "--compare") -> list[Path]:
+    """Files as given; a name with * ? or [ that is no file is a pattern, expanded in sorted order."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    files = []
+    for name in paths:
+        text = str(name)
+        if any(c in text for c in "*?[") and not Path(text).exists():
+            matched = sorted(glob.glob(text))
+            if not matched:
+                raise UsageError(f"{flag} {text}: no file matches")
+            files.extend(Path(m) for m in matched)
+        else:
+            files.append(Path(text))
+    return files
+
+
+def load_runs(paths, prices: PriceTable | None = None, flag: str = "--compare") -> list[dict]:
+    """The run records in `paths` (runs/*.json, jobs/<job>/summary.json, tuning results), in order."""
+    files = expand(paths, flag)
+    if not files:
+        raise UsageError(f"{flag} needs run files, e.g. {flag} runs/*.json")
+    records = []
+    for path in files:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UsageError(f"{flag} {path}: no such file") from None
+        except IsADirectoryError:
+            raise UsageError(f"{flag} {path}: is a folder; give its JSON files") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise UsageError(f"{flag} {path}: not valid JSON ({exc})") from None
+        except OSError as exc:
+            raise UsageError(f"{flag} {path}: cannot be read: {exc.strerror or exc}") from None
+        found = as_records(data, f"{flag} {path}", prices)
+        if not found:
+            raise UsageError(f"{flag} {path}: holds no runs (a tuning result with no trials)")
+        records.extend(found)
+    return records
+
+
+COST_ESTIMATE_NOTE = ("~ a local run: the cost of its wall time on the emulated instance type at on-demand prices "
+                      "(nothing was billed)")
+
+
+def _cell(record: dict, key: str, pattern: str) -> str:
+    if key == "estimated_cost_usd" and record.get(key) is None and record.get("emulated_cost_usd") is not None:
+        return "~" + _fmt(record["emulated_cost_usd"], pattern)
+    return _fmt(record.get(key), pattern)
 
 
 def compare_table(records: list[dict]) -> str:
     """One aligned text table, a row per run, in the order given."""
     header = [title for title, _, _ in COLUMNS]
-    rows = [[_fmt(r.get(key), pattern) for _, key, pattern in COLUMNS] for r in records]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    numeric = {i for i, (_, key, _) in enumerate(COLUMNS) if key not in ("job_name", "instance_type", "status", "spot")}
+    rows = [[_cell(r, key, pattern) for _, key, pattern in COLUMNS] for r in records]
+    widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(header)]
+    text = {"job_name", "mode", "instance_type", "status", "spot"}
+    numeric = {i for i, (_, key, _) in enumerate(COLUMNS) if key not in text}
 
     def line(cells):
         return "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
-    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+    lines = [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+    cost = [title for title, key, _ in COLUMNS].index("cost USD")
+    if any(row[cost].startswith("~") for row in rows):
+        lines.append(COST_ESTIMATE_NOTE)
+    return "\n".join(lines)

@@ -9,10 +9,13 @@
     python launch/submit.py --dry-run                # the job as JSON; no AWS call, no credentials
     python launch/submit.py --local --instance-count 2   # SageMaker's layout and SM_* env, no Docker
     python launch/submit.py --compare runs/*.json    # one table: time, billable seconds, cost, accuracy
+    python launch/submit.py --compare runs/*.json jobs/*/summary.json tuning.json --plot compare.png
 
 A real submission needs AWS credentials, a role (`--role`, else $SAGEMAKER_ROLE, else the
 execution role when run inside SageMaker) and a bucket (`--bucket`, else the session's default).
 Mistakes end as one line on stderr with exit code 2, before anything is uploaded.
+Every finished job, `--local` ones included, is recorded in `runs/<job>.json`. The same functions
+are the Python API: `import launch` (see `launch/api.py`).
 """
 
 from __future__ import annotations
@@ -20,17 +23,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
     # Run by path (`python launch/submit.py`): make the repository importable as the module form is.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launch.console import ArgumentParser  # noqa: E402
+from launch.console import ArgumentParser, log  # noqa: E402
 from launch.options import add_job_arguments, spec_from_args  # noqa: E402
 from titanic_lightning.command import debug_requested, run_command  # noqa: E402
 from titanic_lightning.errors import UsageError, one_line  # noqa: E402
@@ -50,7 +51,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs-dir", default="jobs", metavar="DIR", help="where --local puts job directories (default jobs)")
     p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where finished jobs are recorded (default runs)")
     p.add_argument("--prices", metavar="FILE", help="on-demand price table (default launch/prices.json)")
-    p.add_argument("--compare", nargs="+", metavar="RUN_JSON", help="print one table of recorded runs and exit")
+    p.add_argument("--compare", nargs="+", metavar="FILE",
+                   help="print one table of runs and exit: runs/*.json, jobs/<job>/summary.json, tuning results")
+    p.add_argument("--plot", metavar="FILE", help="with --compare: draw time, cost and accuracy per run into FILE "
+                                                   "(.png, .svg or .pdf)")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return p
 
@@ -60,33 +64,22 @@ def _spec(args):
 
 
 def dry_run(args) -> None:
-    from launch import prices
+    from launch import api, prices
 
     table = prices.load(args.prices)
     # Anything a library prints goes to stderr: stdout carries exactly one JSON object.
     with contextlib.redirect_stdout(sys.stderr):
-        spec = _spec(args)
-        if spec.role is None and os.environ.get("SAGEMAKER_ROLE"):
-            spec = spec.with_(role=os.environ["SAGEMAKER_ROLE"])
-        described = spec.describe(table.hourly(spec.instance_type))
+        described = api.dry_run(_spec(args), table)
     print(json.dumps(described, indent=2))
 
 
 def local(args) -> int:
-    from launch import local as emulator
-    from launch import s3data
-    from titanic_lightning.outputs import check_folder
+    from launch import api, prices
 
-    # From here on Ctrl-C and SIGTERM are recorded, not raised inside library code (the SDK's
-    # imports swallowed an early Ctrl-C): before the job starts they end the command, after it
-    # they stop the job as StopTrainingJob would.
-    stop = emulator.StopRequest()
-    with stop.installed():
-        check_folder(Path(args.jobs_dir), "--jobs-dir")
-        spec = _spec(args)
-        data_dir = s3data.check_data_dir(Path(args.data))
-        stop.raise_if_requested()
-        summary = emulator.run(spec, data_dir, Path(args.jobs_dir), stop=stop)
+    table = prices.load(args.prices)
+    run = api.run_local(_spec(args), data=args.data, jobs_dir=args.jobs_dir, runs_dir=args.runs_dir, prices=table)
+    log(f"recorded in {run.record_path}")
+    summary = run.summary
     print(json.dumps(summary), flush=True)
     if summary["stopped_by_signal"]:
         return 128 + signal.Signals[summary["stopped_by_signal"]].value  # what a shell reports for the signal
@@ -94,32 +87,28 @@ def local(args) -> int:
 
 
 def remote(args) -> int:
-    from launch import prices, remote, report, s3data
-    from titanic_lightning.outputs import check_folder
+    from launch import api, prices, report
 
-    check_folder(Path(args.runs_dir), "--runs-dir")
     table = prices.load(args.prices)
-    spec = _spec(args)
-    data_dir = s3data.check_data_dir(Path(args.data))
-    aws = remote.resolve_aws(spec, args.role, args.region)
-    submitted = remote.submit(aws, data_dir, wait=not args.no_wait)
+    run = api._run_sagemaker(_spec(args), args.data, not args.no_wait, args.runs_dir, table, role_flag=args.role,
+                             region_flag=args.region)
     if args.no_wait:
-        print(json.dumps({"job_name": submitted.job_name, "status": "Submitted",
-                          "checkpoint_s3_uri": submitted.checkpoint_s3_uri, "resume": aws.spec.resume,
-                          **submitted.upload}), flush=True)
+        print(json.dumps({k: v for k, v in run.record.items() if k != "mode"}), flush=True)
         return 0
-    record = report.summarize(remote.describe(aws, submitted.job_name), table,
-                              wall_seconds=round(time.time() - submitted.submitted_at, 1))
-    path = report.save(record, Path(args.runs_dir))
-    print(report.human(record), flush=True)
-    print(f"recorded in {path}", flush=True)
-    return 0 if record["status"] == "Completed" else 1
+    print(report.human(run.record), flush=True)
+    print(f"recorded in {run.record_path}", flush=True)
+    return 0 if run.status == "Completed" else 1
 
 
 def compare(args) -> None:
-    from launch import report
+    from launch import api, charts, prices
 
-    print(report.compare_table(report.load_runs(args.compare)))
+    if args.plot:
+        charts.check_plot_path(args.plot)  # before anything is read
+    comparison = api.compare(args.compare, prices.load(args.prices))
+    print(comparison.table, flush=True)
+    if args.plot:
+        log(f"wrote {comparison.plot(args.plot)}")
 
 
 def main(argv: list[str]) -> None:
@@ -127,6 +116,8 @@ def main(argv: list[str]) -> None:
     modes = [name for name in ("dry_run", "local", "compare") if getattr(args, name)]
     if len(modes) > 1:
         raise UsageError(f"--{modes[0].replace('_', '-')} and --{modes[1].replace('_', '-')} cannot be combined")
+    if args.plot and not args.compare:
+        raise UsageError("--plot draws the runs of --compare: add --compare FILES")
     if args.compare:
         return compare(args)
     if args.dry_run:

@@ -136,6 +136,11 @@ def test_failing_hosts_fail_the_job_with_a_one_line_reason(data_dir, tmp_path):
     job_dir = tmp_path / "jobs" / summary["job_name"]
     assert summary["job_dir"] == str(job_dir) and (job_dir / "output.tar.gz").is_file()
     assert not (job_dir / "model.tar.gz").exists()
+    # Recorded in runs/ like a real job, in the same record shape.
+    record = json.loads((tmp_path / "runs" / f"{summary['job_name']}.json").read_text())
+    assert (record["mode"], record["status"], record["failure_reason"]) == ("local", "Failed", reason)
+    assert record["instance_count"] == 2 and record["model_artifact"] is None and record["val_acc"] is None
+    assert f"recorded in {tmp_path / 'runs' / summary['job_name']}.json" in result.stderr
 
 
 @pytest.mark.slow

@@ -177,3 +177,23 @@ def test_train_fast_dev_run_returns_metrics_and_no_paths(tmp_path, tiny_channels
         None, None, None, None, None)
     assert result.wall_seconds == result.metrics["wall_seconds"]
     assert not (tmp_path / "m").exists() and not (tmp_path / "o").exists()
+
+
+def test_the_run_ends_with_its_training_time_and_whole_process_time(tmp_path, tiny_channels, monkeypatch, capsys):
+    """As the lesson prints "Local training time": the last line gives fit and whole-command seconds, and no
+    SageMaker metric regex reads anything from it (the `final:` line stays the metrics' last source)."""
+    from entry.train import main
+    from launch.job import METRIC_DEFINITIONS
+
+    monkeypatch.chdir(tmp_path)
+    main(["--train", str(tiny_channels["train"]), "--val", str(tiny_channels["val"]), "--epochs", "2",
+          "--model_dir", str(tmp_path / "m"), "--output_dir", str(tmp_path / "o")])
+    lines = capsys.readouterr().out.strip().splitlines()
+    match = re.fullmatch(r"training time: ([0-9.]+) s \(fit\), whole process ([0-9.]+) s", lines[-1])
+    assert match, lines[-1]
+    fit, whole = map(float, match.groups())
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert fit == pytest.approx(metrics["fit_seconds"], abs=0.051) and 0 < fit <= whole
+    assert whole >= metrics["wall_seconds"] - 0.05
+    assert lines[-2].startswith("final: ")
+    assert not any(re.search(m["Regex"], lines[-1]) for m in METRIC_DEFINITIONS)

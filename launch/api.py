@@ -1,0 +1,323 @@
+"""The launcher as Python functions that return result objects: build a job, see what it would run,
+run it here or on SageMaker, wait for it, compare runs. `python launch/submit.py` is a command line
+over these; a notebook calls them directly.
+
+    import launch
+
+    spec = launch.job_spec(instance_count=2, hyperparameters={"epochs": 20, "hidden_sizes": [64, 32]})
+    launch.dry_run(spec)              # the job as it would be submitted (dict): image, channels, USD/hour
+    run = launch.run_local(spec)      # emulated here; recorded in runs/<job>.json
+    run.status, run.val_acc, run.wall_seconds, run.model_artifact
+    real = launch.run_sagemaker(launch.job_spec(gpu=True, bucket="my-bucket", role="arn:aws:iam::..."))
+    later = launch.run_sagemaker(spec, wait=False); launch.wait(later.job_name)
+    runs = launch.compare("runs/*.json")   # also jobs/<job>/summary.json, tuning results, Run objects
+    print(runs.table); runs.plot("compare.png")
+
+A mistake in an argument raises `UsageError` before any work starts, with the one line the command
+line would print (it names the matching flag: `job_spec(instance_count=0)` → `--instance-count 0:
+must be at least 1`). Importing this module loads neither the SageMaker SDK nor torch; the
+functions load what they use.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+from launch import report
+from launch.job import _JOB_NAME as JOB_NAME
+from launch.job import DEFAULT_MAX_RUN_S, DEFAULT_PREFIX, JobSpec, build_spec
+from launch.prices import PriceTable
+from titanic_lightning.errors import UsageError
+
+__all__ = ["Comparison", "JobSpec", "Run", "UsageError", "compare", "dry_run", "job_spec", "run_local",
+           "run_sagemaker", "wait"]
+
+
+# --- results ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training job, run here (`mode` "local") or on SageMaker ("sagemaker").
+
+    `record` is the run record (the content of `runs/<job>.json`, shape in `launch.report`); for a
+    job submitted without waiting it holds what is known yet (status "Submitted", checkpoint URI,
+    uploads). `summary` is a local job's full summary (hosts, logs, command, metrics.json).
+    """
+
+    job_name: str
+    status: str
+    mode: str
+    record: dict = field(repr=False)
+    record_path: Path | None = None
+    summary: dict | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "Completed"
+
+    @property
+    def metrics(self) -> dict:
+        """The final metrics (val_* and test_* of the best weights, best_epoch, ...)."""
+        return dict(self.record.get("final_metrics") or {})
+
+    @property
+    def val_acc(self) -> float | None:
+        return self.record.get("val_acc")
+
+    @property
+    def test_acc(self) -> float | None:
+        return self.record.get("test_acc")
+
+    @property
+    def wall_seconds(self) -> float | None:
+        return self.record.get("wall_seconds")
+
+    @property
+    def cost_usd(self) -> float | None:
+        """The estimated billed cost; None for a local run (see `record["emulated_cost_usd"]`)."""
+        return self.record.get("estimated_cost_usd")
+
+    @property
+    def model_artifact(self) -> str | None:
+        """model.tar.gz: a local path or an S3 URI; what `entry.predict --model` takes (local)."""
+        return self.record.get("model_artifact")
+
+    @property
+    def job_dir(self) -> Path | None:
+        """A local job's folder (jobs/<job>/: hosts, logs, artifacts)."""
+        return Path(self.summary["job_dir"]) if self.summary and self.summary.get("job_dir") else None
+
+
+@dataclass(frozen=True, repr=False)
+class Comparison:
+    """Runs side by side: `rows` (run records, in order), `table` (text), `plot(path)` (a picture)."""
+
+    rows: list[dict]
+
+    @property
+    def table(self) -> str:
+        return report.compare_table(self.rows)
+
+    def plot(self, path: str | Path = "compare.png") -> Path:
+        """Bar charts of wall time, cost and accuracy per run, written to `path` (.png, .svg or .pdf);
+        refused (UsageError) when `path` is a file this launcher did not write."""
+        from launch import charts
+
+        return charts.plot(self.rows, path)
+
+    def figure(self):
+        """The same picture as a matplotlib Figure, for a notebook to show or restyle."""
+        from launch import charts
+
+        return charts.figure(self.rows)
+
+    def __str__(self) -> str:
+        return self.table
+
+    def __repr__(self) -> str:  # a notebook shows the table
+        return self.table
+
+
+# --- building a job -----------------------------------------------------------------------------
+
+
+def _check_type(name: str, value, kinds: tuple[type, ...], what: str, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        raise UsageError(f"job_spec({name}={value!r}): expected {what}")
+
+
+def _hp_value(key: str, value) -> str:
+    """A hyperparameter as the command line's `--hp key=value` would give it: strings as they are,
+    anything else as JSON (`True` → true, `[64, 32]` → [64, 32], `1e-3` → 0.001)."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"job_spec(hyperparameters={{{key!r}: {value!r}}}): not a string, number, boolean or "
+                         "list") from None
+
+
+def job_spec(*, gpu: bool = False, instance_type: str | None = None, instance_count: int = 1, spot: bool = False,
+             max_run: int = DEFAULT_MAX_RUN_S, bucket: str | None = None, prefix: str = DEFAULT_PREFIX,
+             region: str | None = None, role: str | None = None, hyperparameters: dict | list | None = None,
+             strategy: str | None = None, resume: str | None = None) -> JobSpec:
+    """The validated job these options describe, as `submit.py`'s flags of the same names do (offline).
+
+    `hyperparameters` are flags of `python -m entry.train`: `{"epochs": 20, "learning_rate": 0.003}`,
+    or the command line's `["epochs=20", ...]`. `region` defaults to $AWS_REGION, $AWS_DEFAULT_REGION,
+    else us-east-1. Raises `UsageError` naming the option at fault.
+    """
+    for name, value in (("gpu", gpu), ("spot", spot)):
+        _check_type(name, value, (bool,), "True or False", optional=False)
+    for name, value in (("instance_count", instance_count), ("max_run", max_run)):
+        _check_type(name, value, (int,), "an integer", optional=False)
+    for name, value in (("instance_type", instance_type), ("bucket", bucket), ("region", region), ("role", role),
+                        ("strategy", strategy), ("resume", resume)):
+        _check_type(name, value, (str,), "a string")
+    _check_type("prefix", prefix, (str,), "a string", optional=False)
+    if isinstance(hyperparameters, dict):
+        bad = [k for k in hyperparameters if not isinstance(k, str)]
+        if bad:
+            raise UsageError(f"job_spec(hyperparameters=...): key {bad[0]!r} is not a flag name (a string)")
+        pairs = [f"{k}={_hp_value(k, v)}" for k, v in hyperparameters.items()]
+    elif isinstance(hyperparameters, (list, tuple)) and all(isinstance(p, str) for p in hyperparameters):
+        pairs = list(hyperparameters)
+    elif hyperparameters is None:
+        pairs = []
+    else:
+        raise UsageError(f"job_spec(hyperparameters={hyperparameters!r}): expected a dict such as "
+                         '{"epochs": 20} or a list such as ["epochs=20"]')
+    from launch import options
+
+    return build_spec(gpu=gpu, instance_type=instance_type, instance_count=instance_count, spot=spot, max_run=max_run,
+                      bucket=bucket, prefix=prefix, region=options.region(SimpleNamespace(region=region)), role=role,
+                      hp=pairs, strategy=strategy, resume=resume)
+
+
+def _spec(spec) -> JobSpec:
+    if not isinstance(spec, JobSpec):
+        raise UsageError(f"expected a JobSpec from launch.job_spec(...), got {type(spec).__name__}")
+    return spec
+
+
+def _prices(prices: PriceTable | str | Path | None) -> PriceTable:
+    from launch import prices as price_tables
+
+    return prices if isinstance(prices, PriceTable) else price_tables.load(prices)
+
+
+def dry_run(spec: JobSpec, prices: PriceTable | str | Path | None = None) -> dict:
+    """What `--dry-run` prints: the job as it would be submitted, with its on-demand USD per hour.
+
+    No AWS call and no credentials; the role is the spec's, else $SAGEMAKER_ROLE, else a placeholder.
+    """
+    import os
+
+    spec, table = _spec(spec), _prices(prices)
+    if spec.role is None and os.environ.get("SAGEMAKER_ROLE"):
+        spec = spec.with_(role=os.environ["SAGEMAKER_ROLE"])
+    return spec.describe(table.hourly(spec.instance_type))
+
+
+# --- running it ---------------------------------------------------------------------------------
+
+
+def _check_runs_dir(runs_dir) -> Path | None:
+    from titanic_lightning.outputs import check_folder
+
+    return None if runs_dir is None else check_folder(Path(runs_dir), "--runs-dir")
+
+
+def _save(record: dict, runs: Path | None) -> Path | None:
+    """Write runs/<job>.json; its absolute path, so that it still names the file after a chdir."""
+    return report.save(record, runs).resolve() if runs is not None else None
+
+
+def run_local(spec: JobSpec, data: str | Path = "data", jobs_dir: str | Path = "jobs", runs_dir: str | Path | None = "runs",
+              prices: PriceTable | str | Path | None = None, timeout_s: float | None = None) -> Run:
+    """Run the job here as SageMaker would (`--local`): one process per host in `jobs_dir/<job>/`.
+
+    `data` is prepared from the Titanic CSV when it has no channels yet. The run is recorded in
+    `runs_dir/<job>.json` (None: not recorded). Ctrl-C or SIGTERM stops the job as StopTrainingJob
+    would: the Run comes back with status "Stopped". `timeout_s` defaults to the spec's max run.
+    """
+    from launch import local as emulator
+    from launch import s3data
+    from titanic_lightning.outputs import check_folder
+
+    spec, table = _spec(spec), _prices(prices)
+    # From here on Ctrl-C and SIGTERM are recorded, not raised inside library code: before the job
+    # starts they end the call, after it they stop the job as StopTrainingJob would.
+    stop = emulator.StopRequest()
+    with stop.installed():
+        check_folder(Path(jobs_dir), "--jobs-dir")
+        runs = _check_runs_dir(runs_dir)
+        data_dir = s3data.check_data_dir(Path(data))
+        stop.raise_if_requested()
+        summary = emulator.run(spec, data_dir, Path(jobs_dir), timeout_s=timeout_s, stop=stop)
+    record = report.local_record(summary, table)
+    path = _save(record, runs)
+    return Run(job_name=record["job_name"], status=record["status"], mode="local", record=record, record_path=path,
+               summary=summary)
+
+
+def run_sagemaker(spec: JobSpec, data: str | Path = "data", wait: bool = True, runs_dir: str | Path | None = "runs",
+                  prices: PriceTable | str | Path | None = None) -> Run:
+    """Submit the job to SageMaker in the spec's region (needs AWS credentials, a role and a bucket:
+    the spec's, else $SAGEMAKER_ROLE / the session's default bucket).
+
+    With `wait`, follow its logs to the end and record it in `runs_dir/<job>.json`; without, return
+    at once with status "Submitted" (then `wait(run.job_name)`).
+    """
+    return _run_sagemaker(_spec(spec), data, wait, runs_dir, prices, role_flag=spec.role, region_flag=spec.region)
+
+
+def _run_sagemaker(spec: JobSpec, data, wait: bool, runs_dir, prices, role_flag: str | None,
+                   region_flag: str | None) -> Run:
+    """`run_sagemaker`, with the role and region as the command line gives them (None: AWS's configuration)."""
+    from launch import remote, s3data
+
+    table = _prices(prices)
+    runs = _check_runs_dir(runs_dir)
+    data_dir = s3data.check_data_dir(Path(data))
+    aws = remote.resolve_aws(spec, role_flag, region_flag)
+    submitted = remote.submit(aws, data_dir, wait=wait)
+    if not wait:
+        known = {"mode": "sagemaker", "job_name": submitted.job_name, "status": "Submitted",
+                 "checkpoint_s3_uri": submitted.checkpoint_s3_uri, "resume": aws.spec.resume, **submitted.upload}
+        return Run(job_name=submitted.job_name, status="Submitted", mode="sagemaker", record=known)
+    record = report.summarize(remote.describe(aws, submitted.job_name), table,
+                              wall_seconds=round(time.time() - submitted.submitted_at, 1))
+    path = _save(record, runs)
+    return Run(job_name=record["job_name"], status=record["status"], mode="sagemaker", record=record, record_path=path)
+
+
+def wait(job_name: str, region: str | None = None, runs_dir: str | Path | None = "runs",
+         prices: PriceTable | str | Path | None = None, logs: bool = True) -> Run:
+    """Follow the SageMaker training job `job_name` until it ends (printing its logs), record it in
+    `runs_dir/<job>.json` and return it. Its wall time is SageMaker's, from creation to end."""
+    from launch import remote
+
+    if not isinstance(job_name, str) or not JOB_NAME.match(job_name):
+        raise UsageError(f"wait({job_name!r}): not a training job name (letters, digits and hyphens, at most 63 "
+                         "characters)")
+    table = _prices(prices)
+    runs = _check_runs_dir(runs_dir)
+    session = remote.open_session(region)
+    remote.wait(session, job_name, logs=logs)
+    described = session.client("sagemaker").describe_training_job(TrainingJobName=job_name)
+    record = report.summarize(described, table, wall_seconds=None)
+    path = _save(record, runs)
+    return Run(job_name=record["job_name"], status=record["status"], mode="sagemaker", record=record, record_path=path)
+
+
+# --- comparing runs -----------------------------------------------------------------------------
+
+
+def compare(runs, prices: PriceTable | str | Path | None = None) -> Comparison:
+    """Runs side by side, in the order given. `runs`: one or a list of `Run` objects, run records
+    (dicts), and files — `runs/<job>.json`, `jobs/<job>/summary.json`, tuning results (a row per
+    trial) — or patterns such as "runs/*.json"."""
+    items = [runs] if isinstance(runs, (str, Path, Run, dict)) else list(runs)
+    if not items:
+        raise UsageError("compare() needs runs: Run objects, records, or files such as runs/*.json")
+    table = _prices(prices)
+    rows: list[dict] = []
+    for item in items:
+        if isinstance(item, Run):
+            rows.append(item.record)
+        elif isinstance(item, dict):
+            rows.extend(report.as_records(item, f"compare({item.get('job_name') or 'a dict'})", table))
+        elif isinstance(item, (str, Path)):
+            rows.extend(report.load_runs([item], table))
+        else:
+            raise UsageError(f"compare(): {item!r} is not a Run, a run record or a file name")
+    return Comparison(rows=rows)

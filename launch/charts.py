@@ -1,0 +1,95 @@
+"""The comparison of runs as a picture (`--compare ... --plot compare.png`, `Comparison.plot`):
+one bar chart per quantity — wall time, cost, validation and test accuracy — with a bar per run.
+
+A local run's cost bar is its `emulated_cost_usd` (what its wall time would cost on the emulated
+instance type), drawn hatched and labelled as an estimate; a run with no figure for a quantity has
+no bar there. The picture is drawn with matplotlib's object interface (no pyplot, so a notebook's
+own backend is left alone) and written whole, into a file this command wrote or a new one.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+ROLE = "compare"
+FORMATS = ("png", "svg", "pdf")
+
+
+def check_plot_path(path, flag: str = "--plot") -> Path:
+    """`path` may be written: a .png/.svg/.pdf name, absent or a picture this command wrote there."""
+    from titanic_lightning.errors import UsageError
+    from titanic_lightning.outputs import check_output_file
+
+    path = Path(path)
+    if path.suffix.lower().lstrip(".") not in FORMATS:
+        raise UsageError(f"{flag} {path}: give a file name ending in .png, .svg or .pdf")
+    return check_output_file(path, flag, ROLE)
+
+
+def _value(record: dict, key: str, most: float = math.inf) -> float | None:
+    """A drawable figure: a finite number from 0 to `most` (anything else in a file gets no bar)."""
+    value = record.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= most:
+        return float(value)
+    return None
+
+
+def _panels(records: list[dict]) -> list[tuple[str, str, list[float | None], list[bool]]]:
+    """(title, axis label, value per run, estimated per run) for each quantity."""
+    costs, estimated = [], []
+    for r in records:
+        billed = _value(r, "estimated_cost_usd")
+        costs.append(billed if billed is not None else _value(r, "emulated_cost_usd"))
+        estimated.append(billed is None and costs[-1] is not None)
+    none = [False] * len(records)
+    return [
+        ("Wall time", "seconds", [_value(r, "wall_seconds") for r in records], none),
+        ("Cost", "USD (hatched: local, estimated)", costs, estimated),
+        ("Validation accuracy", "val_acc", [_value(r, "val_acc", most=1.0) for r in records], none),
+        ("Test accuracy", "test_acc", [_value(r, "test_acc", most=1.0) for r in records], none),
+    ]
+
+
+def figure(records: list[dict]):
+    """The comparison as a matplotlib Figure (not shown, not saved)."""
+    from matplotlib.figure import Figure
+
+    names = [str(r.get("job_name")) for r in records]
+    panels = _panels(records)
+    fig = Figure(figsize=(4 * len(panels), 1.5 + 0.45 * max(3, len(names))), constrained_layout=True)
+    axes = fig.subplots(1, len(panels), sharey=True)
+    positions = list(range(len(names)))
+    for ax, (title, label, values, estimated) in zip(axes, panels):
+        shown = [v if v is not None else 0.0 for v in values]
+        bars = ax.barh(positions, shown, color="tab:blue")
+        for bar, value, guess in zip(bars, values, estimated):
+            if value is None:
+                bar.set_visible(False)
+                ax.annotate("-", (0, bar.get_y() + bar.get_height() / 2), va="center", xytext=(3, 0),
+                            textcoords="offset points")
+                continue
+            if guess:
+                bar.set(hatch="//", facecolor="white", edgecolor="tab:blue")
+            text = f"{value:.4f}" if title != "Wall time" else f"{value:.1f}"
+            ax.annotate(("~" if guess else "") + text, (value, bar.get_y() + bar.get_height() / 2), va="center",
+                        xytext=(3, 0), textcoords="offset points", fontsize=8)
+        if title.endswith("accuracy"):
+            ax.set_xlim(0, 1.15)
+        else:
+            ax.set_xlim(0, max([v for v in values if v is not None] or [1.0]) * 1.3 or 1.0)
+        ax.set(title=title, xlabel=label)
+    axes[0].set_yticks(positions, names)
+    axes[0].invert_yaxis()  # first run on top, as in the table
+    return fig
+
+
+def plot(records: list[dict], path, flag: str = "--plot") -> Path:
+    """Draw `records` into `path` (checked first; written whole, never over a file this command did not write)."""
+    from titanic_lightning.outputs import writing
+
+    path = check_plot_path(path, flag)
+    fig = figure(records)
+    fmt = path.suffix.lower().lstrip(".")
+    with writing(path.parent, [path.name], flag, ROLE) as files:
+        return files.write(path.name, lambda tmp: fig.savefig(tmp, format=fmt, dpi=100))
