@@ -151,3 +151,85 @@ def test_two_processes_split_the_layers_and_train_what_one_process_trains(tmp_pa
     assert metrics["world_size"] == 2
     for key in ("val_loss", "val_acc", "val_auroc", "val_f1"):
         assert metrics[key] == pytest.approx(one["model"]["metrics"][key], abs=TOLERANCE), key
+
+
+def test_data_parallel_by_tensor_parallel_trains_what_ddp_trains(tmp_path):
+    """Four processes as a 2 x 2 mesh (two data-parallel groups of two tensor-parallel processes,
+    FSDP2 across the groups) equal two DDP processes: the same batches, losses and weights."""
+    channels = id_channels(tmp_path / "data")
+    ddp = _train(tmp_path, "ddp", channels, "tests.tp_probe:ddp", torchrun=2)
+    mesh = _train(tmp_path, "mesh", channels, "tests.tp_probe:tensor_parallel", tp=2, torchrun=4)
+
+    assert [r["world_size"] for r in mesh["ranks"]] == [4] * 4
+    for rank in mesh["ranks"]:
+        # Mesh rows are data-parallel groups: global ranks 0, 1 are data-parallel rank 0.
+        twin = ddp["ranks"][rank["rank"] // 2]
+        assert rank["rows"] == twin["rows"]
+        np.testing.assert_allclose(rank["losses"], twin["losses"], rtol=0, atol=TOLERANCE)
+        # Split by tensor parallelism (half the units), then by FSDP2 (half the rows of that).
+        assert rank["shapes"]["0.weight"] == {"local": [2, 4], "global": [8, 4], "dtensor": True}
+    # The two data-parallel groups took different batches.
+    assert set(mesh["ranks"][0]["rows"][:8]).isdisjoint(mesh["ranks"][2]["rows"][:8])
+    _same_weights(mesh["model"]["state_dict"], ddp["model"]["state_dict"])
+
+
+def _tensor_parallel_run(prepared: Path, tmp: Path, name: str, epochs: int, checkpoints: Path) -> tuple[int, str]:
+    args = ["-m", "entry.train", "--train", str(prepared / "train_data.npz"), "--val", str(prepared / "val_data.npz"),
+            "--test", str(prepared / "test_data.npz"), "--preprocessing", str(prepared / "preprocessing.json"),
+            "--epochs", str(epochs), "--early_stopping", "false", "--batch_size", "64", "--dropout", "0.2",
+            "--strategy", "tensor_parallel", "--cpu_processes", "2", "--process_group_timeout", "60",
+            "--model_dir", str(tmp / name / "model"), "--output_dir", str(tmp / name / "out"),
+            "--checkpoint_dir", str(checkpoints)]
+    [(code, out)] = finish_all([start(args, clean_env(OMP_NUM_THREADS="1"), tmp)], timeout=120)
+    assert code == 0, out[-3000:]
+    return code, out
+
+
+def test_the_saved_model_scores_held_out_passengers_as_the_split_one_did_and_resumes_exactly(prepared, tmp_path):
+    from torchmetrics.functional.classification import binary_accuracy, binary_auroc
+
+    from titanic_lightning.network import MLP
+    from titanic_lightning.resume import read_checkpoint
+
+    _, out = _tensor_parallel_run(prepared, tmp_path, "whole", 4, tmp_path / "whole-ckpt")
+    assert "strategy=tensor_parallel (ModelParallelStrategy)" in out and "world_size=2; global_rank=1;" in out
+    saved = torch.load(tmp_path / "whole" / "model" / "model.pt", weights_only=True)
+    metrics = saved["metrics"]
+    assert metrics["tensor_parallel_size"] == 2 and metrics["world_size"] == 2
+    assert metrics["train_rows_per_second"] is not None
+
+    # The test metrics were computed by the two processes on their halves of every layer; the
+    # gathered weights, loaded in one plain MLP, give the same scores on the held-out passengers.
+    hp = saved["hyperparameters"]
+    net = MLP(hp["input_size"], hp["hidden_sizes"], hp["dropout"]).eval()
+    net.load_state_dict(saved["state_dict"])
+    with np.load(prepared / "test_data.npz") as npz:
+        X, y = torch.from_numpy(npz["X_test"]), torch.from_numpy(npz["y_test"]).float()
+    with torch.no_grad():
+        logits = net(X).squeeze(-1)
+    probabilities = torch.sigmoid(logits)
+    assert metrics["test_loss"] == pytest.approx(
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, y).item(), abs=TOLERANCE)
+    assert metrics["test_acc"] == pytest.approx(binary_accuracy(probabilities, y.int()).item(), abs=1e-6)
+    assert metrics["test_auroc"] == pytest.approx(binary_auroc(probabilities, y.int()).item(), abs=TOLERANCE)
+    # entry.predict scores the raw held-out rows with model.pt as it does any model's.
+    from tests.helpers import run_entry
+
+    predicted = run_entry("predict", "--model", str(tmp_path / "whole" / "model"),
+                          "--csv", str(prepared / "test_passengers.csv"), "--out", str(tmp_path / "p.csv"), cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr
+    import pandas as pd
+
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "p.csv")["probability"], probabilities.numpy(), atol=1e-6)
+
+    # last.ckpt is one file of whole weights, which a run with two processes continues exactly.
+    checkpoint = read_checkpoint(tmp_path / "whole-ckpt" / "last.ckpt")
+    assert {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()} == {
+        f"net.{k}": tuple(v.shape) for k, v in saved["state_dict"].items()}
+    _tensor_parallel_run(prepared, tmp_path, "first", 2, tmp_path / "ckpt")
+    _, out = _tensor_parallel_run(prepared, tmp_path, "rest", 4, tmp_path / "ckpt")
+    assert "resuming from" in out and "2 epoch(s) already done" in out
+    resumed = torch.load(tmp_path / "rest" / "model" / "model.pt", weights_only=True)
+    _same_weights(resumed["state_dict"], saved["state_dict"])
+    for key in ("val_loss", "test_loss", "best_epoch"):
+        assert resumed["metrics"][key] == pytest.approx(metrics[key], abs=1e-6), key
