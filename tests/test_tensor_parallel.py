@@ -233,3 +233,48 @@ def test_the_saved_model_scores_held_out_passengers_as_the_split_one_did_and_res
     _same_weights(resumed["state_dict"], saved["state_dict"])
     for key in ("val_loss", "test_loss", "best_epoch"):
         assert resumed["metrics"][key] == pytest.approx(metrics[key], abs=1e-6), key
+
+
+# --- the launcher -------------------------------------------------------------------------------
+
+
+def test_the_real_submission_runs_cpu_processes_per_instance_under_torchrun(capsys, monkeypatch):
+    from tests.helpers import BUCKET, submit_inprocess
+
+    monkeypatch.delenv("SAGEMAKER_ROLE", raising=False)
+    code, out, err = submit_inprocess(["--dry-run", "--bucket", BUCKET, "--instance-count", "2", "--hp",
+                                       "strategy=tensor_parallel", "--hp", "cpu_processes=2"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["distributed"] == {"type": "torchrun", "process_count_per_node": 2}
+    # Data parallelism keeps the driver's default, one process per GPU, else one.
+    code, out, err = submit_inprocess(["--dry-run", "--bucket", BUCKET, "--instance-count", "2", "--hp",
+                                       "strategy=ddp", "--hp", "cpu_processes=2"], capsys)
+    assert json.loads(out)["distributed"] == {"type": "torchrun", "process_count_per_node": None}
+
+
+def test_torchrun_gets_cpu_processes_only_when_it_starts_the_processes():
+    from launch.job import build_spec
+
+    spec = build_spec(instance_count=2, hp=["strategy=tensor_parallel", "cpu_processes=2"])
+    assert spec.process_count_per_node == 2
+    assert build_spec(instance_count=1, hp=["strategy=tensor_parallel", "cpu_processes=2"]).process_count_per_node is None
+
+
+@pytest.mark.slow
+def test_two_local_hosts_of_two_processes_train_one_tensor_parallel_model(prepared, tmp_path):
+    import shutil
+    import tarfile
+
+    from tests.helpers import submit_subprocess
+
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data)
+    result = submit_subprocess(["--local", "--instance-count", "2", "--data", str(data), "--hp", "strategy=tensor_parallel",
+                                "--hp", "cpu_processes=2", "--hp", "epochs=3"], cwd=tmp_path, timeout=180)
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert result.returncode == 0 and summary["status"] == "Completed", result.stderr[-3000:]
+    assert "--nproc_per_node=2" in summary["command"] and "--nnodes=2" in summary["command"]
+    with tarfile.open(summary["model_artifact"]) as tar:
+        metrics = json.load(tar.extractfile("metrics.json"))
+        assert "model.pt" in tar.getnames()
+    assert (metrics["world_size"], metrics["num_nodes"], metrics["tensor_parallel_size"]) == (4, 2, 2)
