@@ -125,6 +125,7 @@ def _same_weights(a: dict, b: dict) -> None:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=TOLERANCE, msg=key)
 
 
+@pytest.mark.slow
 def test_two_processes_split_the_layers_and_train_what_one_process_trains(tmp_path):
     channels = id_channels(tmp_path / "data")
     one = _train(tmp_path, "one", channels, "tests.tp_probe:single")
@@ -153,6 +154,7 @@ def test_two_processes_split_the_layers_and_train_what_one_process_trains(tmp_pa
         assert metrics[key] == pytest.approx(one["model"]["metrics"][key], abs=TOLERANCE), key
 
 
+@pytest.mark.slow
 def test_data_parallel_by_tensor_parallel_trains_what_ddp_trains(tmp_path):
     """Four processes as a 2 x 2 mesh (two data-parallel groups of two tensor-parallel processes,
     FSDP2 across the groups) equal two DDP processes: the same batches, losses and weights."""
@@ -185,6 +187,7 @@ def _tensor_parallel_run(prepared: Path, tmp: Path, name: str, epochs: int, chec
     return code, out
 
 
+@pytest.mark.slow
 def test_the_saved_model_scores_held_out_passengers_as_the_split_one_did_and_resumes_exactly(prepared, tmp_path):
     from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 
