@@ -6,7 +6,8 @@ Decisions made here:
 
 * instance type: `--instance-type`, else ml.g4dn.xlarge with `--gpu`, else ml.m5.large;
 * distribution: torchrun (`sagemaker.train.distributed.Torchrun`) when there is more than one
-  instance or the instance has more than one GPU; otherwise the entry runs as one plain process;
+  instance or the instance has more than one GPU, one process per GPU (with `strategy=tensor_parallel`
+  on CPU instances, `cpu_processes` per instance); otherwise the entry runs as one plain process;
 * hyperparameters: `--hp key=value` (each key must be a flag of `python -m entry.train`) plus
   `--strategy`, all strings, as SageMaker passes them; each value is parsed here by the entry's own
   parser, in the form the container will hand it over, and must be carried safely (see
@@ -110,6 +111,18 @@ class JobSpec:
         return self.instance_count > 1 or self.gpus_per_instance > 1
 
     @property
+    def process_count_per_node(self) -> int | None:
+        """torchrun's processes per instance; None for the driver's default (one per GPU, else one).
+
+        Tensor parallelism on CPU instances splits each layer among `cpu_processes` processes per
+        instance, so torchrun must start that many (the entry's default tensor-parallel size).
+        """
+        if (self.distributed and self.gpus_per_instance == 0
+                and self.hyperparameters.get("strategy") == "tensor_parallel"):
+            return int(self.hyperparameters.get("cpu_processes", "1"))
+        return None
+
+    @property
     def base_job_name(self) -> str:
         # Per configuration; the SDK appends a timestamp to name each job.
         kind = self.instance_type.removeprefix("ml.").replace(".", "-")
@@ -183,7 +196,8 @@ class JobSpec:
             "instance_type": self.instance_type,
             "instance_count": self.instance_count,
             "image_uri": self.image_uri(),
-            "distributed": {"type": "torchrun", "process_count_per_node": None} if self.distributed else None,
+            "distributed": ({"type": "torchrun", "process_count_per_node": self.process_count_per_node}
+                            if self.distributed else None),
             "hyperparameters": dict(self.hyperparameters),
             "channels": self.channels,
             "metric_definitions": METRIC_DEFINITIONS,

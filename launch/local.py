@@ -189,7 +189,7 @@ def sagemaker_env(spec: JobSpec, job_name: str, host: str, host_dir: Path, chann
     env["SM_ENTRY_SCRIPT"] = code.ENTRY_SCRIPT
     if spec.distributed:
         env["SM_DISTRIBUTED_DRIVER_DIR"] = f"{OPT_ML}/input/data/sm_drivers/distributed_drivers"
-        env["SM_DISTRIBUTED_CONFIG"] = json.dumps({"process_count_per_node": None, "smp": None})
+        env["SM_DISTRIBUTED_CONFIG"] = json.dumps({"process_count_per_node": spec.process_count_per_node, "smp": None})
     env["SM_MASTER_ADDR"], env["SM_MASTER_PORT"] = "127.0.0.1", str(port)
     training_env = json.loads(env["SM_TRAINING_ENV"])
     training_env.update(master_addr="127.0.0.1", master_port=port)
@@ -219,8 +219,9 @@ def host_command(spec: JobSpec, env: dict[str, str]) -> list[str]:
     args = hyperparameters_to_cli_args(json.loads(env["SM_HPS"]))
     if not spec.distributed:
         return [sys.executable, code.ENTRY_SCRIPT, *args]
-    # The driver's own default: one process per GPU, else one.
-    per_node = int(env.get("SM_NUM_GPUS") or 0) or int(env.get("SM_NUM_NEURONS") or 0) or 1
+    # The job's processes per instance, else the driver's own default: one process per GPU, else one.
+    per_node = (spec.process_count_per_node or int(env.get("SM_NUM_GPUS") or 0) or int(env.get("SM_NUM_NEURONS") or 0)
+                or 1)
     # The driver passes the master only with several hosts; here it is always passed, so a
     # single-host run never takes torchrun's default port 29500 from another job on this machine.
     return [

@@ -170,7 +170,7 @@ def build_trainer(aws: Aws, code_dir: Path):
                                requirements=code.REQUIREMENTS_FILE),
         compute=Compute(instance_type=spec.instance_type, instance_count=spec.instance_count,
                         enable_managed_spot_training=spec.spot or None),
-        distributed=Torchrun() if spec.distributed else None,
+        distributed=Torchrun(process_count_per_node=spec.process_count_per_node) if spec.distributed else None,
         hyperparameters=dict(spec.hyperparameters),
         environment={"PYTHONPATH": code.CODE_DIR_IN_CONTAINER},
         role=spec.role,

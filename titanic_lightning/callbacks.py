@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import Callback, Timer
 
 from titanic_lightning.contracts import EPOCH_LINE, EPOCH_METRICS
 from titanic_lightning.environment import Plan
+from titanic_lightning.parallel import full_state_dict, load_full_state_dict
 
 CallbackT = TypeVar("CallbackT", bound=Callback)
 
@@ -57,8 +58,9 @@ class BestWeights(Callback):
     """Keeps the weights of the epoch with the lowest val_loss, in memory, on every rank.
 
     Under DDP every rank holds the same weights, so each can restore the best ones by itself after
-    fit: no rank reads a file another host wrote (SageMaker hosts share no file system). The
-    weights travel inside last.ckpt, so a resumed run still knows its best epoch.
+    fit: no rank reads a file another host wrote (SageMaker hosts share no file system). Under
+    tensor parallelism each rank keeps the whole weights too (gathered from the shards) and loads
+    back its shard. The weights travel inside last.ckpt, so a resumed run still knows its best epoch.
     """
 
     def __init__(self):
@@ -71,11 +73,11 @@ class BestWeights(Callback):
         if trainer.sanity_checking or loss is None or not float(loss) < self.best_loss:
             return
         self.best_loss, self.best_epoch = float(loss), trainer.current_epoch + 1
-        self.weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        self.weights = full_state_dict(pl_module)
 
     def restore(self, pl_module) -> None:
         if self.weights is not None:
-            pl_module.load_state_dict(self.weights)
+            load_full_state_dict(pl_module, self.weights)
 
     def state_dict(self):
         return {"best_loss": self.best_loss, "best_epoch": self.best_epoch, "weights": self.weights}

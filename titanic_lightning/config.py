@@ -74,7 +74,9 @@ class TrainConfig:
         accelerator: cpu, gpu or auto (auto: the environment decides).
         devices: Processes per node (default: the environment decides).
         num_nodes: Number of nodes (default: the environment decides).
-        strategy: auto, ddp, ddp_smddp, fsdp, or package.module:factory.
+        strategy: auto, ddp, ddp_smddp, fsdp, tensor_parallel, or package.module:factory.
+        tensor_parallel_size: With --strategy tensor_parallel: processes that split each layer between them
+            (default: the processes per node); the remaining factor of all processes trains data parallel.
         cpu_processes: Processes per node when training on CPU without torchrun.
         process_group_timeout: Seconds to wait for a lost peer before failing the job (at most 28 days).
         fast_dev_run: Lightning's smoke test: run N batches (true: 1) of training, validation and test
@@ -107,6 +109,7 @@ class TrainConfig:
     devices: Optional[PositiveInt] = None
     num_nodes: Optional[PositiveInt] = None
     strategy: str = "auto"
+    tensor_parallel_size: Optional[PositiveInt] = None
     cpu_processes: PositiveInt = 1
     process_group_timeout: WholeSeconds = DEFAULT_PROCESS_GROUP_TIMEOUT_S
     fast_dev_run: Union[bool, PositiveInt] = False

@@ -275,6 +275,16 @@ class TrainBatches(DataLoader):
         self.sampler.resume_at(int(state_dict["epoch"]), int(state_dict["batches_done"]))
 
 
+def data_parallel_rank(trainer: pl.Trainer | None) -> tuple[int, int]:
+    """(this process's data-parallel rank, data-parallel processes): what Lightning's distributed
+    sampler would shard by. The world, except that the processes of a tensor-parallel group all
+    take the same batches."""
+    kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) if trainer is not None else None
+    if not kwargs:
+        return 0, 1
+    return kwargs["rank"], kwargs["num_replicas"]
+
+
 class TitanicDataModule(pl.LightningDataModule):
     """Serves the train/val/test npz channels as in-memory batches.
 
@@ -338,7 +348,7 @@ class TitanicDataModule(pl.LightningDataModule):
 
     def _sampler(self, split: str, train: bool) -> ShardedBatchSampler:
         trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        rank, world = data_parallel_rank(trainer)
         return ShardedBatchSampler(
             len(self.datasets[split]), self.batch_size if train else EVAL_BATCH_SIZE,
             shuffle=train, seed=self.seed, rank=rank, world_size=world, pad=train,

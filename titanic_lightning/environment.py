@@ -42,6 +42,9 @@ TITANIC_CSV_URL = (
 )
 TITANIC_CSV_SHA256 = "cd888141e6a2ca5906114d0b6a63d8a3e14edb3326f7bdd56327d14646b68c36"
 
+# The strategy whose processes split the model's layers (titanic_lightning.strategies, .parallel).
+TENSOR_PARALLEL = "tensor_parallel"
+
 # PyTorch waits 30 minutes for a lost peer by default; a training job would bill for all of it.
 DEFAULT_PROCESS_GROUP_TIMEOUT_S = 300
 
@@ -157,10 +160,16 @@ class Plan:
     main_port: int | None = None
     process_group_timeout_s: int = DEFAULT_PROCESS_GROUP_TIMEOUT_S
     env_updates: dict[str, str] = field(default_factory=dict)
+    tensor_parallel_size: int | None = None  # processes that split each layer (strategy tensor_parallel)
 
     @property
     def world_size(self) -> int:
         return self.devices * self.num_nodes
+
+    @property
+    def data_parallel_size(self) -> int:
+        """Processes that train on different batches: the world, less tensor parallelism's groups."""
+        return self.world_size // (self.tensor_parallel_size or 1)
 
 
 def _int(env: Mapping[str, str], key: str, default: int | None = None) -> int:
@@ -310,11 +319,14 @@ def make_plan(
     strategy: str | None = None,
     cpu_processes: int = 1,
     process_group_timeout_s: int = DEFAULT_PROCESS_GROUP_TIMEOUT_S,
+    tensor_parallel_size: int | None = None,
 ) -> Plan:
     """Turn an environment (and the number of visible CUDA devices) into a training plan.
 
     The launcher's detector reads the environment; then the command line's `--accelerator`,
-    `--devices`, `--num_nodes` and `--strategy` override what it implies.
+    `--devices`, `--num_nodes` and `--strategy` override what it implies. With strategy
+    `tensor_parallel`, `--tensor_parallel_size` processes (default: those of a node) split each layer,
+    and the world's remaining factor trains data parallel.
     """
     found = detect(env, cuda_devices, cpu_processes)
     chosen_accelerator = accelerator if accelerator not in (None, "auto") else found.accelerator
@@ -331,6 +343,15 @@ def make_plan(
             f"{found.devices * found.num_nodes}"
         )
     chosen_strategy = strategy if strategy not in (None, "auto") else ("ddp" if world > 1 else "auto")
+    if tensor_parallel_size is not None and chosen_strategy != TENSOR_PARALLEL:
+        raise UsageError(f"--tensor_parallel_size {tensor_parallel_size}: used only with --strategy {TENSOR_PARALLEL}")
+    if chosen_strategy == TENSOR_PARALLEL:
+        tensor_parallel_size = tensor_parallel_size or chosen_devices
+        if world % tensor_parallel_size:
+            raise UsageError(
+                f"--tensor_parallel_size {tensor_parallel_size}: does not divide the {world} process(es) of this run "
+                f"({chosen_devices} per node x {chosen_nodes} node(s)) into tensor-parallel groups"
+            )
     backend = None
     if world > 1 or chosen_strategy not in ("auto",):
         backend = "nccl" if chosen_accelerator == "gpu" else "gloo"
@@ -346,6 +367,7 @@ def make_plan(
         main_port=found.main_port,
         process_group_timeout_s=process_group_timeout_s,
         env_updates=socket_interface_updates(env),
+        tensor_parallel_size=tensor_parallel_size,
     )
 
 

@@ -35,12 +35,13 @@ from titanic_lightning.callbacks import (
 from titanic_lightning.command import sigterm_deferred
 from titanic_lightning.config import TrainConfig
 from titanic_lightning.contracts import CURVES_FILE, FINAL_LINE, FINAL_METRICS, METRICS_FILE, MODEL_FILE
-from titanic_lightning.data import TitanicDataModule
+from titanic_lightning.data import TitanicDataModule, data_parallel_rank
 from titanic_lightning.environment import Plan
 from titanic_lightning.errors import Terminated, UsageError
 from titanic_lightning.layout import CSV_LOGS, LOG_FILES, TENSORBOARD_LOGS, Layout
 from titanic_lightning.model import TitanicClassifier
 from titanic_lightning.outputs import writing
+from titanic_lightning.parallel import full_state_dict
 from titanic_lightning.strategies import build_strategy
 from titanic_lightning.training import TrainResult
 
@@ -119,7 +120,7 @@ def fit(cfg: TrainConfig, layout: Layout, plan: Plan):
     pl.seed_everything(cfg.seed, verbose=False)
     datamodule, model, trainer = build(cfg, layout, plan)
     checkpoint = None if cfg.fast_dev_run else resume.checkpoint_to_resume(
-        layout.checkpoint_dir, model, datamodule, trainer.world_size)
+        layout.checkpoint_dir, model, datamodule, plan.data_parallel_size)
     where = (f"the last checkpoint is in {layout.checkpoint_dir}: run the same command again to resume from it"
              if layout.checkpoint_dir is not None else "no --checkpoint_dir was given, so nothing was kept to resume from")
     try:
@@ -146,12 +147,15 @@ def evaluate(trainer: pl.Trainer, model: TitanicClassifier, datamodule: TitanicD
 def finish(trainer: pl.Trainer, model: TitanicClassifier, layout: Layout, plan: Plan, scores: dict,
            started: float) -> TrainResult:
     """On global rank 0: write model.pt, metrics.json and curves.png, print the summary line."""
+    # Every rank takes part: under tensor parallelism the whole weights are gathered from the shards.
+    weights = full_state_dict(model.net)
     if not trainer.is_global_zero:
         return TrainResult(metrics=None, wall_seconds=round(time.perf_counter() - started, 3))
     best = find_callback(trainer, BestWeights)
     own_seconds, total_seconds = fit_seconds(find_callback(trainer, Timer))
-    # Every rank trains as many rows as rank 0 (shards are padded): the rows of this run, all ranks.
-    rows_trained = find_callback(trainer, TrainedRows).rows * trainer.world_size
+    # Every data-parallel rank trains as many rows as rank 0 (shards are padded), and the ranks of a
+    # tensor-parallel group the same ones: the rows of this run.
+    rows_trained = find_callback(trainer, TrainedRows).rows * data_parallel_rank(trainer)[1]
     metrics = {
         **scores,
         "best_epoch": best.best_epoch,
@@ -165,10 +169,11 @@ def finish(trainer: pl.Trainer, model: TitanicClassifier, layout: Layout, plan: 
         "num_nodes": plan.num_nodes,
         "world_size": trainer.world_size,
         "strategy": plan.strategy,
+        **({"tensor_parallel_size": plan.tensor_parallel_size} if plan.tensor_parallel_size else {}),
     }
     timings = {"wall_seconds": metrics["wall_seconds"], "fit_seconds": metrics["fit_seconds"]}
     payload = {
-        "state_dict": {k: v.detach().cpu() for k, v in model.net.state_dict().items()},
+        "state_dict": {k: v.cpu() for k, v in weights.items()},
         "hyperparameters": dict(model.hparams),
         "preprocessing": layout.preprocessing,
     }

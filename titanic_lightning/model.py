@@ -47,6 +47,23 @@ class TitanicClassifier(pl.LightningModule):
         self.val_scores = scores.clone(prefix="val_")
         self.test_scores = scores.clone(prefix="test_")
 
+    def configure_model(self):
+        """Under `--strategy tensor_parallel` (Lightning's ModelParallelStrategy, which sets the device
+        mesh): split the network over the mesh (`titanic_lightning.parallel`). Lightning calls this
+        before fit, validate and test; the network is split once."""
+        from titanic_lightning.parallel import is_parallelized, parallelize
+
+        mesh = self.device_mesh
+        if mesh is None or is_parallelized(self.net):
+            return
+        parallelize(self.net, mesh)
+        # The processes of a tensor-parallel group score the same rows: each metric is reduced over
+        # the data-parallel processes only, so no row counts twice.
+        group = mesh["data_parallel"].get_group()
+        for metric in (self.train_loss, self.val_loss, self.test_loss, *self.val_scores.values(),
+                       *self.test_scores.values()):
+            metric.process_group = group
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)
 

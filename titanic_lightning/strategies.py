@@ -5,7 +5,11 @@
 | `auto`        | one process; becomes `ddp` when the plan has several   | anywhere                       |
 | `ddp`         | data parallel, gradients all-reduced every step         | CPU (gloo) or GPU (nccl)       |
 | `ddp_smddp`   | `ddp` over SageMaker's smddp collectives               | SageMaker GPU instances only   |
-| `fsdp`        | sharded parameters, gradients and optimizer state     | GPU only (nccl)                |
+| `fsdp`        | sharded data parallel: parameters, gradients and       | GPU only (nccl)                |
+|               | optimizer state split, each process the whole model    |                                |
+| `tensor_parallel` | model parallel: each layer split among a node's     | CPU (gloo) or GPU (nccl)       |
+|               | processes (`titanic_lightning.parallel`), data parallel |                                |
+|               | (FSDP2) across nodes: Lightning's ModelParallelStrategy |                                |
 | `pkg.mod:fn`  | `fn(plan)` returns any Lightning `Strategy`            | wherever it says               |
 """
 
@@ -20,7 +24,7 @@ from datetime import timedelta
 
 from lightning.fabric.plugins.environments import ClusterEnvironment
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, Strategy
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy, Strategy
 
 from titanic_lightning import environment, sagemaker_facts
 from titanic_lightning.environment import Plan
@@ -119,7 +123,23 @@ def _fsdp(plan: Plan) -> Strategy:
     return FSDPStrategy(**process_group_kwargs(plan))
 
 
-REGISTRY: dict[str, Callable[[Plan], Strategy]] = {"ddp": _ddp, "ddp_smddp": _ddp_smddp, "fsdp": _fsdp}
+def _tensor_parallel(plan: Plan) -> Strategy:
+    # A gathered last.ckpt (one file, written by rank 0 through SameFolderCheckpointIO) rather than
+    # Lightning's default folder of shards: resume.py reads, checks and atomically replaces one file,
+    # SageMaker syncs it, and a run with another number of processes can still continue from it.
+    kwargs = process_group_kwargs(plan)
+    strategy = ModelParallelStrategy(
+        data_parallel_size=plan.data_parallel_size, tensor_parallel_size=plan.tensor_parallel_size,
+        save_distributed_checkpoint=False, process_group_backend=kwargs["process_group_backend"],
+        timeout=kwargs["timeout"],
+    )
+    # ModelParallelStrategy takes no cluster environment in its constructor; Lightning uses the one it holds.
+    strategy.cluster_environment = kwargs["cluster_environment"]
+    return strategy
+
+
+REGISTRY: dict[str, Callable[[Plan], Strategy]] = {"ddp": _ddp, "ddp_smddp": _ddp_smddp, "fsdp": _fsdp,
+                                                   environment.TENSOR_PARALLEL: _tensor_parallel}
 
 
 def _custom(spec: str) -> Callable[[Plan], Strategy]:

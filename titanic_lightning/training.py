@@ -49,8 +49,12 @@ def train(cfg: TrainConfig, started: float | None = None) -> TrainResult:
     plan = environment.plan_from_environment(
         lightning_run.cuda_devices(), accelerator=cfg.accelerator, devices=cfg.devices,
         num_nodes=cfg.num_nodes, strategy=cfg.strategy, cpu_processes=cfg.cpu_processes,
-        process_group_timeout_s=cfg.process_group_timeout,
+        process_group_timeout_s=cfg.process_group_timeout, tensor_parallel_size=cfg.tensor_parallel_size,
     )
+    if plan.tensor_parallel_size is not None:
+        from titanic_lightning.parallel import check_widths
+
+        check_widths(cfg.hidden_sizes, plan.tensor_parallel_size)
     environment.apply_plan_environment(plan)
     try:
         datamodule, model, trainer = lightning_run.fit(cfg, layout, plan)
