@@ -300,9 +300,14 @@ def search(plan: Plan, data_dir: Path, folder: Path, trials: int, parallel: int,
 TUNING_BASE = "titanic-tune"  # short: SageMaker's tuning job names have at most 32 characters
 
 
+def tuning_name() -> str:
+    """`titanic-tune-<YYmmdd-HHMMSS>`: 26 characters, a valid tuning job name."""
+    return f"{TUNING_BASE}-{time.strftime('%y%m%d-%H%M%S')}"
+
+
 def new_tuning_folder(out: Path) -> tuple[str, Path]:
-    """A fresh tuning name (`titanic-tune-<YYmmdd-HHMMSS>`) and its folder under `out`, created empty."""
-    base = f"{TUNING_BASE}-{time.strftime('%y%m%d-%H%M%S')}"
+    """A fresh tuning name (`tuning_name`, `-N` added on a clash) and its folder under `out`, created empty."""
+    base = tuning_name()
     out.mkdir(parents=True, exist_ok=True)
     name, n = base, 1
     while True:
