@@ -16,7 +16,7 @@ share no Lightning, torch or signal state; and trials in parallel run truly in p
 thread per running trial only reads its output), each with its share of the CPU threads.
 
 Optuna's ask-and-tell interface drives it: a TPE sampler (seeded) for `bayesian`, a seeded random
-sampler for `random`, a grid sampler for `grid`, and for pruning a median pruner (a trial whose
+sampler for `random`, every combination queued in the order given for `grid`, and for pruning a median pruner (a trial whose
 objective at an epoch is worse than the median of earlier trials at that epoch is stopped) or,
 for `hyperband`, Optuna's Hyperband pruner. A trial's objective is the last value of its metric
 that it printed: the `final:` line's, on the best weights, as SageMaker records it.
@@ -28,6 +28,7 @@ no more; what finished is summarised as usual, with status Stopped.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import signal
@@ -197,9 +198,7 @@ def study_for(plan: Plan):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the tuner prints its own line per trial
-    if plan.search == "grid":
-        sampler = optuna.samplers.GridSampler({r.name: list(r.values) for r in plan.ranges}, seed=plan.seed)
-    elif plan.search == "random":
+    if plan.search == "random":
         sampler = optuna.samplers.RandomSampler(seed=plan.seed)
     else:
         sampler = optuna.samplers.TPESampler(seed=plan.seed)
@@ -210,7 +209,14 @@ def study_for(plan: Plan):
     else:
         pruner = optuna.pruners.MedianPruner(n_startup_trials=plan.prune_after_trials, n_warmup_steps=0)
     direction = "minimize" if plan.objective_type == "Minimize" else "maximize"
-    return optuna.create_study(direction=direction, sampler=sampler, pruner=pruner)
+    study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruner)
+    if plan.search == "grid":
+        # Every combination once, in the order the ranges list them (Optuna's GridSampler stops the
+        # study from inside `tell`, which only works under `optimize`): queued trials take their
+        # parameters as given.
+        for combination in itertools.product(*(r.values for r in plan.ranges)):
+            study.enqueue_trial(dict(zip((r.name for r in plan.ranges), combination)))
+    return study
 
 
 def value_text(value) -> str:

@@ -151,7 +151,7 @@ def local(args) -> int:
     from launch import local as emulator
     from launch import s3data, trials, tuning_result
     from launch.job import parse_hyperparameters
-    from launch.search import SET_BY_TUNING
+    from launch.search import SET_BY_TUNING, grid_size
     from launch.trials import finish_local, new_tuning_folder, trial_record
     from titanic_lightning.outputs import check_folder
 
@@ -167,12 +167,13 @@ def local(args) -> int:
         data_dir = s3data.check_data_dir(Path(args.data))
         s3data.ensure_prepared(data_dir)
         stop.raise_if_requested()
+        count = plan.max_jobs if plan.max_jobs is not None else grid_size(plan.ranges)
         name, folder = new_tuning_folder(Path(args.out))
         log(f"tuning {name}: {plan.search} search of {', '.join(r.name for r in plan.ranges)}, "
-            f"{plan.max_jobs} trial(s), {plan.max_parallel} at a time; trials in {folder}")
+            f"{count} trial(s), {plan.max_parallel} at a time; trials in {folder}")
         started = time.perf_counter()
         runs_dir = Path(args.runs_dir)
-        done = trials.search(plan, data_dir, folder, trials=plan.max_jobs, parallel=plan.max_parallel,
+        done = trials.search(plan, data_dir, folder, trials=count, parallel=plan.max_parallel,
                              timeout_s=args.timeout, stop=stop,
                              on_trial_end=lambda t: trial_record(t, name, runs_dir, save=True))
         result = finish_local(name, plan, done, folder, runs_dir, round(time.perf_counter() - started, 1),
