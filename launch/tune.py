@@ -121,7 +121,7 @@ def plan_from_args(args, static: dict[str, str]):
     if args.local:
         return build_plan(args.ranges, static, search=args.search, objective=args.objective,
                           max_jobs=args.trials if args.trials is not None or args.search == "grid" else DEFAULT_TRIALS,
-                          max_parallel=args.parallel or 1, early_stopping=not args.no_early_stopping,
+                          max_parallel=1 if args.parallel is None else args.parallel, early_stopping=not args.no_early_stopping,
                           seed=args.search_seed,
                           prune_after_trials=5 if args.prune_after_trials is None else args.prune_after_trials,
                           jobs_flag="--trials", parallel_flag="--parallel")
