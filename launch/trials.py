@@ -73,6 +73,7 @@ class Trial:
     wall_seconds: float | None = None
     process: subprocess.Popen | None = None
     stop_reason: str | None = None  # "pruned" or "stopped", set before the process is signalled
+    error: str | None = None  # the entry's last `error: ...` line
 
     @property
     def model_dir(self) -> Path:
@@ -157,6 +158,8 @@ def run_trial(trial: Trial, optuna_trial, plan: Plan, data_dir: Path, env: dict[
             if stop.signal is not None and trial.stop_reason is None:  # started while the search was stopping
                 trial.stop_reason = "stopped"
                 _kill(trial.process, signal.SIGTERM)
+            if line.startswith("error: "):
+                trial.error = line.strip()
             found = metrics_of(line)
             trial.metrics.update(found)
             if "epoch" in found and plan.objective in found and trial.stop_reason is None:
@@ -335,7 +338,7 @@ def trial_record(trial: Trial, tuning_name: str, runs_dir: Path, save: bool) -> 
         "job_name": f"{tuning_name}-{trial.number:03d}",
         "status": trial.status,
         "failure_reason": None if trial.status in (COMPLETED, PRUNED) else
-        f"exit code {trial.exit_code}; see {trial.log_file}" if trial.exit_code is not None else None,
+        f"{trial.error or f'exit code {trial.exit_code}'}; see {trial.log_file}",
         "instance_type": "local",
         "instance_count": 1,
         "spot": False,
