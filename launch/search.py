@@ -1,0 +1,257 @@
+"""The search space of a tuning: `--range` flags parsed and checked, and the default space.
+
+    --range NAME=LOW:HIGH        continuous for a float flag, integer for an integer flag
+    --range NAME=LOW:HIGH:log    the same, searched on a logarithmic scale (LOW above 0)
+    --range "NAME=A|B|C"         categorical: each value as `--hp NAME=A` would pass it
+
+NAME is a flag of `python -m entry.train`. Every value is checked before anything starts, with
+the entry's own parser and in the form the job's container hands it over (`job.check_hyperparameter`):
+the bounds of a numeric range (every value in between then passes too, since each flag's type is
+an interval) and every category. SageMaker's limits on a range are checked here as well (at most
+30 categories of at most 256 characters, at most 30 ranges).
+
+Without `--range`, `DEFAULT_SPACE` is searched, less any flag given a fixed value with `--hp`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass
+
+from launch import job
+from titanic_lightning.errors import UsageError
+
+# The default space: the optimiser's step size and regularisation, and the network's shape.
+DEFAULT_SPACE = (
+    "learning_rate=0.0001:0.1:log",
+    "batch_size=16:128",
+    "dropout=0.0:0.5",
+    "weight_decay=0.000001:0.01:log",
+    "hidden_sizes=[32]|[64, 32]|[128, 64]|[64, 64, 32]",
+)
+
+# SageMaker's limits (ParameterValues, ParameterValue, ParameterRanges in the service model).
+MAX_CATEGORIES = 30
+MAX_VALUE_CHARS = 256
+MAX_RANGES = 30
+# Flags whose values the tuning itself sets (where each trial reads its data and writes its model).
+SET_BY_TUNING = ("train", "val", "test", "csv", "preprocessing", "model_dir", "output_dir", "checkpoint_dir", "debug")
+
+CONTINUOUS, INTEGER, CATEGORICAL = "Continuous", "Integer", "Categorical"
+
+
+@dataclass(frozen=True)
+class Range:
+    """One tuned flag: `kind` Continuous or Integer with `low`/`high` (and `log`), or Categorical with `values`."""
+
+    name: str
+    kind: str
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    values: tuple[str, ...] = ()
+    source: str = ""  # the --range flag as given, for messages
+
+    def as_api(self) -> dict:
+        """The range as CreateHyperParameterTuningJob takes it."""
+        if self.kind == CATEGORICAL:
+            return {"Name": self.name, "Values": list(self.values)}
+        return {"Name": self.name, "MinValue": number_text(self.low), "MaxValue": number_text(self.high),
+                "ScalingType": "Logarithmic" if self.log else "Linear"}
+
+    def describe(self) -> str:
+        if self.kind == CATEGORICAL:
+            return "|".join(self.values)
+        return f"{number_text(self.low)}:{number_text(self.high)}{':log' if self.log else ''}"
+
+
+def number_text(value) -> str:
+    """A bound or a suggested value as a hyperparameter string: `3`, `0.001`, `1e-06`."""
+    return str(int(value)) if isinstance(value, int) and not isinstance(value, bool) else repr(float(value))
+
+
+def flag_kind(name: str) -> str | None:
+    """Integer or Continuous for a numeric flag of the entry, else None (categories only)."""
+    from titanic_lightning.config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    field = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
+    kinds = [t for t in (typing.get_args(hints[field.name]) if typing.get_origin(hints[field.name]) is typing.Union
+                         else (hints[field.name],)) if t is not type(None)]
+    if len(kinds) != 1 or not isinstance(kinds[0], type) or issubclass(kinds[0], bool):
+        return None
+    if issubclass(kinds[0], int):
+        return INTEGER
+    if issubclass(kinds[0], float):
+        return CONTINUOUS
+    return None
+
+
+def tunable_flags() -> list[str]:
+    return sorted(job.entry_flags() - set(SET_BY_TUNING))
+
+
+def parse_range(spec: str) -> Range:
+    """One `--range` value → a checked `Range`; a UsageError naming `--range SPEC` otherwise."""
+    source = f"--range {spec}"
+    name, sep, rest = spec.partition("=")
+    name = name.strip().removeprefix("--")
+    if not sep or not name:
+        raise UsageError(f"{source}: expected NAME=LOW:HIGH, NAME=LOW:HIGH:log or NAME=A|B|C, "
+                         "e.g. --range learning_rate=0.0001:0.1:log")
+    if name in SET_BY_TUNING:
+        raise UsageError(f"{source}: {name!r} is set by the tuning itself, not tuned")
+    if name not in job.entry_flags():
+        raise UsageError(f"{source}: {name!r} is not a flag of entry/train.py; choose from {', '.join(tunable_flags())}")
+    if "|" in rest:
+        return _categorical(name, rest, source)
+    return _numeric(name, rest, source)
+
+
+def _categorical(name: str, rest: str, source: str) -> Range:
+    values = [v.strip() for v in rest.split("|")]
+    if any(v == "" for v in values):
+        raise UsageError(f"{source}: an empty category; separate values with | as in {name}=A|B")
+    if len(set(values)) != len(values):
+        raise UsageError(f"{source}: a category is given twice")
+    if len(values) > MAX_CATEGORIES:
+        raise UsageError(f"{source}: {len(values)} categories; SageMaker takes at most {MAX_CATEGORIES}")
+    for value in values:
+        if len(value) > MAX_VALUE_CHARS:
+            raise UsageError(f"{source}: a category longer than SageMaker's {MAX_VALUE_CHARS} characters")
+        job.check_hyperparameter(name, value, f"{source} (category {value})")
+    return Range(name=name, kind=CATEGORICAL, values=tuple(values), source=source)
+
+
+def _numeric(name: str, rest: str, source: str) -> Range:
+    parts = rest.split(":")
+    log = len(parts) == 3 and parts[2].strip() == "log"
+    if len(parts) not in (2, 3) or (len(parts) == 3 and not log):
+        raise UsageError(f"{source}: expected LOW:HIGH or LOW:HIGH:log, or categories A|B|C")
+    kind = flag_kind(name)
+    if kind is None:
+        raise UsageError(f"{source}: {name} is not a numeric flag; give its values as categories, e.g. {name}=A|B")
+    bounds = []
+    for text in (p.strip() for p in parts[:2]):
+        try:
+            value = int(text) if kind == INTEGER else float(text)
+        except ValueError:
+            what = ("an integer", "an integer") if kind == INTEGER else ("a number", "a real")
+            raise UsageError(f"{source}: {text!r} is not {what[0]} ({name} is {what[1]} flag)") from None
+        if not math.isfinite(value):
+            raise UsageError(f"{source}: {text!r} is not a finite number")
+        bounds.append(value)
+    low, high = bounds
+    if not low < high:
+        raise UsageError(f"{source}: LOW must be below HIGH")
+    if log and low <= 0:
+        raise UsageError(f"{source}: a logarithmic range needs LOW above 0")
+    for bound in (low, high):
+        # The entry's parser, on the bound as a trial would receive it.
+        job.check_hyperparameter(name, number_text(bound), f"{source} (bound {number_text(bound)})")
+    return Range(name=name, kind=kind, low=low, high=high, log=log, source=source)
+
+
+def parse_space(specs: list[str], static: dict[str, str]) -> list[Range]:
+    """The `--range` flags (or the default space, less the flags fixed by `--hp`), checked."""
+    if not specs:
+        return [r for r in (parse_range(s) for s in DEFAULT_SPACE) if r.name not in static]
+    ranges = [parse_range(s) for s in specs]
+    seen: set[str] = set()
+    for r in ranges:
+        if r.name in seen:
+            raise UsageError(f"{r.source}: {r.name} is given more than one range")
+        seen.add(r.name)
+        if r.name in static:
+            raise UsageError(f"{r.source}: {r.name} also has a fixed value (--hp {r.name}={static[r.name]}); drop one")
+    if len(ranges) > MAX_RANGES:
+        raise UsageError(f"--range: {len(ranges)} ranges; SageMaker tunes at most {MAX_RANGES}")
+    return ranges
+
+
+def grid_size(ranges: list[Range]) -> int:
+    return math.prod(len(r.values) for r in ranges)
+
+
+SEARCHES = ("bayesian", "random", "hyperband", "grid")
+# SageMaker's names of the searches (HyperParameterTuningJobStrategyType).
+STRATEGY_NAMES = {"bayesian": "Bayesian", "random": "Random", "hyperband": "Hyperband", "grid": "Grid"}
+OBJECTIVES = {"val_loss": "Minimize", "val_acc": "Maximize", "val_auroc": "Maximize"}
+# Hyperband counts a trial's resource in epochs; SageMaker's MaxResource is at most this.
+HYPERBAND_MAX_EPOCHS = 20000
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a tuning searches, here or on SageMaker: the ranges, the search, the objective and limits."""
+
+    ranges: list[Range]
+    search: str = "bayesian"
+    objective: str = "val_loss"
+    max_jobs: int | None = 10  # None with grid: every combination once
+    max_parallel: int = 1
+    early_stopping: bool = True
+    seed: int = 1
+    static: dict[str, str] = dataclasses.field(default_factory=dict)  # the fixed --hp values (and --strategy)
+    prune_after_trials: int = 5  # local: trials that run to the end before the median pruner stops any
+
+    @property
+    def objective_type(self) -> str:
+        return OBJECTIVES[self.objective]
+
+    @property
+    def epochs(self) -> int:
+        """The epochs each trial may run: the fixed `--hp epochs`, else the entry's default."""
+        from launch.job import container_forms
+        from titanic_lightning.config import TrainConfig
+
+        return int(container_forms(self.static["epochs"])[0]) if "epochs" in self.static else TrainConfig.epochs
+
+    @property
+    def early_stopping_type(self) -> str:
+        """SageMaker's TrainingJobEarlyStoppingType: Hyperband stops trials itself and must have Off."""
+        return "Auto" if self.early_stopping and self.search != "hyperband" else "Off"
+
+
+def build_plan(range_specs: list[str], static: dict[str, str], *, search: str = "bayesian", objective: str = "val_loss",
+               max_jobs: int | None = None, max_parallel: int = 1, early_stopping: bool = True, seed: int = 1,
+               prune_after_trials: int = 5, jobs_flag: str = "--max-jobs", parallel_flag: str = "--max-parallel-jobs") -> Plan:
+    """Check the tuning's options together (offline) and return the plan."""
+    if search not in SEARCHES:
+        raise UsageError(f"--search {search}: choose from {', '.join(SEARCHES)}")
+    if objective not in OBJECTIVES:
+        raise UsageError(f"--objective {objective}: choose from {', '.join(OBJECTIVES)}")
+    ranges = parse_space(range_specs, static)
+    if not ranges:
+        raise UsageError("nothing to tune: every flag of the default space has a fixed --hp value; add --range NAME=...")
+    if max_parallel < 1:
+        raise UsageError(f"{parallel_flag} {max_parallel}: must be at least 1")
+    if seed < 1:  # the SDK sends no RandomSeed of 0
+        raise UsageError(f"--search-seed {seed}: must be 1 or more")
+    if prune_after_trials < 0:
+        raise UsageError(f"--prune-after-trials {prune_after_trials}: must be 0 or more")
+    if search == "grid":
+        numeric = [r for r in ranges if r.kind != CATEGORICAL]
+        if numeric:
+            where = "" if range_specs else " (the default space has numeric ranges)"
+            raise UsageError(f"--search grid: {numeric[0].source} is not categorical{where}; a grid takes categories "
+                             f"only (--range \"{numeric[0].name}=A|B|C\")")
+        if max_jobs is not None:
+            raise UsageError(f"{jobs_flag} {max_jobs} with --search grid: a grid runs each of its {grid_size(ranges)} "
+                             "combinations once; drop it")
+    else:
+        max_jobs = 10 if max_jobs is None else max_jobs
+        if max_jobs < 1:
+            raise UsageError(f"{jobs_flag} {max_jobs}: must be at least 1")
+    if search == "hyperband":
+        if any(r.name == "epochs" for r in ranges):
+            raise UsageError("--range epochs with --search hyperband: Hyperband decides how many epochs each trial "
+                             "runs (up to --hp epochs); drop the range")
+        plan_epochs = Plan(ranges=ranges, static=static).epochs
+        if plan_epochs > HYPERBAND_MAX_EPOCHS:
+            raise UsageError(f"--hp epochs={plan_epochs} with --search hyperband: SageMaker's Hyperband runs at most "
+                             f"{HYPERBAND_MAX_EPOCHS} epochs")
+    return Plan(ranges=ranges, search=search, objective=objective, max_jobs=max_jobs, max_parallel=max_parallel,
+                early_stopping=early_stopping, seed=seed, static=dict(static), prune_after_trials=prune_after_trials)

@@ -1,0 +1,249 @@
+"""Tune the Titanic MLP's hyperparameters: a SageMaker tuning job, or the same search here.
+
+    python launch/tune.py --dry-run                          # the tuning request as JSON; no AWS call
+    python launch/tune.py --max-jobs 20 --max-parallel-jobs 3 # SageMaker: Bayesian search of the default space
+    python launch/tune.py --range learning_rate=0.0001:0.1:log --range "hidden_sizes=[64, 32]|[32]" \\
+        --objective val_acc --search random --hp epochs=100 --spot
+    python launch/tune.py --search grid --range "optimizer=adam|adamw" --range "dropout=0.0|0.2"
+    python launch/tune.py --local --trials 20 --parallel 2  # Optuna here: TPE, median pruning
+
+Search space (`--range`, repeatable; NAME is a flag of `python -m entry.train`):
+    NAME=LOW:HIGH          continuous for a real flag, integer for an integer flag
+    NAME=LOW:HIGH:log      searched on a logarithmic scale (LOW above 0)
+    "NAME=A|B|C"           categories, e.g. "hidden_sizes=[64, 32]|[32]"
+Without --range: learning_rate=0.0001:0.1:log, batch_size=16:128, dropout=0.0:0.5,
+weight_decay=0.000001:0.01:log, "hidden_sizes=[32]|[64, 32]|[128, 64]|[64, 64, 32]"
+(less any flag fixed with --hp). Every value is checked with the entry's parser first.
+
+The objective is the metric the entry prints (val_loss minimised; val_acc and val_auroc
+maximised), read from its `final:` line. Poor trials stop early (SageMaker's Auto early stopping,
+or Hyperband's own; median pruning here) unless --no-early-stopping. Waiting, the command prints
+the trials sorted by the objective, writes tuning.json and tuning.png into --out/<tuning name>/,
+and its last line is the summary as one JSON object (see launch/tuning_result.py).
+Mistakes end as one line on stderr with exit code 2, before anything starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Run by path (`python launch/tune.py`): make the repository importable as the module form is.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from launch.console import ArgumentParser, log  # noqa: E402
+from launch.options import add_job_arguments, integer, spec_from_args  # noqa: E402
+from titanic_lightning.command import run_command  # noqa: E402
+from titanic_lightning.errors import UsageError  # noqa: E402
+
+DEFAULT_TRIALS = 10
+DEFAULT_MAX_JOBS = 10
+
+
+def seconds(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number of seconds above 0")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(prog="python launch/tune.py", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1],
+                       allow_abbrev=False, hint=" (see python launch/tune.py --help)")
+    add_job_arguments(p)
+    t = p.add_argument_group("tuning")
+    t.add_argument("--range", action="append", default=[], metavar="SPEC", dest="ranges",
+                   help="NAME=LOW:HIGH, NAME=LOW:HIGH:log or \"NAME=A|B|C\"; repeatable (default: the default space)")
+    t.add_argument("--search", default="bayesian", choices=("bayesian", "random", "hyperband", "grid"),
+                   help="how trials are chosen (default bayesian); grid takes categorical ranges only")
+    t.add_argument("--objective", default="val_loss", choices=("val_loss", "val_acc", "val_auroc"),
+                   help="metric to optimise: val_loss minimised, val_acc and val_auroc maximised (default val_loss)")
+    t.add_argument("--no-early-stopping", action="store_true", help="let every trial run to its end")
+    t.add_argument("--search-seed", type=integer, default=1, metavar="N", help="seed of the search (default 1)")
+    t.add_argument("--out", default="tuning", metavar="DIR", help="tuning.json and tuning.png go into DIR/<name>/ (default tuning)")
+    t.add_argument("--runs-dir", default="runs", metavar="DIR", help="where each trial is recorded (default runs)")
+    t.add_argument("--prices", metavar="FILE", help="on-demand price table (default launch/prices.json)")
+    s = p.add_argument_group("on SageMaker")
+    s.add_argument("--max-jobs", type=integer, metavar="N",
+                   help=f"training jobs in all (default {DEFAULT_MAX_JOBS}; grid: every combination)")
+    s.add_argument("--max-parallel-jobs", type=integer, default=None, metavar="K", help="training jobs at a time (default 1)")
+    s.add_argument("--no-wait", action="store_true", help="create the tuning job and return")
+    s.add_argument("--dry-run", action="store_true", help="print the tuning request as one JSON object; no AWS call")
+    h = p.add_argument_group("here (--local)")
+    h.add_argument("--local", action="store_true", help="run the search on this machine with Optuna")
+    h.add_argument("--trials", type=integer, metavar="N", help=f"trials in all (default {DEFAULT_TRIALS}; grid: every combination)")
+    h.add_argument("--parallel", type=integer, metavar="K", help="trials at a time (default 1)")
+    h.add_argument("--timeout", type=seconds, metavar="S", help="start no trial after S seconds (running ones finish)")
+    h.add_argument("--prune-after-trials", type=integer, default=None, metavar="N",
+                   help="trials that run to their end before the median pruner stops any (default 5)")
+    h.add_argument("--keep-models", action="store_true", help="keep every trial's model, not only the best one's")
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    return p
+
+
+# Flags that only mean something on SageMaker, or only here, with their defaults.
+SAGEMAKER_ONLY = (("gpu", False), ("instance_type", None), ("instance_count", 1), ("spot", False), ("bucket", None),
+                  ("role", None), ("region", None), ("max_jobs", None), ("max_parallel_jobs", None), ("no_wait", False),
+                  ("dry_run", False))
+LOCAL_ONLY = (("trials", None), ("parallel", None), ("timeout", None), ("prune_after_trials", None), ("keep_models", False))
+
+
+def _flag(attr: str) -> str:
+    return "--" + attr.replace("_", "-")
+
+
+def check_mode_flags(args) -> None:
+    if args.local:
+        for attr, default in SAGEMAKER_ONLY:
+            if getattr(args, attr) != default:
+                raise UsageError(f"{_flag(attr)} is for a SageMaker tuning job; drop it with --local")
+    else:
+        for attr, default in LOCAL_ONLY:
+            if getattr(args, attr) != default:
+                raise UsageError(f"{_flag(attr)} is for --local; on SageMaker use --max-jobs and --max-parallel-jobs")
+
+
+def plan_from_args(args, static: dict[str, str]):
+    from launch.search import build_plan
+
+    if args.local:
+        return build_plan(args.ranges, static, search=args.search, objective=args.objective,
+                          max_jobs=args.trials if args.trials is not None or args.search == "grid" else DEFAULT_TRIALS,
+                          max_parallel=1 if args.parallel is None else args.parallel, early_stopping=not args.no_early_stopping,
+                          seed=args.search_seed,
+                          prune_after_trials=5 if args.prune_after_trials is None else args.prune_after_trials,
+                          jobs_flag="--trials", parallel_flag="--parallel")
+    return build_plan(args.ranges, static, search=args.search, objective=args.objective, max_jobs=args.max_jobs,
+                      max_parallel=1 if args.max_parallel_jobs is None else args.max_parallel_jobs,
+                      early_stopping=not args.no_early_stopping, seed=args.search_seed)
+
+
+def dry_run(args) -> None:
+    from launch import prices, tuning
+
+    table = prices.load(args.prices)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries exactly one JSON object
+        spec = spec_from_args(args)
+        plan = plan_from_args(args, spec.hyperparameters)
+        request = tuning.describe(spec, plan, table.hourly(spec.instance_type))
+    print(json.dumps(request, indent=2))
+
+
+def _exit_code(result: dict, stop_signal: int | None) -> int:
+    if stop_signal is not None:
+        return 128 + signal.Signals(stop_signal).value
+    return 0 if result["status"] == "Completed" else 1
+
+
+def local(args) -> int:
+    from launch import local as emulator
+    from launch import s3data, trials, tuning_result
+    from launch.job import parse_hyperparameters
+    from launch.search import SET_BY_TUNING, grid_size
+    from launch.trials import finish_local, new_tuning_folder, trial_record
+    from titanic_lightning.outputs import check_folder
+
+    stop = emulator.StopRequest()
+    with stop.installed():
+        check_folder(Path(args.out), "--out")
+        check_folder(Path(args.runs_dir), "--runs-dir")
+        static = parse_hyperparameters(args.hp, args.strategy)
+        for key in static:
+            if key in SET_BY_TUNING:
+                raise UsageError(f"--hp {key}=...: the tuning sets {key} for each trial; drop it")
+        plan = plan_from_args(args, static)
+        data_dir = s3data.check_data_dir(Path(args.data))
+        s3data.ensure_prepared(data_dir)
+        stop.raise_if_requested()
+        count = plan.max_jobs if plan.max_jobs is not None else grid_size(plan.ranges)
+        name, folder = new_tuning_folder(Path(args.out))
+        log(f"tuning {name}: {plan.search} search of {', '.join(r.name for r in plan.ranges)}, "
+            f"{count} trial(s), {plan.max_parallel} at a time; trials in {folder}")
+        started = time.perf_counter()
+        runs_dir = Path(args.runs_dir)
+        done = trials.search(plan, data_dir, folder, trials=count, parallel=plan.max_parallel,
+                             timeout_s=args.timeout, stop=stop,
+                             on_trial_end=lambda t: trial_record(t, name, runs_dir, save=True))
+        result = finish_local(name, plan, done, folder, runs_dir, round(time.perf_counter() - started, 1),
+                              stopped=stop.signal is not None, keep_models=args.keep_models)
+        tuning_result.write(folder, result, plan)
+    print(tuning_result.table(result, plan), flush=True)
+    print(json.dumps(result), flush=True)
+    return _exit_code(result, stop.signal)
+
+
+def remote(args) -> int:
+    from launch import prices, remote, s3data, tuning, tuning_result
+    from titanic_lightning.outputs import check_folder
+
+    check_folder(Path(args.out), "--out")
+    check_folder(Path(args.runs_dir), "--runs-dir")
+    table = prices.load(args.prices)
+    spec = spec_from_args(args)
+    plan = plan_from_args(args, spec.hyperparameters)
+    data_dir = s3data.check_data_dir(Path(args.data))
+    aws = remote.resolve_aws(spec, args.role, args.region)
+    submitted = tuning.submit(aws, data_dir, plan)
+    if args.no_wait:
+        print(json.dumps({"tuning_job": submitted.name, "status": "Submitted", **submitted.upload}), flush=True)
+        return 0
+    result = tuning.wait_and_collect(aws, submitted, plan, table, Path(args.out), Path(args.runs_dir))
+    tuning_result.write(Path(result["folder"]), result, plan)
+    print(tuning_result.table(result, plan), flush=True)
+    print(json.dumps(result), flush=True)
+    return _exit_code(result, None)
+
+
+def main(argv: list[str]) -> None:
+    args = parser().parse_args(argv)
+    if args.dry_run and args.local:
+        raise UsageError("--dry-run and --local cannot be combined")
+    check_mode_flags(args)
+    if args.dry_run:
+        return dry_run(args)
+    code = local(args) if args.local else remote(args)
+    if code:
+        sys.exit(code)
+
+
+def _main(argv: list[str]) -> None:
+    from launch.submit import LAUNCH_PACKAGES
+
+    try:
+        main(argv)
+    except ModuleNotFoundError as exc:
+        from titanic_lightning.command import debug_requested
+
+        if (exc.name or "").split(".")[0] not in (*LAUNCH_PACKAGES, "optuna") or debug_requested(argv):
+            raise
+        raise UsageError(
+            f"this launcher command needs the `launch` extra ({exc.name.split('.')[0]} is not installed): "
+            "run `make dev`, or `.venv/bin/python -m pip install -e '.[launch]'`"
+        ) from None
+    except Exception as exc:
+        try:
+            from botocore.exceptions import BotoCoreError, ClientError
+        except ImportError:
+            raise exc from None
+        from titanic_lightning.command import debug_requested
+        from titanic_lightning.errors import one_line
+
+        if isinstance(exc, (BotoCoreError, ClientError)) and not debug_requested(argv):
+            raise UsageError(f"AWS: {one_line(exc)}") from None
+        raise
+
+
+if __name__ == "__main__":
+    run_command(_main)

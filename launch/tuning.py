@@ -1,0 +1,235 @@
+"""A SageMaker hyperparameter tuning job around the training job `submit.py` builds.
+
+The SDK's `sagemaker.train.tuner.HyperparameterTuner` wraps the ModelTrainer of `remote.build_trainer`
+(same image, instance type and count, distribution, data channels, static hyperparameters, metric
+definitions, spot and stopping condition, output path, tags). Its objective is one of the
+entry's metric lines, read by the same `METRIC_DEFINITIONS` regexes; the last value a job prints
+(the `final:` line's, on the best weights) is the one SageMaker scores it by.
+
+What the tuning request differs in, and why:
+
+* the SDK's tuner ships the code as `sourcedir.tar.gz` (the tuning API takes no container entry
+  point), so the image's own toolkit unpacks it into /opt/ml/code and runs `entry/train.py`
+  there: PYTHONPATH names that folder as well as the `code` channel's;
+* no CheckpointConfig: a tuning job's definition gives every trial the same checkpoint URI, and a
+  trial would then find another trial's `last.ckpt`, which the entry refuses (other settings). A
+  spot trial that is interrupted retrains from its start;
+* no TensorBoard output: the tuning API's job definition has no such field.
+
+Early stopping: `Auto` for Bayesian, random and grid search; Hyperband stops poor trials itself
+(after whole epochs, between `MinResource` 1 and `MaxResource` = the trials' epochs) and SageMaker
+requires `Off` with it. A grid takes categorical ranges only and runs every combination once (no
+MaxNumberOfTrainingJobs).
+
+Nothing here runs before `resolve_aws` has checked credentials, role and bucket, except
+`describe` (what `--dry-run` prints), which calls nothing.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from launch import code
+from launch.console import log
+from launch.job import METRIC_DEFINITIONS, JobSpec
+from launch.search import CATEGORICAL, CONTINUOUS, STRATEGY_NAMES, Plan
+from launch.trials import TUNING_BASE, tuning_name
+
+# Where the image's toolkit unpacks sourcedir.tar.gz, and the code channel's folder.
+TUNING_PYTHONPATH = f"/opt/ml/code:{code.CODE_DIR_IN_CONTAINER}"
+TUNING_JOB_PLACEHOLDER = "<tuning-job-name>"
+SOURCEDIR_PLACEHOLDER = "<s3 uri of the uploaded sourcedir.tar.gz>"
+POLL_S = 30.0
+TERMINAL = ("Completed", "Failed", "Stopped")
+
+
+def tuning_config(plan: Plan) -> dict:
+    """HyperParameterTuningJobConfig as CreateHyperParameterTuningJob takes it."""
+    ranges = {"IntegerParameterRanges": [], "ContinuousParameterRanges": [], "CategoricalParameterRanges": []}
+    for r in plan.ranges:
+        ranges[f"{r.kind}ParameterRanges"].append(r.as_api())
+    limits = {"MaxParallelTrainingJobs": plan.max_parallel}
+    if plan.max_jobs is not None:
+        limits["MaxNumberOfTrainingJobs"] = plan.max_jobs
+    config = {
+        "Strategy": STRATEGY_NAMES[plan.search],
+        "HyperParameterTuningJobObjective": {"Type": plan.objective_type, "MetricName": plan.objective},
+        "ResourceLimits": limits,
+        "ParameterRanges": {kind: listed for kind, listed in ranges.items() if listed},  # as the SDK sends them
+        "TrainingJobEarlyStoppingType": plan.early_stopping_type,
+        "RandomSeed": plan.seed,
+    }
+    if plan.search == "hyperband":
+        config["StrategyConfig"] = {"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": plan.epochs}}
+    return config
+
+
+def describe(spec: JobSpec, plan: Plan, hourly_usd: float | None) -> dict:
+    """What `--dry-run` prints: the tuning request as it would be created (offline)."""
+    job = spec.describe(hourly_usd)
+    static = {**plan.static, "sagemaker_program": code.ENTRY_SCRIPT, "sagemaker_submit_directory": SOURCEDIR_PLACEHOLDER}
+    definition = {
+        "StaticHyperParameters": static,
+        "AlgorithmSpecification": {"TrainingImage": job["image_uri"], "TrainingInputMode": "File",
+                                   "MetricDefinitions": METRIC_DEFINITIONS},
+        "RoleArn": job["role"],
+        "InputDataConfig": [{"ChannelName": name, "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}}}
+            for name, uri in spec.channels.items()],
+        "OutputDataConfig": {"S3OutputPath": spec.output_s3_uri},
+        "ResourceConfig": {"InstanceType": spec.instance_type, "InstanceCount": spec.instance_count, "VolumeSizeInGB": 30},
+        "StoppingCondition": spec.stopping_condition,
+        **({"EnableManagedSpotTraining": True} if spec.spot else {}),  # the SDK sends the flag only when on
+        "Environment": {"PYTHONPATH": TUNING_PYTHONPATH},
+    }
+    jobs = plan.max_jobs if plan.max_jobs is not None else _grid_jobs(plan)
+    return {
+        "HyperParameterTuningJobName": TUNING_JOB_PLACEHOLDER,
+        "HyperParameterTuningJobConfig": tuning_config(plan),
+        "TrainingJobDefinition": definition,
+        "Tags": [{"Key": k, "Value": v} for k, v in spec.tags.items()],
+        "distributed": job["distributed"],
+        "estimated_usd_per_hour_per_job": job["estimated_usd_per_hour"],
+        "training_jobs": jobs,
+        "region": spec.region,
+    }
+
+
+def _grid_jobs(plan: Plan) -> int:
+    from launch.search import grid_size
+
+    return grid_size(plan.ranges)
+
+
+def parameter_ranges(plan: Plan) -> dict:
+    """The ranges as the SDK's parameter objects."""
+    from sagemaker.core.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
+
+    out = {}
+    for r in plan.ranges:
+        if r.kind == CATEGORICAL:
+            out[r.name] = CategoricalParameter(list(r.values))
+        else:
+            api = r.as_api()
+            kind = ContinuousParameter if r.kind == CONTINUOUS else IntegerParameter
+            out[r.name] = kind(api["MinValue"], api["MaxValue"], scaling_type=api["ScalingType"])
+    return out
+
+
+def build_tuner(trainer, plan: Plan):
+    """The SDK's HyperparameterTuner around `trainer` (from `remote.build_trainer`), as the module says."""
+    from sagemaker.core.shapes import HyperbandStrategyConfig, HyperParameterTuningJobStrategyConfig
+    from sagemaker.train.tuner import HyperparameterTuner
+
+    trainer.checkpoint_config = None
+    trainer.environment = {"PYTHONPATH": TUNING_PYTHONPATH}
+    config = tuning_config(plan)
+    strategy_config = None
+    if plan.search == "hyperband":
+        band = config["StrategyConfig"]["HyperbandStrategyConfig"]
+        strategy_config = HyperParameterTuningJobStrategyConfig(hyperband_strategy_config=HyperbandStrategyConfig(
+            min_resource=band["MinResource"], max_resource=band["MaxResource"]))
+    return HyperparameterTuner(
+        model_trainer=trainer,
+        objective_metric_name=plan.objective,
+        objective_type=plan.objective_type,
+        hyperparameter_ranges=parameter_ranges(plan),
+        metric_definitions=METRIC_DEFINITIONS,
+        strategy=config["Strategy"],
+        strategy_config=strategy_config,
+        max_jobs=plan.max_jobs,
+        max_parallel_jobs=plan.max_parallel,
+        early_stopping_type=plan.early_stopping_type,
+        random_seed=plan.seed,
+        base_tuning_job_name=TUNING_BASE,
+    )
+
+
+@dataclass
+class Submitted:
+    name: str
+    submitted_at: float
+    upload: dict
+
+
+def submit(aws, data_dir: Path, plan: Plan) -> Submitted:
+    """Upload the data channels (unchanged objects skipped), stage the code, create the tuning job."""
+    from launch import remote, s3data
+
+    s3data.ensure_prepared(data_dir)
+    upload = s3data.upload_channels(aws.boto_session.client("s3"), data_dir, aws.spec.channels)
+    with tempfile.TemporaryDirectory(prefix="titanic-code-") as tmp:
+        tuner = build_tuner(remote.build_trainer(aws, code.stage(Path(tmp))), plan)
+        started = time.time()
+        tuner.tune(inputs=dict(aws.spec.channels), job_name=tuning_name(), wait=False)
+    name = tuner.latest_tuning_job.hyper_parameter_tuning_job_name
+    log(f"created tuning job {name}: {plan.search} search, up to {plan.max_jobs or _grid_jobs(plan)} training job(s), "
+        f"{plan.max_parallel} at a time")
+    return Submitted(name=name, submitted_at=started, upload=upload)
+
+
+def wait(sagemaker, name: str, poll_s: float = POLL_S) -> dict:
+    """Follow the tuning job until it ends, one progress line per change; return its description."""
+    last = None
+    while True:
+        described = sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+        status = described["HyperParameterTuningJobStatus"]
+        counters = described.get("TrainingJobStatusCounters") or {}
+        line = f"tuning job {name}: {status}; training jobs " + ", ".join(f"{k} {v}" for k, v in counters.items() if v)
+        if line != last:
+            log(line)
+            last = line
+        if status in TERMINAL:
+            return described
+        time.sleep(poll_s)
+
+
+# How a training job of the tuning ended, in the summary's words: a job the tuner stopped early is Pruned.
+TRIAL_STATUS = {"Completed": "Completed", "Stopped": "Pruned", "Failed": "Failed"}
+
+
+def collect(sagemaker, described: dict, prices, out: Path, runs_dir: Path, wall_seconds: float) -> list[dict]:
+    """Every training job of the tuning: its run record in `runs_dir`, and its row of the summary."""
+    from launch import report
+
+    name = described["HyperParameterTuningJobName"]
+    summaries = []
+    for page in sagemaker.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job").paginate(
+            HyperParameterTuningJobName=name):
+        summaries += page["TrainingJobSummaries"]
+    summaries.sort(key=lambda s: (s.get("CreationTime") is None, s.get("CreationTime"), s["TrainingJobName"]))
+    rows = []
+    for number, job in enumerate(summaries):
+        record = report.summarize(sagemaker.describe_training_job(TrainingJobName=job["TrainingJobName"]), prices, None)
+        hyperparameters = {k: str(v) for k, v in (job.get("TunedHyperParameters") or {}).items()}
+        status = TRIAL_STATUS.get(job["TrainingJobStatus"], job["TrainingJobStatus"])
+        record.update(tuning_job=name, trial=number, hyperparameters=hyperparameters, status=status)
+        report.save(record, runs_dir)
+        metrics = record["final_metrics"]
+        rows.append({"trial": number, "training_job": job["TrainingJobName"], "hyperparameters": hyperparameters,
+                     "status": status, "val_loss": metrics.get("val_loss"), "val_acc": metrics.get("val_acc"),
+                     "val_auroc": metrics.get("val_auroc"), "wall_seconds": record["wall_seconds"],
+                     "model_artifact": record["model_artifact"]})
+    return rows
+
+
+def wait_and_collect(aws, submitted: Submitted, plan: Plan, prices, out: Path, runs_dir: Path) -> dict:
+    """Wait for the tuning job, record its trials, and return the summary (its folder `out/<name>`)."""
+    from launch import tuning_result
+
+    sagemaker = aws.boto_session.client("sagemaker")
+    described = wait(sagemaker, submitted.name)
+    wall = round(time.time() - submitted.submitted_at, 1)
+    rows = collect(sagemaker, described, prices, out, runs_dir, wall)
+    folder = out / submitted.name
+    folder.mkdir(parents=True, exist_ok=True)
+    result = tuning_result.summary(submitted.name, "sagemaker", plan, rows, wall, folder,
+                                   stopped=described["HyperParameterTuningJobStatus"] == "Stopped")
+    best_name = (described.get("BestTrainingJob") or {}).get("TrainingJobName")
+    if result["best"] is not None and best_name and best_name != result["best"].get("training_job"):
+        log(f"note: SageMaker's best training job is {best_name}; by the final {plan.objective} lines it is "
+            f"{result['best'].get('training_job')}")
+    return result

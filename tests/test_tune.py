@@ -1,0 +1,407 @@
+"""launch/tune.py: the search space checked by the entry's parser, the offline --dry-run request, the
+tuning job as moto's SageMaker receives it, the wait for its results, and the local Optuna search
+(summary, picture, best model scored by entry.predict, pruning, Ctrl-C)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+import boto3
+import pytest
+
+from launch import job, tuning, tuning_result
+from launch.search import build_plan
+from launch.tune import _main
+from tests.helpers import BUCKET, REGION, REPO, ROLE, Recording, clean_env, invoke, run_entry
+
+TUNE = REPO / "launch" / "tune.py"
+
+
+def _dry(argv, capsys):
+    return invoke(_main, ["--dry-run", *argv], capsys)
+
+
+# --- the search space ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec, says", [
+    ("learning_rate=1e-3:1e400", "not a finite number"),
+    ("learning_rate=nan:1", "not a finite number"),
+    ("learning_rate=inf:1", "not a finite number"),
+    ("learning_rate=0.1:0.01", "LOW must be below HIGH"),
+    ("epochs=5:5", "LOW must be below HIGH"),
+    ("learning_rate=0:1:log", "logarithmic range needs LOW above 0"),
+    ("weight_decay=-1:1", "--weight_decay"),
+    ("dropout=0:1", "--dropout"),  # the entry takes dropout below 1 only
+    ("seed=0:4294967296", "--seed"),
+    ("batch_size=1.5:3", "'1.5' is not an integer"),
+    ("learning_rate=\"0.1\":1", "is not a number"),
+    ("learning_rate=1:2:lin", "expected LOW:HIGH or LOW:HIGH:log"),
+    ("learning_rate=", "expected LOW:HIGH"),
+    ("learning_rate", "expected NAME=LOW:HIGH"),
+    ("=1:2", "expected NAME=LOW:HIGH"),
+    ("bogus=1:2", "'bogus' is not a flag of entry/train.py"),
+    ("model_dir=a|b", "set by the tuning itself"),
+    ("hidden_sizes=1:3", "not a numeric flag"),
+    ("optimizer=adam|sgd", "(category sgd): --optimizer"),
+    ("hidden_sizes=[64, 32]|[0]", "(category [0]): --hidden_sizes"),
+    ("features=basic|rich|", "an empty category"),
+    ("optimizer=adam|adam", "a category is given twice"),
+    ("strategy=auto|a'b; rm -rf ~", "holds \"'\""),
+    ("strategy=auto|x\\u0027y", "holds '\\\\'"),
+])
+def test_a_bad_range_is_one_line_naming_it(spec, says, capsys):
+    code, out, err = _dry(["--range", spec], capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith(f"error: --range {spec}"), err
+    assert says in err, err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--range", "dropout=0:0.5", "--hp", "dropout=0.1"], "also has a fixed value (--hp dropout=0.1)"),
+    (["--range", "dropout=0:0.5", "--range", "dropout=0.1:0.2"], "more than one range"),
+    (["--search", "grid"], "the default space has numeric ranges"),
+    (["--search", "grid", "--range", "dropout=0:0.5"], "is not categorical"),
+    (["--search", "grid", "--range", "optimizer=adam|adamw", "--max-jobs", "3"], "a grid runs each of its 2"),
+    (["--search", "hyperband", "--range", "epochs=5:50"], "Hyperband decides how many epochs"),
+    (["--search", "hyperband", "--hp", "epochs=30000"], "at most 20000 epochs"),
+    (["--search", "sobol"], "--search: invalid choice"),
+    (["--objective", "test_acc"], "--objective: invalid choice"),
+    (["--max-jobs", "0"], "--max-jobs 0: must be at least 1"),
+    (["--max-parallel-jobs", "0"], "--max-parallel-jobs 0"),
+    (["--search-seed", "0"], "--search-seed 0: must be 1 or more"),
+    (["--trials", "3"], "--trials is for --local"),
+    (["--local", "--spot"], "--spot is for a SageMaker tuning job"),
+    (["--local", "--parallel", "0"], "--parallel 0: must be at least 1"),
+    (["--local", "--trials", "0"], "--trials 0: must be at least 1"),
+    (["--local", "--search", "grid", "--range", "optimizer=adam|adamw", "--trials", "2"], "--trials 2 with --search grid"),
+    (["--local", "--timeout", "nan"], "--timeout: 'nan'"),
+    (["--local", "--prune-after-trials", "-1"], "--prune-after-trials -1"),
+    (["--hp", "learning_rate=1e400"], "--hp learning_rate=1e400"),
+    (["--hp", "dropout=0.1", "--hp", "learning_rate=0.01", "--hp", "batch_size=8", "--hp", "weight_decay=0",
+      "--hp", "hidden_sizes=[8]"], "nothing to tune"),
+])
+def test_conflicting_options_are_one_line(argv, says, capsys, tmp_path):
+    if "--local" in argv:
+        code, out, err = invoke(_main, [*argv, "--out", str(tmp_path / "t")], capsys)
+        assert not (tmp_path / "t").exists()
+    else:
+        code, out, err = _dry(argv, capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and says in err, err
+
+
+def test_local_refuses_flags_the_tuning_sets(capsys, tmp_path):
+    code, out, err = invoke(_main, ["--local", "--hp", f"model_dir={tmp_path}", "--out", str(tmp_path / "t")], capsys)
+    assert code == 2 and "the tuning sets model_dir for each trial" in err
+    assert not (tmp_path / "t").exists()
+
+
+# --- --dry-run -----------------------------------------------------------------------------------
+
+
+def test_dry_run_prints_the_request_with_the_default_space(capsys, monkeypatch):
+    for key in list(os.environ):
+        if key.startswith(("AWS_", "SAGEMAKER_")):
+            monkeypatch.delenv(key)
+    code, out, err = _dry(["--objective", "val_acc", "--max-jobs", "12", "--max-parallel-jobs", "3", "--hp", "epochs=40",
+                           "--spot"], capsys)
+    assert code == 0, err
+    request = json.loads(out)  # the whole of stdout is one JSON object
+    config = request["HyperParameterTuningJobConfig"]
+    assert config["Strategy"] == "Bayesian"
+    assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize", "MetricName": "val_acc"}
+    assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 12, "MaxParallelTrainingJobs": 3}
+    assert config["TrainingJobEarlyStoppingType"] == "Auto"
+    ranges = config["ParameterRanges"]
+    assert ranges["ContinuousParameterRanges"] == [
+        {"Name": "learning_rate", "MinValue": "0.0001", "MaxValue": "0.1", "ScalingType": "Logarithmic"},
+        {"Name": "dropout", "MinValue": "0.0", "MaxValue": "0.5", "ScalingType": "Linear"},
+        {"Name": "weight_decay", "MinValue": "1e-06", "MaxValue": "0.01", "ScalingType": "Logarithmic"}]
+    assert ranges["IntegerParameterRanges"] == [
+        {"Name": "batch_size", "MinValue": "16", "MaxValue": "128", "ScalingType": "Linear"}]
+    assert ranges["CategoricalParameterRanges"] == [
+        {"Name": "hidden_sizes", "Values": ["[32]", "[64, 32]", "[128, 64]", "[64, 64, 32]"]}]
+    definition = request["TrainingJobDefinition"]
+    assert definition["StaticHyperParameters"]["epochs"] == "40"
+    assert definition["AlgorithmSpecification"]["MetricDefinitions"] == job.METRIC_DEFINITIONS
+    assert definition["EnableManagedSpotTraining"] is True
+    assert definition["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
+    assert "CheckpointConfig" not in definition
+    assert definition["RoleArn"] == job.ROLE_PLACEHOLDER
+
+
+def test_dry_run_hyperband_grid_and_no_early_stopping(capsys):
+    code, out, err = _dry(["--search", "hyperband", "--hp", "epochs=60", "--range", "learning_rate=0.001:0.1:log"], capsys)
+    assert code == 0, err
+    config = json.loads(out)["HyperParameterTuningJobConfig"]
+    # Hyperband stops trials itself: SageMaker requires early stopping Off with it.
+    assert config["TrainingJobEarlyStoppingType"] == "Off"
+    assert config["StrategyConfig"] == {"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 60}}
+
+    code, out, err = _dry(["--search", "grid", "--range", "optimizer=adam|adamw", "--range", "hidden_sizes=[32]|[64, 32]|[8]"],
+                          capsys)
+    assert code == 0, err
+    request = json.loads(out)
+    assert request["HyperParameterTuningJobConfig"]["ResourceLimits"] == {"MaxParallelTrainingJobs": 1}
+    assert request["HyperParameterTuningJobConfig"]["TrainingJobEarlyStoppingType"] == "Auto"
+    assert request["training_jobs"] == 6
+
+    code, out, err = _dry(["--search", "random", "--no-early-stopping", "--range", "dropout=0:0.3"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["HyperParameterTuningJobConfig"]["TrainingJobEarlyStoppingType"] == "Off"
+
+
+# --- against moto's SageMaker --------------------------------------------------------------------
+
+
+@pytest.fixture
+def data_dir(prepared, tmp_path):
+    out = tmp_path / "data"
+    shutil.copytree(prepared, out)
+    return out
+
+
+CASES = {
+    "bayesian-default-space": ["--objective", "val_acc", "--max-jobs", "7", "--max-parallel-jobs", "3", "--hp", "epochs=30",
+                               "--spot", "--instance-count", "2"],
+    "hyperband": ["--search", "hyperband", "--hp", "epochs=25", "--range", "learning_rate=0.0001:0.1:log",
+                  "--range", "batch_size=8:64:log", "--max-jobs", "5"],
+    "grid": ["--search", "grid", "--objective", "val_auroc", "--range", "optimizer=adam|adamw",
+             "--range", "hidden_sizes=[64, 32]|[32]", "--hp", "learning_rate=0.003"],
+    "random-no-early-stopping": ["--search", "random", "--no-early-stopping", "--range", "dropout=0.0:0.4",
+                                 "--range", "patience=3:30", "--gpu"],
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_tuning_job_moto_receives_is_the_dry_run(case, fresh_aws, bucket, data_dir, recording, capsys, tmp_path):
+    argv = ["--bucket", BUCKET, "--role", ROLE, "--data", str(data_dir), *CASES[case]]
+    code, out, err = _dry(argv, capsys)
+    assert code == 0, err
+    planned = json.loads(out)
+
+    rec = recording.start()
+    code, out, err = invoke(_main, [*argv, "--no-wait", "--out", str(tmp_path / "t"), "--runs-dir", str(tmp_path / "r")],
+                            capsys)
+    entries = rec.stop()
+    assert code == 0, err
+    submitted = json.loads(out.strip().splitlines()[-1])
+    name = submitted["tuning_job"]
+    assert submitted["status"] == "Submitted" and name.startswith("titanic-tune-") and len(name) <= 32
+
+    d = boto3.client("sagemaker", region_name=REGION).describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+    config = d["HyperParameterTuningJobConfig"]
+    assert config == planned["HyperParameterTuningJobConfig"]  # the SDK sent what --dry-run showed
+    definition = d["TrainingJobDefinition"]
+    want = planned["TrainingJobDefinition"]
+    static = dict(definition["StaticHyperParameters"])
+    assert static.pop("sagemaker_submit_directory").startswith(f"s3://{BUCKET}/")
+    assert static == {k: v for k, v in want["StaticHyperParameters"].items() if k != "sagemaker_submit_directory"}
+    tuned = {r["Name"] for kind in config["ParameterRanges"].values() for r in kind}
+    assert not tuned & set(static)  # no tuned flag is also fixed
+    for key in ("AlgorithmSpecification", "RoleArn", "ResourceConfig", "StoppingCondition", "EnableManagedSpotTraining",
+                "Environment"):
+        assert definition.get(key) == want.get(key), key
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in definition["InputDataConfig"]}
+    assert {k: channels[k] for k in ("train", "val", "test")} == {
+        s: f"s3://{BUCKET}/titanic-lightning/data/{s}/" for s in ("train", "val", "test")}
+    assert "sm_drivers" in channels and "CheckpointConfig" not in definition
+    (request,) = Recording.sagemaker_calls(entries, "CreateHyperParameterTuningJob")
+    assert {"Key": "project", "Value": "titanic-lightning"} in request["Tags"]
+
+    # The case's own rules, read back.
+    if case == "bayesian-default-space":
+        assert config["Strategy"] == "Bayesian" and config["TrainingJobEarlyStoppingType"] == "Auto"
+        assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize", "MetricName": "val_acc"}
+        assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 7, "MaxParallelTrainingJobs": 3}
+        assert tuned == {"learning_rate", "batch_size", "dropout", "weight_decay", "hidden_sizes"}
+        assert definition["EnableManagedSpotTraining"] is True and definition["ResourceConfig"]["InstanceCount"] == 2
+        assert definition["StoppingCondition"]["MaxWaitTimeInSeconds"] == 7200
+    elif case == "hyperband":
+        assert config["Strategy"] == "Hyperband" and config["TrainingJobEarlyStoppingType"] == "Off"
+        assert config["StrategyConfig"]["HyperbandStrategyConfig"] == {"MinResource": 1, "MaxResource": 25}
+        assert config["ParameterRanges"]["IntegerParameterRanges"] == [
+            {"Name": "batch_size", "MinValue": "8", "MaxValue": "64", "ScalingType": "Logarithmic"}]
+        assert config["HyperParameterTuningJobObjective"] == {"Type": "Minimize", "MetricName": "val_loss"}
+    elif case == "grid":
+        assert config["Strategy"] == "Grid" and "MaxNumberOfTrainingJobs" not in config["ResourceLimits"]
+        assert set(config["ParameterRanges"]) == {"CategoricalParameterRanges"}
+        assert config["ParameterRanges"]["CategoricalParameterRanges"] == [
+            {"Name": "optimizer", "Values": ["adam", "adamw"]}, {"Name": "hidden_sizes", "Values": ["[64, 32]", "[32]"]}]
+        assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize", "MetricName": "val_auroc"}
+        assert static["learning_rate"] == "0.003"
+    else:
+        assert config["Strategy"] == "Random" and config["TrainingJobEarlyStoppingType"] == "Off"
+        assert definition["ResourceConfig"]["InstanceType"] == "ml.g4dn.xlarge"
+        assert config["ParameterRanges"]["IntegerParameterRanges"] == [
+            {"Name": "patience", "MinValue": "3", "MaxValue": "30", "ScalingType": "Linear"}]
+
+
+def test_waiting_collects_every_training_job_of_the_tuning(tmp_path):
+    """moto completes a tuning job at once and lists none of its training jobs, so the wait and the
+    collection are driven by botocore's Stubber, whose requests and answers the service model checks."""
+    from botocore.stub import Stubber
+
+    from launch.prices import load as load_prices
+
+    client = boto3.client("sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    plan = build_plan(["learning_rate=0.001:0.1:log"], {}, objective="val_acc")
+    name, at = "titanic-tune-261128-101500", datetime(2026, 11, 28, tzinfo=timezone.utc)
+    jobs = [("j-1", "Completed", "0.01", {"val_loss": 0.45, "val_acc": 0.80}),
+            ("j-2", "Stopped", "0.002", {"val_loss": 0.60, "val_acc": 0.70}),
+            ("j-3", "Completed", "0.05", {"val_loss": 0.43, "val_acc": 0.83}),
+            ("j-4", "Failed", "0.09", {})]
+    stub = Stubber(client)
+    base = {"HyperParameterTuningJobName": name, "HyperParameterTuningJobArn": f"arn:aws:sagemaker:{REGION}:1:x/{name}",
+            "HyperParameterTuningJobConfig": tuning.tuning_config(plan), "CreationTime": at,
+            "TrainingJobStatusCounters": {"Completed": 2}, "ObjectiveStatusCounters": {}}
+    stub.add_response("describe_hyper_parameter_tuning_job", {**base, "HyperParameterTuningJobStatus": "InProgress"},
+                      {"HyperParameterTuningJobName": name})
+    stub.add_response("describe_hyper_parameter_tuning_job", {**base, "HyperParameterTuningJobStatus": "Completed"},
+                      {"HyperParameterTuningJobName": name})
+    summaries = [{"TrainingJobName": n, "TrainingJobArn": f"arn:{n}", "CreationTime": at.replace(minute=i),
+                  "TrainingJobStatus": s, "TunedHyperParameters": {"learning_rate": lr}}
+                 for i, (n, s, lr, _) in enumerate(jobs)]
+    stub.add_response("list_training_jobs_for_hyper_parameter_tuning_job",
+                      {"TrainingJobSummaries": summaries[:2], "NextToken": "t"}, {"HyperParameterTuningJobName": name})
+    stub.add_response("list_training_jobs_for_hyper_parameter_tuning_job", {"TrainingJobSummaries": summaries[2:]},
+                      {"HyperParameterTuningJobName": name, "NextToken": "t"})
+    for n, s, _, metrics in jobs:
+        stub.add_response("describe_training_job", {
+            "TrainingJobName": n, "TrainingJobArn": f"arn:{n}", "TrainingJobStatus": s, "SecondaryStatus": "Completed",
+            "CreationTime": at, "TrainingStartTime": at, "TrainingEndTime": at.replace(minute=5),
+            "AlgorithmSpecification": {"TrainingInputMode": "File"},
+            "ModelArtifacts": {"S3ModelArtifacts": f"s3://b/output/{n}/output/model.tar.gz"},
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600}, "TrainingTimeInSeconds": 100, "BillableTimeInSeconds": 100,
+            "FinalMetricDataList": [{"MetricName": k, "Value": v, "Timestamp": at} for k, v in metrics.items()],
+        }, {"TrainingJobName": n})
+    with stub:
+        described = tuning.wait(client, name, poll_s=0)
+        rows = tuning.collect(client, described, load_prices(None), tmp_path / "t", tmp_path / "runs", 1.0)
+    stub.assert_no_pending_responses()
+    assert [r["status"] for r in rows] == ["Completed", "Pruned", "Completed", "Failed"]
+    result = tuning_result.summary(name, "sagemaker", plan, rows, 300.0, tmp_path / "t" / name, stopped=False)
+    assert result["best"]["training_job"] == "j-3" and result["best"]["val_acc"] == 0.83  # val_acc is maximised
+    assert result["best"]["model_artifact"] == "s3://b/output/j-3/output/model.tar.gz"
+    record = json.loads((tmp_path / "runs" / "j-2.json").read_text())
+    assert record["tuning_job"] == name and record["trial"] == 1 and record["hyperparameters"] == {"learning_rate": "0.002"}
+    assert record["status"] == "Pruned" and record["instance_type"] == "ml.m5.large" and record["estimated_cost_usd"] > 0
+
+
+# --- here, with Optuna ---------------------------------------------------------------------------
+
+
+def _tune(args, cwd, timeout=120):
+    return subprocess.run([sys.executable, str(TUNE), *args], cwd=cwd, env=clean_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _partials(root):
+    return [p for p in root.rglob("*") if p.name.endswith(".partial")]
+
+
+@pytest.mark.slow
+def test_a_small_local_search(data_dir, titanic_csv, tmp_path):
+    args = ["--local", "--trials", "3", "--parallel", "2", "--data", str(data_dir), "--hp", "epochs=2",
+            "--hp", "early_stopping=false", "--range", "learning_rate=0.001:0.1:log", "--range", "hidden_sizes=[16]|[32, 16]",
+            "--no-early-stopping"]
+    started = time.monotonic()
+    proc = _tune(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert lines[0].split()[:5] == ["trial", "status", "val_loss", "val_acc", "wall"]
+    assert result["status"] == "Completed" and result["mode"] == "local"
+    assert result["objective"] == {"metric": "val_loss", "type": "Minimize"}
+    trials = result["trials"]
+    assert [t["trial"] for t in trials] == [0, 1, 2] and {t["status"] for t in trials} == {"Completed"}
+    for t in trials:
+        assert set(t["hyperparameters"]) == {"learning_rate", "hidden_sizes"}
+        assert 0.001 <= float(t["hyperparameters"]["learning_rate"]) <= 0.1
+        assert t["hyperparameters"]["hidden_sizes"] in ("[16]", "[32, 16]")
+        assert 0 < t["val_loss"] and 0 <= t["val_acc"] <= 1 and t["wall_seconds"] > 0
+    best = min(trials, key=lambda t: t["val_loss"])
+    assert result["best"]["trial"] == best["trial"] and result["best"]["val_loss"] == best["val_loss"]
+    # The table lists the trials best first.
+    ranked = [t["trial"] for t in sorted(trials, key=lambda t: t["val_loss"])]
+    assert [int(row.split()[0].rstrip("*")) for row in lines[2:5]] == ranked
+    assert result["wall_seconds"] <= time.monotonic() - started
+
+    folder = tmp_path / result["folder"]
+    assert json.loads((folder / "tuning.json").read_text()) == result
+    assert (folder / "tuning.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model = tmp_path / result["best"]["model_artifact"]
+    assert (model / "model.pt").is_file()
+    for t in trials:  # only the best trial's model is kept; the trials' logs stay
+        assert (folder / "trials" / str(t["trial"]) / "model").exists() == (t["trial"] == best["trial"])
+        assert "epoch=2;" in (folder / "trials" / str(t["trial"]) / "train.log").read_text()
+    records = sorted((tmp_path / "runs").glob("*.json"))
+    assert len(records) == 3
+    for path in records:
+        record = json.loads(path.read_text())
+        assert record["tuning_job"] == result["tuning_job"] and record["status"] == "Completed"
+        assert record["hyperparameters"] == trials[record["trial"]]["hyperparameters"]
+        assert record["val_acc"] == trials[record["trial"]]["val_acc"] and record["test_acc"] is not None
+        assert (record["model_artifact"] is not None) == (record["trial"] == best["trial"])
+    assert not _partials(tmp_path)
+
+    scored = run_entry("predict", "--model", str(model), "--csv", str(titanic_csv), "--out", str(tmp_path / "p.csv"),
+                       cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 892
+
+
+@pytest.mark.slow
+def test_a_trial_falling_behind_is_pruned(data_dir, tmp_path):
+    # A grid runs in the order given: learning rate 0.05 first, then 1e-6, whose val_loss after its
+    # first epoch is far above the first trial's at that epoch: the median pruner stops it there.
+    args = ["--local", "--search", "grid", "--range", "learning_rate=0.05|0.000001", "--prune-after-trials", "1",
+            "--data", str(data_dir), "--hp", "epochs=3", "--hp", "early_stopping=false"]
+    proc = _tune(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    first, second = result["trials"]
+    assert first["hyperparameters"] == {"learning_rate": "0.05"} and first["status"] == "Completed"
+    assert second["hyperparameters"] == {"learning_rate": "0.000001"} and second["status"] == "Pruned"
+    assert second["val_loss"] > first["val_loss"]
+    log = (tmp_path / result["folder"] / "trials" / "1" / "train.log").read_text()
+    assert "[tune] pruned after epoch 1" in log and "epoch=3;" not in log
+    record = json.loads((tmp_path / "runs" / f"{result['tuning_job']}-001.json").read_text())
+    assert record["status"] == "Pruned" and record["model_artifact"] is None
+    assert result["best"]["trial"] == 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_running_trials_and_leaves_a_whole_summary(data_dir, tmp_path):
+    proc = subprocess.Popen([sys.executable, str(TUNE), "--local", "--trials", "4", "--parallel", "2", "--data", str(data_dir),
+                             "--hp", "epochs=400", "--hp", "early_stopping=false", "--range", "dropout=0.0:0.3"],
+                            cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    logs = []
+    while time.monotonic() < deadline:
+        logs = list(tmp_path.glob("tuning/*/trials/*/train.log"))
+        if len(logs) == 2 and all("epoch=1;" in p.read_text() for p in logs):
+            break
+        time.sleep(0.2)
+    assert len(logs) == 2, "the trials did not start"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["status"] == "Stopped" and result["best"] is None
+    assert [t["status"] for t in result["trials"]] == ["Stopped", "Stopped"]
+    folder = tmp_path / result["folder"]
+    assert json.loads((folder / "tuning.json").read_text()) == result
+    assert not _partials(tmp_path)
+    for path in logs:  # the trials ended by the signal, not killed: the entry said so
+        assert "stopped by SIGTERM" in path.read_text()
+    assert not list(folder.glob("trials/*/model/model.pt"))
