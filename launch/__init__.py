@@ -8,7 +8,7 @@ From Python (a notebook, a script; see `launch.api`):
     run = launch.run_local(spec)                  # or launch.run_sagemaker(spec) on AWS
     launch.compare("runs/*.json").plot("compare.png")
 
-From the shell: `python launch/submit.py --help`. Modules, one role each:
+From the shell: `python launch/submit.py --help`, `python launch/tune.py --help`. Modules, one role each:
 
 * `api` — the Python functions above and their result objects (`Run`, `Comparison`);
 * `instances` — the ml.* instance types this launcher knows (vCPUs, GPUs);
@@ -20,6 +20,10 @@ From the shell: `python launch/submit.py --help`. Modules, one role each:
 * `remote` — builds the SDK's ModelTrainer from a spec, submits it, follows it;
 * `local` — runs the job the way SageMaker would, one subprocess per host, without Docker;
 * `report` — the run record, `runs/<job>.json`, and what `--compare` reads and prints;
+* `search` — the tuning's search space (`--range`), checked by the entry's parser, and its plan;
+* `trials` — the local search: Optuna trials as entry processes, pruned on their epoch lines;
+* `tuning` — the SageMaker tuning job: the SDK's HyperparameterTuner around the same ModelTrainer;
+* `tuning_result` — a tuning's summary, its table and `tuning.png`;
 * `charts` — the comparison as a picture (`--compare ... --plot compare.png`);
 * `console` — the progress lines every step prints on stderr, and the argument parser of submit.py and deploy.py.
 

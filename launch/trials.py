@@ -102,12 +102,14 @@ def trial_command(trial: Trial, data_dir: Path, static: dict[str, str]) -> list[
 
 
 def trial_env(parallel: int) -> dict[str, str]:
-    from launch.code import REPO
+    from launch.code import PACKAGES, package_dir
     from titanic_lightning.environment import CHECKPOINT_DIR_VARIABLE, without_launcher
 
     env = without_launcher()
     env.pop(CHECKPOINT_DIR_VARIABLE, None)  # every trial trains afresh: no checkpoint folder
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    # The trial imports the same entry and library as this process, from a checkout or site-packages.
+    roots = dict.fromkeys(str(package_dir(p).parent) for p in PACKAGES)
+    env["PYTHONPATH"] = os.pathsep.join([*roots, *filter(None, [env.get("PYTHONPATH")])])
     env["PYTHONUNBUFFERED"] = "1"
     # Trials side by side share the cores instead of each taking them all.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
@@ -328,6 +330,10 @@ def new_tuning_folder(out: Path) -> tuple[str, Path]:
             name = f"{base}-{n}"
 
 
+# A trial here runs as a plain process on this machine, not as an emulated instance.
+LOCAL = "local"
+
+
 def trial_record(trial: Trial, tuning_name: str, runs_dir: Path, save: bool) -> dict:
     """The trial as a run record (the shape of `launch.report.summarize`, plus the tuning's fields)."""
     from launch import report
@@ -335,11 +341,12 @@ def trial_record(trial: Trial, tuning_name: str, runs_dir: Path, save: bool) -> 
 
     final = {k: v for k, v in trial.metrics.items() if k not in ("epoch", "best_epoch", "train_loss")}
     record = {
+        "mode": "tuning",
         "job_name": f"{tuning_name}-{trial.number:03d}",
         "status": trial.status,
         "failure_reason": None if trial.status in (COMPLETED, PRUNED) else
         f"{trial.error or f'exit code {trial.exit_code}'}; see {trial.log_file}",
-        "instance_type": "local",
+        "instance_type": LOCAL,
         "instance_count": 1,
         "spot": False,
         "training_seconds": None,
@@ -393,7 +400,8 @@ def finish_local(name: str, plan: Plan, done: list[Trial], folder: Path, runs_di
 
     rows = [{"trial": t.number, "hyperparameters": t.hyperparameters, "status": t.status,
              "val_loss": t.metrics.get("val_loss"), "val_acc": t.metrics.get("val_acc"),
-             "val_auroc": t.metrics.get("val_auroc"), "wall_seconds": t.wall_seconds,
+             "val_auroc": t.metrics.get("val_auroc"), "test_acc": t.metrics.get("test_acc"),
+             "wall_seconds": t.wall_seconds, "job_name": f"{name}-{t.number:03d}", "instance_type": LOCAL,
              "model_artifact": str(t.model_dir.resolve()) if (t.model_dir / "model.pt").is_file() else None}
             for t in done]
     best = tuning_result.best_of(rows, plan)

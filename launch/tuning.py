@@ -211,7 +211,10 @@ def collect(sagemaker, described: dict, prices, out: Path, runs_dir: Path, wall_
         metrics = record["final_metrics"]
         rows.append({"trial": number, "training_job": job["TrainingJobName"], "hyperparameters": hyperparameters,
                      "status": status, "val_loss": metrics.get("val_loss"), "val_acc": metrics.get("val_acc"),
-                     "val_auroc": metrics.get("val_auroc"), "wall_seconds": record["wall_seconds"],
+                     "val_auroc": metrics.get("val_auroc"), "test_acc": metrics.get("test_acc"),
+                     "wall_seconds": record["wall_seconds"], "job_name": job["TrainingJobName"],
+                     **{key: record[key] for key in ("instance_type", "instance_count", "training_seconds",
+                                                     "billable_seconds", "estimated_cost_usd")},
                      "model_artifact": record["model_artifact"]})
     return rows
 

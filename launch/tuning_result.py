@@ -38,6 +38,10 @@ def best_of(trials: list[dict], plan: Plan) -> dict | None:
     return min(scored, key=lambda t: (sign * t[plan.objective], str(t["trial"])))
 
 
+TRIAL_EXTRAS = ("job_name", "training_job", "instance_type", "instance_count", "training_seconds", "billable_seconds",
+                "estimated_cost_usd", "model_artifact")
+
+
 def summary(name: str, mode: str, plan: Plan, trials: list[dict], wall_seconds: float, folder: Path,
             stopped: bool) -> dict:
     """The summary object; `trials` hold `trial`, `hyperparameters`, `status`, the metrics and `model_artifact`."""
@@ -49,9 +53,12 @@ def summary(name: str, mode: str, plan: Plan, trials: list[dict], wall_seconds: 
         "mode": mode,
         "search": plan.search,
         "objective": {"metric": plan.objective, "type": plan.objective_type},
+        # Beyond the required keys, what `--compare` shows of a trial: its run's name, test accuracy,
+        # instances, times and cost, where the trial has them.
         "trials": [{"trial": t["trial"], "hyperparameters": t["hyperparameters"], "status": t["status"],
                     "val_loss": _number(t.get("val_loss")), "val_acc": _number(t.get("val_acc")),
-                    "wall_seconds": t.get("wall_seconds"), **({"training_job": t["training_job"]} if "training_job" in t else {})}
+                    "test_acc": _number(t.get("test_acc")), "wall_seconds": t.get("wall_seconds"),
+                    **{key: t[key] for key in TRIAL_EXTRAS if key in t}}
                    for t in trials],
         "best": None if best is None else {
             "trial": best["trial"], "hyperparameters": best["hyperparameters"], "val_loss": _number(best.get("val_loss")),

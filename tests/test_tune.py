@@ -354,6 +354,18 @@ def test_a_small_local_search(data_dir, titanic_csv, tmp_path):
         assert (record["model_artifact"] is not None) == (record["trial"] == best["trial"])
     assert not _partials(tmp_path)
 
+    # --compare reads the tuning result and the trials' records alike, with every column a trial has.
+    from launch import report
+
+    for rows in (report.load_runs([str(folder / "tuning.json")]), report.load_runs(sorted(map(str, records)))):
+        assert [r["mode"] for r in rows] == ["tuning"] * 3 and [r["instance_type"] for r in rows] == ["local"] * 3
+        for row in rows:
+            trial = trials[row["trial"]]
+            assert row["val_acc"] == trial["val_acc"] and row["test_acc"] == trial["test_acc"] is not None
+            assert row["wall_seconds"] == trial["wall_seconds"]
+    table = report.compare_table(report.load_runs([str(folder / "tuning.json")]))
+    assert f"{result['tuning_job']}/trial-0" in table and f"{trials[0]['test_acc']:.4f}" in table
+
     scored = run_entry("predict", "--model", str(model), "--csv", str(titanic_csv), "--out", str(tmp_path / "p.csv"),
                        cwd=tmp_path)
     assert scored.returncode == 0, scored.stderr
