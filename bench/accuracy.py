@@ -34,13 +34,17 @@ def _load(data: Path, split: str):
         return npz[f"X_{split}"], npz[f"y_{split}"]
 
 
-def train_mlp(data: Path, seed: int, work: Path) -> dict:
-    from titanic_lightning.config import TrainConfig
+def train_mlp(data: Path, seed: int, work: Path, flags: list[str] = ()) -> dict:
+    """The metrics of one training run with entry.train's defaults, changed by `flags` (its own flags)."""
+    import dataclasses
+
+    from titanic_lightning.config import parse_train_args
     from titanic_lightning.training import train
 
-    cfg = TrainConfig(train=str(data / "train_data.npz"), val=str(data / "val_data.npz"),
-                      test=str(data / "test_data.npz"), seed=seed, model_dir=str(work / f"model-{seed}"),
-                      output_dir=str(work / f"outputs-{seed}"))
+    cfg = dataclasses.replace(
+        parse_train_args(list(flags)), train=str(data / "train_data.npz"), val=str(data / "val_data.npz"),
+        test=str(data / "test_data.npz"), seed=seed, model_dir=str(work / f"model-{seed}"),
+        output_dir=str(work / f"outputs-{seed}"))
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         return train(cfg).metrics
 
