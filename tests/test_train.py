@@ -177,3 +177,41 @@ def test_train_fast_dev_run_returns_metrics_and_no_paths(tmp_path, tiny_channels
         None, None, None, None, None)
     assert result.wall_seconds == result.metrics["wall_seconds"]
     assert not (tmp_path / "m").exists() and not (tmp_path / "o").exists()
+
+
+def test_epoch_values_reach_loggers_and_callbacks_once_per_epoch_without_a_save_each(tiny_channels, tmp_path):
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    from titanic_lightning.contracts import EPOCH_METRICS
+
+    class CountingCSVLogger(CSVLogger):
+        saves = 0
+
+        def save(self):
+            CountingCSVLogger.saves += 1
+            super().save()
+
+    epochs = 30
+    dm = TitanicDataModule(tiny_channels["train"], tiny_channels["val"], tiny_channels["test"], batch_size=1000)
+    model = TitanicClassifier(input_size=dm.num_features, hidden_sizes=[8])
+    logger = CountingCSVLogger(tmp_path, name="csv", version="")
+    seen = []
+
+    class Seen(pl.Callback):
+        def on_validation_end(self, trainer, pl_module):
+            seen.append({k: float(trainer.callback_metrics[k]) for k in EPOCH_METRICS})
+
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=logger, callbacks=[Seen()],
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, use_distributed_sampler=False)
+    trainer.fit(model, datamodule=dm)
+    # Saved at the start (within the first interval) and at the end, not after every epoch.
+    assert CountingCSVLogger.saves <= 3
+    with open(tmp_path / "csv" / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == list(range(epochs))
+    assert [int(r["step"]) for r in rows] == list(range(epochs))  # Lightning's step: batches trained before
+    assert [{k: float(r[k]) for k in EPOCH_METRICS} for r in rows] == seen  # the same floats, written as text
+    assert set(EPOCH_METRICS) <= set(trainer.logged_metrics)
