@@ -215,3 +215,36 @@ def test_epoch_values_reach_loggers_and_callbacks_once_per_epoch_without_a_save_
     assert [int(r["step"]) for r in rows] == list(range(epochs))  # Lightning's step: batches trained before
     assert [{k: float(r[k]) for k in EPOCH_METRICS} for r in rows] == seen  # the same floats, written as text
     assert set(EPOCH_METRICS) <= set(trainer.logged_metrics)
+
+
+# Run in a fresh interpreter: stops at Trainer.fit and writes the names of the modules loaded so far.
+_MODULES_AT_FIT = """
+import os, runpy, sys
+import lightning.pytorch as pl
+
+def fit(self, *args, **kwargs):
+    with open(os.environ["MODULES_OUT"], "w") as fh:
+        fh.write("\\n".join(sorted(sys.modules)))
+    os._exit(0)
+
+pl.Trainer.fit = fit
+sys.argv = ["entry.train"]
+runpy.run_module("entry.train", run_name="__main__")
+"""
+
+
+def test_a_run_on_prepared_data_loads_no_data_tooling_before_fit(prepared, tmp_path):
+    import subprocess
+    import sys
+
+    shutil.copytree(prepared, tmp_path / "data")  # a clone whose data/ is already prepared
+    out = tmp_path / "modules.txt"
+    result = subprocess.run([sys.executable, "-c", _MODULES_AT_FIT], cwd=tmp_path, env=clean_env(MODULES_OUT=str(out)),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = {name.split(".")[0] for name in out.read_text().split()}
+    assert not loaded & {"pandas", "sklearn", "tensorboard", "pyarrow"}
+    # Lightning imports torchmetrics, which loads matplotlib where it is installed: only that much is allowed.
+    lightning_alone = subprocess.run([sys.executable, "-c", "import sys, lightning; print('matplotlib' in sys.modules)"],
+                                     env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert ("matplotlib" in loaded) <= (lightning_alone.stdout.strip() == "True")
