@@ -7,7 +7,7 @@ The lesson's command works unchanged: `--train F --val F --epochs N --learning_r
 The run itself is `titanic_lightning.training.train`.
 
 The last line on standard output gives the run's times, as the lesson's notebook prints its
-"Local training time": `training time: 12.3 s (fit), whole process 17.9 s` — the seconds in
+"Local training time": `training time: 12.31 s (fit), whole process 17.92 s` — the seconds in
 Lightning's fit loop, and the seconds of the whole command (imports, data, evaluation, saving).
 Only global rank 0 prints it; it holds no `name=value;` pair, so no metric regex reads it.
 """
@@ -18,8 +18,8 @@ from titanic_lightning.command import run_command
 
 
 def timing_line(fit_seconds: float | None, whole_seconds: float) -> str:
-    fit = "-" if fit_seconds is None else f"{fit_seconds:.1f} s"
-    return f"training time: {fit} (fit), whole process {whole_seconds:.1f} s"
+    fit = "-" if fit_seconds is None else f"{fit_seconds:.2f} s"
+    return f"training time: {fit} (fit), whole process {whole_seconds:.2f} s"
 
 
 def main(argv: list[str]) -> None:

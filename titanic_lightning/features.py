@@ -26,9 +26,12 @@ import re
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where rows are read: a training run on prepared data needs none of it
 
 from titanic_lightning.errors import UsageError
 
@@ -95,6 +98,8 @@ def read_csv_rows(source, name: str) -> pd.DataFrame:
     column to the left; with `index_col=False` it drops the extra fields instead, with a warning
     that is turned into the error here. A row with fewer fields has missing values, as in Kaggle's files.
     """
+    import pandas as pd
+
     start = source.tell() if hasattr(source, "tell") else None
     try:
         with warnings.catch_warnings():
@@ -145,6 +150,8 @@ def _as_float(value: object) -> float:
 
 def _numeric(df: pd.DataFrame, column: str, source: str) -> pd.Series:
     """The column as float64; an empty cell stays missing (NaN), text, booleans and infinite values are errors."""
+    import pandas as pd
+
     booleans = df[column].map(lambda v: isinstance(v, (bool, np.bool_)))
     if booleans.any():  # pandas reads a column of True/False as booleans, which are numbers to it
         raise UsageError(f"{source}: column {column} has non-numeric value {str(df[column][booleans].iloc[0])!r} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import lightning.pytorch as pl
@@ -11,6 +12,10 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
 from titanic_lightning.network import MLP
+
+# How often, at most, the loggers save what they were given during training (they always save at
+# the end of fit, on success, failure or SIGTERM).
+LOGGER_SAVE_SECONDS = 10.0
 
 
 class TitanicClassifier(pl.LightningModule):
@@ -43,9 +48,14 @@ class TitanicClassifier(pl.LightningModule):
         # few large batches per epoch.
         self.train_loss = MeanMetric(nan_strategy="disable")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        scores = MetricCollection({"acc": BinaryAccuracy(), "auroc": BinaryAUROC(), "f1": BinaryF1Score()})
+        # The inputs need no checking on every update: labels are checked to be 0/1 when the data
+        # is loaded, and the scores are sigmoids.
+        checks = {"validate_args": False}
+        scores = MetricCollection({"acc": BinaryAccuracy(**checks), "auroc": BinaryAUROC(**checks),
+                                   "f1": BinaryF1Score(**checks)})
         self.val_scores = scores.clone(prefix="val_")
         self.test_scores = scores.clone(prefix="test_")
+        self._last_logger_save = -float("inf")
 
     def configure_model(self):
         """Under `--strategy tensor_parallel` (Lightning's ModelParallelStrategy, which sets the device
@@ -85,24 +95,50 @@ class TitanicClassifier(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, "test")
 
-    # Values are logged once per epoch, already reduced over ranks by torchmetrics. Logging per
-    # step would cost more than the step itself on small batches: Lightning moves its whole
-    # result collection to the device on every self.log call.
-    def _log_epoch(self, stage: str) -> None:
+    # Values are logged once per epoch, already reduced over ranks by torchmetrics: computed once,
+    # read back to the host in one transfer, and shared by the loggers and the callbacks.
+    def _epoch_values(self, stage: str, with_train_loss: bool = False) -> dict[str, torch.Tensor]:
         loss, scores = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_scores")
-        self.log_dict({f"{stage}_loss": loss.compute(), **scores.compute()})
+        values = {f"{stage}_loss": loss.compute(), **scores.compute()}
+        if with_train_loss:
+            values = {"train_loss": self.train_loss.compute(), **values}
+            self.train_loss.reset()
         loss.reset()
         scores.reset()
+        return dict(zip(values, torch.stack([v.float() for v in values.values()]).cpu().unbind()))
+
+    def _publish(self, values: dict[str, torch.Tensor]) -> None:
+        """Hand a training epoch's values to the callbacks and the loggers directly, as Lightning's
+        LearningRateMonitor does: `self.log` costs more than the epoch itself on small data (Lightning
+        moves its stored result to the device on every call), and Lightning saves every logger after
+        each logging call. Here the loggers write one row per epoch and save at most every
+        LOGGER_SAVE_SECONDS (and when the run ends)."""
+        trainer = self.trainer
+        trainer.callback_metrics.update(values)
+        trainer.logged_metrics.update(values)
+        row = {**{k: float(v) for k, v in values.items()}, "epoch": trainer.current_epoch}
+        now = time.monotonic()
+        save = now - self._last_logger_save >= LOGGER_SAVE_SECONDS
+        for logger in trainer.loggers:
+            # The step Lightning's own logging gives an epoch's values (LearningRateMonitor's too).
+            logger.log_metrics(row, step=trainer.fit_loop.epoch_loop._batches_that_stepped)
+            if save:
+                logger.save()
+        if save:
+            self._last_logger_save = now
 
     def on_validation_epoch_end(self):
-        # Validation closes every training epoch, so the epoch's training loss is complete here.
-        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
-            self.log("train_loss", self.train_loss.compute())
-            self.train_loss.reset()
-        self._log_epoch("val")
+        if self.trainer.state.fn != "fit":
+            self.log_dict(self._epoch_values("val"))
+        elif self.trainer.sanity_checking:
+            self.val_loss.reset()
+            self.val_scores.reset()
+        else:
+            # Validation closes every training epoch, so the epoch's training loss is complete here.
+            self._publish(self._epoch_values("val", with_train_loss=True))
 
     def on_test_epoch_end(self):
-        self._log_epoch("test")
+        self.log_dict(self._epoch_values("test"))
 
     def predict_step(self, batch, batch_idx):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch

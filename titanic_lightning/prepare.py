@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from titanic_lightning.contracts import PREPROCESSING_FILE, SPLITS, npz_name
 from titanic_lightning.csv_source import sha256_of
 from titanic_lightning.errors import UsageError
 from titanic_lightning.features import DEFAULT_FEATURE_SET, Preprocessor, read_csv_rows
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where rows are read: a training run on prepared data needs none of it
 
 TEST_SIZE = 0.2
 VAL_SIZE = 0.2
@@ -74,6 +77,8 @@ def read_passengers(csv: Path, require_label: bool = True) -> pd.DataFrame:
     if require_label:
         if LABEL not in df.columns:
             raise UsageError(f"{csv}: missing required column(s) {LABEL}")
+        import pandas as pd
+
         labels = pd.to_numeric(df[LABEL], errors="coerce")
         if not labels.isin([0, 1]).all():
             raise UsageError(f"{csv}: column {LABEL} must be 0 or 1 in every row")
