@@ -242,7 +242,8 @@ def run_local(spec: JobSpec, data: str | Path = "data", jobs_dir: str | Path = "
     from titanic_lightning.outputs import check_folder
 
     spec, table = _spec(spec), _prices(prices)
-    _check_type("container_venv", container_venv, (bool,), "True or False", optional=False)
+    if not isinstance(container_venv, bool):
+        raise UsageError(f"run_local(container_venv={container_venv!r}): expected True or False")
     # From here on Ctrl-C and SIGTERM are recorded, not raised inside library code: before the job
     # starts they end the call, after it they stop the job as StopTrainingJob would.
     stop = emulator.StopRequest()
