@@ -138,3 +138,40 @@ def test_the_sdks_install_script_installs_from_the_wheelhouse_into_a_clean_host_
     assert Path(shown[0]).is_relative_to(tmp_path / "venv") and shown[1] == "3.0"
     # Not installed in the launcher's own environment.
     assert subprocess.run([sys.executable, "-c", "import tinyapp"], capture_output=True).returncode != 0
+
+
+@pytest.fixture
+def emulated_image(monkeypatch):
+    """`--container-venv` with this interpreter standing in for the training image (it already has
+    every requirement, so the install needs no network), and an empty wheelhouse."""
+    monkeypatch.setattr(local, "image_venv", lambda cache=None: Path(sys.executable))
+
+
+def test_local_container_venv_installs_on_every_host_then_runs_there(prepared, tmp_path, emulated_image):
+    import launch
+
+    spec = launch.job_spec(instance_count=2, hyperparameters={"epochs": 1, "hidden_sizes": [4]})
+    run = launch.run_local(spec, data=prepared, jobs_dir=tmp_path / "jobs", runs_dir=None, container_venv=True)
+    assert run.ok, run.summary["failure_reason"]
+    assert run.summary["container_venv"] is True
+    for host in run.summary["hosts"]:
+        assert host["install_seconds"] > 0
+        assert "Installing requirements" in Path(host["log"]).read_text()
+    assert run.summary["command"][0] == str(run.job_dir / "algo-1" / "venv" / "bin" / "python")
+
+
+def test_local_container_venv_fails_the_job_when_the_install_fails(prepared, tmp_path, emulated_image, monkeypatch):
+    import launch
+
+    monkeypatch.setattr(code, "requirements", lambda: ["nosuchpkg>=1"])
+    monkeypatch.setattr(wheelhouse, "build", lambda requirements, target, cache=None, pip_args=(): wheelhouse.Wheelhouse(
+        path=tmp_path, key="empty"))
+    run = launch.run_local(launch.job_spec(wheelhouse=True), data=prepared, jobs_dir=tmp_path / "jobs", runs_dir=None,
+                           container_venv=True)
+    assert run.status == "Failed"
+    assert run.summary["failure_reason"].startswith("algo-1: installing requirements.txt failed with exit code 1")
+    assert (run.job_dir / "code" / "requirements.txt").read_text().splitlines() == [
+        "--no-index", "--find-links ../wheels", "nosuchpkg>=1"]
+    assert (run.job_dir / "algo-1" / "input" / "data" / "wheels").resolve() == run.job_dir / "wheels"
+    assert "nosuchpkg" in Path(run.summary["hosts"][0]["log"]).read_text()
+    assert run.summary["hosts"][0]["exit_code"] == 1 and run.model_artifact is None
