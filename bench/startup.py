@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -29,6 +30,16 @@ from pathlib import Path
 from titanic_lightning.command import run_command
 
 MODES = ("index", "wheelhouse")
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def install_once(mode: str, base_python: Path, wheels: list[Path], root: Path) -> float:
@@ -69,9 +80,9 @@ def main(argv: list[str]) -> None:
                 times[mode].append(install_once(mode, base_python, built.files, Path(tmp)))
                 print(f"{mode}: {times[mode][-1]:.1f} s", file=sys.stderr, flush=True)
 
-    print(f"machine: {platform.machine()} {platform.system()}, Python {platform.python_version()}, "
-          f"{len(__import__('os').sched_getaffinity(0))} cores; {args.rounds} rounds; set-up (base environment and "
-          f"wheelhouse, cached after the first run) {setup} s; wheelhouse {len(built.wheels)} wheels, {size:.0f} MiB")
+    print(f"machine: {_cpu()}, {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}; "
+          f"{args.rounds} rounds; set-up (base environment and wheelhouse, cached after the first run) {setup} s; "
+          f"wheelhouse {len(built.wheels)} wheels, {size:.0f} MiB")
     print("| install of requirements.txt | median s | fastest s |")
     print("|---|---|---|")
     for mode in MODES:
