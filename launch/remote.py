@@ -205,11 +205,17 @@ def input_data(spec: JobSpec) -> list:
     ]
 
 
-def upload_wheelhouse(s3, spec: JobSpec) -> dict[str, list[str]]:
-    """Build (or find cached) the training image's wheelhouse and upload it as the `wheels` channel."""
+def build_wheelhouse():
+    """The training image's wheelhouse: from the cache, else built (`launch.wheelhouse`)."""
     from launch import wheelhouse
 
-    built = wheelhouse.build(code.requirements(), wheelhouse.Target.image(PY_VERSION))
+    return wheelhouse.build(code.requirements(), wheelhouse.Target.image(PY_VERSION))
+
+
+def upload_wheelhouse(s3, spec: JobSpec, built) -> dict[str, list[str]]:
+    """Upload the wheelhouse `built` as the spec's `wheels` channel, skipping unchanged wheels."""
+    from launch import wheelhouse
+
     return s3data.upload_files(s3, built.files, spec.channels[wheelhouse.CHANNEL],
                                lambda path: "application/octet-stream")
 
@@ -225,10 +231,11 @@ class Submitted:
 def submit(aws: Aws, data_dir: Path, wait: bool) -> Submitted:
     """Upload data, stage code, create the job (and follow it to the end when `wait`)."""
     s3data.ensure_prepared(data_dir)
+    built = build_wheelhouse() if aws.spec.uses_wheelhouse else None  # before any upload: it may fail
     s3 = aws.boto_session.client("s3")
     upload = s3data.upload_channels(s3, data_dir, aws.spec.channels)
-    if aws.spec.uses_wheelhouse:
-        wheels = upload_wheelhouse(s3, aws.spec)
+    if built is not None:
+        wheels = upload_wheelhouse(s3, aws.spec, built)
         for outcome in upload:
             upload[outcome] += wheels[outcome]
     with tempfile.TemporaryDirectory(prefix="titanic-code-") as tmp:

@@ -168,6 +168,15 @@ def resolve(requirements: list[str], target: Target, pip_args: tuple[str, ...] =
                   if canonical(item["metadata"]["name"]) not in skipped)
 
 
+def _complete(path: Path) -> list[str] | None:
+    """The wheels of the wheelhouse at `path` when its manifest and every wheel it lists are there."""
+    try:
+        wheels = json.loads((path / MANIFEST).read_text())["wheels"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return wheels if all((path / w).is_file() for w in wheels) else None
+
+
 def build(requirements: list[str], target: Target, cache: Path | None = None,
           pip_args: tuple[str, ...] = ()) -> Wheelhouse:
     """The wheelhouse for `requirements` on `target`: from the cache, else resolved and downloaded
@@ -175,16 +184,18 @@ def build(requirements: list[str], target: Target, cache: Path | None = None,
     name = key(requirements, target, pip_args)
     root = (cache or default_cache()) / "wheelhouse"
     path = root / name
-    manifest = path / MANIFEST
-    if manifest.is_file():
-        wheels = json.loads(manifest.read_text())["wheels"]
-        if all((path / w).is_file() for w in wheels):
-            return Wheelhouse(path=path, key=name, wheels=wheels)
+    cached = _complete(path)
+    if cached is not None:
+        return Wheelhouse(path=path, key=name, wheels=cached)
     started = time.perf_counter()
     log(f"building the wheelhouse {path} (once for these requirements) ...")
     pins = [f"{n}=={v}" for n, v in resolve(requirements, target, pip_args)]
-    root.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    except OSError as exc:
+        raise UsageError(f"building the wheelhouse: cannot write to {root} ({exc.strerror}); set "
+                         f"{CACHE_VARIABLE} to a writable folder") from None
     try:
         if pins:
             _pip(["download", "--no-deps", "--quiet", "--dest", str(partial), *target.pip_options(), *pip_args, *pins],
@@ -192,6 +203,9 @@ def build(requirements: list[str], target: Target, cache: Path | None = None,
         wheels = sorted(p.name for p in partial.iterdir() if p.suffix == ".whl")
         (partial / MANIFEST).write_text(json.dumps({"requirements": requirements, "target": target.describe(),
                                                     "wheels": wheels}, indent=2) + "\n")
+        cached = _complete(path)
+        if cached is not None:  # another build of the same wheelhouse finished meanwhile: keep that one
+            return Wheelhouse(path=path, key=name, wheels=cached)
         if path.exists():  # an incomplete one left by an interrupted build: only this module writes here
             shutil.rmtree(path)
         partial.rename(path)

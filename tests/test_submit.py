@@ -15,6 +15,7 @@ import pytest
 from launch import job, report
 from launch.prices import load as load_prices
 from tests.helpers import BUCKET, REGION, ROLE, Recording, submit_inprocess, submit_subprocess
+from titanic_lightning.errors import UsageError
 
 DATA_KEYS = {
     "titanic-lightning/data/train/train_data.npz",
@@ -479,3 +480,21 @@ def test_dry_run_shows_network_isolation_and_the_wheelhouse(flags, isolated, whe
 def test_bad_wheelhouse_flags_are_one_line(argv, message, capsys):
     code, out, err = submit_inprocess(argv, capsys)
     assert code == 2 and err.strip().splitlines() == [message]
+
+
+def test_a_wheelhouse_that_cannot_be_built_stops_the_job_before_any_upload(bucket, data_dir, recording, capsys,
+                                                                           tmp_path, monkeypatch):
+    from launch import wheelhouse
+
+    monkeypatch.setenv(wheelhouse.CACHE_VARIABLE, str(tmp_path / "empty-cache"))
+
+    def offline(*args, **kwargs):
+        raise UsageError("building the wheelhouse: resolving the requirements failed: ERROR: no index reachable")
+
+    monkeypatch.setattr(wheelhouse, "resolve", offline)
+    rec = recording.start()
+    code, out, err = submit_inprocess(_args(data_dir, "--network-isolation", "--no-wait"), capsys)
+    entries = rec.stop()
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        "error: building the wheelhouse: resolving the requirements failed: ERROR: no index reachable")
+    assert Recording.s3_puts(entries) == [] and not Recording.sagemaker_calls(entries, "CreateTrainingJob")

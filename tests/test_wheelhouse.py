@@ -147,10 +147,10 @@ def emulated_image(monkeypatch):
     monkeypatch.setattr(local, "image_venv", lambda cache=None: Path(sys.executable))
 
 
-def test_local_container_venv_installs_on_every_host_then_runs_there(prepared, tmp_path, emulated_image):
+def test_local_container_venv_installs_on_the_host_then_runs_there(prepared, tmp_path, emulated_image):
     import launch
 
-    spec = launch.job_spec(instance_count=2, hyperparameters={"epochs": 1, "hidden_sizes": [4]})
+    spec = launch.job_spec(hyperparameters={"epochs": 1, "hidden_sizes": [4]})
     run = launch.run_local(spec, data=prepared, jobs_dir=tmp_path / "jobs", runs_dir=None, container_venv=True)
     assert run.ok, run.summary["failure_reason"]
     assert run.summary["container_venv"] is True
@@ -175,3 +175,12 @@ def test_local_container_venv_fails_the_job_when_the_install_fails(prepared, tmp
     assert (run.job_dir / "algo-1" / "input" / "data" / "wheels").resolve() == run.job_dir / "wheels"
     assert "nosuchpkg" in Path(run.summary["hosts"][0]["log"]).read_text()
     assert run.summary["hosts"][0]["exit_code"] == 1 and run.model_artifact is None
+
+
+def test_a_cache_that_cannot_be_written_is_one_line(tmp_path, index):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(UsageError, match=rf"^building the wheelhouse: cannot write to {blocker}/wheelhouse .*"
+                                         rf"set {wheelhouse.CACHE_VARIABLE} to a writable folder$"):
+        wheelhouse.build(["tinydep"], wheelhouse.Target(), cache=blocker, pip_args=_offline(index))
+    assert blocker.read_text() == "a file, not a folder"
