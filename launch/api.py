@@ -148,14 +148,18 @@ def _hp_value(key: str, value) -> str:
 def job_spec(*, gpu: bool = False, instance_type: str | None = None, instance_count: int = 1, spot: bool = False,
              max_run: int = DEFAULT_MAX_RUN_S, bucket: str | None = None, prefix: str = DEFAULT_PREFIX,
              region: str | None = None, role: str | None = None, hyperparameters: dict | list | None = None,
-             strategy: str | None = None, resume: str | None = None) -> JobSpec:
+             strategy: str | None = None, resume: str | None = None, network_isolation: bool = False,
+             wheelhouse: bool = False) -> JobSpec:
     """The validated job these options describe, as `submit.py`'s flags of the same names do (offline).
 
     `hyperparameters` are flags of `python -m entry.train`: `{"epochs": 20, "learning_rate": 0.003}`,
     or the command line's `["epochs=20", ...]`. `region` defaults to $AWS_REGION, $AWS_DEFAULT_REGION,
-    else us-east-1. Raises `UsageError` naming the option at fault.
+    else us-east-1. `wheelhouse` installs the requirements from a wheels channel with no index;
+    `network_isolation` cuts the container off the network and implies it. Raises `UsageError`
+    naming the option at fault.
     """
-    for name, value in (("gpu", gpu), ("spot", spot)):
+    for name, value in (("gpu", gpu), ("spot", spot), ("network_isolation", network_isolation),
+                        ("wheelhouse", wheelhouse)):
         _check_type(name, value, (bool,), "True or False", optional=False)
     for name, value in (("instance_count", instance_count), ("max_run", max_run)):
         _check_type(name, value, (int,), "an integer", optional=False)
@@ -179,7 +183,8 @@ def job_spec(*, gpu: bool = False, instance_type: str | None = None, instance_co
 
     return build_spec(gpu=gpu, instance_type=instance_type, instance_count=instance_count, spot=spot, max_run=max_run,
                       bucket=bucket, prefix=prefix, region=options.region(SimpleNamespace(region=region)), role=role,
-                      hp=pairs, strategy=strategy, resume=resume)
+                      hp=pairs, strategy=strategy, resume=resume, network_isolation=network_isolation,
+                      wheelhouse=wheelhouse)
 
 
 def _spec(spec) -> JobSpec:
@@ -222,18 +227,23 @@ def _save(record: dict, runs: Path | None) -> Path | None:
 
 
 def run_local(spec: JobSpec, data: str | Path = "data", jobs_dir: str | Path = "jobs", runs_dir: str | Path | None = "runs",
-              prices: PriceTable | str | Path | None = None, timeout_s: float | None = None) -> Run:
+              prices: PriceTable | str | Path | None = None, timeout_s: float | None = None,
+              container_venv: bool = False) -> Run:
     """Run the job here as SageMaker would (`--local`): one process per host in `jobs_dir/<job>/`.
 
     `data` is prepared from the Titanic CSV when it has no channels yet. The run is recorded in
     `runs_dir/<job>.json` (None: not recorded). Ctrl-C or SIGTERM stops the job as StopTrainingJob
     would: the Run comes back with status "Stopped". `timeout_s` defaults to the spec's max run.
+    `container_venv` gives each host an environment holding only what the training image holds and
+    installs requirements.txt into it first, as the container does (`install_seconds` per host).
     """
     from launch import local as emulator
     from launch import s3data
     from titanic_lightning.outputs import check_folder
 
     spec, table = _spec(spec), _prices(prices)
+    if not isinstance(container_venv, bool):
+        raise UsageError(f"run_local(container_venv={container_venv!r}): expected True or False")
     # From here on Ctrl-C and SIGTERM are recorded, not raised inside library code: before the job
     # starts they end the call, after it they stop the job as StopTrainingJob would.
     stop = emulator.StopRequest()
@@ -242,7 +252,8 @@ def run_local(spec: JobSpec, data: str | Path = "data", jobs_dir: str | Path = "
         runs = _check_runs_dir(runs_dir)
         data_dir = s3data.check_data_dir(Path(data))
         stop.raise_if_requested()
-        summary = emulator.run(spec, data_dir, Path(jobs_dir), timeout_s=timeout_s, stop=stop)
+        summary = emulator.run(spec, data_dir, Path(jobs_dir), timeout_s=timeout_s, stop=stop,
+                               container_venv=container_venv)
     record = report.local_record(summary, table)
     path = _save(record, runs)
     return Run(job_name=record["job_name"], status=record["status"], mode="local", record=record, record_path=path,

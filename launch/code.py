@@ -5,7 +5,8 @@ staged package also gets them as `titanic_lightning/dependencies.txt`, since the
 writes the model's serving requirements, has no pyproject.toml (see `titanic_lightning.dependencies`).
 
 The SDK uploads this folder as the job's `code` channel; in the container it lands at
-`/opt/ml/input/data/code`, which is also the working directory of the entry script. Because the
+`/opt/ml/input/data/code`, which is also the working directory of the entry script. With a
+wheelhouse (`launch.wheelhouse`) requirements.txt names no index but the `wheels` channel beside it. Because the
 script runs by path (`python entry/train.py`), the package is found through PYTHONPATH, which the
 job sets to that folder (`CODE_DIR_IN_CONTAINER`).
 """
@@ -37,13 +38,22 @@ def package_dir(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
-def stage(dest: Path) -> Path:
-    """Copy the shipped code into `dest` (created) and return it."""
+def requirements() -> list[str]:
+    """What the job installs at start-up: the declared bounds of `REQUIRED`."""
+    return dependencies.bounds(REQUIRED)
+
+
+def stage(dest: Path, wheelhouse: bool = False) -> Path:
+    """Copy the shipped code into `dest` (created) and return it; with `wheelhouse`, its
+    requirements.txt installs from the job's wheels channel with no index (`launch.wheelhouse`)."""
+    from launch import wheelhouse as wheels
+
     dest.mkdir(parents=True, exist_ok=True)
     for package in PACKAGES:
         shutil.copytree(package_dir(package), dest / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
                         dirs_exist_ok=True)
     declared = dependencies.declared()
-    (dest / REQUIREMENTS_FILE).write_text("\n".join(dependencies.bounds(REQUIRED)) + "\n")
+    lines = wheels.requirements_lines(requirements()) if wheelhouse else requirements()
+    (dest / REQUIREMENTS_FILE).write_text("\n".join(lines) + "\n")
     (dest / dependencies.PACKAGE.name / dependencies.STAGED.name).write_text("\n".join(declared) + "\n")
     return dest

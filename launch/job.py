@@ -12,7 +12,10 @@ Decisions made here:
   `--strategy`, all strings, as SageMaker passes them; each value is parsed here by the entry's own
   parser, in the form the container will hand it over, and must be carried safely (see
   `check_hyperparameter`);
-* channels `train` (train_data.npz + preprocessing.json), `val`, `test` under `s3://B/P/data/`;
+* channels `train` (train_data.npz + preprocessing.json), `val`, `test` under `s3://B/P/data/`, and
+  with a wheelhouse `wheels` under `s3://B/P/wheels/<key>/` (see `launch.wheelhouse`);
+* network isolation (`--network-isolation`): the container reaches nothing but its channels, so it
+  implies the wheelhouse; SageMaker itself still syncs checkpoints, TensorBoard logs and the model;
 * metric definitions whose regexes read the entry's `name=value;` lines;
 * stopping condition, TensorBoard and output paths;
 * checkpoints: each job its own URI, the SDK's `s3://B/P/<base job name>/<job name>/checkpoints`
@@ -100,6 +103,8 @@ class JobSpec:
     hyperparameters: dict[str, str] = field(default_factory=dict)
     resume: str | None = None  # the job whose checkpoints this one continues from
     resume_checkpoint_s3_uri: str | None = None  # that job's checkpoint URI, as AWS describes it
+    network_isolation: bool = False
+    wheelhouse: bool = False  # install the requirements from a wheels channel, with no index
 
     @property
     def gpus_per_instance(self) -> int:
@@ -139,8 +144,25 @@ class JobSpec:
         return f"s3://{bucket}/{path}/"
 
     @property
+    def uses_wheelhouse(self) -> bool:
+        """An isolated container cannot reach a package index: it installs from the wheelhouse."""
+        return self.wheelhouse or self.network_isolation
+
+    @property
+    def wheelhouse_key(self) -> str:
+        """The wheelhouse this job's requirements need on the training image (offline)."""
+        from launch import code, wheelhouse
+
+        return wheelhouse.key(code.requirements(), wheelhouse.Target.image(PY_VERSION))
+
+    @property
     def channels(self) -> dict[str, str]:
-        return {name: self._s3("data", name) for name in SPLITS}
+        data = {name: self._s3("data", name) for name in SPLITS}
+        if self.uses_wheelhouse:
+            from launch import wheelhouse
+
+            data[wheelhouse.CHANNEL] = self._s3(wheelhouse.CHANNEL, self.wheelhouse_key)
+        return data
 
     def job_checkpoint_s3_uri(self, job_name: str) -> str:
         """Where the SDK keeps the checkpoints of `job_name` when CheckpointConfig names no URI.
@@ -200,6 +222,8 @@ class JobSpec:
                             if self.distributed else None),
             "hyperparameters": dict(self.hyperparameters),
             "channels": self.channels,
+            "network_isolation": self.network_isolation,
+            "wheelhouse": self.uses_wheelhouse,
             "metric_definitions": METRIC_DEFINITIONS,
             "stopping_condition": self.stopping_condition,
             "checkpoint_s3_uri": self.checkpoint_s3_uri,
@@ -347,6 +371,8 @@ def build_spec(
     hp: list[str] | None = None,
     strategy: str | None = None,
     resume: str | None = None,
+    network_isolation: bool = False,
+    wheelhouse: bool = False,
 ) -> JobSpec:
     """Validate the command line's job options (offline) and return the spec."""
     chosen = instance_type or (instances.DEFAULT_GPU_INSTANCE if gpu else instances.DEFAULT_CPU_INSTANCE)
@@ -378,4 +404,6 @@ def build_spec(
         role=role,
         hyperparameters=parse_hyperparameters(hp or [], strategy),
         resume=check_job_name(resume, "--resume") if resume is not None else None,
+        network_isolation=network_isolation,
+        wheelhouse=wheelhouse,
     )

@@ -51,6 +51,16 @@ are stopped; the job fails with the first failing host's `output/failure` as its
 or Ctrl-C stops the job the way StopTrainingJob or a spot reclaim does: SIGTERM to every host,
 SIGKILL after a grace period, status Stopped. The last line printed is the summary as one JSON
 object.
+
+With a wheelhouse (`--wheelhouse`, `--network-isolation`) the job folder gets `wheels/` (built
+for this machine and Python, see `launch.wheelhouse`) and each host the `wheels` channel beside
+`code`. Nothing is installed unless `container_venv` (`--container-venv`): then each host gets its
+own virtual environment, `algo-N/venv`, holding only what the PyTorch training image holds (torch,
+numpy, pandas, scikit-learn, from a base environment built once in the cache and seen through a
+.pth file), the SDK's own `install_requirements.py` installs the staged requirements.txt into it
+from the host's code folder as the container does on every host, timed (`install_seconds` in the
+summary), and the host runs with that environment's Python. A failed install fails the job, as
+the container's error trap does.
 """
 
 from __future__ import annotations
@@ -132,7 +142,8 @@ def input_data_config(channels: list[str]) -> dict:
             for name in channels}
 
 
-def lay_out_host(host_dir: Path, spec: JobSpec, host: str, data_dir: Path, code_dir: Path) -> dict:
+def lay_out_host(host_dir: Path, spec: JobSpec, host: str, data_dir: Path, code_dir: Path,
+                 wheels_dir: Path | None = None) -> dict:
     """Create one host's /opt/ml tree; return its input data config."""
     config = host_dir / "input" / "config"
     config.mkdir(parents=True)
@@ -144,7 +155,11 @@ def lay_out_host(host_dir: Path, spec: JobSpec, host: str, data_dir: Path, code_
         for path in files:
             shutil.copy2(path, data / name / path.name)
     (data / "code").symlink_to(os.path.relpath(code_dir, data))
-    channels = input_data_config([*s3data.channel_files(data_dir), "code"])
+    extra = ["code"]
+    if wheels_dir is not None:
+        (data / wheels_dir.name).symlink_to(os.path.relpath(wheels_dir, data))
+        extra.append(wheels_dir.name)
+    channels = input_data_config([*s3data.channel_files(data_dir), *extra])
     (config / "resourceconfig.json").write_text(json.dumps(resource_config(spec, host), indent=2))
     (config / "hyperparameters.json").write_text(json.dumps(spec.hyperparameters, indent=2))
     (config / "inputdataconfig.json").write_text(json.dumps(channels, indent=2))
@@ -212,20 +227,21 @@ def _rerooted(value: str, root: str) -> str:
     return value.replace(f"{OPT_ML}/", json.dumps(f"{root}/")[1:-1] if structured else f"{root}/")
 
 
-def host_command(spec: JobSpec, env: dict[str, str]) -> list[str]:
+def host_command(spec: JobSpec, env: dict[str, str], python: str | None = None) -> list[str]:
     """What the SDK's basic-script or torchrun driver would execute on this host."""
     from sagemaker.train.container_drivers.common.utils import hyperparameters_to_cli_args
 
+    python = python or sys.executable
     args = hyperparameters_to_cli_args(json.loads(env["SM_HPS"]))
     if not spec.distributed:
-        return [sys.executable, code.ENTRY_SCRIPT, *args]
+        return [python, code.ENTRY_SCRIPT, *args]
     # The job's processes per instance, else the driver's own default: one process per GPU, else one.
     per_node = (spec.process_count_per_node or int(env.get("SM_NUM_GPUS") or 0) or int(env.get("SM_NUM_NEURONS") or 0)
                 or 1)
     # The driver passes the master only with several hosts; here it is always passed, so a
     # single-host run never takes torchrun's default port 29500 from another job on this machine.
     return [
-        sys.executable, "-m", "torch.distributed.run",
+        python, "-m", "torch.distributed.run",
         f"--nnodes={spec.instance_count}", f"--nproc_per_node={per_node}",
         f"--master_addr={env['SM_MASTER_ADDR']}", f"--master_port={env['SM_MASTER_PORT']}",
         f"--node_rank={env['SM_CURRENT_HOST_RANK']}",
@@ -246,6 +262,73 @@ def process_env(sm: dict[str, str], code_dir: Path, distributed: bool, checkpoin
         env["NCCL_SOCKET_IFNAME"] = sm.get("SM_NETWORK_INTERFACE_NAME", NETWORK_INTERFACE)
         env["NCCL_PROTO"] = "simple"
     return env
+
+
+# --- the container's Python: only what the training image holds, then requirements.txt -------
+
+# What the PyTorch training image holds that the job relies on; the base environment gets this
+# machine's versions of them (from its pip cache or index).
+IMAGE_PACKAGES = ("torch", "numpy", "pandas", "scikit-learn")
+VENV_PYTHON = Path("bin") / "python"
+
+
+def _site_packages(venv: Path) -> Path:
+    return venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+
+
+def _run(command: list[str], what: str, **kwargs) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    if done.returncode != 0:
+        raise UsageError(f"{what} failed (exit code {done.returncode}): {one_line(done.stderr)[-400:]}")
+
+
+def image_venv(cache: Path | None = None) -> Path:
+    """The base environment: a clean venv (not --system-site-packages, which would bring in
+    everything this interpreter has) with `IMAGE_PACKAGES` at this interpreter's versions, built
+    once under the cache; its Python's path."""
+    import hashlib
+    from importlib import metadata
+
+    from launch import wheelhouse
+
+    pins = [f"{name}=={metadata.version(name)}" for name in IMAGE_PACKAGES]
+    key = hashlib.sha256(json.dumps([sys.version, pins]).encode()).hexdigest()[:16]
+    venv = (cache or wheelhouse.default_cache()) / "image-venv" / key
+    done = venv / ".complete"
+    if not done.is_file():
+        log(f"building the training image's stand-in environment {venv} (once): {' '.join(pins)} ...")
+        shutil.rmtree(venv, ignore_errors=True)  # an interrupted build; only this function writes here
+        _run([sys.executable, "-m", "venv", str(venv)], "creating the image environment")
+        _run([str(venv / VENV_PYTHON), "-m", "pip", "install", "--quiet", *pins], "installing the image's packages")
+        done.write_text("\n".join(pins) + "\n")
+    return venv / VENV_PYTHON
+
+
+def host_venv(path: Path, base_python: Path) -> Path:
+    """A host's own venv, seeing the base environment's packages (and pip) through a .pth file, as
+    the image's Python sees its own; pip installs into the host's. Its Python's path."""
+    _run([sys.executable, "-m", "venv", "--without-pip", str(path)], "creating the host environment")
+    base = subprocess.run([str(base_python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (_site_packages(path) / "_training_image.pth").write_text(base + "\n")
+    return path / VENV_PYTHON
+
+
+def install_requirements(python: Path, code_dir: Path, log_path: Path) -> tuple[int, float]:
+    """Run the SDK's container install script with `python` in `code_dir`, as sm_train.sh does
+    (`install_requirements.py requirements.txt`); its output goes to `log_path`. (exit code, seconds)."""
+    from sagemaker.core.utils import install_requirements as sdk_install
+
+    env = without_launcher()
+    for name in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"):
+        env.pop(name, None)
+    started = time.perf_counter()
+    with log_path.open("a") as out:
+        out.write(f"Installing requirements\n{(code_dir / code.REQUIREMENTS_FILE).read_text()}")
+        out.flush()
+        done = subprocess.run([str(python), sdk_install.__file__, code.REQUIREMENTS_FILE], cwd=code_dir, env=env,
+                              stdout=out, stderr=subprocess.STDOUT)
+    return done.returncode, round(time.perf_counter() - started, 2)
 
 
 # --- checkpoints: the store standing in for the checkpoint S3 URI ----------------------------
@@ -307,6 +390,7 @@ class Host:
     env: dict[str, str]
     log: Path
     process: subprocess.Popen | None = None
+    install_seconds: float | None = None
     exit_code: int | None = None
     stopped: bool = False
     threads: list[threading.Thread] = field(default_factory=list)
@@ -325,7 +409,7 @@ class Host:
 
 def _pump(host: Host) -> None:
     """Copy a host's output to its log file and to stderr, each line tagged with the host."""
-    with host.log.open("w") as log:
+    with host.log.open("a") as log:  # after the requirements' install, when there is one
         for line in host.process.stdout:
             log.write(line)
             log.flush()
@@ -457,6 +541,7 @@ class _Job:
     dir: Path
     store: Path
     hosts: list[Host]
+    install: bool = False  # each host installs requirements.txt into its own environment first
 
 
 @dataclass
@@ -470,7 +555,7 @@ class _Outcome:
 
 
 def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None = None,
-        stop: StopRequest | None = None) -> dict:
+        stop: StopRequest | None = None, container_venv: bool = False) -> dict:
     """Emulate the job; return the summary (also written to <job_dir>/summary.json).
 
     `stop`, installed by the caller from its start, keeps a Ctrl-C or SIGTERM that comes before
@@ -479,19 +564,33 @@ def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None =
     max_run_s = timeout_s or spec.max_run_s
     stop = stop or StopRequest()
     with stop.installed():
-        job = lay_out_job(spec, data_dir, jobs_dir)
+        job = lay_out_job(spec, data_dir, jobs_dir, container_venv=container_venv)
         return summarise(job, spec, supervise_job(job, max_run_s, stop), max_run_s)
 
 
-def lay_out_job(spec: JobSpec, data_dir: Path, jobs_dir: Path) -> _Job:
-    """The job folder: staged code, logs, the checkpoint store (a resumed job's copied in), and one
-    /opt/ml per host with its channels, checkpoints, command and environment."""
+def lay_out_job(spec: JobSpec, data_dir: Path, jobs_dir: Path, container_venv: bool = False) -> _Job:
+    """The job folder: staged code (and wheels), logs, the checkpoint store (a resumed job's copied
+    in), and one /opt/ml per host with its channels, checkpoints, command and environment (and, with
+    `container_venv`, its own Python environment)."""
+    from launch import wheelhouse
+
     jobs_dir = jobs_dir.resolve()
     resumed = resume_source(jobs_dir, spec.resume) if spec.resume is not None else None
     s3data.ensure_prepared(data_dir)
+    built = wheelhouse.build(code.requirements(), wheelhouse.Target.here()) if spec.uses_wheelhouse else None
+    base_python = image_venv() if container_venv else None
     job_name, job_dir = new_job_dir(jobs_dir, spec.base_job_name)
     log(f"job directory: {job_dir}")
-    code_dir = code.stage(job_dir / "code")
+    code_dir = code.stage(job_dir / "code", wheelhouse=spec.uses_wheelhouse)
+    wheels_dir = None
+    if built is not None:
+        wheels_dir = job_dir / wheelhouse.CHANNEL
+        wheels_dir.mkdir()
+        for path in built.files:  # a hard link where the cache shares the file system, else a copy
+            try:
+                os.link(path, wheels_dir / path.name)
+            except OSError:
+                shutil.copy2(path, wheels_dir / path.name)
     (job_dir / "logs").mkdir()
     port = free_port()
     store = checkpoint_store(job_dir)
@@ -502,15 +601,17 @@ def lay_out_job(spec: JobSpec, data_dir: Path, jobs_dir: Path) -> _Job:
     hosts: list[Host] = []
     for name in hosts_for(spec.instance_count):
         host_dir = job_dir / name
-        channels = lay_out_host(host_dir, spec, name, data_dir, code_dir)
+        channels = lay_out_host(host_dir, spec, name, data_dir, code_dir, wheels_dir)
         copy_tree(store, host_dir / "checkpoints")
         sm = sagemaker_env(spec, job_name, name, host_dir, channels, port)
-        hosts.append(Host(name=name, dir=host_dir, command=host_command(spec, sm), log=job_dir / "logs" / f"{name}.log",
+        python = str(host_venv(host_dir / "venv", base_python)) if base_python is not None else None
+        hosts.append(Host(name=name, dir=host_dir, command=host_command(spec, sm, python),
+                          log=job_dir / "logs" / f"{name}.log",
                           env=process_env(sm, code_dir, spec.distributed, checkpoint_dir=host_dir / "checkpoints")))
     if spec.gpu and int(hosts[0].env.get("SM_NUM_GPUS", "0")) == 0:
         log(f"note: {spec.instance_type} has a GPU, this machine has none: the hosts train on CPU")
     log(f"running: {' '.join(hosts[0].command)}")
-    return _Job(name=job_name, dir=job_dir, store=store, hosts=hosts)
+    return _Job(name=job_name, dir=job_dir, store=store, hosts=hosts, install=base_python is not None)
 
 
 def supervise_job(job: _Job, max_run_s: float, stop: StopRequest) -> _Outcome:
@@ -526,6 +627,18 @@ def supervise_job(job: _Job, max_run_s: float, stop: StopRequest) -> _Outcome:
             last_sync = time.monotonic()
 
     started = time.perf_counter()
+    if job.install:
+        for h in hosts:
+            cwd = h.dir / "input" / "data" / "code"
+            exit_code, h.install_seconds = install_requirements(Path(h.command[0]), cwd, h.log)
+            log(f"{h.name}: requirements installed in {h.install_seconds} s" if exit_code == 0
+                else f"{h.name}: installing requirements failed (exit code {exit_code}); see {h.log}")
+            if exit_code != 0:
+                h.exit_code = exit_code
+                h.failure_file.write_text(f"{h.name}: installing requirements.txt failed with exit code {exit_code}; "
+                                          f"see {h.log}\n")
+                return _Outcome(first_failed=h, timed_out=False, stop_signal=stop.signal,
+                                wall_seconds=round(time.perf_counter() - started, 3))
     for h in hosts:
         _start(h, cwd=h.dir / "input" / "data" / "code")  # the driver's `cd /opt/ml/input/data/code`
     first_failed, timed_out = _supervise(hosts, max_run_s, stop, sync_checkpoints)
@@ -584,10 +697,13 @@ def summarise(job: _Job, spec: JobSpec, outcome: _Outcome, max_run_s: float) -> 
         "instance_count": spec.instance_count,
         "spot": spec.spot,
         "distributed": spec.distributed,
+        "network_isolation": spec.network_isolation,
+        "wheelhouse": spec.uses_wheelhouse,
+        "container_venv": job.install,
         "hyperparameters": spec.hyperparameters,
         "command": hosts[0].command,
         "hosts": [
-            {"host": h.name, "exit_code": h.exit_code, "stopped_by_launcher": h.stopped,
+            {"host": h.name, "exit_code": h.exit_code, "stopped_by_launcher": h.stopped, "install_seconds": h.install_seconds,
              "failure_reason": h.failure_reason(), "log": str(h.log)}
             for h in hosts
         ],

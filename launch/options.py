@@ -37,6 +37,12 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                    help="a flag of entry/train.py, passed as a hyperparameter; repeatable")
     p.add_argument("--strategy", metavar="NAME", help="the entry's --strategy (auto, ddp, ddp_smddp, fsdp, pkg.mod:fn)")
+    p.add_argument("--wheelhouse", action="store_true",
+                   help="install the job's requirements from a wheels channel uploaded beside the code (built "
+                        "once, cached, skipped when unchanged) instead of from the public index at start-up")
+    p.add_argument("--network-isolation", action="store_true",
+                   help="run the container with no network access (implies --wheelhouse); SageMaker still "
+                        "moves the channels, checkpoints and model")
 
 
 def region(args) -> str:
@@ -50,5 +56,6 @@ def spec_from_args(args, **extra):
     return job.build_spec(
         gpu=args.gpu, instance_type=args.instance_type, instance_count=args.instance_count, spot=args.spot,
         max_run=args.max_run, bucket=args.bucket, prefix=args.prefix, region=region(args), role=args.role,
-        hp=args.hp, strategy=args.strategy, **extra,
+        hp=args.hp, strategy=args.strategy, network_isolation=args.network_isolation, wheelhouse=args.wheelhouse,
+        **extra,
     )

@@ -1,8 +1,8 @@
 """Submit a `JobSpec` as a SageMaker training job with the SDK's `ModelTrainer`.
 
 `resolve_aws` checks credentials, region, role and bucket (and the job `--resume` names) before
-anything is uploaded; `submit` uploads the data channels (skipping unchanged objects), stages the
-code and calls `ModelTrainer.train`. Endpoints follow botocore's configuration
+anything is uploaded; `submit` uploads the data channels (skipping unchanged objects) and, with a
+wheelhouse, the wheels channel, stages the code and calls `ModelTrainer.train`. Endpoints follow botocore's configuration
 (`AWS_ENDPOINT_URL` included), which is how the tests point it at a local S3/SageMaker emulator.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from launch import code, s3data
 from launch.console import log
-from launch.job import METRIC_DEFINITIONS, TENSORBOARD_LOCAL_PATH, JobSpec, check_role
+from launch.job import METRIC_DEFINITIONS, PY_VERSION, TENSORBOARD_LOCAL_PATH, JobSpec, check_role
 from titanic_lightning.contracts import CHECKPOINT_FILE
 from titanic_lightning.errors import UsageError
 from titanic_lightning.sagemaker_facts import CHECKPOINT_DIR
@@ -154,6 +154,7 @@ def build_trainer(aws: Aws, code_dir: Path):
         CheckpointConfig,
         Compute,
         MetricDefinition,
+        Networking,
         OutputDataConfig,
         SourceCode,
         StoppingCondition,
@@ -171,6 +172,7 @@ def build_trainer(aws: Aws, code_dir: Path):
         compute=Compute(instance_type=spec.instance_type, instance_count=spec.instance_count,
                         enable_managed_spot_training=spec.spot or None),
         distributed=Torchrun(process_count_per_node=spec.process_count_per_node) if spec.distributed else None,
+        networking=Networking(enable_network_isolation=True) if spec.network_isolation else None,
         hyperparameters=dict(spec.hyperparameters),
         environment={"PYTHONPATH": code.CODE_DIR_IN_CONTAINER},
         role=spec.role,
@@ -203,6 +205,21 @@ def input_data(spec: JobSpec) -> list:
     ]
 
 
+def build_wheelhouse():
+    """The training image's wheelhouse: from the cache, else built (`launch.wheelhouse`)."""
+    from launch import wheelhouse
+
+    return wheelhouse.build(code.requirements(), wheelhouse.Target.image(PY_VERSION))
+
+
+def upload_wheelhouse(s3, spec: JobSpec, built) -> dict[str, list[str]]:
+    """Upload the wheelhouse `built` as the spec's `wheels` channel, skipping unchanged wheels."""
+    from launch import wheelhouse
+
+    return s3data.upload_files(s3, built.files, spec.channels[wheelhouse.CHANNEL],
+                               lambda path: "application/octet-stream")
+
+
 @dataclass
 class Submitted:
     job_name: str
@@ -214,9 +231,15 @@ class Submitted:
 def submit(aws: Aws, data_dir: Path, wait: bool) -> Submitted:
     """Upload data, stage code, create the job (and follow it to the end when `wait`)."""
     s3data.ensure_prepared(data_dir)
-    upload = s3data.upload_channels(aws.boto_session.client("s3"), data_dir, aws.spec.channels)
+    built = build_wheelhouse() if aws.spec.uses_wheelhouse else None  # before any upload: it may fail
+    s3 = aws.boto_session.client("s3")
+    upload = s3data.upload_channels(s3, data_dir, aws.spec.channels)
+    if built is not None:
+        wheels = upload_wheelhouse(s3, aws.spec, built)
+        for outcome in upload:
+            upload[outcome] += wheels[outcome]
     with tempfile.TemporaryDirectory(prefix="titanic-code-") as tmp:
-        trainer = build_trainer(aws, code.stage(Path(tmp)))
+        trainer = build_trainer(aws, code.stage(Path(tmp), wheelhouse=aws.spec.uses_wheelhouse))
         started = time.time()
         trainer.train(input_data_config=input_data(aws.spec), wait=False, logs=False)
         job = trainer._latest_training_job  # the SDK keeps the created job here; no public getter

@@ -5,6 +5,8 @@ Layout in S3 (`s3://B/P/data/<channel>/`):
     train/train_data.npz  train/preprocessing.json   (the entry reads preprocessing.json beside
     val/val_data.npz      test/test_data.npz          the training data)
 
+With a wheelhouse, its wheels go under `s3://B/P/wheels/<key>/` the same way (`upload_files`).
+
 Each object carries its sha256 in metadata (`x-amz-meta-sha256`); an upload is skipped when the
 object already holds the same content.
 """
@@ -53,31 +55,44 @@ def _split(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def upload_channels(s3, data_dir: Path, channels: dict[str, str]) -> dict[str, list[str]]:
-    """Upload every channel's files under its S3 URI; return {"uploaded": [...], "unchanged": [...]}."""
+def upload_files(s3, files: list[Path], prefix_uri: str, content_type=None) -> dict[str, list[str]]:
+    """Upload each file under `prefix_uri` unless the object there already holds the same content;
+    return {"uploaded": [...], "unchanged": [...]}. `content_type(path)` names each file's type."""
     from botocore.exceptions import ClientError
 
     result: dict[str, list[str]] = {"uploaded": [], "unchanged": []}
+    bucket, prefix = _split(prefix_uri)
+    for path in files:
+        key = prefix + path.name
+        uri = f"s3://{bucket}/{key}"
+        digest = sha256_of(path)
+        try:
+            existing = s3.head_object(Bucket=bucket, Key=key).get("Metadata", {}).get(SHA_KEY)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                raise
+            existing = None
+        if existing == digest:
+            log(f"unchanged, not uploaded: {uri}")
+            result["unchanged"].append(uri)
+            continue
+        extra = {"Metadata": {SHA_KEY: digest}}
+        if content_type is not None:
+            extra["ContentType"] = content_type(path)
+        s3.upload_file(str(path), bucket, key, ExtraArgs=extra)
+        log(f"uploaded {path} -> {uri}")
+        result["uploaded"].append(uri)
+    return result
+
+
+def upload_channels(s3, data_dir: Path, channels: dict[str, str]) -> dict[str, list[str]]:
+    """Upload every channel's files under its S3 URI; return {"uploaded": [...], "unchanged": [...]}."""
+    result: dict[str, list[str]] = {"uploaded": [], "unchanged": []}
     for name, files in channel_files(data_dir).items():
-        bucket, prefix = _split(channels[name])
-        for path in files:
-            key = prefix + path.name
-            uri = f"s3://{bucket}/{key}"
-            digest = sha256_of(path)
-            try:
-                existing = s3.head_object(Bucket=bucket, Key=key).get("Metadata", {}).get(SHA_KEY)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
-                    raise
-                existing = None
-            if existing == digest:
-                log(f"unchanged, not uploaded: {uri}")
-                result["unchanged"].append(uri)
-                continue
-            content_type = NPZ_CONTENT_TYPE if path.suffix == ".npz" else JSON_CONTENT_TYPE
-            s3.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": content_type, "Metadata": {SHA_KEY: digest}})
-            log(f"uploaded {path} -> {uri}")
-            result["uploaded"].append(uri)
+        done = upload_files(s3, files, channels[name],
+                            lambda path: NPZ_CONTENT_TYPE if path.suffix == ".npz" else JSON_CONTENT_TYPE)
+        for outcome in result:
+            result[outcome] += done[outcome]
     return result
 
 

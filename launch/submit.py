@@ -8,6 +8,8 @@
     python launch/submit.py --hp epochs=200 --hp learning_rate=0.003 --no-wait
     python launch/submit.py --dry-run                # the job as JSON; no AWS call, no credentials
     python launch/submit.py --local --instance-count 2   # SageMaker's layout and SM_* env, no Docker
+    python launch/submit.py --network-isolation      # no network in the container: requirements from a wheelhouse
+    python launch/submit.py --local --container-venv --wheelhouse   # install as the container does, timed
     python launch/submit.py --compare runs/*.json    # one table: time, billable seconds, cost, accuracy
     python launch/submit.py --compare runs/*.json jobs/*/summary.json tuning.json --plot compare.png
 
@@ -48,6 +50,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="submit and return without following the job")
     p.add_argument("--dry-run", action="store_true", help="print the job as one JSON object; no AWS call")
     p.add_argument("--local", action="store_true", help="run the job here with SageMaker's layout and environment")
+    p.add_argument("--container-venv", action="store_true",
+                   help="with --local: give each host its own environment holding only what the training image "
+                        "holds, and install requirements.txt into it as the container does (timed)")
     p.add_argument("--jobs-dir", default="jobs", metavar="DIR", help="where --local puts job directories (default jobs)")
     p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where finished jobs are recorded (default runs)")
     p.add_argument("--prices", metavar="FILE", help="on-demand price table (default launch/prices.json)")
@@ -77,7 +82,8 @@ def local(args) -> int:
     from launch import api, prices
 
     table = prices.load(args.prices)
-    run = api.run_local(_spec(args), data=args.data, jobs_dir=args.jobs_dir, runs_dir=args.runs_dir, prices=table)
+    run = api.run_local(_spec(args), data=args.data, jobs_dir=args.jobs_dir, runs_dir=args.runs_dir, prices=table,
+                        container_venv=args.container_venv)
     log(f"recorded in {run.record_path}")
     summary = run.summary
     print(json.dumps(summary), flush=True)
@@ -116,6 +122,8 @@ def main(argv: list[str]) -> None:
     modes = [name for name in ("dry_run", "local", "compare") if getattr(args, name)]
     if len(modes) > 1:
         raise UsageError(f"--{modes[0].replace('_', '-')} and --{modes[1].replace('_', '-')} cannot be combined")
+    if args.container_venv and not args.local:
+        raise UsageError("--container-venv sets up the hosts of --local: add --local")
     if args.plot and not args.compare:
         raise UsageError("--plot draws the runs of --compare: add --compare FILES")
     if args.compare:

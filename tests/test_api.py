@@ -250,3 +250,21 @@ def test_run_sagemaker_without_waiting_then_wait_records_the_job(bucket, data_di
         launch.wait("no-such-job", runs_dir=None, logs=False)
     assert boto3.client("sagemaker", region_name=REGION).describe_training_job(
         TrainingJobName=run.job_name)["TrainingJobStatus"] == "Failed"
+
+
+def test_job_spec_network_isolation_implies_the_wheelhouse_and_bad_values_are_one_line(tmp_path):
+    isolated = launch.job_spec(network_isolation=True)
+    assert isolated.network_isolation and isolated.uses_wheelhouse and "wheels" in isolated.channels
+    plan = launch.dry_run(isolated)
+    assert plan["network_isolation"] is True and plan["wheelhouse"] is True
+    assert launch.job_spec(wheelhouse=True).uses_wheelhouse and not launch.job_spec(wheelhouse=True).network_isolation
+    assert "wheels" not in launch.job_spec().channels
+    for options, message in (({"network_isolation": "yes"}, "job_spec(network_isolation='yes'): expected True or False"),
+                             ({"wheelhouse": 1}, "job_spec(wheelhouse=1): expected True or False")):
+        with pytest.raises(launch.UsageError) as caught:
+            launch.job_spec(**options)
+        assert str(caught.value) == message
+    with pytest.raises(launch.UsageError) as caught:
+        launch.run_local(launch.job_spec(), data=tmp_path / "data", jobs_dir=tmp_path / "jobs", container_venv="yes")
+    assert str(caught.value) == "run_local(container_venv='yes'): expected True or False"
+    assert not (tmp_path / "jobs").exists() and not (tmp_path / "data").exists()

@@ -15,6 +15,7 @@ import pytest
 from launch import job, report
 from launch.prices import load as load_prices
 from tests.helpers import BUCKET, REGION, ROLE, Recording, submit_inprocess, submit_subprocess
+from titanic_lightning.errors import UsageError
 
 DATA_KEYS = {
     "titanic-lightning/data/train/train_data.npz",
@@ -397,3 +398,103 @@ def test_dry_run_shows_the_checkpoint_uri_a_resume_restores(capsys, monkeypatch)
     # Derived from the name: the resumed job was a spot job, this one is not.
     assert plan["resume"] == name and plan["base_job_name"] == "titanic-lightning-m5-large-x1"
     assert plan["checkpoint_s3_uri"] == f"s3://{BUCKET}/titanic-lightning/titanic-lightning-m5-large-x1-spot/{name}/checkpoints"
+
+
+# --- the wheelhouse and network isolation ------------------------------------------------------
+
+
+@pytest.fixture
+def cached_wheelhouse(tmp_path, monkeypatch):
+    """The training image's wheelhouse, already in the cache (a tiny fake wheel): no download."""
+    from launch import code, wheelhouse
+    from tests.test_wheelhouse import fake_wheel
+
+    monkeypatch.setenv(wheelhouse.CACHE_VARIABLE, str(tmp_path / "cache"))
+    key = wheelhouse.key(code.requirements(), wheelhouse.Target.image(job.PY_VERSION))
+    folder = tmp_path / "cache" / "wheelhouse" / key
+    wheel = fake_wheel(folder, "tinydep", "1.0")
+    (folder / wheelhouse.MANIFEST).write_text(json.dumps({"wheels": [wheel.name]}))
+    return key, wheel
+
+
+def test_network_isolation_job_carries_the_flag_and_installs_from_its_wheels_channel(
+        bucket, data_dir, recording, capsys, cached_wheelhouse):
+    key, wheel = cached_wheelhouse
+    rec = recording.start()
+    code, out, err = submit_inprocess(_args(data_dir, "--network-isolation", "--no-wait"), capsys)
+    entries = rec.stop()
+    assert code == 0, err
+    submitted = json.loads(out.strip().splitlines()[-1])
+    wheels_uri = f"s3://{BUCKET}/titanic-lightning/wheels/{key}/"
+    assert f"{wheels_uri}{wheel.name}" in submitted["uploaded"]
+
+    (request,) = Recording.sagemaker_calls(entries, "CreateTrainingJob")
+    assert request["EnableNetworkIsolation"] is True
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"] for c in request["InputDataConfig"]}
+    assert channels["wheels"]["S3Uri"] == wheels_uri
+    assert channels["wheels"]["S3DataDistributionType"] == "FullyReplicated"
+    s3 = boto3.client("s3", region_name=REGION)
+    assert s3.get_object(Bucket=BUCKET, Key=f"titanic-lightning/wheels/{key}/{wheel.name}")["Body"].read() == \
+        wheel.read_bytes()
+    code_prefix = channels["code"]["S3Uri"].split(f"s3://{BUCKET}/", 1)[1]
+    requirements = s3.get_object(Bucket=BUCKET, Key=f"{code_prefix}/requirements.txt")["Body"].read().decode()
+    assert requirements.splitlines()[:2] == ["--no-index", "--find-links ../wheels"]
+
+    # Submitted again: the wheels, like the data, are not uploaded a second time.
+    rec = recording.start()
+    code, out, err = submit_inprocess(_args(data_dir, "--network-isolation", "--no-wait"), capsys)
+    entries = rec.stop()
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["uploaded"] == [] and f"{wheels_uri}{wheel.name}" in result["unchanged"]
+    assert not [u for u in Recording.s3_puts(entries) if "/titanic-lightning/wheels/" in u]
+
+
+def test_a_plain_job_has_no_wheels_channel_and_no_isolation(bucket, data_dir, recording, capsys):
+    rec = recording.start()
+    code, out, err = submit_inprocess(_args(data_dir, "--no-wait"), capsys)
+    (request,) = Recording.sagemaker_calls(rec.stop(), "CreateTrainingJob")
+    assert code == 0, err
+    assert not request.get("EnableNetworkIsolation")
+    assert "wheels" not in {c["ChannelName"] for c in request["InputDataConfig"]}
+
+
+@pytest.mark.parametrize("flags, isolated, wheels", [
+    ([], False, False), (["--wheelhouse"], False, True), (["--network-isolation"], True, True)])
+def test_dry_run_shows_network_isolation_and_the_wheelhouse(flags, isolated, wheels, capsys, monkeypatch):
+    from launch import code, wheelhouse
+
+    monkeypatch.delenv("SAGEMAKER_ROLE", raising=False)
+    code_, out, err = submit_inprocess(["--dry-run", "--bucket", BUCKET, *flags], capsys)
+    assert code_ == 0, err
+    plan = json.loads(out)
+    assert plan["network_isolation"] is isolated and plan["wheelhouse"] is wheels
+    key = wheelhouse.key(code.requirements(), wheelhouse.Target.image(job.PY_VERSION))
+    assert plan["channels"].get("wheels") == (f"s3://{BUCKET}/titanic-lightning/wheels/{key}/" if wheels else None)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--container-venv"], "error: --container-venv sets up the hosts of --local: add --local"),
+    (["--dry-run", "--container-venv"], "error: --container-venv sets up the hosts of --local: add --local"),
+])
+def test_bad_wheelhouse_flags_are_one_line(argv, message, capsys):
+    code, out, err = submit_inprocess(argv, capsys)
+    assert code == 2 and err.strip().splitlines() == [message]
+
+
+def test_a_wheelhouse_that_cannot_be_built_stops_the_job_before_any_upload(bucket, data_dir, recording, capsys,
+                                                                           tmp_path, monkeypatch):
+    from launch import wheelhouse
+
+    monkeypatch.setenv(wheelhouse.CACHE_VARIABLE, str(tmp_path / "empty-cache"))
+
+    def offline(*args, **kwargs):
+        raise UsageError("building the wheelhouse: resolving the requirements failed: ERROR: no index reachable")
+
+    monkeypatch.setattr(wheelhouse, "resolve", offline)
+    rec = recording.start()
+    code, out, err = submit_inprocess(_args(data_dir, "--network-isolation", "--no-wait"), capsys)
+    entries = rec.stop()
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        "error: building the wheelhouse: resolving the requirements failed: ERROR: no index reachable")
+    assert Recording.s3_puts(entries) == [] and not Recording.sagemaker_calls(entries, "CreateTrainingJob")

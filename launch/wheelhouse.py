@@ -1,0 +1,217 @@
+"""A wheelhouse: the wheels a job's requirements.txt needs, so that its hosts install with no index.
+
+Without it every host of a job runs `pip install -r requirements.txt` against the public index at
+start-up (billed time, and impossible with network isolation or in a VPC without a NAT). With it
+the job's requirements.txt reads
+
+    --no-index
+    --find-links ../wheels
+    lightning>=2.6,<2.7
+    ...
+
+and the wheels travel as the job's `wheels` channel, `/opt/ml/input/data/wheels`, beside the code
+channel `/opt/ml/input/data/code` that holds requirements.txt (pip reads a relative --find-links in
+a requirements file relative to that file, so the same file serves `--local`'s job folders too).
+
+What goes in: pip resolves the requirements together with what the target image provides
+(`Target.provided`, torch at the image's version) for the target's platform and Python, and every
+wheel of that resolution is downloaded except the provided packages and what they pin exactly (the
+CUDA libraries and triton of a torch build: the image holds them for its own torch). numpy,
+pandas, scikit-learn and the smaller shared dependencies stay in: pip keeps the image's copy when it
+satisfies the bounds and takes the wheel only when not, so the install never needs the internet
+whatever the image's minor versions are.
+
+The wheelhouse is cached under `<cache>/wheelhouse/<key>/`, the key a hash of the requirements, the
+target and the pip options (`key`), so it is built once per requirement set; `manifest.json` is
+written last and marks it complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launch.console import log
+from titanic_lightning.errors import UsageError
+
+CHANNEL = "wheels"
+FIND_LINKS = f"../{CHANNEL}"  # from the code channel's requirements.txt to the wheels channel
+MANIFEST = "manifest.json"
+CACHE_VARIABLE = "TITANIC_LIGHTNING_CACHE"
+
+# The PyTorch 2.8 training image's torch, and the platforms its wheels may carry (the image is
+# Ubuntu 22.04, glibc 2.35: manylinux_2_28 and older). pip 23 does not widen one manylinux tag to
+# the older ones by itself, so each is named.
+IMAGE_TORCH = "torch==2.8.0"
+IMAGE_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
+                   "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64")
+
+_NAME = re.compile(r"[-_.]+")
+
+
+def canonical(name: str) -> str:
+    """PEP 503's normalised project name."""
+    return _NAME.sub("-", name).lower()
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the wheels will be installed: platform tags and Python (empty: this interpreter's own),
+    and the requirements the environment already satisfies (`provided`)."""
+
+    python_version: str | None = None
+    platforms: tuple[str, ...] = ()
+    implementation: str = "cp"
+    provided: tuple[str, ...] = ()
+
+    @classmethod
+    def image(cls, py_version: str) -> Target:
+        """The SageMaker PyTorch training image (`py_version` as the image names it: py312)."""
+        digits = py_version.removeprefix("py")
+        return cls(python_version=f"{digits[0]}.{digits[1:]}", platforms=IMAGE_PLATFORMS, provided=(IMAGE_TORCH,))
+
+    @classmethod
+    def here(cls) -> Target:
+        """This machine and interpreter, with its torch as the provided package (`--local`)."""
+        from importlib import metadata
+
+        return cls(provided=(f"torch=={metadata.version('torch')}",))
+
+    def pip_options(self) -> list[str]:
+        options = ["--only-binary=:all:"]
+        if self.python_version:
+            options += ["--python-version", self.python_version, "--implementation", self.implementation]
+        for platform in self.platforms:
+            options += ["--platform", platform]
+        return options
+
+    def describe(self) -> dict:
+        return {"python_version": self.python_version or "this interpreter's",
+                "platforms": list(self.platforms) or "this machine's", "provided": list(self.provided)}
+
+
+def default_cache() -> Path:
+    """`$TITANIC_LIGHTNING_CACHE`, else `$XDG_CACHE_HOME/titanic-lightning`, else ~/.cache/titanic-lightning."""
+    if os.environ.get(CACHE_VARIABLE):
+        return Path(os.environ[CACHE_VARIABLE])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "titanic-lightning"
+
+
+def key(requirements: list[str], target: Target, pip_args: tuple[str, ...] = ()) -> str:
+    """The wheelhouse's name: the same requirements for the same target share one."""
+    text = json.dumps({"requirements": list(requirements), "target": target.describe(), "pip": list(pip_args)},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def requirements_lines(requirements: list[str]) -> list[str]:
+    """requirements.txt's lines in wheelhouse mode: no index, the wheels channel as the only source."""
+    return ["--no-index", f"--find-links {FIND_LINKS}", *requirements]
+
+
+@dataclass
+class Wheelhouse:
+    path: Path
+    key: str
+    wheels: list[str] = field(default_factory=list)
+    built: bool = False  # False: found complete in the cache
+    seconds: float = 0.0
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.path / name for name in self.wheels]
+
+
+def _pip(args: list[str], what: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.startswith("ERROR")] or done.stderr.splitlines()
+        detail = " ".join(" ".join(lines[-3:]).split()) or f"pip exited with code {done.returncode}"
+        raise UsageError(f"building the wheelhouse: {what} failed: {detail}")
+
+
+def _exact_pins(item: dict) -> set[str]:
+    """The projects an item's metadata requires with `==` (a torch build's CUDA libraries, triton)."""
+    pins = set()
+    for requirement in item["metadata"].get("requires_dist") or []:
+        if "extra ==" in requirement:
+            continue
+        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*\(?\s*==", requirement)
+        if match:
+            pins.add(canonical(match[1]))
+    return pins
+
+
+def resolve(requirements: list[str], target: Target, pip_args: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(name, version) of every wheel the requirements need on `target` beyond what it provides."""
+    with tempfile.TemporaryDirectory(prefix="titanic-wheels-") as tmp:
+        report = Path(tmp) / "report.json"
+        _pip(["install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report),
+              "--target", str(Path(tmp) / "target"), *target.pip_options(), *pip_args,
+              *requirements, *target.provided], "resolving the requirements")
+        items = json.loads(report.read_text())["install"]
+    provided = {canonical(re.split(r"[\[<>=!~;\s]", r, maxsplit=1)[0]) for r in target.provided}
+    skipped = set(provided)
+    for item in items:
+        if canonical(item["metadata"]["name"]) in provided:
+            skipped |= _exact_pins(item)
+    return sorted((item["metadata"]["name"], item["metadata"]["version"]) for item in items
+                  if canonical(item["metadata"]["name"]) not in skipped)
+
+
+def _complete(path: Path) -> list[str] | None:
+    """The wheels of the wheelhouse at `path` when its manifest and every wheel it lists are there."""
+    try:
+        wheels = json.loads((path / MANIFEST).read_text())["wheels"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return wheels if all((path / w).is_file() for w in wheels) else None
+
+
+def build(requirements: list[str], target: Target, cache: Path | None = None,
+          pip_args: tuple[str, ...] = ()) -> Wheelhouse:
+    """The wheelhouse for `requirements` on `target`: from the cache, else resolved and downloaded
+    with pip (its index configuration and `pip_args`) and put in the cache."""
+    name = key(requirements, target, pip_args)
+    root = (cache or default_cache()) / "wheelhouse"
+    path = root / name
+    cached = _complete(path)
+    if cached is not None:
+        return Wheelhouse(path=path, key=name, wheels=cached)
+    started = time.perf_counter()
+    log(f"building the wheelhouse {path} (once for these requirements) ...")
+    pins = [f"{n}=={v}" for n, v in resolve(requirements, target, pip_args)]
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    except OSError as exc:
+        raise UsageError(f"building the wheelhouse: cannot write to {root} ({exc.strerror}); set "
+                         f"{CACHE_VARIABLE} to a writable folder") from None
+    try:
+        if pins:
+            _pip(["download", "--no-deps", "--quiet", "--dest", str(partial), *target.pip_options(), *pip_args, *pins],
+                 "downloading the wheels")
+        wheels = sorted(p.name for p in partial.iterdir() if p.suffix == ".whl")
+        (partial / MANIFEST).write_text(json.dumps({"requirements": requirements, "target": target.describe(),
+                                                    "wheels": wheels}, indent=2) + "\n")
+        cached = _complete(path)
+        if cached is not None:  # another build of the same wheelhouse finished meanwhile: keep that one
+            return Wheelhouse(path=path, key=name, wheels=cached)
+        if path.exists():  # an incomplete one left by an interrupted build: only this module writes here
+            shutil.rmtree(path)
+        partial.rename(path)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    seconds = round(time.perf_counter() - started, 1)
+    size = sum((path / w).stat().st_size for w in wheels) / 2**20
+    log(f"wheelhouse built: {len(wheels)} wheels, {size:.0f} MiB, {seconds} s")
+    return Wheelhouse(path=path, key=name, wheels=wheels, built=True, seconds=seconds)
