@@ -159,6 +159,8 @@ def range_specs(function: str, ranges) -> list[str]:
     """`ranges` as `--range` strings (an empty list: the default space)."""
     if ranges is None:
         return []
+    if isinstance(ranges, (dict, list, tuple)) and not ranges:  # not the default space by accident
+        raise UsageError(f"{function}(ranges={ranges!r}): no ranges; give at least one, or None for the default space")
     if isinstance(ranges, str):
         return [ranges]
     if isinstance(ranges, (list, tuple)) and all(isinstance(r, str) for r in ranges):

@@ -52,6 +52,8 @@ def data_dir(prepared, tmp_path):
     ({"ranges": {"bogus": (1, 2)}}, "--range bogus=1:2: 'bogus' is not a flag of entry/train.py"),
     ({"ranges": {"dropout": {0.1, 0.2}}}, "tune_local(ranges={'dropout': {0.1, 0.2}}): expected (low, high)"),
     ({"ranges": 3}, "tune_local(ranges=3): expected a dict"),
+    ({"ranges": {}}, "tune_local(ranges={}): no ranges; give at least one, or None for the default space"),
+    ({"ranges": []}, "tune_local(ranges=[]): no ranges"),
     ({"search": "grid"}, "--search grid: --range learning_rate=0.0001:0.1:log is not categorical"),
     ({"search": "grid", "ranges": {"optimizer": ["adam", "adamw"]}, "trials": 2}, "--trials 2 with --search grid"),
     ({"data": 3}, "tune_local(data=3): expected a folder"),
