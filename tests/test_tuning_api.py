@@ -173,9 +173,17 @@ def _fake_search(epochs_of_best: int = 2):
 
 
 def test_tune_local_returns_the_summary_its_picture_and_the_best_model(data_dir, tmp_path, monkeypatch):
+    import matplotlib
+
     monkeypatch.setattr(local_trials, "search", _fake_search())
     monkeypatch.chdir(tmp_path)
-    tuned = launch.tune_local({"learning_rate": (1e-3, 1e-2, "log")}, trials=3, data=data_dir)
+    backend = matplotlib.get_backend()
+    matplotlib.use("svg")  # a notebook's backend, say: drawing tuning.png must leave it as it is
+    try:
+        tuned = launch.tune_local({"learning_rate": (1e-3, 1e-2, "log")}, trials=3, data=data_dir)
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(backend)
     assert isinstance(tuned, launch.Tuning) and tuned.ok and tuned.mode == "local" and tuned.stop_signal is None
     assert [t["status"] for t in tuned.trials] == ["Completed", "Pruned", "Completed"]
     assert tuned.best["trial"] == 2 and tuned.best["val_loss"] == 0.41
