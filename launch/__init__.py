@@ -7,10 +7,13 @@ From Python (a notebook, a script; see `launch.api`):
     spec = launch.job_spec(instance_count=2, hyperparameters={"epochs": 20})
     run = launch.run_local(spec)                  # or launch.run_sagemaker(spec) on AWS
     launch.compare("runs/*.json").plot("compare.png")
+    tuned = launch.tune_local(trials=4, parallel=2)  # or launch.tune_sagemaker(spec, max_jobs=20)
+    tuned.best, tuned.best_model, tuned.picture
 
 From the shell: `python launch/submit.py --help`, `python launch/tune.py --help`. Modules, one role each:
 
 * `api` — the Python functions above and their result objects (`Run`, `Comparison`);
+* `tuning_api` — tuning as Python functions (`tune_local`, `tune_sagemaker`, `tuning_request`) and `Tuning`;
 * `instances` — the ml.* instance types this launcher knows (vCPUs, GPUs);
 * `prices` — the dated on-demand price table (`prices.json`) and cost arithmetic;
 * `job` — the job specification shared by `--dry-run`, a real submission and `--local`;
@@ -27,13 +30,14 @@ From the shell: `python launch/submit.py --help`, `python launch/tune.py --help`
 * `charts` — the comparison as a picture (`--compare ... --plot compare.png`);
 * `console` — the progress lines every step prints on stderr, and the argument parser of submit.py and deploy.py.
 
-`import launch` loads none of them: each public name loads `launch.api` when first used, and the
+`import launch` loads none of them: each public name loads `launch.api` (or `launch.tuning_api`) when first used, and the
 SageMaker SDK and torch load only when a function needs them.
 """
 
 API = ("job_spec", "dry_run", "run_local", "run_sagemaker", "wait", "compare", "Run", "Comparison", "JobSpec",
        "UsageError")
-__all__ = list(API)
+TUNING_API = ("tune_local", "tune_sagemaker", "tuning_request", "Tuning")
+__all__ = [*API, *TUNING_API]
 
 
 def __getattr__(name: str):
@@ -41,8 +45,12 @@ def __getattr__(name: str):
         from launch import api
 
         return getattr(api, name)
+    if name in TUNING_API:
+        from launch import tuning_api
+
+        return getattr(tuning_api, name)
     raise AttributeError(f"module 'launch' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *API})
+    return sorted({*globals(), *API, *TUNING_API})

@@ -30,19 +30,18 @@ import contextlib
 import json
 import signal
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
     # Run by path (`python launch/tune.py`): make the repository importable as the module form is.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launch.console import ArgumentParser, log  # noqa: E402
+from launch.console import ArgumentParser  # noqa: E402
 from launch.options import add_job_arguments, integer, spec_from_args  # noqa: E402
+from launch.tuning_api import DEFAULT_TRIALS  # noqa: E402
 from titanic_lightning.command import run_command  # noqa: E402
 from titanic_lightning.errors import UsageError  # noqa: E402
 
-DEFAULT_TRIALS = 10
 DEFAULT_MAX_JOBS = 10
 
 
@@ -117,14 +116,13 @@ def check_mode_flags(args) -> None:
 
 def plan_from_args(args, static: dict[str, str]):
     from launch.search import build_plan
+    from launch.tuning_api import DEFAULT_PRUNE_AFTER_TRIALS, local_plan
 
     if args.local:
-        return build_plan(args.ranges, static, search=args.search, objective=args.objective,
-                          max_jobs=args.trials if args.trials is not None or args.search == "grid" else DEFAULT_TRIALS,
-                          max_parallel=1 if args.parallel is None else args.parallel, early_stopping=not args.no_early_stopping,
-                          seed=args.search_seed,
-                          prune_after_trials=5 if args.prune_after_trials is None else args.prune_after_trials,
-                          jobs_flag="--trials", parallel_flag="--parallel")
+        return local_plan(args.ranges, static, search=args.search, objective=args.objective, trials=args.trials,
+                          parallel=1 if args.parallel is None else args.parallel, early_stopping=not args.no_early_stopping,
+                          seed=args.search_seed, prune_after_trials=DEFAULT_PRUNE_AFTER_TRIALS
+                          if args.prune_after_trials is None else args.prune_after_trials)
     return build_plan(args.ranges, static, search=args.search, objective=args.objective, max_jobs=args.max_jobs,
                       max_parallel=1 if args.max_parallel_jobs is None else args.max_parallel_jobs,
                       early_stopping=not args.no_early_stopping, seed=args.search_seed)
@@ -148,59 +146,26 @@ def _exit_code(result: dict, stop_signal: int | None) -> int:
 
 
 def local(args) -> int:
-    from launch import local as emulator
-    from launch import s3data, trials, tuning_result
-    from launch.job import parse_hyperparameters
-    from launch.search import SET_BY_TUNING, grid_size
-    from launch.trials import finish_local, new_tuning_folder, trial_record
-    from titanic_lightning.outputs import check_folder
+    from launch import tuning_api, tuning_result
 
-    stop = emulator.StopRequest()
-    with stop.installed():
-        check_folder(Path(args.out), "--out")
-        check_folder(Path(args.runs_dir), "--runs-dir")
-        static = parse_hyperparameters(args.hp, args.strategy)
-        for key in static:
-            if key in SET_BY_TUNING:
-                raise UsageError(f"--hp {key}=...: the tuning sets {key} for each trial; drop it")
-        plan = plan_from_args(args, static)
-        data_dir = s3data.check_data_dir(Path(args.data))
-        s3data.ensure_prepared(data_dir)
-        stop.raise_if_requested()
-        count = plan.max_jobs if plan.max_jobs is not None else grid_size(plan.ranges)
-        name, folder = new_tuning_folder(Path(args.out))
-        log(f"tuning {name}: {plan.search} search of {', '.join(r.name for r in plan.ranges)}, "
-            f"{count} trial(s), {plan.max_parallel} at a time; trials in {folder}")
-        started = time.perf_counter()
-        runs_dir = Path(args.runs_dir)
-        done = trials.search(plan, data_dir, folder, trials=count, parallel=plan.max_parallel,
-                             timeout_s=args.timeout, stop=stop,
-                             on_trial_end=lambda t: trial_record(t, name, runs_dir, save=True))
-        result = finish_local(name, plan, done, folder, runs_dir, round(time.perf_counter() - started, 1),
-                              stopped=stop.signal is not None, keep_models=args.keep_models)
-        tuning_result.write(folder, result, plan)
+    plan = plan_from_args(args, tuning_api.static_hyperparameters(args.hp, args.strategy))
+    result, stop_signal = tuning_api.search_here(plan, Path(args.data), Path(args.out), Path(args.runs_dir),
+                                                 timeout_s=args.timeout, keep_models=args.keep_models)
     print(tuning_result.table(result, plan), flush=True)
     print(json.dumps(result), flush=True)
-    return _exit_code(result, stop.signal)
+    return _exit_code(result, stop_signal)
 
 
 def remote(args) -> int:
-    from launch import prices, remote, s3data, tuning, tuning_result
-    from titanic_lightning.outputs import check_folder
+    from launch import tuning_api, tuning_result
 
-    check_folder(Path(args.out), "--out")
-    check_folder(Path(args.runs_dir), "--runs-dir")
-    table = prices.load(args.prices)
     spec = spec_from_args(args)
     plan = plan_from_args(args, spec.hyperparameters)
-    data_dir = s3data.check_data_dir(Path(args.data))
-    aws = remote.resolve_aws(spec, args.role, args.region)
-    submitted = tuning.submit(aws, data_dir, plan)
+    result = tuning_api.search_sagemaker(spec, plan, Path(args.data), Path(args.out), Path(args.runs_dir), args.prices,
+                                         wait=not args.no_wait, role_flag=args.role, region_flag=args.region)
     if args.no_wait:
-        print(json.dumps({"tuning_job": submitted.name, "status": "Submitted", **submitted.upload}), flush=True)
+        print(json.dumps(result), flush=True)
         return 0
-    result = tuning.wait_and_collect(aws, submitted, plan, table, Path(args.out), Path(args.runs_dir))
-    tuning_result.write(Path(result["folder"]), result, plan)
     print(tuning_result.table(result, plan), flush=True)
     print(json.dumps(result), flush=True)
     return _exit_code(result, None)

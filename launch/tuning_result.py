@@ -97,18 +97,18 @@ def _fmt(value, pattern: str = "{:.4f}") -> str:
 
 def draw(result: dict, plan: Plan, target: Path) -> None:
     """tuning.png: the objective per trial with the best-so-far line, and the objective against each
-    tuned hyperparameter (completed trials; a categorical one by category)."""
-    import matplotlib
+    tuned hyperparameter (completed trials; a categorical one by category).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn with matplotlib's object interface, not pyplot: a notebook's backend is left as it was."""
+    from matplotlib.figure import Figure
 
     metric, sign = plan.objective, (1 if plan.objective_type == "Minimize" else -1)
     scored = [t for t in result["trials"] if t["status"] == "Completed" and t.get(metric) is not None]
     panels = 1 + len(plan.ranges)
     columns = min(3, panels)
     rows = math.ceil(panels / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.6 * rows), squeeze=False)
+    fig = Figure(figsize=(4.5 * columns, 3.6 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     flat = list(axes.flat)
     ax = flat[0]
     order = sorted(scored, key=lambda t: _order(t["trial"]))
@@ -143,7 +143,6 @@ def draw(result: dict, plan: Plan, target: Path) -> None:
     fig.suptitle(f"tuning {result['tuning_job']}: {len(scored)} of {len(result['trials'])} trials completed", fontsize=10)
     fig.tight_layout()
     fig.savefig(target, format="png", dpi=100)
-    plt.close(fig)
 
 
 def _order(trial) -> tuple:

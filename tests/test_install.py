@@ -37,7 +37,8 @@ def test_import_launch_from_another_folder_loads_no_sdk_and_no_torch(tmp_path):
     assert out["file"] == str(REPO / "launch" / "__init__.py")
     assert out["api"] == {"job_spec": "function", "dry_run": "function", "run_local": "function",
                           "run_sagemaker": "function", "wait": "function", "compare": "function", "Run": "type",
-                          "Comparison": "type", "JobSpec": "type", "UsageError": "type"}
+                          "Comparison": "type", "JobSpec": "type", "UsageError": "type", "tune_local": "function",
+                          "tune_sagemaker": "function", "tuning_request": "function", "Tuning": "type"}
     assert out["heavy"] == []
 
 

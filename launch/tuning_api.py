@@ -1,0 +1,369 @@
+"""Tuning as Python functions that return a `Tuning`: the search here (Optuna) or a SageMaker tuning
+job, and the tuning request as `tune.py --dry-run` prints it. `python launch/tune.py` is a command
+line over the same functions; `import launch` gives them as `launch.tune_local`, `launch.tune_sagemaker`
+and `launch.tuning_request`.
+
+    import launch
+
+    tuned = launch.tune_local({"learning_rate": (1e-4, 1e-1, "log"), "hidden_sizes": [[32], [64, 32]]},
+                              trials=4, parallel=2, hyperparameters={"epochs": 30})
+    tuned.status, tuned.best, tuned.best_model, tuned.picture   # tuning.png
+    print(tuned.table)
+    spec = launch.job_spec(spot=True, hyperparameters={"epochs": 100})
+    launch.tuning_request(spec, max_jobs=20)                     # the request as a dict; no AWS call
+    launch.tune_sagemaker(spec, max_jobs=20, max_parallel_jobs=3)  # on AWS
+
+`ranges` is the search space: None for the default space (`launch.search.DEFAULT_SPACE`, less the
+flags fixed in `hyperparameters`), `--range` strings (`["learning_rate=0.0001:0.1:log"]`), or a dict
+of flag name to `(low, high)`, `(low, high, "log")`, a list of two or more categories, or the
+`--range` text after the `=`. A mistake raises `UsageError` before anything starts, with the line
+the command line would print for the matching flag (`trials=0` → `--trials 0: must be at least 1`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launch.api import _hp_value
+from launch.job import JobSpec
+from launch.prices import PriceTable
+from launch.search import SET_BY_TUNING, Plan, build_plan, grid_size
+from titanic_lightning.errors import UsageError
+
+__all__ = ["Tuning", "tune_local", "tune_sagemaker", "tuning_request"]
+
+DEFAULT_TRIALS = 10  # a local search's trials without `trials` (a grid: every combination)
+DEFAULT_PRUNE_AFTER_TRIALS = 5
+
+
+# --- the result ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, repr=False)
+class Tuning:
+    """A tuning, here (`mode` "local") or on SageMaker ("sagemaker").
+
+    `record` is its summary (the content of tuning.json, shape in `launch.tuning_result`); for a
+    SageMaker tuning job created without waiting it holds what is known yet (status "Submitted",
+    the uploads). `stop_signal` is the signal that stopped a local search (status "Stopped").
+    """
+
+    record: dict
+    plan: Plan
+    stop_signal: int | None = field(default=None, compare=False)
+
+    @property
+    def status(self) -> str:
+        return self.record["status"]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "Completed"
+
+    @property
+    def tuning_job(self) -> str:
+        return self.record["tuning_job"]
+
+    @property
+    def mode(self) -> str | None:
+        return self.record.get("mode")
+
+    @property
+    def trials(self) -> list[dict]:
+        """Each trial: `trial`, `hyperparameters`, `status` (Completed/Pruned/Failed/Stopped), the metrics."""
+        return list(self.record.get("trials") or [])
+
+    @property
+    def best(self) -> dict | None:
+        """The completed trial with the best objective: `trial`, `hyperparameters`, `val_loss`, `val_acc`,
+        `model_artifact`; None when none completed."""
+        return self.record.get("best")
+
+    @property
+    def best_model(self) -> Path | str | None:
+        """What `entry.predict --model` takes: the best trial's model folder here (a Path), its
+        model.tar.gz S3 URI on SageMaker (a str)."""
+        artifact = (self.best or {}).get("model_artifact")
+        if artifact is None or artifact.startswith("s3://"):
+            return artifact
+        return Path(artifact)
+
+    @property
+    def folder(self) -> Path | None:
+        """`out`/<name>/ (an absolute path): tuning.json, tuning.png and, here, trials/<n>/ (logs, the best model)."""
+        return Path(self.record["folder"]) if self.record.get("folder") else None
+
+    @property
+    def summary_path(self) -> Path | None:
+        from launch.tuning_result import SUMMARY_FILE
+
+        return self.folder / SUMMARY_FILE if self.folder else None
+
+    @property
+    def picture(self) -> Path | None:
+        """tuning.png: the objective per trial with the best so far, and against each tuned flag."""
+        from launch.tuning_result import PICTURE_FILE
+
+        return self.folder / PICTURE_FILE if self.folder else None
+
+    @property
+    def table(self) -> str:
+        """The trials sorted by the objective, best first, as the command prints them."""
+        from launch.tuning_result import table
+
+        if "trials" not in self.record:
+            return f"tuning job {self.tuning_job}: {self.status}"
+        return table(self.record, self.plan)
+
+    def __str__(self) -> str:
+        return self.table
+
+    def __repr__(self) -> str:  # a notebook shows the table
+        return self.table
+
+
+# --- checking the arguments ---------------------------------------------------------------------
+
+
+def _check(function: str, name: str, value, kinds: tuple[type, ...], what: str, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        raise UsageError(f"{function}({name}={value!r}): expected {what}")
+
+
+def _hp_pairs(function: str, hyperparameters) -> list[str]:
+    """`hyperparameters` (a dict, or `--hp` strings) as the command line's `key=value` pairs."""
+    if hyperparameters is None:
+        return []
+    if isinstance(hyperparameters, dict):
+        bad = [k for k in hyperparameters if not isinstance(k, str)]
+        if bad:
+            raise UsageError(f"{function}(hyperparameters=...): key {bad[0]!r} is not a flag name (a string)")
+        return [f"{k}={_hp_value(k, v)}" for k, v in hyperparameters.items()]
+    if isinstance(hyperparameters, (list, tuple)) and all(isinstance(p, str) for p in hyperparameters):
+        return list(hyperparameters)
+    raise UsageError(f"{function}(hyperparameters={hyperparameters!r}): expected a dict such as "
+                     '{"epochs": 20} or a list such as ["epochs=20"]')
+
+
+def _bound(value) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError
+    return str(value) if isinstance(value, int) else repr(float(value))
+
+
+def range_specs(function: str, ranges) -> list[str]:
+    """`ranges` as `--range` strings (an empty list: the default space)."""
+    if ranges is None:
+        return []
+    if isinstance(ranges, (dict, list, tuple)) and not ranges:  # not the default space by accident
+        raise UsageError(f"{function}(ranges={ranges!r}): no ranges; give at least one, or None for the default space")
+    if isinstance(ranges, str):
+        return [ranges]
+    if isinstance(ranges, (list, tuple)) and all(isinstance(r, str) for r in ranges):
+        return list(ranges)
+    if not isinstance(ranges, dict):
+        raise UsageError(f"{function}(ranges={ranges!r}): expected a dict such as "
+                         '{"learning_rate": (0.0001, 0.1, "log")} or --range strings such as ["dropout=0.0:0.5"]')
+    specs = []
+    for name, value in ranges.items():
+        shown = f"{function}(ranges={{{name!r}: {value!r}}})"
+        if not isinstance(name, str):
+            raise UsageError(f"{function}(ranges=...): key {name!r} is not a flag name (a string)")
+        if isinstance(value, str):
+            specs.append(f"{name}={value}")
+        elif isinstance(value, tuple):
+            if not (len(value) == 2 or len(value) == 3 and value[2] == "log"):
+                raise UsageError(f"{shown}: expected (low, high) or (low, high, \"log\")")
+            try:
+                bounds = [_bound(v) for v in value[:2]]
+            except TypeError:
+                raise UsageError(f"{shown}: the bounds must be numbers") from None
+            specs.append(f"{name}={':'.join(bounds)}{':log' if len(value) == 3 else ''}")
+        elif isinstance(value, list):
+            categories = [_hp_value(name, v) for v in value]
+            if len(categories) < 2:
+                raise UsageError(f"{shown}: give two or more categories (one value is a fixed hyperparameter: "
+                                 f"hyperparameters={{{name!r}: ...}})")
+            if any("|" in c for c in categories):
+                raise UsageError(f"{shown}: a category holds '|', which separates categories")
+            specs.append(f"{name}={'|'.join(categories)}")
+        else:
+            raise UsageError(f"{shown}: expected (low, high), (low, high, \"log\"), a list of categories, or "
+                             "the --range text such as \"0.0001:0.1:log\"")
+    return specs
+
+
+def static_hyperparameters(hp: list[str], strategy: str | None) -> dict[str, str]:
+    """The tuning's fixed hyperparameters, checked as `--hp` values; none of the flags the tuning sets."""
+    from launch.job import parse_hyperparameters
+
+    static = parse_hyperparameters(hp, strategy)
+    for key in static:
+        if key in SET_BY_TUNING:
+            raise UsageError(f"--hp {key}=...: the tuning sets {key} for each trial; drop it")
+    return static
+
+
+def _check_search(function: str, search, objective, early_stopping, search_seed) -> None:
+    _check(function, "search", search, (str,), "a string: bayesian, random, hyperband or grid")
+    _check(function, "objective", objective, (str,), "a string: val_loss, val_acc or val_auroc")
+    _check(function, "early_stopping", early_stopping, (bool,), "True or False")
+    _check(function, "search_seed", search_seed, (int,), "an integer")
+
+
+def _check_paths(function: str, **paths) -> None:
+    for name, value in paths.items():
+        _check(function, name, value, (str, Path), "a folder (str or Path)")
+
+
+# --- here -----------------------------------------------------------------------------------------
+
+
+def tune_local(ranges=None, *, trials: int | None = None, parallel: int = 1, hyperparameters: dict | list | None = None,
+               strategy: str | None = None, search: str = "bayesian", objective: str = "val_loss",
+               early_stopping: bool = True, search_seed: int = 1, prune_after_trials: int = DEFAULT_PRUNE_AFTER_TRIALS,
+               timeout_s: float | None = None, keep_models: bool = False, data: str | Path = "data",
+               out: str | Path = "tuning", runs_dir: str | Path = "runs") -> Tuning:
+    """The search on this machine, as `tune.py --local` runs it: each trial a `python -m entry.train`
+    process (Optuna's TPE sampler, median pruning on the epoch lines), `parallel` at a time.
+
+    `trials` defaults to 10 (a grid: every combination); `hyperparameters` are fixed for every trial
+    (`{"epochs": 30}`); no trial starts after `timeout_s`. Writes `out/<name>/` (tuning.json,
+    tuning.png, trials/<n>/) and records each trial in `runs_dir`; only the best trial's model is
+    kept unless `keep_models`. `data` is prepared from the Titanic CSV when it has no channels yet.
+    Ctrl-C (a notebook's interrupt) or SIGTERM stops the running trials: status "Stopped".
+    """
+    fn = "tune_local"
+    _check(fn, "trials", trials, (int,), "an integer", optional=True)
+    _check(fn, "parallel", parallel, (int,), "an integer")
+    _check(fn, "prune_after_trials", prune_after_trials, (int,), "an integer")
+    _check(fn, "keep_models", keep_models, (bool,), "True or False")
+    _check(fn, "strategy", strategy, (str,), "a string", optional=True)
+    _check_search(fn, search, objective, early_stopping, search_seed)
+    _check_paths(fn, data=data, out=out, runs_dir=runs_dir)
+    if timeout_s is not None:
+        _check(fn, "timeout_s", timeout_s, (int, float), "a number of seconds")
+        if not math.isfinite(timeout_s) or timeout_s <= 0:
+            raise UsageError(f"--timeout {timeout_s!r}: must be a finite number of seconds above 0")
+    specs = range_specs(fn, ranges)
+    static = static_hyperparameters(_hp_pairs(fn, hyperparameters), strategy)
+    plan = local_plan(specs, static, search=search, objective=objective, trials=trials, parallel=parallel,
+                      early_stopping=early_stopping, seed=search_seed, prune_after_trials=prune_after_trials)
+    # `out` made absolute: the summary's folder then still names it after the caller changes folder.
+    result, stop_signal = search_here(plan, Path(data), Path(out).absolute(), Path(runs_dir), timeout_s=timeout_s,
+                                      keep_models=keep_models)
+    return Tuning(record=result, plan=plan, stop_signal=stop_signal)
+
+
+def local_plan(specs: list[str], static: dict[str, str], *, search: str, objective: str, trials: int | None,
+               parallel: int, early_stopping: bool, seed: int, prune_after_trials: int) -> Plan:
+    """The plan of a local search, its limits named by `--trials` and `--parallel`."""
+    return build_plan(specs, static, search=search, objective=objective,
+                      max_jobs=trials if trials is not None or search == "grid" else DEFAULT_TRIALS,
+                      max_parallel=parallel, early_stopping=early_stopping, seed=seed,
+                      prune_after_trials=prune_after_trials, jobs_flag="--trials", parallel_flag="--parallel")
+
+
+def search_here(plan: Plan, data: Path, out: Path, runs_dir: Path, timeout_s: float | None,
+                keep_models: bool) -> tuple[dict, int | None]:
+    """Run `plan` here: (the summary, written with tuning.png into `out/<name>/`; the stopping signal or None)."""
+    import time
+
+    from launch import local as emulator
+    from launch import s3data, trials, tuning_result
+    from launch.console import log
+    from launch.trials import finish_local, new_tuning_folder, trial_record
+    from titanic_lightning.outputs import check_folder
+
+    stop = emulator.StopRequest()
+    with stop.installed():
+        check_folder(out, "--out")
+        check_folder(runs_dir, "--runs-dir")
+        data_dir = s3data.check_data_dir(data)
+        s3data.ensure_prepared(data_dir)
+        stop.raise_if_requested()
+        count = plan.max_jobs if plan.max_jobs is not None else grid_size(plan.ranges)
+        name, folder = new_tuning_folder(out)
+        log(f"tuning {name}: {plan.search} search of {', '.join(r.name for r in plan.ranges)}, "
+            f"{count} trial(s), {plan.max_parallel} at a time; trials in {folder}")
+        started = time.perf_counter()
+        done = trials.search(plan, data_dir, folder, trials=count, parallel=plan.max_parallel, timeout_s=timeout_s,
+                             stop=stop, on_trial_end=lambda t: trial_record(t, name, runs_dir, save=True))
+        result = finish_local(name, plan, done, folder, runs_dir, round(time.perf_counter() - started, 1),
+                              stopped=stop.signal is not None, keep_models=keep_models)
+        tuning_result.write(folder, result, plan)
+    return result, stop.signal
+
+
+# --- on SageMaker ---------------------------------------------------------------------------------
+
+
+def _sagemaker_plan(fn: str, spec, ranges, max_jobs, max_parallel_jobs, search, objective, early_stopping,
+                    search_seed) -> tuple[JobSpec, Plan]:
+    if not isinstance(spec, JobSpec):
+        raise UsageError(f"{fn}: expected a JobSpec from launch.job_spec(...), got {type(spec).__name__}")
+    _check(fn, "max_jobs", max_jobs, (int,), "an integer", optional=True)
+    _check(fn, "max_parallel_jobs", max_parallel_jobs, (int,), "an integer")
+    _check_search(fn, search, objective, early_stopping, search_seed)
+    specs = range_specs(fn, ranges)
+    return spec, build_plan(specs, spec.hyperparameters, search=search, objective=objective, max_jobs=max_jobs,
+                            max_parallel=max_parallel_jobs, early_stopping=early_stopping, seed=search_seed)
+
+
+def tuning_request(spec: JobSpec, ranges=None, *, max_jobs: int | None = None, max_parallel_jobs: int = 1,
+                   search: str = "bayesian", objective: str = "val_loss", early_stopping: bool = True,
+                   search_seed: int = 1, prices: PriceTable | str | Path | None = None) -> dict:
+    """What `tune.py --dry-run` prints: the tuning request around the job `spec` describes (its
+    hyperparameters are the trials' fixed ones), with the job's on-demand USD per hour. No AWS call."""
+    from launch import tuning
+    from launch.api import _prices
+
+    spec, plan = _sagemaker_plan("tuning_request", spec, ranges, max_jobs, max_parallel_jobs, search, objective,
+                                 early_stopping, search_seed)
+    return tuning.describe(spec, plan, _prices(prices).hourly(spec.instance_type))
+
+
+def tune_sagemaker(spec: JobSpec, ranges=None, *, max_jobs: int | None = None, max_parallel_jobs: int = 1,
+                   search: str = "bayesian", objective: str = "val_loss", early_stopping: bool = True,
+                   search_seed: int = 1, wait: bool = True, data: str | Path = "data", out: str | Path = "tuning",
+                   runs_dir: str | Path = "runs", prices: PriceTable | str | Path | None = None) -> Tuning:
+    """A SageMaker tuning job (the SDK's HyperparameterTuner) around the training job `spec` describes,
+    in its region (needs AWS credentials, a role and a bucket: the spec's, else $SAGEMAKER_ROLE / the
+    session's default bucket). `max_jobs` defaults to 10 (a grid: every combination).
+
+    With `wait`, follow it to its end, record each training job in `runs_dir` and write
+    `out/<name>/` (tuning.json, tuning.png); without, return at once with status "Submitted".
+    """
+    fn = "tune_sagemaker"
+    _check(fn, "wait", wait, (bool,), "True or False")
+    _check_paths(fn, data=data, out=out, runs_dir=runs_dir)
+    spec, plan = _sagemaker_plan(fn, spec, ranges, max_jobs, max_parallel_jobs, search, objective, early_stopping,
+                                 search_seed)
+    result = search_sagemaker(spec, plan, Path(data), Path(out).absolute(), Path(runs_dir), prices, wait=wait,
+                              role_flag=spec.role, region_flag=spec.region)
+    return Tuning(record=result, plan=plan)
+
+
+def search_sagemaker(spec: JobSpec, plan: Plan, data: Path, out: Path, runs_dir: Path, prices, wait: bool,
+                     role_flag: str | None, region_flag: str | None) -> dict:
+    """Create the tuning job; with `wait`, its summary (written with tuning.png into `out/<name>/`),
+    else what is known at once (`tuning_job`, status "Submitted", the uploads)."""
+    from launch import remote, s3data, tuning, tuning_result
+    from launch.api import _prices
+    from titanic_lightning.outputs import check_folder
+
+    check_folder(out, "--out")
+    check_folder(runs_dir, "--runs-dir")
+    table = _prices(prices)
+    data_dir = s3data.check_data_dir(data)
+    aws = remote.resolve_aws(spec, role_flag, region_flag)
+    submitted = tuning.submit(aws, data_dir, plan)
+    if not wait:
+        return {"tuning_job": submitted.name, "status": "Submitted", **submitted.upload}
+    result = tuning.wait_and_collect(aws, submitted, plan, table, out, runs_dir)
+    tuning_result.write(Path(result["folder"]), result, plan)
+    return result
