@@ -228,8 +228,9 @@ class Submitted:
     checkpoint_s3_uri: str
 
 
-def submit(aws: Aws, data_dir: Path, wait: bool) -> Submitted:
-    """Upload data, stage code, create the job (and follow it to the end when `wait`)."""
+def upload_inputs(aws: Aws, data_dir: Path) -> dict:
+    """Upload the data channels and, in wheelhouse mode, the wheels (built first, since that may
+    fail), skipping unchanged objects; what was uploaded and skipped."""
     s3data.ensure_prepared(data_dir)
     built = build_wheelhouse() if aws.spec.uses_wheelhouse else None  # before any upload: it may fail
     s3 = aws.boto_session.client("s3")
@@ -238,6 +239,12 @@ def submit(aws: Aws, data_dir: Path, wait: bool) -> Submitted:
         wheels = upload_wheelhouse(s3, aws.spec, built)
         for outcome in upload:
             upload[outcome] += wheels[outcome]
+    return upload
+
+
+def submit(aws: Aws, data_dir: Path, wait: bool) -> Submitted:
+    """Upload data, stage code, create the job (and follow it to the end when `wait`)."""
+    upload = upload_inputs(aws, data_dir)
     with tempfile.TemporaryDirectory(prefix="titanic-code-") as tmp:
         trainer = build_trainer(aws, code.stage(Path(tmp), wheelhouse=aws.spec.uses_wheelhouse))
         started = time.time()

@@ -83,6 +83,7 @@ def describe(spec: JobSpec, plan: Plan, hourly_usd: float | None) -> dict:
         "ResourceConfig": {"InstanceType": spec.instance_type, "InstanceCount": spec.instance_count, "VolumeSizeInGB": 30},
         "StoppingCondition": spec.stopping_condition,
         **({"EnableManagedSpotTraining": True} if spec.spot else {}),  # the SDK sends the flag only when on
+        **({"EnableNetworkIsolation": True} if spec.network_isolation else {}),
         "Environment": {"PYTHONPATH": TUNING_PYTHONPATH},
     }
     jobs = plan.max_jobs if plan.max_jobs is not None else _grid_jobs(plan)
@@ -132,7 +133,17 @@ def build_tuner(trainer, plan: Plan):
         band = config["StrategyConfig"]["HyperbandStrategyConfig"]
         strategy_config = HyperParameterTuningJobStrategyConfig(hyperband_strategy_config=HyperbandStrategyConfig(
             min_resource=band["MinResource"], max_resource=band["MaxResource"]))
-    return HyperparameterTuner(
+    class Tuner(HyperparameterTuner):
+        # The SDK's tuner carries a ModelTrainer's VPC settings into the trials' definition but not
+        # its network isolation: without this the trials would run with the network on.
+        def _build_training_job_definition(self, *args, **kwargs):
+            definition = super()._build_training_job_definition(*args, **kwargs)
+            networking = getattr(self.model_trainer, "networking", None)
+            if networking is not None and getattr(networking, "enable_network_isolation", None) is True:
+                definition.enable_network_isolation = True
+            return definition
+
+    return Tuner(
         model_trainer=trainer,
         objective_metric_name=plan.objective,
         objective_type=plan.objective_type,
@@ -156,13 +167,13 @@ class Submitted:
 
 
 def submit(aws, data_dir: Path, plan: Plan) -> Submitted:
-    """Upload the data channels (unchanged objects skipped), stage the code, create the tuning job."""
-    from launch import remote, s3data
+    """Upload the data channels and wheels (unchanged objects skipped), stage the code, create the tuning job."""
+    from launch import remote
 
-    s3data.ensure_prepared(data_dir)
-    upload = s3data.upload_channels(aws.boto_session.client("s3"), data_dir, aws.spec.channels)
+    upload = remote.upload_inputs(aws, data_dir)
     with tempfile.TemporaryDirectory(prefix="titanic-code-") as tmp:
-        tuner = build_tuner(remote.build_trainer(aws, code.stage(Path(tmp))), plan)
+        staged = code.stage(Path(tmp), wheelhouse=aws.spec.uses_wheelhouse)
+        tuner = build_tuner(remote.build_trainer(aws, staged), plan)
         started = time.time()
         tuner.tune(inputs=dict(aws.spec.channels), job_name=tuning_name(), wait=False)
     name = tuner.latest_tuning_job.hyper_parameter_tuning_job_name

@@ -6,6 +6,7 @@ the job's requirements.txt reads
 
     --no-index
     --find-links ../wheels
+    --find-links /opt/ml/input/data/wheels
     lightning>=2.6,<2.7
     ...
 
@@ -42,6 +43,7 @@ from pathlib import Path
 
 from launch.console import log
 from titanic_lightning.errors import UsageError
+from titanic_lightning.sagemaker_facts import OPT_ML
 
 CHANNEL = "wheels"
 FIND_LINKS = f"../{CHANNEL}"  # from the code channel's requirements.txt to the wheels channel
@@ -113,9 +115,15 @@ def key(requirements: list[str], target: Target, pip_args: tuple[str, ...] = ())
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# A tuning job's trials get the code as the SDK's sourcedir.tar.gz in /opt/ml/code, where the
+# relative link names no folder: the channel's absolute path serves them (pip skips, with a warning,
+# a link to a folder that does not exist, as in `--local`'s job folders).
+CHANNEL_IN_CONTAINER = f"{OPT_ML}/input/data/{CHANNEL}"
+
+
 def requirements_lines(requirements: list[str]) -> list[str]:
     """requirements.txt's lines in wheelhouse mode: no index, the wheels channel as the only source."""
-    return ["--no-index", f"--find-links {FIND_LINKS}", *requirements]
+    return ["--no-index", f"--find-links {FIND_LINKS}", f"--find-links {CHANNEL_IN_CONTAINER}", *requirements]
 
 
 @dataclass

@@ -108,3 +108,19 @@ def bucket(aws_env):
 @pytest.fixture
 def recording(moto_server):
     return Recording(moto_server)
+
+
+@pytest.fixture
+def cached_wheelhouse(tmp_path, monkeypatch):
+    """The training image's wheelhouse, already in the cache (a tiny fake wheel): no download."""
+    import json
+
+    from launch import code, job, wheelhouse
+    from tests.helpers import fake_wheel
+
+    monkeypatch.setenv(wheelhouse.CACHE_VARIABLE, str(tmp_path / "cache"))
+    key = wheelhouse.key(code.requirements(), wheelhouse.Target.image(job.PY_VERSION))
+    folder = tmp_path / "cache" / "wheelhouse" / key
+    wheel = fake_wheel(folder, "tinydep", "1.0")
+    (folder / wheelhouse.MANIFEST).write_text(json.dumps({"wheels": [wheel.name]}))
+    return key, wheel

@@ -403,20 +403,6 @@ def test_dry_run_shows_the_checkpoint_uri_a_resume_restores(capsys, monkeypatch)
 # --- the wheelhouse and network isolation ------------------------------------------------------
 
 
-@pytest.fixture
-def cached_wheelhouse(tmp_path, monkeypatch):
-    """The training image's wheelhouse, already in the cache (a tiny fake wheel): no download."""
-    from launch import code, wheelhouse
-    from tests.test_wheelhouse import fake_wheel
-
-    monkeypatch.setenv(wheelhouse.CACHE_VARIABLE, str(tmp_path / "cache"))
-    key = wheelhouse.key(code.requirements(), wheelhouse.Target.image(job.PY_VERSION))
-    folder = tmp_path / "cache" / "wheelhouse" / key
-    wheel = fake_wheel(folder, "tinydep", "1.0")
-    (folder / wheelhouse.MANIFEST).write_text(json.dumps({"wheels": [wheel.name]}))
-    return key, wheel
-
-
 def test_network_isolation_job_carries_the_flag_and_installs_from_its_wheels_channel(
         bucket, data_dir, recording, capsys, cached_wheelhouse):
     key, wheel = cached_wheelhouse

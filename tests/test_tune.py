@@ -417,3 +417,35 @@ def test_ctrl_c_stops_the_running_trials_and_leaves_a_whole_summary(data_dir, tm
     for path in logs:  # the trials ended by the signal, not killed: the entry said so
         assert "stopped by SIGTERM" in path.read_text()
     assert not list(folder.glob("trials/*/model/model.pt"))
+
+
+def test_a_network_isolated_tuning_job_installs_from_its_uploaded_wheels(fresh_aws, bucket, data_dir, capsys, tmp_path,
+                                                                          cached_wheelhouse):
+    import io
+    import tarfile
+
+    key, wheel = cached_wheelhouse
+    argv = ["--bucket", BUCKET, "--role", ROLE, "--data", str(data_dir), "--network-isolation", "--max-jobs", "2",
+            "--no-wait", "--out", str(tmp_path / "t"), "--runs-dir", str(tmp_path / "r")]
+    code, out, err = _dry(argv[:-5], capsys)
+    assert code == 0, err
+    assert json.loads(out)["TrainingJobDefinition"]["EnableNetworkIsolation"] is True
+    code, out, err = invoke(_main, argv, capsys)
+    assert code == 0, err
+    name = json.loads(out.strip().splitlines()[-1])["tuning_job"]
+    definition = boto3.client("sagemaker", region_name=REGION).describe_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=name)["TrainingJobDefinition"]
+    assert definition["EnableNetworkIsolation"] is True
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in definition["InputDataConfig"]}
+    wheels_uri = f"s3://{BUCKET}/titanic-lightning/wheels/{key}/"
+    assert channels["wheels"] == wheels_uri
+    s3 = boto3.client("s3", region_name=REGION)
+    assert s3.get_object(Bucket=BUCKET, Key=f"titanic-lightning/wheels/{key}/{wheel.name}")["Body"].read() == \
+        wheel.read_bytes()
+    # The trials unpack the code in /opt/ml/code, away from the channels: requirements.txt names the
+    # wheels channel by its absolute path too, and no index.
+    source = definition["StaticHyperParameters"]["sagemaker_submit_directory"].strip('"')
+    bucket_name, _, source_key = source.removeprefix("s3://").partition("/")
+    archive = tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket_name, Key=source_key)["Body"].read()))
+    requirements = archive.extractfile("requirements.txt").read().decode().splitlines()
+    assert requirements[:3] == ["--no-index", "--find-links ../wheels", "--find-links /opt/ml/input/data/wheels"]
