@@ -38,8 +38,8 @@ def test_staged_requirements_name_no_index_but_the_wheels_channel(tmp_path):
     plain = (code.stage(tmp_path / "plain") / "requirements.txt").read_text().splitlines()
     wheels = (code.stage(tmp_path / "wheels", wheelhouse=True) / "requirements.txt").read_text().splitlines()
     assert "--no-index" not in plain and not any(line.startswith("--find-links") for line in plain)
-    assert wheels[:2] == ["--no-index", "--find-links ../wheels"]
-    assert wheels[2:] == plain == code.requirements()
+    assert wheels[:3] == ["--no-index", "--find-links ../wheels", "--find-links /opt/ml/input/data/wheels"]
+    assert wheels[3:] == plain == code.requirements()
 
 
 def test_pip_reads_the_requirements_file_and_finds_the_wheels_beside_the_code(tmp_path, index):
