@@ -156,7 +156,7 @@ def test_local_container_venv_fails_the_job_when_the_install_fails(prepared, tmp
     assert run.status == "Failed"
     assert run.summary["failure_reason"].startswith("algo-1: installing requirements.txt failed with exit code 1")
     assert (run.job_dir / "code" / "requirements.txt").read_text().splitlines() == [
-        "--no-index", "--find-links ../wheels", "nosuchpkg>=1"]
+        *wheelhouse.requirements_lines(["nosuchpkg>=1"])]
     assert (run.job_dir / "algo-1" / "input" / "data" / "wheels").resolve() == run.job_dir / "wheels"
     assert "nosuchpkg" in Path(run.summary["hosts"][0]["log"]).read_text()
     assert run.summary["hosts"][0]["exit_code"] == 1 and run.model_artifact is None
