@@ -23,3 +23,34 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise UsageError(f"{message}{self.hint}")
+
+
+# What the launcher needs beyond the training set-up: the `launch` extra.
+LAUNCH_PACKAGES = ("sagemaker", "boto3", "botocore", "optuna")
+
+
+def launcher_errors(main, argv: list[str]) -> None:
+    """Run a launcher command's `main(argv)`, turning the mistakes that are the user's to fix into one
+    line: a missing `launch` extra, and botocore's own errors (endpoint, credentials, permissions).
+    With --debug they are raised as they are."""
+    from titanic_lightning.command import debug_requested
+    from titanic_lightning.errors import one_line
+
+    try:
+        main(argv)
+    except ModuleNotFoundError as exc:
+        package = (exc.name or "").split(".")[0]
+        if package not in LAUNCH_PACKAGES or debug_requested(argv):
+            raise
+        raise UsageError(
+            f"this launcher command needs the `launch` extra ({package} is not installed): "
+            "run `make dev`, or `.venv/bin/python -m pip install -e '.[launch]'`"
+        ) from None
+    except Exception as exc:
+        try:
+            from botocore.exceptions import BotoCoreError, ClientError
+        except ImportError:
+            raise exc from None
+        if isinstance(exc, (BotoCoreError, ClientError)) and not debug_requested(argv):
+            raise UsageError(f"AWS: {one_line(exc)}") from None
+        raise

@@ -24,7 +24,7 @@ if __package__ in (None, ""):
     # Run by path (`python launch/deploy.py`): make the repository importable as the module form is.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launch.console import ArgumentParser  # noqa: E402
+from launch.console import ArgumentParser, launcher_errors  # noqa: E402
 from launch.job import PROJECT, check_role  # noqa: E402
 from titanic_lightning.command import run_command  # noqa: E402
 from titanic_lightning.errors import UsageError  # noqa: E402
@@ -163,5 +163,9 @@ def main(argv: list[str]) -> None:
           f"{' --region ' + args.region if args.region else ''}")
 
 
+def _main(argv: list[str]) -> None:
+    launcher_errors(main, argv)
+
+
 if __name__ == "__main__":
-    run_command(main)
+    run_command(_main)

@@ -85,6 +85,7 @@ from unittest import mock
 from launch import code, s3data
 from launch.console import log
 from launch.job import JobSpec
+from launch.processes import STOP_GRACE_S, stop_groups
 from titanic_lightning.atomic import atomic_output
 from titanic_lightning.contracts import CHECKPOINT_FILE, METRICS_FILE
 from titanic_lightning.environment import CHECKPOINT_DIR_VARIABLE, without_launcher
@@ -92,7 +93,6 @@ from titanic_lightning.errors import Terminated, UsageError, one_line
 from titanic_lightning.sagemaker_facts import FAILURE_REASON_LIMIT, OPT_ML
 
 NETWORK_INTERFACE = "lo"  # every host talks over loopback here
-STOP_GRACE_S = 10.0
 POLL_S = 0.2
 CHECKPOINT_SYNC_S = 1.0
 
@@ -430,19 +430,9 @@ def _start(host: Host, cwd: Path) -> None:
 def _stop(hosts: list[Host]) -> None:
     """SIGTERM each running host's process group, then SIGKILL what is left after the grace period."""
     running = [h for h in hosts if h.process and h.process.poll() is None]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for h in running:
-            h.stopped = True
-            try:
-                os.killpg(h.process.pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + STOP_GRACE_S
-        while time.monotonic() < deadline and any(h.process.poll() is None for h in running):
-            time.sleep(POLL_S)
-        running = [h for h in running if h.process.poll() is None]
-        if not running:
-            return
+    for h in running:
+        h.stopped = True
+    stop_groups([h.process for h in running], STOP_GRACE_S, POLL_S)
 
 
 class StopRequest:

@@ -33,10 +33,10 @@ if __package__ in (None, ""):
     # Run by path (`python launch/submit.py`): make the repository importable as the module form is.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launch.console import ArgumentParser, log  # noqa: E402
+from launch.console import ArgumentParser, launcher_errors, log  # noqa: E402
 from launch.options import add_job_arguments, spec_from_args  # noqa: E402
-from titanic_lightning.command import debug_requested, run_command  # noqa: E402
-from titanic_lightning.errors import UsageError, one_line  # noqa: E402
+from titanic_lightning.command import run_command  # noqa: E402
+from titanic_lightning.errors import UsageError  # noqa: E402
 
 
 def parser() -> argparse.ArgumentParser:
@@ -135,29 +135,8 @@ def main(argv: list[str]) -> None:
         sys.exit(code)
 
 
-# What the launcher needs beyond the training set-up: the `launch` extra.
-LAUNCH_PACKAGES = ("sagemaker", "boto3", "botocore")
-
-
 def _main(argv: list[str]) -> None:
-    try:
-        main(argv)
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] not in LAUNCH_PACKAGES or debug_requested(argv):
-            raise
-        raise UsageError(
-            f"this launcher command needs the SageMaker SDK and boto3 ({exc.name.split('.')[0]} is not installed): "
-            "run `make dev`, or `.venv/bin/python -m pip install -e '.[launch]'`"
-        ) from None
-    except Exception as exc:
-        # botocore's own errors are the user's to fix (endpoint, permissions): say so in one line.
-        try:
-            from botocore.exceptions import BotoCoreError, ClientError
-        except ImportError:
-            raise exc from None
-        if isinstance(exc, (BotoCoreError, ClientError)) and not debug_requested(argv):
-            raise UsageError(f"AWS: {one_line(exc)}") from None
-        raise
+    launcher_errors(main, argv)
 
 
 if __name__ == "__main__":

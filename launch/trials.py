@@ -41,10 +41,10 @@ from pathlib import Path
 
 from launch.console import log
 from launch.job import METRIC_DEFINITIONS, container_forms
+from launch.processes import STOP_GRACE_S, stop_groups
 from launch.search import CATEGORICAL, INTEGER, Plan, Range, number_text
 from titanic_lightning.contracts import npz_name
 
-STOP_GRACE_S = 10.0
 POLL_S = 0.1
 _PATTERNS = [(m["Name"], re.compile(m["Regex"])) for m in METRIC_DEFINITIONS]
 
@@ -128,15 +128,7 @@ def stop_processes(trials: list[Trial], reason: str) -> None:
     running = [t for t in trials if t.process is not None and t.process.poll() is None]
     for t in running:
         t.stop_reason = t.stop_reason or reason
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for t in running:
-            _kill(t.process, sig)
-        deadline = time.monotonic() + STOP_GRACE_S
-        while time.monotonic() < deadline and any(t.process.poll() is None for t in running):
-            time.sleep(POLL_S)
-        running = [t for t in running if t.process.poll() is None]
-        if not running:
-            return
+    stop_groups([t.process for t in running], STOP_GRACE_S, POLL_S)
 
 
 def run_trial(trial: Trial, optuna_trial, plan: Plan, data_dir: Path, env: dict[str, str], stop) -> None:

@@ -36,7 +36,7 @@ if __package__ in (None, ""):
     # Run by path (`python launch/tune.py`): make the repository importable as the module form is.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launch.console import ArgumentParser  # noqa: E402
+from launch.console import ArgumentParser, launcher_errors  # noqa: E402
 from launch.options import add_job_arguments, integer, spec_from_args  # noqa: E402
 from launch.tuning_api import DEFAULT_TRIALS  # noqa: E402
 from titanic_lightning.command import run_command  # noqa: E402
@@ -184,30 +184,7 @@ def main(argv: list[str]) -> None:
 
 
 def _main(argv: list[str]) -> None:
-    from launch.submit import LAUNCH_PACKAGES
-
-    try:
-        main(argv)
-    except ModuleNotFoundError as exc:
-        from titanic_lightning.command import debug_requested
-
-        if (exc.name or "").split(".")[0] not in (*LAUNCH_PACKAGES, "optuna") or debug_requested(argv):
-            raise
-        raise UsageError(
-            f"this launcher command needs the `launch` extra ({exc.name.split('.')[0]} is not installed): "
-            "run `make dev`, or `.venv/bin/python -m pip install -e '.[launch]'`"
-        ) from None
-    except Exception as exc:
-        try:
-            from botocore.exceptions import BotoCoreError, ClientError
-        except ImportError:
-            raise exc from None
-        from titanic_lightning.command import debug_requested
-        from titanic_lightning.errors import one_line
-
-        if isinstance(exc, (BotoCoreError, ClientError)) and not debug_requested(argv):
-            raise UsageError(f"AWS: {one_line(exc)}") from None
-        raise
+    launcher_errors(main, argv)
 
 
 if __name__ == "__main__":

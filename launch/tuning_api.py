@@ -273,6 +273,8 @@ def search_here(plan: Plan, data: Path, out: Path, runs_dir: Path, timeout_s: fl
     """Run `plan` here: (the summary, written with tuning.png into `out/<name>/`; the stopping signal or None)."""
     import time
 
+    import optuna  # noqa: F401  (the `launch` extra: missing, nothing is prepared or written)
+
     from launch import local as emulator
     from launch import s3data, trials, tuning_result
     from launch.console import log

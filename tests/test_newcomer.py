@@ -39,12 +39,13 @@ def test_the_lessons_command_runs_as_the_readme_writes_it(tmp_path, prepared):
     assert not [word for word in NOISE if word in result.stderr], result.stderr
 
 
-def _without_launch_extra(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """`python launch/submit.py args` where sagemaker, boto3 and botocore cannot be imported."""
+def _without_launch_extra(args: list[str], cwd: Path, script: str = "submit.py",
+                          missing: tuple[str, ...] = ("sagemaker", "boto3", "botocore")) -> subprocess.CompletedProcess:
+    """`python launch/<script> args` where the `missing` packages cannot be imported."""
     code = ("import runpy, sys\n"
-            "for name in ('sagemaker', 'boto3', 'botocore'):\n"
+            f"for name in {missing!r}:\n"
             "    sys.modules[name] = None  # import fails as if the package were not installed\n"
-            f"sys.argv = {[str(REPO / 'launch' / 'submit.py'), *args]!r}\n"
+            f"sys.argv = {[str(REPO / 'launch' / script), *args]!r}\n"
             "runpy.run_path(sys.argv[0], run_name='__main__')\n")
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=clean_env(), capture_output=True, text=True,
                           timeout=120)
@@ -55,7 +56,22 @@ def test_launcher_without_the_launch_extra_says_how_to_install_it(args, tmp_path
     result = _without_launch_extra(args, tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
-        "error: this launcher command needs the SageMaker SDK and boto3 (sagemaker is not installed): "
+        "error: this launcher command needs the `launch` extra (sagemaker is not installed): "
+        "run `make dev`, or `.venv/bin/python -m pip install -e '.[launch]'`"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("script", "args", "missing", "package"), [
+    ("tune.py", ["--local", "--trials", "1"], ("optuna",), "optuna"),
+    ("tune.py", ["--dry-run"], ("sagemaker", "boto3", "botocore"), "sagemaker"),
+    ("deploy.py", ["--model", "s3://bucket-x/k/model.tar.gz", "--role", "arn:aws:iam::123456789012:role/x"],
+     ("sagemaker", "boto3", "botocore"), "boto3"),
+])
+def test_every_launcher_command_without_the_launch_extra_says_how_to_install_it(script, args, missing, package, tmp_path):
+    result = _without_launch_extra(args, tmp_path, script, missing)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: this launcher command needs the `launch` extra ({package} is not installed): "
         "run `make dev`, or `.venv/bin/python -m pip install -e '.[launch]'`"]
     assert list(tmp_path.iterdir()) == []
 
