@@ -398,9 +398,11 @@ class TitanicDataModule(pl.LightningDataModule):
 
 
 # Automatic steps_per_call: at most this many steps per call, and an epoch keeps at least
-# MIN_CALLS_PER_EPOCH calls (short epochs train one batch per call, as they always did).
+# MIN_CALLS_PER_EPOCH calls (short epochs train one batch per call, as they always did). Measured
+# on 2 M rows in batches of 4096 (CPU seconds of the fit loop, one thread, against the plain loop):
+# 1 step per call 0.90x, 4 0.89x, 8 0.94x, 16 1.05x, 64 1.02x (about ±5 % between runs).
 MAX_STEPS_PER_CALL = 16
-MIN_CALLS_PER_EPOCH = 64
+MIN_CALLS_PER_EPOCH = 16
 
 
 def auto_steps_per_call(rows: int, batch_size: int, data_parallel_size: int = 1) -> int:
