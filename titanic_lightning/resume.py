@@ -16,6 +16,7 @@ hyperparameters).
 from __future__ import annotations
 
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -49,10 +50,20 @@ class LastCheckpoint(ModelCheckpoint):
         )
 
     def on_train_batch_end(self, trainer, *args, **kwargs):
+        """The timed save. Written out here because Lightning's ModelCheckpoint skips its time
+        interval under manual optimization, which the model uses."""
         # An epoch's last batch is followed by its validation and the epoch-end checkpoint;
         # Lightning does not resume exactly from a save taken in between.
-        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            super().on_train_batch_end(trainer, *args, **kwargs)
+        if self._train_time_interval is None or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        now = time.monotonic()
+        last = self._last_time_checked
+        due = last is not None and now - last >= self._train_time_interval.total_seconds()
+        # Clocks differ across ranks: rank 0 decides, so that all save together or none does.
+        if not trainer.strategy.broadcast(due) or self._should_skip_saving_checkpoint(trainer):
+            return
+        self._last_time_checked = now
+        self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_exception(self, trainer, pl_module, exception):
         # Only a stop: after other exceptions the state may be half-updated.
