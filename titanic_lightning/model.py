@@ -99,7 +99,9 @@ class TitanicClassifier(pl.LightningModule):
             optimizer.step()
             losses.append(loss.detach())
         # The epoch's training loss stays the mean of its steps' losses, read back once per epoch.
-        self.train_loss.update(torch.stack(losses))
+        losses = torch.stack(losses)
+        self.train_loss.update(losses)
+        return losses  # this call's step losses, in order (for callbacks; nothing is stepped on them)
 
     def _evaluate(self, batch, stage: str) -> None:
         x, y = batch
