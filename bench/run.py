@@ -1,6 +1,6 @@
 """Benchmark suite: the project's training against plain PyTorch and a typical Lightning setup.
 
-Run: `python -m bench.run [--quick] [--json PATH] [--device cpu|cuda] [--pairs 3]`
+Run: `python -m bench.run [--quick] [--json PATH] [--device cpu|cuda] [--pairs 3] [--cases 3,4]`
 
 Every case runs as separate processes, interleaved (ours, reference, template, ours, ... for
 `--pairs` rounds), and the table shows medians and the ratio of ours to the reference:
@@ -10,12 +10,15 @@ Every case runs as separate processes, interleaved (ours, reference, template, o
    one `self.log` per epoch, no logger or checkpoint), Lightning's own floor
 2. time to a better model — ours with its defaults (early stopping) vs case 1's plain script
 3. throughput at scale — synthetic Titanic-shaped data, batch 4096 (train rows/s, peak RSS)
-4. DDP scaling — 1 vs 2 CPU processes (gloo) on case 3's 2 M rows
+4. DDP scaling — strong scaling at one thread per process: 2 CPU processes (gloo) against 1, each
+   with OMP_NUM_THREADS=1, on case 3's 2 M rows; and the all-reduce share of a DDP step
+   (`bench/allreduce.py`: steps with and without the gradient all-reduce, two processes)
 5. start-up — `python -m entry.train --help`; importing what a training run imports before it
    fits, against `import lightning` and `import torch` (fresh processes)
 
 `--quick` (under 3 minutes on 2 cores) runs every case with 0.5 M rows and one epoch, and times
-the imports once; the full run uses 2 M rows (3 epochs) and 20 M rows (1 epoch).
+the imports once; the full run uses 2 M rows (3 epochs) and 20 M rows (1 epoch). `--cases` runs
+only the numbered cases (1 and 2 run together; the imports' row runs with them).
 """
 
 from __future__ import annotations
@@ -38,12 +41,12 @@ PY = sys.executable
 BATCH = 4096
 
 
-def measure(argv: list[str]) -> dict:
+def measure(argv: list[str], env: dict[str, str] | None = None) -> dict:
     """Run one process; return its wall time, its own peak resident memory in MiB (wait4 reports
     it per process) and the fields of the last JSON line it printed."""
     started = time.perf_counter()
     with tempfile.TemporaryFile(mode="w+") as err:
-        proc = subprocess.Popen([PY, *argv], stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.Popen([PY, *argv], stdout=subprocess.PIPE, stderr=err, text=True, env=env)
         out = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -171,7 +174,8 @@ def throughput_case(table: Table, rows: int, epochs: int, work: Path, pairs: int
     raw[label] = runs
     rate = {k: median(r.get("train_rows_per_second") for r in v) for k, v in runs.items()}
     rss = {k: median(r["rss"] for r in v) for k, v in runs.items()}
-    table.add(label, "train rows/s", rate["ours"], rate["plain"], rate["template"], "≥ 0.9 (≥ 5 × template)")
+    table.add(label, "train rows/s", rate["ours"], rate["plain"], rate["template"],
+              "≥ 0.95" + (f" (ours / template {rate['ours'] / rate['template']:.1f}, ≥ 20)" if rate["template"] else ""))
     data_mib = sum(f.stat().st_size for f in data.glob("*_data.npz")) / 2**20
     table.add(label, "peak RSS MiB", rss["ours"], rss["plain"], rss["template"],
               f"≤ {1.5 * data_mib + 1536:,.0f} MiB (1.5 × {data_mib:,.0f} + 1536)")
@@ -179,16 +183,24 @@ def throughput_case(table: Table, rows: int, epochs: int, work: Path, pairs: int
 
 
 def ddp_case(table: Table, data: Path, work: Path, pairs: int, raw: dict, epochs: int) -> None:
+    """Strong scaling at a fixed thread count: 2 processes x 1 thread against 1 process x 1 thread."""
+    from bench import allreduce
+
     flags = ("--batch_size", str(BATCH), "--epochs", str(epochs), "--early_stopping", "false")
-    runs = {"1": [], "2": []}
+    one_thread = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {"1": [], "2": [], "allreduce": []}
     for _ in range(pairs):
-        for processes in runs:
+        for processes in ("1", "2"):
             argv = ours(data, work, *flags, "--cpu_processes", processes, device="cpu")
-            measure(argv)
+            measure(argv, env=one_thread)
             runs[processes].append(ours_metrics(argv)["train_rows_per_second"])
+        runs["allreduce"].append(allreduce.measure())
     raw["ddp"] = runs
-    label = f"4 DDP 2 CPU processes, {int(data.name.split('-')[-1]) / 1_000_000:g} M rows"
-    table.add(label, "train rows/s", median(runs["2"]), median(runs["1"]), None, "≥ 1.3")
+    label = f"4 DDP 2 × 1 thread vs 1 × 1, {int(data.name.split('-')[-1]) / 1_000_000:g} M rows"
+    table.add(label, "train rows/s", median(runs["2"]), median(runs["1"]), None, "≥ 1.6")
+    probe = {k: median(r[k] for r in runs["allreduce"]) for k in runs["allreduce"][0]}
+    table.add(label, "all-reduce share of a step", probe["allreduce_share"], None, None,
+              f"(step {probe['step_ms']:.2f} ms, {probe['step_without_allreduce_ms']:.2f} ms without it)")
 
 
 def startup_case(table: Table, pairs: int, raw: dict) -> None:
@@ -214,6 +226,19 @@ def machine(device: str) -> str:
     return text
 
 
+CASES = frozenset(range(1, 6))
+
+
+def cases_list(text: str) -> frozenset[int]:
+    try:
+        chosen = frozenset(int(part) for part in text.split(","))
+    except ValueError:
+        chosen = frozenset()
+    if not chosen or not chosen <= CASES:
+        raise argparse.ArgumentTypeError(f"expected case numbers 1-5 separated by commas, got {text!r}")
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="0.5 M rows, one epoch (under 3 minutes on 2 cores)")
@@ -221,7 +246,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--csv", default=None, help="Titanic CSV (default: $TITANIC_CSV, cache, download)")
+    parser.add_argument("--cases", type=cases_list, default=CASES, help="comma-separated case numbers (default: all)")
     args = parser.parse_args(argv)
+    cases = args.cases
 
     from titanic_lightning.csv_source import resolve_csv
     from titanic_lightning.prepare import prepare
@@ -230,17 +257,21 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        lesson_data = work / "lesson"
-        prepare(resolve_csv(args.csv), lesson_data, "basic")  # the lesson's seven features
-        lesson_cases(table, lesson_data, work, args.pairs, args.device, raw)
-        import_costs(table, 1 if args.quick else args.pairs, raw)
+        if cases & {1, 2}:
+            lesson_data = work / "lesson"
+            prepare(resolve_csv(args.csv), lesson_data, "basic")  # the lesson's seven features
+            lesson_cases(table, lesson_data, work, args.pairs, args.device, raw)
+            import_costs(table, 1 if args.quick else args.pairs, raw)
         rows, epochs = (500_000, 1) if args.quick else (2_000_000, 3)
-        data = throughput_case(table, rows, epochs, work, args.pairs, args.device, raw)
-        if not args.quick:
-            throughput_case(table, 20_000_000, 1, work, args.pairs, args.device, raw)
-        if args.device == "cpu":
-            ddp_case(table, data, work, args.pairs, raw, epochs=1 if args.quick else 2)
-        startup_case(table, args.pairs, raw)
+        if 3 in cases:
+            throughput_case(table, rows, epochs, work, args.pairs, args.device, raw)
+            if not args.quick:
+                throughput_case(table, 20_000_000, 1, work, args.pairs, args.device, raw)
+        if 4 in cases and args.device == "cpu":
+            ddp_case(table, synth.write(rows, work / f"synth-{rows}"), work, args.pairs, raw,
+                     epochs=1 if args.quick else 2)
+        if 5 in cases:
+            startup_case(table, args.pairs, raw)
     print(f"machine: {machine(args.device)}; device {args.device}; {args.pairs} interleaved rounds; "
           f"{time.strftime('%Y-%m-%d')}; {time.perf_counter() - started:.0f} s")
     table.print()

@@ -7,14 +7,26 @@ parameters.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from launch.local import free_port
-from tests.helpers import check_probe, clean_env, finish_all, id_channels, sagemaker_host_env, start, train_args
+from tests.helpers import (
+    PROBE_EPOCHS,
+    check_probe,
+    clean_env,
+    finish_all,
+    id_channels,
+    sagemaker_host_env,
+    start,
+    train_args,
+    write_channel,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -122,3 +134,28 @@ def test_two_sagemaker_hosts_run_two_processes_each(tmp_path):
     check_probe(probe, tmp_path / "algo-1" / "model", channels, world=4)
     # Global rank 0 alone wrote a model: one model.pt for the job.
     assert written_models(tmp_path) == [tmp_path / "algo-1" / "model" / "model.pt"]
+
+
+def test_two_processes_with_several_steps_per_call_train_as_one_process_on_the_same_global_batches(tmp_path):
+    """Every optimizer step of a call all-reduces its gradients: two processes with batches of 8 and
+    three steps per call end with the weights one process reaches with batches of 16 (each global
+    batch is the two ranks' batches together: the sampler deals the rows out alternately)."""
+    data = tmp_path / "data"
+    channels = {split: write_channel(data / split / f"{split}_data.npz", split, rows=rows, seed=i)
+                for i, (split, rows) in enumerate((("train", 96), ("val", 32)))}
+    params = {}
+    for name, extra in (("two", ["--cpu_processes", "2", "--batch_size", "8"]), ("one", ["--batch_size", "16"])):
+        probe = tmp_path / name / "probe"
+        probe.mkdir(parents=True)
+        argv = ["-m", "entry.train", *train_args(channels, "--steps_per_call", "3", "--hidden_sizes", "[16, 8]",
+                                                 "--model_dir", str(tmp_path / name / "model"),
+                                                 "--output_dir", str(tmp_path / name / "out"), *extra)]
+        [(code, out)] = finish_all([start(argv, clean_env(PROBE_DIR=str(probe), OMP_NUM_THREADS="1"), tmp_path)])
+        assert code == 0, out[-3000:]
+        ranks = [json.loads(p.read_text()) for p in sorted(probe.glob("rank*.json"))]
+        # 96 rows: 48 per rank in 6 batches of 8, or 6 batches of 16 alone; 2 calls of 3 steps per epoch.
+        assert [r["steps"] for r in ranks] == [2 * PROBE_EPOCHS] * len(ranks)
+        params[name] = [r["params"] for r in ranks]
+    assert len(params["two"]) == 2 and params["two"][0] == params["two"][1]
+    for key, values in params["one"][0].items():
+        np.testing.assert_allclose(params["two"][0][key], values, rtol=1e-5, atol=1e-6, err_msg=key)

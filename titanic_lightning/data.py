@@ -11,6 +11,10 @@ rank), sharded across DDP ranks the way DistributedSampler does it. There is no 
 length so every rank runs the same number of steps; evaluation shards are not padded, so metrics
 aggregated over ranks see every row exactly once.
 
+One training batch may hold several optimizer steps' batches (`steps_per_call`): the rows of K
+consecutive batches of the epoch, cut in one indexing operation, which the model splits back into
+the same batches (see `TitanicClassifier.training_step`).
+
 The training loader is resumable mid-epoch: Lightning keeps its `state_dict()` (which epoch, how
 many of its batches were trained on) in every checkpoint and hands it back on a restart, so a run
 stopped inside an epoch continues with the batches it had not trained on, none repeated.
@@ -200,13 +204,17 @@ class ShardedBatchSampler(Sampler[torch.Tensor]):
 
     The permutation depends only on (seed, epoch), so every rank draws the same one and takes the
     slice `rank::world_size` of it — DistributedSampler's sharding, applied to batches.
+
+    `steps_per_call` consecutive batches are yielded as one (the last group of an epoch may hold
+    fewer); split back into `batch_size` rows they are exactly the batches one at a time would be.
     """
 
     def __init__(self, num_rows: int, batch_size: int, *, shuffle: bool, seed: int, rank: int = 0,
-                 world_size: int = 1, pad: bool = True, epoch_fn: Callable[[], int] | None = None):
+                 world_size: int = 1, pad: bool = True, epoch_fn: Callable[[], int] | None = None,
+                 steps_per_call: int = 1):
         self.num_rows, self.shuffle, self.seed = num_rows, shuffle, seed
         self.rank, self.world_size, self.pad = rank, world_size, pad
-        self.batch_size = batch_size
+        self.batch_size, self.steps_per_call = batch_size, steps_per_call
         self._epoch, self.epoch_fn = 0, epoch_fn
         self._resume: tuple[int, int] | None = None  # (epoch, batches already trained on)
 
@@ -214,7 +222,8 @@ class ShardedBatchSampler(Sampler[torch.Tensor]):
         self._epoch = epoch
 
     def resume_at(self, epoch: int, batches_done: int) -> None:
-        """Make the next pass over `epoch` start after its first `batches_done` batches."""
+        """Make the next pass over `epoch` start after its first `batches_done` batches (of
+        `batch_size` rows, whatever the grouping)."""
         self._resume = (epoch, batches_done)
 
     @property
@@ -236,16 +245,16 @@ class ShardedBatchSampler(Sampler[torch.Tensor]):
 
     def __iter__(self):
         order = self.shard()
-        # A batch size above the shard's rows is full-batch; torch's split takes at most an int64.
-        batches = order.split(min(self.batch_size, max(len(order), 1)))
         resume, self._resume = self._resume, None
         if resume is not None and resume[0] == self.epoch:
-            batches = batches[resume[1]:]
-        return iter(batches)
+            order = order[min(resume[1] * self.batch_size, len(order)):]
+        # Whole batches of batch_size rows, steps_per_call of them at a time. A size above the
+        # shard's rows is full-batch; torch's split takes at most an int64.
+        return iter(order.split(min(self.batch_size * self.steps_per_call, max(len(order), 1))))
 
     def __len__(self) -> int:
         rows = math.ceil(self.num_rows / self.world_size) if self.pad else len(range(self.rank, self.num_rows, self.world_size))
-        return math.ceil(rows / self.batch_size)
+        return math.ceil(math.ceil(rows / self.batch_size) / self.steps_per_call)
 
 
 def loader_options(sampler: ShardedBatchSampler) -> dict:
@@ -258,8 +267,10 @@ def loader_options(sampler: ShardedBatchSampler) -> dict:
 class TrainBatches(DataLoader):
     """The training loader, with Lightning's Stateful protocol (`state_dict`/`load_state_dict`).
 
-    `progress_fn` returns (epoch, batches of it trained on) from the fit loop's own counters:
-    the loader itself runs one batch ahead of training, because Lightning prefetches.
+    `progress_fn` returns (epoch, training steps of it done) from the fit loop's own counters:
+    the loader itself runs one batch ahead of training, because Lightning prefetches. The state
+    counts batches of `batch_size` rows (steps, not groups of them) and records the grouping:
+    Lightning's own counters, restored beside it, count groups.
     """
 
     def __init__(self, dataset: TensorBatches, sampler: ShardedBatchSampler, progress_fn: Callable[[], tuple[int, int]]):
@@ -267,11 +278,13 @@ class TrainBatches(DataLoader):
         self.progress_fn = progress_fn
 
     def state_dict(self) -> dict[str, int]:
-        epoch, batches_done = self.progress_fn()
-        return {"epoch": epoch, "batches_done": batches_done, "world_size": self.sampler.world_size}
+        epoch, calls_done = self.progress_fn()
+        return {"epoch": epoch, "batches_done": calls_done * self.sampler.steps_per_call,
+                "world_size": self.sampler.world_size, "steps_per_call": self.sampler.steps_per_call}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        # resume.checkpoint_to_resume has refused a mid-epoch state saved by another number of processes.
+        # resume.checkpoint_to_resume has refused a mid-epoch state saved by another number of
+        # processes or another grouping of steps.
         self.sampler.resume_at(int(state_dict["epoch"]), int(state_dict["batches_done"]))
 
 
@@ -294,14 +307,16 @@ class TitanicDataModule(pl.LightningDataModule):
         test: Test channel, or None.
         batch_size: Rows per step on each process; at least the shard's size means full batch.
         seed: Seed of the per-epoch shuffle.
+        steps_per_call: Training batches handed to the model at once (see `ShardedBatchSampler`).
     """
 
-    def __init__(self, train: Path, val: Path, test: Path | None = None, batch_size: int = 32, seed: int = 42):
+    def __init__(self, train: Path, val: Path, test: Path | None = None, batch_size: int = 32, seed: int = 42,
+                 steps_per_call: int = 1):
         super().__init__()
         # Saved into checkpoints: a resume with another batch size or seed would not be the same run.
         self.save_hyperparameters("batch_size", "seed")
         self.paths = {"train": Path(train), "val": Path(val), "test": Path(test) if test else None}
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size, self.seed, self.steps_per_call = batch_size, seed, steps_per_call
         self.datasets: dict[str, TensorBatches] = {}
         # Each channel is listed (and its existence checked) once, and the training channel's first
         # header read once: num_features, setup and the data's identity share them.
@@ -353,13 +368,14 @@ class TitanicDataModule(pl.LightningDataModule):
             len(self.datasets[split]), self.batch_size if train else EVAL_BATCH_SIZE,
             shuffle=train, seed=self.seed, rank=rank, world_size=world, pad=train,
             epoch_fn=(lambda: trainer.fit_loop.epoch_progress.current.processed) if trainer is not None else None,
+            steps_per_call=self.steps_per_call if train else 1,
         )
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         return DataLoader(self.datasets[split], **loader_options(self._sampler(split, train)))
 
     def _train_progress(self) -> tuple[int, int]:
-        """(epoch, batches of it trained on) at a checkpoint, from the fit loop's counters."""
+        """(epoch, training calls of it done) at a checkpoint, from the fit loop's counters."""
         loop = self.trainer.fit_loop
         epochs = loop.epoch_progress.current
         if epochs.processed < epochs.started:  # inside an epoch: saved on a batch end or on SIGTERM
@@ -379,3 +395,18 @@ class TitanicDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test" if "test" in self.datasets else "val", train=False)
+
+
+# Automatic steps_per_call: at most this many steps per call, and an epoch keeps at least
+# MIN_CALLS_PER_EPOCH calls (short epochs train one batch per call, as they always did). Measured
+# on 2 M rows in batches of 4096 (CPU seconds of the fit loop, one thread, against the plain loop):
+# 1 step per call 0.90x, 4 0.89x, 8 0.94x, 16 1.05x, 64 1.02x (about ±5 % between runs).
+MAX_STEPS_PER_CALL = 16
+MIN_CALLS_PER_EPOCH = 16
+
+
+def auto_steps_per_call(rows: int, batch_size: int, data_parallel_size: int = 1) -> int:
+    """Steps per training call for `rows` training rows in batches of `batch_size` on each of
+    `data_parallel_size` processes."""
+    batches = math.ceil(math.ceil(rows / data_parallel_size) / batch_size)
+    return max(1, min(MAX_STEPS_PER_CALL, batches // MIN_CALLS_PER_EPOCH))

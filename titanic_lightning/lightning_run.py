@@ -35,7 +35,7 @@ from titanic_lightning.callbacks import (
 from titanic_lightning.command import sigterm_deferred
 from titanic_lightning.config import TrainConfig
 from titanic_lightning.contracts import CURVES_FILE, FINAL_LINE, FINAL_METRICS, METRICS_FILE, MODEL_FILE
-from titanic_lightning.data import TitanicDataModule, data_parallel_rank
+from titanic_lightning.data import TitanicDataModule, auto_steps_per_call, data_parallel_rank
 from titanic_lightning.environment import Plan
 from titanic_lightning.errors import Terminated, UsageError
 from titanic_lightning.layout import CSV_LOGS, LOG_FILES, TENSORBOARD_LOGS, Layout
@@ -75,11 +75,14 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
         )
     # Load and check the data now, before the Trainer writes anything: bad data leaves no files.
     datamodule.setup("fit")
+    datamodule.steps_per_call = cfg.steps_per_call or auto_steps_per_call(
+        len(datamodule.datasets["train"]), cfg.batch_size, plan.data_parallel_size)
     model = TitanicClassifier(
         input_size=input_size, hidden_sizes=list(cfg.hidden_sizes), dropout=cfg.dropout,
         learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
         feature_names=layout.preprocessing["feature_names"] if layout.preprocessing else None,
     )
+    model.rows_per_step = cfg.batch_size  # the data module's calls hold steps_per_call batches of these
     output_dir = layout.output_dir
     callbacks: list[Callback] = [AnnouncePlan(plan), MetricPrinter(), BestWeights(), DataOnDevice(), Timer(),
                                  TrainedRows(), ClaimLogs(output_dir, LOG_FILES), StopWhenNoted()]

@@ -56,6 +56,12 @@ class TitanicClassifier(pl.LightningModule):
         self.val_scores = scores.clone(prefix="val_")
         self.test_scores = scores.clone(prefix="test_")
         self._last_logger_save = -float("inf")
+        # Optimisation is written out in training_step (several steps per call); Lightning's
+        # automatic loop would take one step per call, through a closure.
+        self.automatic_optimization = False
+        # Rows per optimizer step (the run's batch size); None: one step per training batch. Not a
+        # hyperparameter: it does not change what a step computes, only how batches arrive.
+        self.rows_per_step: int | None = None
 
     def configure_model(self):
         """Under `--strategy tensor_parallel` (Lightning's ModelParallelStrategy, which sets the device
@@ -78,10 +84,24 @@ class TitanicClassifier(pl.LightningModule):
         return self.net(x).squeeze(-1)
 
     def training_step(self, batch, batch_idx):
+        """One optimizer step per `rows_per_step` rows of the batch, in order: a batch holding
+        several steps' rows (`TitanicDataModule(steps_per_call=...)`) trains exactly as those
+        batches one at a time would, while Lightning's per-batch work runs once for all of them."""
         x, y = batch
-        loss = self.loss_fn(self(x), y)
-        self.train_loss.update(loss.detach())
-        return loss
+        optimizer = self.optimizers()
+        size = self.rows_per_step or len(y)
+        losses = []
+        for xs, ys in zip(x.split(size), y.split(size)):
+            loss = self.loss_fn(self(xs), ys)
+            optimizer.zero_grad(set_to_none=True)
+            # Lightning's backward: under DDP it prepares the gradient all-reduce for this backward.
+            self.manual_backward(loss)
+            optimizer.step()
+            losses.append(loss.detach())
+        # The epoch's training loss stays the mean of its steps' losses, read back once per epoch.
+        losses = torch.stack(losses)
+        self.train_loss.update(losses)
+        return losses  # this call's step losses, in order (for callbacks; nothing is stepped on them)
 
     def _evaluate(self, batch, stage: str) -> None:
         x, y = batch

@@ -16,6 +16,7 @@ hyperparameters).
 from __future__ import annotations
 
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -49,10 +50,20 @@ class LastCheckpoint(ModelCheckpoint):
         )
 
     def on_train_batch_end(self, trainer, *args, **kwargs):
+        """The timed save. Written out here because Lightning's ModelCheckpoint skips its time
+        interval under manual optimization, which the model uses."""
         # An epoch's last batch is followed by its validation and the epoch-end checkpoint;
         # Lightning does not resume exactly from a save taken in between.
-        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            super().on_train_batch_end(trainer, *args, **kwargs)
+        if self._train_time_interval is None or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        now = time.monotonic()
+        last = self._last_time_checked
+        due = last is not None and now - last >= self._train_time_interval.total_seconds()
+        # Clocks differ across ranks: rank 0 decides, so that all save together or none does.
+        if not trainer.strategy.broadcast(due) or self._should_skip_saving_checkpoint(trainer):
+            return
+        self._last_time_checked = now
+        self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_exception(self, trainer, pl_module, exception):
         # Only a stop: after other exceptions the state may be half-updated.
@@ -87,6 +98,7 @@ def checkpoint_callbacks(dirpath: Path, every_n_epochs: int, every_n_seconds: fl
 
 def checkpoint_to_resume(checkpoint_dir: Path | None, model, datamodule, world_size: int = 1) -> Path | None:
     """`checkpoint_dir/last.ckpt` when it exists and matches this run; None to start afresh."""
+    steps = getattr(datamodule, "steps_per_call", None)
     if checkpoint_dir is None:
         return None
     path = Path(checkpoint_dir) / CHECKPOINT_FILE
@@ -126,6 +138,13 @@ def checkpoint_to_resume(checkpoint_dir: Path | None, model, datamodule, world_s
             f"{path} was saved inside epoch {epochs + 1} by {saved_world_size} process(es) and this run has "
             f"{world_size}; resume with {saved_world_size}, or remove it to start afresh"
         )
+    saved_steps = steps_per_call(checkpoint)
+    if batches and steps is not None and saved_steps != steps:
+        # Lightning's own counters, restored with the checkpoint, count calls of the saved size.
+        raise UsageError(
+            f"{path} was saved inside epoch {epochs + 1} with --steps_per_call {saved_steps} and this run has "
+            f"{steps}; resume with --steps_per_call {saved_steps}, or remove it to start afresh"
+        )
     print(f"resuming from {path}: {describe(checkpoint)}", file=sys.stderr, flush=True)
     return path
 
@@ -156,7 +175,8 @@ def read_checkpoint(path: Path) -> dict:
         )
     try:
         position(checkpoint)
-    except (AttributeError, IndexError, KeyError, TypeError):
+        steps_per_call(checkpoint)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
         raise UsageError(f"{path}: not a training checkpoint of this project (its loop state is malformed); {advice}") from None
     return checkpoint
 
@@ -181,13 +201,22 @@ def check_restorable(path: Path, checkpoint: dict, model) -> None:
         raise UsageError(f"{path}: its training loop or optimiser state is missing or malformed; {advice}")
 
 
+def _loader_state(checkpoint: dict) -> dict:
+    loader_states = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader") or [{}]
+    return loader_states[0]
+
+
 def position(checkpoint: dict) -> tuple[int, int, int | None]:
     """(epochs done, batches of the next epoch done, processes that trained them) in a checkpoint."""
-    loader_states = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader") or [{}]
-    state = loader_states[0]
+    state = _loader_state(checkpoint)
     if "epoch" not in state:  # a checkpoint without loader state counts whole epochs only
         return checkpoint.get("epoch", -1) + 1, 0, None
     return state["epoch"], state.get("batches_done", 0), state.get("world_size")
+
+
+def steps_per_call(checkpoint: dict) -> int:
+    """Training steps per call of the run that wrote `checkpoint` (1 before calls held several)."""
+    return int(_loader_state(checkpoint).get("steps_per_call", 1))
 
 
 def describe(checkpoint: dict) -> str:
