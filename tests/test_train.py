@@ -179,6 +179,56 @@ def test_train_fast_dev_run_returns_metrics_and_no_paths(tmp_path, tiny_channels
     assert not (tmp_path / "m").exists() and not (tmp_path / "o").exists()
 
 
+def test_an_evaluation_epoch_is_scored_as_torchmetrics_scores_all_of_its_rows():
+    from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
+
+    torch.manual_seed(0)
+    model = TitanicClassifier(input_size=3, hidden_sizes=[4])
+    batches = [(torch.randn(n, 3), (torch.rand(n) > 0.5).float()) for n in (7, 1, 12)]  # uneven, as shards are
+    with torch.no_grad():
+        for batch in batches:
+            model.validation_step(batch, 0)
+        values = model._epoch_values("val")
+        logits = torch.cat([model(x) for x, _ in batches])
+    labels = torch.cat([y for _, y in batches])
+    expected = {"val_loss": torch.nn.functional.binary_cross_entropy_with_logits(logits, labels),
+                "val_acc": BinaryAccuracy()(logits.sigmoid(), labels.int()),
+                "val_auroc": BinaryAUROC()(logits.sigmoid(), labels.int()),
+                "val_f1": BinaryF1Score()(logits.sigmoid(), labels.int())}
+    assert values.keys() == expected.keys()
+    for name, value in expected.items():
+        assert float(values[name]) == pytest.approx(float(value), rel=1e-6), name
+    assert model._eval_outputs == []  # released for the next epoch
+
+
+def test_tensorboard_holds_every_curve_of_metrics_csv_one_event_per_logging_call(tmp_path, tiny_channels,
+                                                                                  monkeypatch):
+    import csv
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    monkeypatch.chdir(tmp_path)
+    train(_tiny_config(tmp_path, tiny_channels))  # two epochs
+    with open(tmp_path / "o" / "csv" / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 + 2  # the epochs, then the best weights' validation and test
+    curves = {k: [(int(r["step"]), float(r[k])) for r in rows if r[k]] for k in rows[0] if k != "step"}
+    # Lightning closes the writer when fit ends; the evaluation after it writes a second file.
+    board_dir = tmp_path / "o" / "tensorboard"
+    board = EventAccumulator(str(board_dir))
+    board.Reload()
+    assert set(board.Tags()["scalars"]) == set(curves)
+    for tag, points in curves.items():
+        # TensorBoard keeps 32-bit floats; the CSV the same values printed in full.
+        expected = [(step, float(torch.tensor(value, dtype=torch.float32))) for step, value in points]
+        assert [(e.step, e.value) for e in board.Scalars(tag)] == expected, tag
+    # Each logging call is one event holding all of its scalars.
+    with_values = [e for path in board_dir.glob("events.out.tfevents.*") for e in EventFileLoader(str(path)).Load()
+                   if e.summary.value]
+    assert len(with_values) == len(rows)
+
+
 def test_the_run_ends_with_its_training_time_and_whole_process_time(tmp_path, tiny_channels, monkeypatch, capsys):
     """As the lesson prints "Local training time": the last line gives fit and whole-command seconds, and no
     SageMaker metric regex reads anything from it (the `final:` line stays the metrics' last source)."""

@@ -15,7 +15,7 @@ import warnings
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, Timer
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from titanic_lightning import resume
@@ -39,6 +39,7 @@ from titanic_lightning.data import TitanicDataModule, data_parallel_rank
 from titanic_lightning.environment import Plan
 from titanic_lightning.errors import Terminated, UsageError
 from titanic_lightning.layout import CSV_LOGS, LOG_FILES, TENSORBOARD_LOGS, Layout
+from titanic_lightning.loggers import OneEventTensorBoardLogger
 from titanic_lightning.model import TitanicClassifier
 from titanic_lightning.outputs import writing
 from titanic_lightning.parallel import full_state_dict
@@ -97,7 +98,7 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
         callbacks=callbacks,
         logger=[
             CSVLogger(output_dir, name=CSV_LOGS, version=""),
-            TensorBoardLogger(output_dir, name=TENSORBOARD_LOGS, version="", default_hp_metric=False),
+            OneEventTensorBoardLogger(output_dir, name=TENSORBOARD_LOGS, version="", default_hp_metric=False),
         ],
         log_every_n_steps=1,
         num_sanity_val_steps=0,
