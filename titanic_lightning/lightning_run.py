@@ -23,6 +23,7 @@ from titanic_lightning.artifacts import ROLE, plot_curves, write_model_dir
 from titanic_lightning.callbacks import (
     AnnouncePlan,
     BestWeights,
+    Bundle,
     ClaimLogs,
     DataOnDevice,
     MetricPrinter,
@@ -82,8 +83,11 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
         feature_names=layout.preprocessing["feature_names"] if layout.preprocessing else None,
     )
     output_dir = layout.output_dir
-    callbacks: list[Callback] = [AnnouncePlan(plan), MetricPrinter(), BestWeights(), DataOnDevice(), Timer(),
-                                 TrainedRows(), ClaimLogs(output_dir, LOG_FILES), StopWhenNoted()]
+    # The callbacks that keep no state go in one bundle: Lightning calls each callback on every hook.
+    callbacks: list[Callback] = [
+        Bundle(AnnouncePlan(plan), ClaimLogs(output_dir, LOG_FILES), DataOnDevice(), TrainedRows(), StopWhenNoted()),
+        MetricPrinter(), BestWeights(), Timer(),
+    ]
     if layout.checkpoint_dir is not None:
         callbacks += resume.checkpoint_callbacks(layout.checkpoint_dir, cfg.checkpoint_every_n_epochs,
                                                  cfg.checkpoint_every_n_seconds)
