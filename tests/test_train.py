@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 
 import lightning.pytorch as pl
 import pytest
@@ -177,6 +178,110 @@ def test_train_fast_dev_run_returns_metrics_and_no_paths(tmp_path, tiny_channels
         None, None, None, None, None)
     assert result.wall_seconds == result.metrics["wall_seconds"]
     assert not (tmp_path / "m").exists() and not (tmp_path / "o").exists()
+
+
+def test_tensorboard_events_wait_for_a_save_and_keep_their_step_and_time(tmp_path):
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    from titanic_lightning.loggers import OneEventTensorBoardLogger
+
+    def written():
+        logger.experiment.flush()
+        return [(e.step, e.wall_time, sorted(v.tag for v in e.summary.value))
+                for path in sorted((tmp_path / "tb").glob("events.out.tfevents.*"))
+                for e in EventFileLoader(str(path)).Load() if e.summary.value]
+
+    logger = OneEventTensorBoardLogger(tmp_path, name="tb", version="")
+    logged_at = []
+    for step in range(3):
+        logged_at.append(time.time())
+        logger.log_metrics({"val_loss": 0.5 - step / 10, "val_acc": torch.tensor(0.7)}, step=step)
+    assert written() == []  # handed over on a save, not on every call
+    time.sleep(0.05)
+    logger.save()
+    events = written()
+    assert [(s, tags) for s, _, tags in events] == [(s, ["val_acc", "val_loss"]) for s in range(3)]
+    assert [t for _, t, _ in events] == pytest.approx(logged_at, abs=0.02)  # when logged, not when saved
+    logger.log_metrics({"val_loss": 0.1}, step=3)
+    logger.finalize("failed")  # a run that ends in an error still writes what it logged
+    assert [s for s, _, _ in written()] == [0, 1, 2, 3]
+
+
+def test_stateless_callbacks_share_one_bundle_called_only_on_the_hooks_they_implement(tiny_channels):
+    from lightning.pytorch.callbacks import Callback
+
+    from titanic_lightning.callbacks import BestWeights, Bundle, find_callback
+
+    calls = []
+
+    class Batches(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            calls.append("batch")
+
+    class Starts(Callback):
+        def on_fit_start(self, trainer, pl_module):
+            calls.append("fit")
+
+    bundle = Bundle(Batches(), Starts())
+    assert {"on_train_batch_end", "on_fit_start"} == {k for k in vars(bundle) if k.startswith("on_")}
+    dm = TitanicDataModule(tiny_channels["train"], tiny_channels["val"], batch_size=16)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, callbacks=[bundle], enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
+    trainer.fit(TitanicClassifier(input_size=dm.num_features, hidden_sizes=[4]), datamodule=dm)
+    assert calls == ["fit"] + ["batch"] * 6  # 48 rows in batches of 16, two epochs
+    assert isinstance(find_callback(trainer, Starts), Starts)
+    with pytest.raises(TypeError, match="BestWeights keeps state"):
+        Bundle(BestWeights())
+
+
+def test_an_evaluation_epoch_is_scored_as_torchmetrics_scores_all_of_its_rows():
+    from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
+
+    torch.manual_seed(0)
+    model = TitanicClassifier(input_size=3, hidden_sizes=[4])
+    batches = [(torch.randn(n, 3), (torch.rand(n) > 0.5).float()) for n in (7, 1, 12)]  # uneven, as shards are
+    with torch.no_grad():
+        for batch in batches:
+            model.validation_step(batch, 0)
+        values = model._epoch_values("val")
+        logits = torch.cat([model(x) for x, _ in batches])
+    labels = torch.cat([y for _, y in batches])
+    expected = {"val_loss": torch.nn.functional.binary_cross_entropy_with_logits(logits, labels),
+                "val_acc": BinaryAccuracy()(logits.sigmoid(), labels.int()),
+                "val_auroc": BinaryAUROC()(logits.sigmoid(), labels.int()),
+                "val_f1": BinaryF1Score()(logits.sigmoid(), labels.int())}
+    assert values.keys() == expected.keys()
+    for name, value in expected.items():
+        assert float(values[name]) == pytest.approx(float(value), rel=1e-6), name
+    assert model._eval_outputs == []  # released for the next epoch
+
+
+def test_tensorboard_holds_every_curve_of_metrics_csv_one_event_per_logging_call(tmp_path, tiny_channels,
+                                                                                  monkeypatch):
+    import csv
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    monkeypatch.chdir(tmp_path)
+    train(_tiny_config(tmp_path, tiny_channels))  # two epochs
+    with open(tmp_path / "o" / "csv" / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 + 2  # the epochs, then the best weights' validation and test
+    curves = {k: [(int(r["step"]), float(r[k])) for r in rows if r[k]] for k in rows[0] if k != "step"}
+    # Lightning closes the writer when fit ends; the evaluation after it writes a second file.
+    board_dir = tmp_path / "o" / "tensorboard"
+    board = EventAccumulator(str(board_dir))
+    board.Reload()
+    assert set(board.Tags()["scalars"]) == set(curves)
+    for tag, points in curves.items():
+        # TensorBoard keeps 32-bit floats; the CSV the same values printed in full.
+        expected = [(step, float(torch.tensor(value, dtype=torch.float32))) for step, value in points]
+        assert [(e.step, e.value) for e in board.Scalars(tag)] == expected, tag
+    # Each logging call is one event holding all of its scalars.
+    with_values = [e for path in board_dir.glob("events.out.tfevents.*") for e in EventFileLoader(str(path)).Load()
+                   if e.summary.value]
+    assert len(with_values) == len(rows)
 
 
 def test_the_run_ends_with_its_training_time_and_whole_process_time(tmp_path, tiny_channels, monkeypatch, capsys):

@@ -15,7 +15,7 @@ import warnings
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, Timer
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from titanic_lightning import resume
@@ -23,6 +23,7 @@ from titanic_lightning.artifacts import ROLE, plot_curves, write_model_dir
 from titanic_lightning.callbacks import (
     AnnouncePlan,
     BestWeights,
+    Bundle,
     ClaimLogs,
     DataOnDevice,
     MetricPrinter,
@@ -39,6 +40,7 @@ from titanic_lightning.data import TitanicDataModule, auto_steps_per_call, data_
 from titanic_lightning.environment import Plan
 from titanic_lightning.errors import Terminated, UsageError
 from titanic_lightning.layout import CSV_LOGS, LOG_FILES, TENSORBOARD_LOGS, Layout
+from titanic_lightning.loggers import OneEventTensorBoardLogger
 from titanic_lightning.model import TitanicClassifier
 from titanic_lightning.outputs import writing
 from titanic_lightning.parallel import full_state_dict
@@ -84,8 +86,11 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
     )
     model.rows_per_step = cfg.batch_size  # the data module's calls hold steps_per_call batches of these
     output_dir = layout.output_dir
-    callbacks: list[Callback] = [AnnouncePlan(plan), MetricPrinter(), BestWeights(), DataOnDevice(), Timer(),
-                                 TrainedRows(), ClaimLogs(output_dir, LOG_FILES), StopWhenNoted()]
+    # The callbacks that keep no state go in one bundle: Lightning calls each callback on every hook.
+    callbacks: list[Callback] = [
+        Bundle(AnnouncePlan(plan), ClaimLogs(output_dir, LOG_FILES), DataOnDevice(), TrainedRows(), StopWhenNoted()),
+        MetricPrinter(), BestWeights(), Timer(),
+    ]
     if layout.checkpoint_dir is not None:
         callbacks += resume.checkpoint_callbacks(layout.checkpoint_dir, cfg.checkpoint_every_n_epochs,
                                                  cfg.checkpoint_every_n_seconds)
@@ -100,7 +105,7 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
         callbacks=callbacks,
         logger=[
             CSVLogger(output_dir, name=CSV_LOGS, version=""),
-            TensorBoardLogger(output_dir, name=TENSORBOARD_LOGS, version="", default_hp_metric=False),
+            OneEventTensorBoardLogger(output_dir, name=TENSORBOARD_LOGS, version="", default_hp_metric=False),
         ],
         log_every_n_steps=1,
         num_sanity_val_steps=0,

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 import lightning.pytorch as pl
 import torch
 from torch import nn
-from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
+from torchmetrics import MeanMetric
+from torchmetrics.functional.classification import binary_auroc, binary_stat_scores
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 from titanic_lightning.network import MLP
 
@@ -39,22 +40,16 @@ class TitanicClassifier(pl.LightningModule):
         self.save_hyperparameters()
         self.net = MLP(input_size, hidden_sizes, dropout)
         self.loss_fn = nn.BCEWithLogitsLoss()
-        # Metrics accumulate on the device and are reduced across ranks once per epoch; the loss
-        # is a row-weighted mean so that uneven evaluation shards still give the exact average.
-        # The training loss is the mean of the epoch's batch losses, without MeanMetric's NaN check:
-        # that check reads the value back, a device sync on every step (a NaN loss still shows in
-        # the epoch value). torchmetrics ignores weights once the check is off, so the evaluation
-        # losses, which must be exact row-weighted means over uneven shards, keep it: they run a
-        # few large batches per epoch.
+        # The training loss is the mean of the epoch's batch losses, accumulated on the device and
+        # reduced across ranks once per epoch, without MeanMetric's NaN check: that check reads the
+        # value back, a device sync on every step (a NaN loss still shows in the epoch value).
         self.train_loss = MeanMetric(nan_strategy="disable")
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        # The inputs need no checking on every update: labels are checked to be 0/1 when the data
-        # is loaded, and the scores are sigmoids.
-        checks = {"validate_args": False}
-        scores = MetricCollection({"acc": BinaryAccuracy(**checks), "auroc": BinaryAUROC(**checks),
-                                   "f1": BinaryF1Score(**checks)})
-        self.val_scores = scores.clone(prefix="val_")
-        self.test_scores = scores.clone(prefix="test_")
+        # An evaluation epoch keeps its logits and labels (AUROC needs every score anyway) and
+        # scores them once at its end, over every data-parallel rank's rows (`_epoch_values`):
+        # the loss is then the exact mean over all rows, however unevenly they were sharded.
+        self._eval_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # The processes the evaluation rows are spread over (None: the whole world, if any).
+        self._data_parallel_group = None
         self._last_logger_save = -float("inf")
         # Optimisation is written out in training_step (several steps per call); Lightning's
         # automatic loop would take one step per call, through a closure.
@@ -75,10 +70,7 @@ class TitanicClassifier(pl.LightningModule):
         parallelize(self.net, mesh)
         # The processes of a tensor-parallel group score the same rows: each metric is reduced over
         # the data-parallel processes only, so no row counts twice.
-        group = mesh["data_parallel"].get_group()
-        for metric in (self.train_loss, self.val_loss, self.test_loss, *self.val_scores.values(),
-                       *self.test_scores.values()):
-            metric.process_group = group
+        self._data_parallel_group = self.train_loss.process_group = mesh["data_parallel"].get_group()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)
@@ -103,28 +95,49 @@ class TitanicClassifier(pl.LightningModule):
         self.train_loss.update(losses)
         return losses  # this call's step losses, in order (for callbacks; nothing is stepped on them)
 
-    def _evaluate(self, batch, stage: str) -> None:
+    def _evaluate(self, batch) -> None:
         x, y = batch
-        logits = self(x)
-        getattr(self, f"{stage}_loss").update(self.loss_fn(logits, y), weight=len(y))
-        getattr(self, f"{stage}_scores").update(torch.sigmoid(logits), y.int())
+        self._eval_outputs.append((self(x), y))
 
     def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, "val")
+        self._evaluate(batch)
 
     def test_step(self, batch, batch_idx):
-        self._evaluate(batch, "test")
+        self._evaluate(batch)
 
-    # Values are logged once per epoch, already reduced over ranks by torchmetrics: computed once,
-    # read back to the host in one transfer, and shared by the loggers and the callbacks.
+    def _gathered_outputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The evaluation epoch's (logits, labels) from every data-parallel rank, in rank order;
+        the kept outputs are released."""
+        outputs, self._eval_outputs = self._eval_outputs, []
+        if outputs:
+            logits, labels = (torch.cat(parts) for parts in zip(*outputs))
+        else:  # a rank whose shard is empty (more processes than rows)
+            logits = labels = torch.zeros(0, device=self.device)
+        group = self._data_parallel_group
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
+            # torchmetrics' own gather (the one its metrics sync with): shards may differ in length.
+            logits, labels = (torch.cat(gather_all_tensors(t.contiguous(), group)) for t in (logits, labels))
+        return logits, labels
+
+    # Values are logged once per epoch, reduced over ranks: computed once, read back to the host in
+    # one transfer, and shared by the loggers and the callbacks.
     def _epoch_values(self, stage: str, with_train_loss: bool = False) -> dict[str, torch.Tensor]:
-        loss, scores = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_scores")
-        values = {f"{stage}_loss": loss.compute(), **scores.compute()}
+        logits, labels = self._gathered_outputs()
+        scores, targets = torch.sigmoid(logits), labels.int()
+        # The inputs need no checking: labels are checked to be 0/1 when the data is loaded, and
+        # the scores are sigmoids.
+        # Accuracy and F1 as torchmetrics' BinaryAccuracy and BinaryF1Score reduce the same counts
+        # (F1 is 0 when there is neither a positive label nor a positive prediction).
+        tp, fp, tn, fn, _ = binary_stat_scores(scores, targets, validate_args=False).unbind()
+        f1_denominator = 2 * tp + fp + fn
+        values = {f"{stage}_loss": self.loss_fn(logits, labels),
+                  f"{stage}_acc": (tp + tn) / len(targets),
+                  f"{stage}_auroc": binary_auroc(scores, targets, validate_args=False),
+                  f"{stage}_f1": torch.where(f1_denominator > 0, 2 * tp / f1_denominator.clamp_min(1), 0.0)}
         if with_train_loss:
             values = {"train_loss": self.train_loss.compute(), **values}
             self.train_loss.reset()
-        loss.reset()
-        scores.reset()
         return dict(zip(values, torch.stack([v.float() for v in values.values()]).cpu().unbind()))
 
     def _publish(self, values: dict[str, torch.Tensor]) -> None:
@@ -136,7 +149,7 @@ class TitanicClassifier(pl.LightningModule):
         trainer = self.trainer
         trainer.callback_metrics.update(values)
         trainer.logged_metrics.update(values)
-        row = {**{k: float(v) for k, v in values.items()}, "epoch": trainer.current_epoch}
+        row = {**dict(zip(values, torch.stack(list(values.values())).tolist())), "epoch": trainer.current_epoch}
         now = time.monotonic()
         save = now - self._last_logger_save >= LOGGER_SAVE_SECONDS
         for logger in trainer.loggers:
@@ -151,8 +164,7 @@ class TitanicClassifier(pl.LightningModule):
         if self.trainer.state.fn != "fit":
             self.log_dict(self._epoch_values("val"))
         elif self.trainer.sanity_checking:
-            self.val_loss.reset()
-            self.val_scores.reset()
+            self._eval_outputs = []
         else:
             # Validation closes every training epoch, so the epoch's training loss is complete here.
             self._publish(self._epoch_values("val", with_train_loss=True))
