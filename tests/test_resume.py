@@ -503,6 +503,12 @@ def test_checkpoint_from_other_data_is_refused(tmp_path, channels):
         "resumed safely; remove it or choose another --checkpoint_dir to train afresh")
 
 
+def _rows_per_second_within_rounding(metrics: dict, rows: int) -> bool:
+    """train_rows_per_second is rows / this run's fit time, given fit_seconds rounded to 0.001 s."""
+    fit = metrics["fit_seconds"]
+    return rows / (fit + 0.0005) * 0.999 <= metrics["train_rows_per_second"] <= rows / max(fit - 0.0005, 1e-6) * 1.001
+
+
 def test_a_resumed_run_reports_its_own_time_and_the_total(tmp_path, channels):
     """fit_seconds and train_rows_per_second are this process's; fit_seconds_total adds the runs it resumed
     (Lightning's Timer restores its elapsed time from the checkpoint)."""
@@ -512,7 +518,7 @@ def test_a_resumed_run_reports_its_own_time_and_the_total(tmp_path, channels):
     complete(first, env, tmp_path)
     before = _metrics(run)
     assert before["fit_seconds_total"] == before["fit_seconds"] <= before["wall_seconds"]
-    assert before["train_rows_per_second"] == pytest.approx(3 * 64 / before["fit_seconds"], rel=0.02)
+    assert _rows_per_second_within_rounding(before, 3 * 64)
 
     longer = [*first]
     longer[longer.index("--epochs") + 1] = "5"
@@ -524,4 +530,5 @@ def test_a_resumed_run_reports_its_own_time_and_the_total(tmp_path, channels):
     # The checkpoint holds the training time up to its save, a little less than the first run's total.
     restored = after["fit_seconds_total"] - after["fit_seconds"]
     assert 0.5 * before["fit_seconds_total"] < restored <= before["fit_seconds_total"] + 0.002
-    assert after["train_rows_per_second"] == pytest.approx(2 * 64 / after["fit_seconds"], rel=0.02)  # 2 epochs here
+    # 2 epochs here; fit_seconds is rounded to the millisecond, which moves a short run's rate by a few %.
+    assert _rows_per_second_within_rounding(after, 2 * 64)
