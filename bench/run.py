@@ -15,6 +15,9 @@ Every case runs as separate processes, interleaved (ours, reference, template, o
    (`bench/allreduce.py`: steps with and without the gradient all-reduce, two processes)
 5. start-up — `python -m entry.train --help`; importing what a training run imports before it
    fits, against `import lightning` and `import torch` (fresh processes)
+6. job start-up — a host's install of the job's requirements.txt with the SDK's own script, in an
+   environment holding only what the training image holds: from the wheelhouse against the index
+   (`bench/startup.py`; CPU only)
 
 `--quick` (under 3 minutes on 2 cores) runs every case with 0.5 M rows and one epoch, and times
 the imports once; the full run uses 2 M rows (3 epochs) and 20 M rows (1 epoch). `--cases` runs
@@ -209,6 +212,16 @@ def startup_case(table: Table, pairs: int, raw: dict) -> None:
     table.add("5 start-up", "--help s", median(times), 1.5, None, "≤ 1.5 s (reference: the target)")
 
 
+def install_case(table: Table, pairs: int, raw: dict) -> None:
+    """A job host's requirements install, from the index and from the wheelhouse (`bench.startup`)."""
+    from bench import startup
+
+    times, _, _ = startup.measure(pairs)
+    raw["install"] = times
+    table.add("6 job start-up", "install s", median(times["wheelhouse"]), median(times["index"]), None,
+              "(context: wheelhouse needs no index)")
+
+
 def machine(device: str) -> str:
     import torch
 
@@ -226,7 +239,7 @@ def machine(device: str) -> str:
     return text
 
 
-CASES = frozenset(range(1, 6))
+CASES = frozenset(range(1, 7))
 
 
 def cases_list(text: str) -> frozenset[int]:
@@ -235,7 +248,7 @@ def cases_list(text: str) -> frozenset[int]:
     except ValueError:
         chosen = frozenset()
     if not chosen or not chosen <= CASES:
-        raise argparse.ArgumentTypeError(f"expected case numbers 1-5 separated by commas, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected case numbers 1-6 separated by commas, got {text!r}")
     return chosen
 
 
@@ -272,6 +285,8 @@ def main(argv: list[str] | None = None) -> None:
                      epochs=1 if args.quick else 2)
         if 5 in cases:
             startup_case(table, args.pairs, raw)
+        if 6 in cases and args.device == "cpu":
+            install_case(table, args.pairs, raw)
     print(f"machine: {machine(args.device)}; device {args.device}; {args.pairs} interleaved rounds; "
           f"{time.strftime('%Y-%m-%d')}; {time.perf_counter() - started:.0f} s")
     table.print()

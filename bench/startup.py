@@ -58,6 +58,23 @@ def install_once(mode: str, base_python: Path, wheels: list[Path], root: Path) -
     return seconds
 
 
+def measure(rounds: int):
+    """Install seconds per mode over `rounds` interleaved rounds, the wheelhouse, and the set-up seconds."""
+    from launch import code, local, wheelhouse
+
+    started = time.perf_counter()
+    base_python = local.image_venv()
+    built = wheelhouse.build(code.requirements(), wheelhouse.Target.here())
+    setup = round(time.perf_counter() - started, 1)
+    times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    with tempfile.TemporaryDirectory(prefix="titanic-startup-") as tmp:
+        for _ in range(rounds):
+            for mode in MODES:
+                times[mode].append(install_once(mode, base_python, built.files, Path(tmp)))
+                print(f"{mode}: {times[mode][-1]:.1f} s", file=sys.stderr, flush=True)
+    return times, built, setup
+
+
 def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.startup", description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3, help="installs per mode, interleaved (default 3)")
@@ -66,19 +83,8 @@ def main(argv: list[str]) -> None:
     if args.rounds < 1:
         p.error(f"--rounds {args.rounds}: must be at least 1")
 
-    from launch import code, local, wheelhouse
-
-    started = time.perf_counter()
-    base_python = local.image_venv()
-    built = wheelhouse.build(code.requirements(), wheelhouse.Target.here())
-    setup = round(time.perf_counter() - started, 1)
+    times, built, setup = measure(args.rounds)
     size = sum(p.stat().st_size for p in built.files) / 2**20
-    times: dict[str, list[float]] = {mode: [] for mode in MODES}
-    with tempfile.TemporaryDirectory(prefix="titanic-startup-") as tmp:
-        for _ in range(args.rounds):
-            for mode in MODES:
-                times[mode].append(install_once(mode, base_python, built.files, Path(tmp)))
-                print(f"{mode}: {times[mode][-1]:.1f} s", file=sys.stderr, flush=True)
 
     print(f"machine: {_cpu()}, {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}; "
           f"{args.rounds} rounds; set-up (base environment and wheelhouse, cached after the first run) {setup} s; "
