@@ -5,7 +5,7 @@ Run: `python -m bench.tuning [--trials 20] [--parallel 2] [--seeds 5] [--csv CSV
 The lesson's split is prepared once (entry.prepare's defaults). `launch/tune.py --local` then
 searches the default space for `--trials` trials, choosing by validation loss. The best trial's
 hyperparameters and entry.train's defaults are each trained with `--seeds` seeds (the search ran
-one), and the table gives mean validation accuracy and mean/min/max test accuracy on the 179
+one), and the table gives mean validation loss and accuracy and mean/min/max test accuracy on the 179
 held-out rows. Nothing is chosen by test accuracy: it is only reported.
 """
 
@@ -67,17 +67,18 @@ def main(argv: list[str] | None = None) -> None:
         for name, chosen in (("entry.train defaults", []), (f"best of {args.trials} trials", flags)):
             runs = [train_mlp(data, seed, work / name.replace(" ", "-"), chosen) for seed in range(args.seeds)]
             val, test = [r["val_acc"] for r in runs], [r["test_acc"] for r in runs]
-            rows.append((name, " ".join(chosen) or "–", statistics.mean(val), statistics.mean(test), min(test), max(test),
-                         statistics.mean(r["best_epoch"] for r in runs)))
+            rows.append((name, " ".join(chosen) or "–", statistics.mean(r["val_loss"] for r in runs), statistics.mean(val),
+                         statistics.mean(test), min(test), max(test), statistics.mean(r["best_epoch"] for r in runs)))
     counts = {s: sum(t["status"] == s for t in result["trials"]) for s in ("Completed", "Pruned", "Failed")}
     print(f"search: {args.trials} trials ({', '.join(f'{n} {s.lower()}' for s, n in counts.items())}), "
           f"{args.parallel} at a time, {search_s:.0f} s; best trial {best['trial']}: val_loss {best['val_loss']:.4f}, "
           f"val_acc {best['val_acc']:.4f} (seed 42)")
     print()
-    print(f"| configuration | flags | val acc (mean of {args.seeds} seeds) | test acc mean | min | max | best epoch (mean) |")
-    print("|---|---|---|---|---|---|---|")
-    for name, flags_text, val, mean, lo, hi, best_epoch in rows:
-        print(f"| {name} | {flags_text} | {val:.4f} | {mean:.4f} | {lo:.4f} | {hi:.4f} | {best_epoch:.1f} |")
+    print(f"| configuration | flags | val loss (mean of {args.seeds} seeds) | val acc (mean) | test acc mean | min | max "
+          "| best epoch (mean) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, flags_text, loss, val, mean, lo, hi, best_epoch in rows:
+        print(f"| {name} | {flags_text} | {loss:.4f} | {val:.4f} | {mean:.4f} | {lo:.4f} | {hi:.4f} | {best_epoch:.1f} |")
 
 
 if __name__ == "__main__":
