@@ -226,6 +226,27 @@ def test_the_saved_model_scores_held_out_passengers_as_the_split_one_did_and_res
     import pandas as pd
 
     np.testing.assert_allclose(pd.read_csv(tmp_path / "p.csv")["probability"], probabilities.numpy(), atol=1e-6)
+    # So do the serving handler, loaded from the model's own code/ as the serving container loads it,
+    # and the exporter.
+    import subprocess
+    import sys
+
+    from tests.helpers import clean_env
+
+    handler = ("import sys\nsys.path.insert(0, sys.argv[1] + '/code')\n"
+               "from inference import input_fn, model_fn, output_fn, predict_fn\n"
+               "body = open(sys.argv[2], 'rb').read()\n"
+               "print(output_fn(predict_fn(input_fn(body, 'text/csv'), model_fn(sys.argv[1])), 'application/json')[0])\n")
+    served = subprocess.run([sys.executable, "-c", handler, str(tmp_path / "whole" / "model"),
+                             str(prepared / "test_passengers.csv")], capture_output=True, text=True, cwd=tmp_path,
+                            env=clean_env(), timeout=120)
+    assert served.returncode == 0, served.stderr[-2000:]
+    answers = json.loads(served.stdout)["predictions"]
+    np.testing.assert_allclose([a["probability"] for a in answers], probabilities.numpy(), atol=1e-6)
+    exported = run_entry("export", "--model", str(tmp_path / "whole" / "model"), "--format", "torchscript",
+                         "--out", str(tmp_path / "titanic.pt"), cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert torch.jit.load(str(tmp_path / "titanic.pt")) is not None
 
     # last.ckpt is one file of whole weights, which a run with two processes continues exactly.
     checkpoint = read_checkpoint(tmp_path / "whole-ckpt" / "last.ckpt")
