@@ -41,7 +41,7 @@ from pathlib import Path
 
 from launch.console import log
 from launch.job import METRIC_DEFINITIONS, container_forms
-from launch.processes import STOP_GRACE_S, stop_groups
+from launch.processes import STOP_GRACE_S, signal_group, stop_groups
 from launch.search import CATEGORICAL, INTEGER, Plan, Range, number_text
 from titanic_lightning.contracts import npz_name
 
@@ -116,13 +116,6 @@ def trial_env(parallel: int) -> dict[str, str]:
     return env
 
 
-def _kill(process: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
-
-
 def stop_processes(trials: list[Trial], reason: str) -> None:
     """SIGTERM each running trial's process group, SIGKILL what is left after the grace period."""
     running = [t for t in trials if t.process is not None and t.process.poll() is None]
@@ -151,7 +144,7 @@ def run_trial(trial: Trial, optuna_trial, plan: Plan, data_dir: Path, env: dict[
             out.flush()
             if stop.signal is not None and trial.stop_reason is None:  # started while the search was stopping
                 trial.stop_reason = "stopped"
-                _kill(trial.process, signal.SIGTERM)
+                signal_group(trial.process, signal.SIGTERM)
             if line.startswith("error: "):
                 trial.error = line.strip()
             found = metrics_of(line)
@@ -163,7 +156,7 @@ def run_trial(trial: Trial, optuna_trial, plan: Plan, data_dir: Path, env: dict[
                     trial.stop_reason = "pruned"
                     out.write(f"[tune] pruned after epoch {trial.epochs}: {plan.objective}={found[plan.objective]:.4f} "
                               "falls behind the earlier trials\n")
-                    _kill(trial.process, signal.SIGTERM)
+                    signal_group(trial.process, signal.SIGTERM)
         trial.exit_code = trial.process.wait()
     trial.wall_seconds = round(time.perf_counter() - started, 1)
     if trial.stop_reason == "pruned":
@@ -245,7 +238,7 @@ def search(plan: Plan, data_dir: Path, folder: Path, trials: int, parallel: int,
         except Exception as exc:  # noqa: BLE001 - a trial that could not run is a failed trial, not a crashed search
             trial.status = FAILED
             if trial.process is not None and trial.process.poll() is None:
-                _kill(trial.process, signal.SIGKILL)
+                signal_group(trial.process, signal.SIGKILL)
             log(f"trial {trial.number}: could not run: {type(exc).__name__}: {exc}")
         finally:
             with finished_lock:
