@@ -178,3 +178,18 @@ def test_checkpoint_directory_defaults(tmp_path, monkeypatch):
     assert environment.default_checkpoint_dir({}) == sagemaker_dir
     assert environment.default_checkpoint_dir({"TITANIC_CHECKPOINT_DIR": ""}) == sagemaker_dir
     assert environment.default_checkpoint_dir({"TITANIC_CHECKPOINT_DIR": "/tmp/ck"}) == Path("/tmp/ck")
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, True),
+    ({"RANK": "0", "LOCAL_RANK": "0"}, True),
+    ({"RANK": "3", "LOCAL_RANK": "1"}, False),
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "2"}, True),
+    ({"SLURM_PROCID": "1", "SLURM_NTASKS": "2"}, False),
+    ({"LOCAL_RANK": "1"}, False),  # a process Lightning started for local rank 1
+    ({"NODE_RANK": "1", "LOCAL_RANK": "0"}, False),
+    ({"SM_HOSTS": '["algo-1","algo-2"]', "SM_CURRENT_HOST": "algo-2"}, False),
+    ({"SM_HOSTS": '["algo-2","algo-1"]', "SM_CURRENT_HOST": "algo-1"}, True),
+])
+def test_only_global_rank_zero_is_the_writer(env, expected):
+    assert environment.is_global_zero(env) is expected

@@ -142,6 +142,24 @@ def local_rank(env: Mapping[str, str] | None = None) -> int:
     return int(_env(env).get("LOCAL_RANK", 0))
 
 
+def is_global_zero(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process is (or, once its launcher's processes exist, will be) global rank 0: the
+    one process of a run that writes the model and output folders. Read before Lightning starts,
+    from whichever launcher set it: torchrun's `RANK`, SLURM's `SLURM_PROCID`, else a node rank
+    (`NODE_RANK`, a SageMaker host's index) and `LOCAL_RANK` of 0."""
+    e = _env(env)
+    for key in ("RANK", "SLURM_PROCID"):
+        if e.get(key, "").strip():
+            return e[key].strip() == "0"
+    if e.get("SM_HOSTS") and e.get("SM_CURRENT_HOST"):
+        try:
+            if _hosts(e).index(e["SM_CURRENT_HOST"]) != 0:
+                return False
+        except (UsageError, ValueError):
+            pass  # reported with its name when the plan is made
+    return e.get("NODE_RANK", "0").strip() in ("", "0") and e.get("LOCAL_RANK", "0").strip() in ("", "0")
+
+
 # --- the training plan -----------------------------------------------------------------------
 
 
