@@ -102,10 +102,10 @@ def factories(tmp_path, monkeypatch):
     ("returns_the_class", "not a Lightning Strategy"),
 ])
 def test_a_factory_that_yields_no_strategy_is_a_usage_error(name, expected, factories):
-    from titanic_lightning.environment import plan_from_environment
+    from titanic_lightning.cluster import make_plan
     from titanic_lightning.strategies import build_strategy
 
-    plan = plan_from_environment(0, strategy=f"my_factories:{name}")
+    plan = make_plan(0, strategy=f"my_factories:{name}")
     with pytest.raises(UsageError, match=f"^--strategy my_factories:{name}: .*{expected}"):
         build_strategy(plan)
 
@@ -113,10 +113,10 @@ def test_a_factory_that_yields_no_strategy_is_a_usage_error(name, expected, fact
 def test_a_good_factory_is_used(factories):
     from lightning.pytorch.strategies import SingleDeviceStrategy
 
-    from titanic_lightning.environment import plan_from_environment
+    from titanic_lightning.cluster import make_plan
     from titanic_lightning.strategies import build_strategy
 
-    assert isinstance(build_strategy(plan_from_environment(0, strategy="my_factories:good")), SingleDeviceStrategy)
+    assert isinstance(build_strategy(make_plan(0, strategy="my_factories:good")), SingleDeviceStrategy)
 
 
 def test_the_entry_ends_a_bad_factory_in_one_line(factories, tmp_path, tiny_channels):

@@ -22,9 +22,9 @@ from launch.local import free_port
 from tests.helpers import clean_env, sagemaker_host_env, submit_command, submit_env, submit_subprocess, write_channel
 from titanic_lightning import layout, lightning_run, resume
 from titanic_lightning.callbacks import BestWeights, MetricPrinter, find_callback
+from titanic_lightning.cluster import make_plan
 from titanic_lightning.config import TrainConfig
 from titanic_lightning.data import training_data_sha256
-from titanic_lightning.environment import make_plan
 from titanic_lightning.errors import Terminated, UsageError
 
 pytestmark = pytest.mark.slow
@@ -151,7 +151,7 @@ def _fit(channels, run: Path, monkeypatch, extra_callback=None, every_n_seconds=
 
     monkeypatch.setattr(lightning_run, "build", build_with_extra)
     try:
-        _, model, trainer = lightning_run.fit(cfg, layout.resolve(cfg), make_plan({}, 0))
+        _, model, trainer = lightning_run.fit(cfg, layout.resolve(cfg), make_plan(0))
     finally:
         monkeypatch.setattr(lightning_run, "build", build)
     return model, trainer

@@ -18,8 +18,8 @@ import torch
 
 from launch.local import free_port
 from tests.helpers import clean_env, finish_all, id_channels, start
+from tests.test_environment import plan_in
 from titanic_lightning import parallel
-from titanic_lightning.environment import make_plan
 from titanic_lightning.errors import UsageError
 
 TOLERANCE = 1e-5
@@ -48,15 +48,15 @@ def test_a_size_that_does_not_divide_a_split_width_names_it():
 
 def test_the_plan_splits_processes_into_tensor_and_data_parallel_groups():
     sm = {"SM_HOSTS": '["algo-1", "algo-2"]', "SM_CURRENT_HOST": "algo-2", "SM_NUM_GPUS": "0"}
-    plan = make_plan(sm, 0, strategy="tensor_parallel", cpu_processes=2)
+    plan = plan_in(sm, 0, strategy="tensor_parallel", cpu_processes=2)[0]
     assert (plan.world_size, plan.tensor_parallel_size, plan.data_parallel_size) == (4, 2, 2)
-    torchrun = {"WORLD_SIZE": "8", "RANK": "0", "LOCAL_WORLD_SIZE": "4"}
-    assert make_plan(torchrun, 0, strategy="tensor_parallel", tensor_parallel_size=8).data_parallel_size == 1
-    assert make_plan(torchrun, 0, strategy="ddp").tensor_parallel_size is None
+    torchrun = {"WORLD_SIZE": "8", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "4", "TORCHELASTIC_RUN_ID": "x"}
+    assert plan_in(torchrun, 0, strategy="tensor_parallel", tensor_parallel_size=8)[0].data_parallel_size == 1
+    assert plan_in(torchrun, 0, strategy="ddp")[0].tensor_parallel_size is None
     with pytest.raises(UsageError, match=r"--tensor_parallel_size 3: does not divide the 8 process"):
-        make_plan(torchrun, 0, strategy="tensor_parallel", tensor_parallel_size=3)
+        plan_in(torchrun, 0, strategy="tensor_parallel", tensor_parallel_size=3)[0]
     with pytest.raises(UsageError, match=r"--tensor_parallel_size 2: used only with --strategy tensor_parallel"):
-        make_plan(torchrun, 0, strategy="ddp", tensor_parallel_size=2)
+        plan_in(torchrun, 0, strategy="ddp", tensor_parallel_size=2)[0]
 
 
 def test_the_strategy_is_lightnings_model_parallel_with_a_gathered_checkpoint():
@@ -64,7 +64,8 @@ def test_the_strategy_is_lightnings_model_parallel_with_a_gathered_checkpoint():
 
     from titanic_lightning.strategies import build_strategy
 
-    plan = make_plan({"WORLD_SIZE": "4", "RANK": "0", "LOCAL_WORLD_SIZE": "2"}, 0, strategy="tensor_parallel")
+    plan = plan_in({"WORLD_SIZE": "4", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "x"},
+                   strategy="tensor_parallel")[0]
     strategy = build_strategy(plan)
     assert isinstance(strategy, ModelParallelStrategy)
     assert (strategy._data_parallel_size, strategy._tensor_parallel_size) == (2, 2)

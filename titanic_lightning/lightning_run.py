@@ -33,11 +33,11 @@ from titanic_lightning.callbacks import (
     fit_seconds,
     metric_line,
 )
+from titanic_lightning.cluster import Plan
 from titanic_lightning.command import sigterm_deferred
 from titanic_lightning.config import TrainConfig
 from titanic_lightning.contracts import CURVES_FILE, FINAL_LINE, FINAL_METRICS, METRICS_FILE, MODEL_FILE
 from titanic_lightning.data import TitanicDataModule, auto_steps_per_call, data_parallel_rank
-from titanic_lightning.environment import Plan
 from titanic_lightning.errors import Terminated, UsageError
 from titanic_lightning.layout import CSV_LOGS, LOG_FILES, TENSORBOARD_LOGS, Layout
 from titanic_lightning.loggers import OneEventTensorBoardLogger
@@ -112,7 +112,7 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
         use_distributed_sampler=False,  # the DataModule shards by rank itself
         enable_checkpointing=layout.checkpoint_dir is not None,
         fast_dev_run=cfg.fast_dev_run,  # Lightning then saves no checkpoint and logs nothing
-        plugins=[resume.SameFolderCheckpointIO()],
+        plugins=[plan.cluster, resume.SameFolderCheckpointIO()],
         enable_progress_bar=sys.stdout.isatty(),
         enable_model_summary=False,
         default_root_dir=output_dir,

@@ -1,4 +1,4 @@
-"""Distribution strategies by name, and the SageMaker cluster environment they run in.
+"""Distribution strategies by name.
 
 | name          | what it is                                             | where it runs                  |
 |---------------|--------------------------------------------------------|--------------------------------|
@@ -18,83 +18,22 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import os
 from collections.abc import Callable
 from datetime import timedelta
 
-from lightning.fabric.plugins.environments import ClusterEnvironment
-from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy, Strategy
 
-from titanic_lightning import environment, sagemaker_facts
-from titanic_lightning.environment import Plan
+from titanic_lightning.cluster import Plan
+from titanic_lightning.environment import TENSOR_PARALLEL
 from titanic_lightning.errors import UsageError
 
 SMDDP_MODULE = "smdistributed.dataparallel.torch.torch_smddp"
 
 
-class SageMakerEnvironment(ClusterEnvironment):
-    """Hosts `algo-1..N` from SM_HOSTS: SageMaker starts one process per host, Lightning the rest.
-
-    Main address is SM_MASTER_ADDR (else the first sorted host), node rank the index of
-    SM_CURRENT_HOST, world size hosts × processes per host. The values come from the `Plan`.
-    """
-
-    def __init__(self, plan: Plan):
-        super().__init__()
-        self._main_address = plan.main_address or sagemaker_facts.FIRST_HOST
-        self._main_port = int(plan.main_port or sagemaker_facts.MASTER_PORT)
-        self._node_rank = plan.node_rank
-        self._world_size = plan.world_size
-        # What the strategy will set: rank-aware code that runs before it does sees the right rank.
-        self._global_rank = plan.node_rank * plan.devices + self.local_rank()
-
-    @property
-    def creates_processes_externally(self) -> bool:
-        # As Lightning's own LightningEnvironment decides: a process with LOCAL_RANK was started by
-        # a launcher (Lightning's, in the host's first process) and must not launch again.
-        return "LOCAL_RANK" in os.environ
-
-    @property
-    def main_address(self) -> str:
-        return self._main_address
-
-    @property
-    def main_port(self) -> int:
-        return self._main_port
-
-    @staticmethod
-    def detect() -> bool:
-        return environment.is_sagemaker()
-
-    def world_size(self) -> int:
-        return self._world_size
-
-    def set_world_size(self, size: int) -> None:
-        self._world_size = size
-
-    def global_rank(self) -> int:
-        return self._global_rank
-
-    def set_global_rank(self, rank: int) -> None:
-        self._global_rank = rank
-        rank_zero_only.rank = rank
-
-    def local_rank(self) -> int:
-        return environment.local_rank()
-
-    def node_rank(self) -> int:
-        return self._node_rank
-
-
 def process_group_kwargs(plan: Plan) -> dict:
-    """Cluster environment, backend and timeout: what every process-group strategy is built with.
-
-    Under torchrun Lightning finds TorchElasticEnvironment itself, and locally LightningEnvironment;
-    only SageMaker hosts need ours.
-    """
+    """Backend and timeout: what every process-group strategy is built with. (The cluster
+    environment reaches the strategy from the Trainer's plugins: `titanic_lightning.cluster`.)"""
     return {
-        "cluster_environment": SageMakerEnvironment(plan) if plan.launcher == "sagemaker" else None,
         "process_group_backend": plan.backend,
         "timeout": timedelta(seconds=plan.process_group_timeout_s),
     }
@@ -127,19 +66,14 @@ def _tensor_parallel(plan: Plan) -> Strategy:
     # A gathered last.ckpt (one file, written by rank 0 through SameFolderCheckpointIO) rather than
     # Lightning's default folder of shards: resume.py reads, checks and atomically replaces one file,
     # SageMaker syncs it, and a run with another number of processes can still continue from it.
-    kwargs = process_group_kwargs(plan)
-    strategy = ModelParallelStrategy(
+    return ModelParallelStrategy(
         data_parallel_size=plan.data_parallel_size, tensor_parallel_size=plan.tensor_parallel_size,
-        save_distributed_checkpoint=False, process_group_backend=kwargs["process_group_backend"],
-        timeout=kwargs["timeout"],
+        save_distributed_checkpoint=False, **process_group_kwargs(plan),
     )
-    # ModelParallelStrategy takes no cluster environment in its constructor; Lightning uses the one it holds.
-    strategy.cluster_environment = kwargs["cluster_environment"]
-    return strategy
 
 
 REGISTRY: dict[str, Callable[[Plan], Strategy]] = {"ddp": _ddp, "ddp_smddp": _ddp_smddp, "fsdp": _fsdp,
-                                                   environment.TENSOR_PARALLEL: _tensor_parallel}
+                                                   TENSOR_PARALLEL: _tensor_parallel}
 
 
 def _custom(spec: str) -> Callable[[Plan], Strategy]:

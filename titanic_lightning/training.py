@@ -45,8 +45,9 @@ def train(cfg: TrainConfig, started: float | None = None) -> TrainResult:
 
     # torch and Lightning load only from here on.
     from titanic_lightning import lightning_run
+    from titanic_lightning.cluster import make_plan
 
-    plan = environment.plan_from_environment(
+    plan = make_plan(
         lightning_run.cuda_devices(), accelerator=cfg.accelerator, devices=cfg.devices,
         num_nodes=cfg.num_nodes, strategy=cfg.strategy, cpu_processes=cfg.cpu_processes,
         process_group_timeout_s=cfg.process_group_timeout, tensor_parallel_size=cfg.tensor_parallel_size,
@@ -55,7 +56,7 @@ def train(cfg: TrainConfig, started: float | None = None) -> TrainResult:
         from titanic_lightning.parallel import check_widths
 
         check_widths(cfg.hidden_sizes, plan.tensor_parallel_size)
-    environment.apply_plan_environment(plan)
+    environment.export_defaults(plan.env_updates)
     try:
         datamodule, model, trainer = lightning_run.fit(cfg, layout, plan)
         scores = lightning_run.evaluate(trainer, model, datamodule)
