@@ -9,8 +9,10 @@ From Python (a notebook, a script; see `launch.api`):
     launch.compare("runs/*.json").plot("compare.png")
     tuned = launch.tune_local(trials=4, parallel=2)  # or launch.tune_sagemaker(spec, max_jobs=20)
     tuned.best, tuned.best_model, tuned.picture
+    on_slurm = launch.run_slurm(tasks_per_node=2, hyperparameters={"epochs": 5})   # sbatch, followed to the end
 
-From the shell: `python launch/submit.py --help`, `python launch/tune.py --help`. Modules, one role each:
+From the shell: `python launch/submit.py --help`, `python launch/tune.py --help`, `python launch/slurm.py --help`.
+Modules, one role each:
 
 * `api` — the Python functions above and their result objects (`Run`, `Comparison`);
 * `tuning_api` — tuning as Python functions (`tune_local`, `tune_sagemaker`, `tuning_request`) and `Tuning`;
@@ -27,6 +29,7 @@ From the shell: `python launch/submit.py --help`, `python launch/tune.py --help`
 * `trials` — the local search: Optuna trials as entry processes, pruned on their epoch lines;
 * `tuning` — the SageMaker tuning job: the SDK's HyperparameterTuner around the same ModelTrainer;
 * `tuning_result` — a tuning's summary, its table and `tuning.png`;
+* `slurm_job` — a SLURM job: `slurm.sbatch` with the job's values, submitted, followed, recorded (`run_slurm`);
 * `charts` — the comparison as a picture (`--compare ... --plot compare.png`);
 * `console` — the progress lines every step prints on stderr, and the argument parser of submit.py and deploy.py.
 
@@ -37,7 +40,8 @@ SageMaker SDK and torch load only when a function needs them.
 API = ("job_spec", "dry_run", "run_local", "run_sagemaker", "wait", "compare", "Run", "Comparison", "JobSpec",
        "UsageError")
 TUNING_API = ("tune_local", "tune_sagemaker", "tuning_request", "Tuning")
-__all__ = [*API, *TUNING_API]
+SLURM_API = ("run_slurm",)
+__all__ = [*API, *TUNING_API, *SLURM_API]
 
 
 def __getattr__(name: str):
@@ -49,8 +53,12 @@ def __getattr__(name: str):
         from launch import tuning_api
 
         return getattr(tuning_api, name)
+    if name in SLURM_API:
+        from launch import slurm_job
+
+        return getattr(slurm_job, name)
     raise AttributeError(f"module 'launch' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *API, *TUNING_API})
+    return sorted({*globals(), *API, *TUNING_API, *SLURM_API})

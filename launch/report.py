@@ -6,6 +6,7 @@ One record shape serves every run, with `mode` saying where it ran:
 
 * `"sagemaker"` — `summarize` of DescribeTrainingJob;
 * `"local"` — `local_record` of the emulator's `jobs/<job>/summary.json` (`--local`);
+* `"slurm"` — `launch.slurm_job.record` of a SLURM job (`launch/slurm.py`);
 * `"tuning"` — one record per trial of a tuning result file (`tuning_records`).
 
 Its keys: `mode`, `job_name`, `status`, `failure_reason`, `instance_type`, `instance_count`, `spot`,
@@ -40,7 +41,7 @@ from launch.prices import PriceTable
 from titanic_lightning.contracts import COMPARED_METRICS, FINAL_LINE
 from titanic_lightning.errors import UsageError
 
-MODES = ("sagemaker", "local", "tuning")
+MODES = ("sagemaker", "local", "slurm", "tuning")
 
 COLUMNS = (
     ("job", "job_name", "{}"),
@@ -101,6 +102,17 @@ def summarize(description: dict, prices: PriceTable, wall_seconds: float | None)
 
 
 def human(record: dict) -> str:
+    if record.get("mode") == "slurm":  # nothing billed per instance: the nodes, and SLURM's restarts
+        return "\n".join([
+            f"job {record['job_name']}: {record['status']}"
+            + (f" ({record['failure_reason']})" if record.get("failure_reason") else ""),
+            f"  nodes:            {record['instance_count']} x {record['tasks_per_node']} task(s) on "
+            f"{record['instance_type']}, {record['gpus_per_node']} GPU(s) per node; restarts {record['restarts']}",
+            f"  wall time:        {_fmt(record['wall_seconds'], '{:.1f}')} s",
+            f"  training time:    {_fmt(record['training_seconds'], '{:.1f}')} s",
+            f"  model artifact:   {record['model_artifact']}",
+            "  final metrics:    " + (", ".join(f"{k}={v:.4f}" for k, v in sorted(record["final_metrics"].items())) or "-"),
+        ])
     lines = [
         f"job {record['job_name']}: {record['status']}"
         + (f" ({record['failure_reason']})" if record.get("failure_reason") else ""),

@@ -7,10 +7,13 @@ cluster fails instead, so the proof cannot quietly disappear.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +72,154 @@ def test_srun_tasks_without_a_count_per_node_are_refused_in_one_line(cluster, tm
     assert errors and all("srun started 2 tasks without --ntasks-per-node" in line for line in errors), done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "model").exists()
+
+
+# --- the launcher's side: launch/slurm.sbatch and python launch/slurm.py --------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def launcher(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600):
+    return subprocess.run([sys.executable, str(REPO / "launch" / "slurm.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env or clean_env(OMP_NUM_THREADS="1"))
+
+
+def test_the_dry_run_prints_the_script_with_the_jobs_values(tmp_path, prepared):
+    done = launcher("--nodes", "2", "--tasks-per-node", "4", "--gpus-per-node", "4", "--cpus-per-task", "3",
+                    "--partition", "gpu", "--time", "01:30:00", "--hp", "epochs=7", "--hp", "hidden_sizes=[16, 8]",
+                    "--data", str(prepared), "--dry-run", cwd=tmp_path, env={**clean_env(), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    script = done.stdout
+    sbatch = [line for line in script.splitlines() if line.startswith("#SBATCH")]
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
+                 "#SBATCH --cpus-per-task=3", "#SBATCH --time=01:30:00", "#SBATCH --partition=gpu",
+                 "#SBATCH --signal=SIGUSR1@90", "#SBATCH --requeue", "#SBATCH --output=slurm-%x-%j.out"):
+        assert sbatch.count(line) == 1, (line, sbatch)
+    srun = [line for line in script.splitlines() if line.startswith("srun ")]
+    assert len(srun) == 1 and f"{sys.executable} -m entry.train" in srun[0]
+    flags = script[script.index("srun "):]
+    assert "--epochs 7" in flags and "--hidden_sizes '[16, 8]'" in flags
+    assert f"--train {prepared.resolve()}/train_data.npz" in flags and f"--test {prepared.resolve()}/test_data.npz" in flags
+    assert not list(tmp_path.iterdir())  # nothing written, nothing submitted
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--time", "soon"], "--time 'soon': not a SLURM time limit"),
+    (["--time", "0"], "--time '0': not a SLURM time limit"),
+    (["--nodes", "0"], "--nodes 0: must be a whole number of at least 1"),
+    (["--hp", "epoch=5"], "--hp epoch=5: 'epoch' is not a flag of entry/train.py"),
+    (["--hp", "learning_rate=inf"], "--hp learning_rate=inf"),
+    (["--resume", "abc"], "--resume 'abc': give the SLURM job id"),
+    (["--partition", "a;b"], "--partition 'a;b': not a partition name"),
+])
+def test_bad_values_are_one_line_before_anything_is_submitted(tmp_path, args, message):
+    done = launcher(*args, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith(f"error: {message}"), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+
+
+def test_no_sbatch_on_path_is_one_line(tmp_path):
+    done = launcher("--tasks-per-node", "2", cwd=tmp_path, env={**clean_env(), "PATH": str(tmp_path)})
+    assert done.returncode == 2 and done.stderr.startswith("error: sbatch is not on PATH"), done.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--partition", "nosuch"], "--partition nosuch: no such partition; sinfo lists debug"),
+    (["--tasks-per-node", str(os.cpu_count() + 1)], f"--tasks-per-node {os.cpu_count() + 1} x --cpus-per-task 1: more CPUs"),
+    (["--cpus-per-task", str(os.cpu_count() + 1)], f"--tasks-per-node 1 x --cpus-per-task {os.cpu_count() + 1}: more CPUs"),
+    (["--gpus-per-node", "1"], "--gpus-per-node 1: a node of partition debug has 0 GPU(s)"),
+])
+def test_what_the_cluster_cannot_hold_is_refused_in_one_line(cluster, tmp_path, args, message):
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+    done = launcher(*args, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith(f"error: {message}"), done.stderr
+    assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == before
+
+
+def _weights(model_dir: Path) -> dict:
+    import torch
+
+    return torch.load(model_dir / "model.pt", weights_only=True)["state_dict"]
+
+
+def test_launcher_waits_records_and_compares_a_two_task_run(cluster, tmp_path, prepared):
+    done = launcher("--tasks-per-node", "2", "--wait", "--hp", "epochs=5", "--data", str(prepared), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "launcher=slurm" in done.stderr and "process: world_size=2; global_rank=1;" in done.stderr  # the log, followed
+    [record_file] = (tmp_path / "runs").glob("slurm-*.json")
+    record = json.loads(record_file.read_text())
+    job_id = record["job_id"]
+    assert (record["mode"], record["status"], record["instance_count"], record["tasks_per_node"]) == ("slurm", "Completed", 1, 2)
+    metrics = json.loads((tmp_path / "jobs" / f"slurm-{job_id}" / "model" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["epochs_run"] == 5 and record["val_acc"] == metrics["val_acc"]
+    assert record["wall_seconds"] > 0 and f"job slurm-{job_id}: Completed" in done.stdout
+    compared = subprocess.run([sys.executable, str(REPO / "launch" / "submit.py"), "--compare", str(record_file),
+                               "--plot", str(tmp_path / "compare.png")], cwd=tmp_path, capture_output=True, text=True,
+                              env=clean_env(), timeout=300)
+    assert compared.returncode == 0, compared.stderr
+    row = [line for line in compared.stdout.splitlines() if line.startswith(f"slurm-{job_id}")]
+    assert row and " slurm " in row[0] and "Completed" in row[0] and f"{record['val_acc']:.4f}" in row[0]
+    assert (tmp_path / "compare.png").stat().st_size > 0
+
+
+def test_sbatch_wait_runs_the_batch_script_as_typed(cluster, tmp_path, prepared):
+    env = clean_env(OMP_NUM_THREADS="1", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    done = subprocess.run(["sbatch", "--wait", str(REPO / "launch" / "slurm.sbatch"), "--epochs", "5",
+                           "--train", str(prepared / "train_data.npz"), "--val", str(prepared / "val_data.npz")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    job_id = done.stdout.split()[-1]
+    log = (tmp_path / f"slurm-titanic-{job_id}.out").read_text()
+    assert done.returncode == 0, log[-3000:]
+    assert log.count("launcher=slurm") == 2 and "world_size=2" in log and log.count("final: ") == 1
+    metrics = json.loads((tmp_path / "jobs" / f"slurm-{job_id}" / "model" / "metrics.json").read_text())
+    assert (metrics["world_size"], metrics["epochs_run"]) == (2, 5)
+    assert (tmp_path / "jobs" / f"slurm-{job_id}" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_requeued_job_ends_with_the_weights_of_an_uninterrupted_one(cluster, tmp_path, prepared):
+    import torch
+
+    args = ["--tasks-per-node", "2", "--hp", "epochs=40", "--hp", "early_stopping=false", "--data", str(prepared)]
+    (tmp_path / "straight").mkdir()
+    straight = launcher(*args, "--wait", cwd=tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    (tmp_path / "requeued").mkdir()
+    submitted = launcher(*args, cwd=tmp_path / "requeued")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = json.loads(submitted.stdout)["job_id"]
+    log = tmp_path / "requeued" / f"slurm-titanic-{job_id}.out"
+    deadline = time.monotonic() + 300
+    while "epoch=10;" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline, "the job did not reach epoch 10"
+        time.sleep(0.5)
+    subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=60)
+    while "JobState=COMPLETED" not in subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True,
+                                                     text=True).stdout:
+        assert time.monotonic() < deadline + 300, log.read_text()[-3000:]
+        time.sleep(1)
+    text = log.read_text()
+    assert "(restart 1)" in text and "resuming from" in text, text[-3000:]
+    [straight_dir] = (tmp_path / "straight" / "jobs").iterdir()
+    a, b = _weights(straight_dir / "model"), _weights(tmp_path / "requeued" / "jobs" / f"slurm-{job_id}" / "model")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_slurm_from_python_returns_a_run(cluster, tmp_path, prepared, monkeypatch):
+    import launch
+
+    with pytest.raises(launch.UsageError, match="--time 'never': not a SLURM time limit"):
+        launch.run_slurm(time="never")
+    with pytest.raises(launch.UsageError, match="--hp epochs=0"):
+        launch.run_slurm(hyperparameters={"epochs": 0})
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for key in [k for k in os.environ if k.startswith("SLURM_")]:
+        monkeypatch.delenv(key)
+    lines = []
+    run = launch.run_slurm(tasks_per_node=2, hyperparameters={"epochs": 3, "hidden_sizes": [8]}, data=prepared,
+                           cwd=tmp_path, runs_dir=tmp_path / "runs", echo=lines.append)
+    assert (run.mode, run.status, run.ok) == ("slurm", "Completed", True)
+    assert run.record_path == tmp_path / "runs" / f"{run.job_name}.json"
+    assert run.metrics["epochs_run"] == 3 and run.val_acc == run.metrics["val_acc"]
+    assert any("launcher=slurm" in line for line in lines)
+    compared = launch.compare([run.record_path])
+    assert run.job_name in compared.table
