@@ -98,9 +98,13 @@ def _prepare_local_data(cfg: TrainConfig, held: ExitStack) -> None:
             time.sleep(0.2)
 
 
-def resolve(cfg: TrainConfig, held: ExitStack) -> Layout:
+def resolve(cfg: TrainConfig, held: ExitStack | None = None) -> Layout:
     """The run's layout, with its folders locked in `held` until the run ends: the output folders
-    exclusively (global rank 0), the data folders shared (every process)."""
+    exclusively (global rank 0), the data folders shared (every process). Without `held`, the
+    folders are checked and released at once."""
+    if held is None:
+        with ExitStack() as held:
+            return resolve(cfg, held)
     model_dir = Path(cfg.model_dir) if cfg.model_dir else environment.default_model_dir()
     output_dir = Path(cfg.output_dir) if cfg.output_dir else environment.default_output_dir()
     checkpoint_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else environment.default_checkpoint_dir()

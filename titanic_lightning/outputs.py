@@ -40,54 +40,42 @@ class Busy(UsageError):
 
 
 def _holders(fd: int) -> str:
-    """Who holds a lock on the folder open as `fd` (from /proc/locks): 'pid N (command line)'."""
+    """Who else holds a lock on the folder open as `fd`, from /proc/locks: 'pid N (command line)'."""
     st = os.fstat(fd)
-    found = []
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     try:
-        lines = Path("/proc/locks").read_text().splitlines()
+        locks = [line.split() for line in Path("/proc/locks").read_text().splitlines()]
     except OSError:
-        lines = []
-    for line in lines:
-        parts = line.split()
-        if "FLOCK" not in parts or "->" in parts:
-            continue
-        i = parts.index("FLOCK")
+        locks = []
+    found = []
+    for pid in {p[4] for p in locks if len(p) > 5 and p[1] == "FLOCK" and p[5] == where and p[4] != str(os.getpid())}:
         try:
-            pid, (major, minor, inode) = int(parts[i + 3]), parts[i + 4].split(":")
-            ours = (int(major, 16), int(minor, 16), int(inode)) == (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
-        except (IndexError, ValueError):
-            continue
-        if ours and pid != os.getpid():
-            try:
-                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                command = "?"
-            found.append(f"pid {pid} ({command.strip()})")
-    return ", ".join(found) or "another process"
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            command = "?"
+        found.append(f"pid {pid} ({command})")
+    return ", ".join(sorted(found)) or "another process"
 
 
 def _lock(folder: Path, flag: str, exclusive: bool, wait_s: float = 0) -> tuple[int, int]:
     """Lock `folder` for this process (again, if it holds it already); return its key."""
     st = os.stat(folder)
     key = (st.st_dev, st.st_ino)
-    held = _held.get(key)
-    fd = held[0] if held else os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    if not held or (exclusive and not held[2]):
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() < deadline:
-                    time.sleep(0.1)
-                    continue
-                holder = _holders(fd)
-                if not held:
-                    os.close(fd)
-                raise Busy(f"{flag} {folder}: is in use by {holder}; wait until it ends or choose another "
-                           f"{flag}") from None
-    _held[key] = [fd, (held[1] if held else 0) + 1, exclusive or bool(held and held[2])]
+    fd, count, was_exclusive = _held.get(key) or (os.open(folder, os.O_RDONLY | os.O_DIRECTORY), 0, False)
+    deadline = time.monotonic() + wait_s
+    while not count or (exclusive and not was_exclusive):
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            holder = _holders(fd)
+            if not count:
+                os.close(fd)
+            raise Busy(f"{flag} {folder}: is in use by {holder}; wait until it ends or choose another {flag}") from None
+    _held[key] = [fd, count + 1, exclusive or was_exclusive]
     return key
 
 
