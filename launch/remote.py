@@ -9,7 +9,6 @@ wheelhouse, the wheels channel, stages the code and calls `ModelTrainer.train`. 
 from __future__ import annotations
 
 import os
-import secrets
 import tempfile
 import time
 from dataclasses import dataclass
@@ -178,8 +177,7 @@ def build_trainer(aws: Aws, code_dir: Path):
         environment={"PYTHONPATH": code.CODE_DIR_IN_CONTAINER},
         role=spec.role,
         sagemaker_session=aws.session,
-        # 4 random hex digits before the SDK's timestamp: jobs submitted in the same second differ.
-        base_job_name=f"{spec.base_job_name[:43]}-{secrets.token_hex(2)}",
+        base_job_name=spec.base_job_name,
         stopping_condition=StoppingCondition(max_runtime_in_seconds=spec.max_run_s,
                                              max_wait_time_in_seconds=spec.max_wait_s),
         # No URI for a new job: the SDK gives it its own, under the job's name. A resume names

@@ -172,7 +172,7 @@ FOREIGN = {
     "csv/metrics.csv": ("--output_dir", "outputs/csv/metrics.csv", b"a,b\n1,2\n"),
     "another Lightning run's csv/metrics.csv": ("--output_dir", "outputs/csv/metrics.csv", b"epoch,step,loss\n0,9,0.1\n"),
     "csv/hparams.yaml": ("--output_dir", "outputs/csv/hparams.yaml", b"hidden_sizes: [512]\n"),
-    "a forged record": ("--model_dir", "model/.titanic-lightning.json", b'{"files": {"metrics.json": ["*"]}}'),
+    "a forged record": ("--model_dir", "model/.titanic-lightning-files", b'{"files": {"metrics.json": ["*"]}}'),
     "csv is a file": ("--output_dir", "outputs/csv", b"plain"),
 }
 
@@ -248,7 +248,7 @@ def test_predict_never_replaces_a_file_another_command_wrote(out, rel, tmp_path,
 
 def test_a_record_nested_too_deeply_is_refused_in_one_line(tmp_path, titanic_csv, monkeypatch, capsys):
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / ".titanic-lightning.json").write_text("[" * 100_000 + "]" * 100_000)
+    (tmp_path / "data" / ".titanic-lightning-files").write_text("[" * 100_000 + "]" * 100_000)
     monkeypatch.chdir(tmp_path)
     code, _, err = invoke("prepare", ["--csv", str(titanic_csv), "--out", "data"], capsys)
     assert_usage_error(code, err, "--out data", "is not titanic-lightning's record of its files")

@@ -173,6 +173,22 @@ def test_runs_started_together_on_a_fresh_clone_prepare_the_data_once(tmp_path, 
     assert metrics[0]["val_loss"] == metrics[1]["val_loss"]
 
 
+def test_torchrun_on_a_fresh_clone_prepares_the_data_once(tmp_path, titanic_csv):
+    from launch.local import free_port
+
+    argv = ["-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "entry.train",
+            "--epochs", "2"]
+    proc = subprocess.Popen([sys.executable, *argv], cwd=tmp_path, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=clean_env(TITANIC_CSV=str(titanic_csv), OMP_NUM_THREADS="1"))
+    try:
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        assert_gone(proc)
+    assert proc.returncode == 0, out[-3000:]
+    assert out.count("prepared data/") == 1 and "world_size=2" in out, out[-3000:]
+    assert json.loads((tmp_path / "model" / "metrics.json").read_text())["world_size"] == 2
+
+
 # --- the launcher's records and names ---------------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ descriptor: it needs no file (so a read-only channel folder can be locked too), 
 drops it when its process ends, however it ends.
 
 In a folder it writes, a command replaces only files of its own names that this project wrote
-there. `.titanic-lightning.json` in the folder says which: by each name, the command that wrote it
+there. `.titanic-lightning-files` in the folder says which: by each name, the command that wrote it
 (train, prepare, ...) and the file's size and modification time when that command ended. A file
 that does not match (the user's own, or one edited since) stops the command before any work.
 While a command holds the folder its names are marked as its own, so that the files Lightning
@@ -29,7 +29,7 @@ from titanic_lightning.atomic import atomic_output, partial_path, remove_stale_p
 from titanic_lightning.contracts import PROJECT
 from titanic_lightning.errors import UsageError
 
-RECORD = f".{PROJECT}.json"
+RECORD = f".{PROJECT}-files"  # JSON; no .json suffix, so globs of runs/*.json do not match it
 RECORD_FORMAT = "titanic-lightning/folder-1"
 
 _held: dict[tuple[int, int], list] = {}  # this process's locks by folder: [descriptor, count, exclusive]
