@@ -269,24 +269,26 @@ def writing(folder: Path, names: Iterable[str], flag: str, role: str, in_place: 
         check_owned(folder, names, flag, role, before)
         for sub in {(folder / name).parent for name in names}:
             remove_stale_partials(sub)
-        _save_record(folder, {**before, **{name: {"role": role, "pid": os.getpid()} for name in names}})
+        if names:
+            _save_record(folder, {**before, **{name: {"role": role, "pid": os.getpid()} for name in names}})
         writer = Writer(folder)
         try:
             yield writer
         finally:
-            files = _read_record(folder, flag)
-            for name in names:
-                stamp = _stamp(folder / name)
-                if name in writer.written or name in in_place:
-                    files[name] = {"role": role, "stamp": stamp}
-                elif files.get(name, {}).get("pid") == os.getpid():
-                    files[name] = before.get(name) if stamp else None
-            files = {name: entry for name, entry in files.items() if entry and entry.get("stamp", 1)}
-            if files:
-                _save_record(folder, files)
-            else:  # nothing of ours is left: neither is the record (nor the folder, if this made it)
-                (folder / RECORD).unlink(missing_ok=True)
-                if created and not any(folder.iterdir()):
-                    folder.rmdir()
+            if names:
+                files = _read_record(folder, flag)
+                for name in names:
+                    stamp = _stamp(folder / name)
+                    if name in writer.written or name in in_place:
+                        files[name] = {"role": role, "stamp": stamp}
+                    elif files.get(name, {}).get("pid") == os.getpid():
+                        files[name] = before.get(name) if stamp else None
+                files = {name: entry for name, entry in files.items() if entry and entry.get("stamp", 1)}
+                if files:
+                    _save_record(folder, files)
+                else:
+                    (folder / RECORD).unlink(missing_ok=True)
+            if created and not any(folder.iterdir()):  # nothing is left in the folder this made
+                folder.rmdir()
     finally:
         _unlock(key)
