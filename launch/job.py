@@ -85,8 +85,8 @@ _ROLE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 _HP_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
 # CreateTrainingJob's TrainingJobName pattern.
 _JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-# The SDK's unique names: `<base job name>-<YYYYmmddHHMMSS>` (the emulator adds `-N` on a clash).
-_UNIQUE_NAME = re.compile(r"^(?P<base>.+)-\d{14}(-\d+)?$")
+# The SDK's unique names: `<base job name>-<YYYYmmddHHMMSS>` (the emulator adds 4 random hex digits).
+_UNIQUE_NAME = re.compile(r"^(?P<base>.+)-\d{14}(-[0-9a-f]{4})?$")
 
 
 @dataclass(frozen=True)

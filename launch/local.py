@@ -68,6 +68,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -104,17 +105,16 @@ def free_port() -> int:
 
 
 def new_job_dir(jobs_dir: Path, base_job_name: str) -> tuple[str, Path]:
-    """A fresh job name (the SDK's `<base>-<timestamp>` form) and its directory."""
-    from sagemaker.core.modules.utils import _get_unique_name
-
-    name = _get_unique_name(base_job_name)
-    candidate, n = name, 1
-    while (jobs_dir / candidate).exists():  # two runs within the same second
-        n += 1
-        candidate = f"{name}-{n}"
-    path = jobs_dir / candidate
-    path.mkdir(parents=True)
-    return candidate, path
+    """A fresh job name (the SDK's `<base>-<timestamp>` form, and 4 random hex digits: jobs started
+    in the same second differ) and its directory, made by this call."""
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        name = f"{base_job_name[:43]}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
+        try:
+            (jobs_dir / name).mkdir()
+            return name, jobs_dir / name
+        except FileExistsError:
+            continue
 
 
 # --- one host's /opt/ml ----------------------------------------------------------------------

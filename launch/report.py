@@ -146,11 +146,14 @@ def _fmt(value, pattern: str) -> str:
 
 
 def save(record: dict, runs_dir: Path) -> Path:
-    """Write runs/<job>.json whole (temp file, then rename)."""
-    from titanic_lightning.atomic import write_text
+    """Write runs/<job>.json whole (temp file, then rename), never over a file that is not a record
+    this project wrote there (see `titanic_lightning.outputs`); another launch saving into the
+    folder at the same moment is waited for."""
+    from titanic_lightning.outputs import writing
 
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    return write_text(runs_dir / f"{record['job_name']}.json", json.dumps(record, indent=2, default=str) + "\n")
+    name = f"{record['job_name']}.json"
+    with writing(runs_dir, [name], "--runs-dir", "record", wait_s=60) as files:
+        return files.write_text(name, json.dumps(record, indent=2, default=str) + "\n")
 
 
 def _number(value) -> bool:

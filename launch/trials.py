@@ -31,6 +31,7 @@ import contextlib
 import itertools
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -297,22 +298,21 @@ TUNING_BASE = "titanic-tune"  # short: SageMaker's tuning job names have at most
 
 
 def tuning_name() -> str:
-    """`titanic-tune-<YYmmdd-HHMMSS>`: 26 characters, a valid tuning job name."""
-    return f"{TUNING_BASE}-{time.strftime('%y%m%d-%H%M%S')}"
+    """`titanic-tune-<YYmmdd-HHMMSS>-<4 random hex digits>`: 31 characters, a valid tuning job name,
+    and two tunings started in the same second get different ones."""
+    return f"{TUNING_BASE}-{time.strftime('%y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
 def new_tuning_folder(out: Path) -> tuple[str, Path]:
-    """A fresh tuning name (`tuning_name`, `-N` added on a clash) and its folder under `out`, created empty."""
-    base = tuning_name()
+    """A fresh tuning name (`tuning_name`) and its folder under `out`, created empty."""
     out.mkdir(parents=True, exist_ok=True)
-    name, n = base, 1
     while True:
+        name = tuning_name()
         try:
             (out / name).mkdir()  # never an existing folder: every file in it is then this tuning's
             return name, out / name
         except FileExistsError:
-            n += 1
-            name = f"{base}-{n}"
+            continue
 
 
 # A trial here runs as a plain process on this machine, not as an emulated instance.
@@ -359,16 +359,12 @@ def trial_record(trial: Trial, tuning_name: str, runs_dir: Path, save: bool) -> 
 def remove_model(model_dir: Path) -> None:
     """Remove the files the trial's training wrote into `model_dir` (its record says which), then the
     folders left empty; anything else stays."""
-    from titanic_lightning.outputs import RECORD, Record
+    from titanic_lightning.outputs import RECORD, owned
 
     if not model_dir.is_dir():
         return
-    record = Record.read(model_dir, "--model_dir")
-    for name in list(record.files):
-        path = model_dir / name
-        if path.is_file() and not path.is_symlink() and record.vouches_for(name, path, record.roles.get(name, "")):
-            path.unlink()
-        record.forget(name)
+    for path in owned(model_dir, "--model_dir"):
+        path.unlink()
     (model_dir / RECORD).unlink(missing_ok=True)
     for folder in sorted((p for p in model_dir.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
         with contextlib.suppress(OSError):

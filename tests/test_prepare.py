@@ -143,7 +143,7 @@ def test_prepare_command(tmp_path, titanic_csv):
     assert result.returncode == 0, result.stderr
     assert "train=569 val=143 test=179" in result.stdout
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [  # and the record of the files it wrote
-        ".titanic-lightning-files.json", "preprocessing.json", "test_data.npz", "test_passengers.csv",
+        ".titanic-lightning-files", "preprocessing.json", "test_data.npz", "test_passengers.csv",
         "train_data.npz", "val_data.npz"]
 
 

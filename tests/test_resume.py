@@ -312,7 +312,7 @@ def test_sigkill_resumes_from_the_last_timed_checkpoint(tmp_path, channels, whol
     env, run = clean_env(), tmp_path / "interrupted"
     argv = args(channels, run, "--checkpoint_every_n_seconds", "0.2")
     proc, _, _ = interrupted(argv, env, tmp_path, signal.SIGKILL)
-    assert proc.returncode == -signal.SIGKILL and not (run / "model").exists()
+    assert proc.returncode == -signal.SIGKILL and not (run / "model" / "model.pt").exists()
     epochs_done, _, step = saved_position(run / "ckpt" / "last.ckpt")
     assert 39 * BATCHES_PER_EPOCH <= step < EPOCHS * BATCHES_PER_EPOCH
     (run / "ckpt" / f".last.ckpt.{proc.pid}-0badc0de.partial").write_bytes(b"PK")  # a write the kill cut short

@@ -22,7 +22,7 @@ Modules, one role each:
     training     train(cfg) -> TrainResult: one whole run as a function (entry.train, bench)
     resume       writing last.ckpt (by epoch, by time, on SIGTERM) and resuming from it
     artifacts    model.pt / metrics.json / code/ / curves.png, written as a set
-    outputs      what each command writes, and the checks its output paths pass before any work
+    outputs      the locks a command holds on the folders it writes and reads, and which files there are its own
     atomic       whole-or-nothing output files inside their folder; removing a killed writer's leftovers
     model_source a model directory, model.pt, model.tar.gz or s3:// URI → model.pt
     scoring      raw passenger rows → probabilities with a saved model

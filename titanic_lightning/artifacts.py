@@ -12,9 +12,9 @@ see `titanic_lightning.serving`), and the learning-curve picture.
 Each file is written under a partial name inside the model directory and renamed into place, so
 nothing crosses a mount boundary (SageMaker may mount /opt/ml/model on its own). The directory may
 hold other files: they are left alone, and a file of one of these names that this project did not
-write stops the run before training (`check_model_dir`). `metrics.json` is removed first and
-written last, and the set is written under a lock on the directory: whenever `metrics.json`
-exists, the `model.pt` beside it is the one it describes.
+write stops the run before training (`layout.hold_outputs`). `metrics.json` is removed first and
+written last, while the run holds the directory's lock: whenever `metrics.json` exists, the
+`model.pt` beside it is the one it describes.
 """
 
 from __future__ import annotations
@@ -34,14 +34,6 @@ def model_dir_files() -> list[str]:
     from titanic_lightning.serving import serving_files
 
     return [MODEL_FILE, METRICS_FILE, *serving_files()]
-
-
-def check_model_dir(model_dir: Path, flag: str = FLAG) -> None:
-    """Before any work: the model directory can be written and holds nothing this run would clobber."""
-    from titanic_lightning import outputs
-
-    outputs.check_folder(model_dir, flag)
-    outputs.check_owned(model_dir, model_dir_files(), flag, ROLE)
 
 
 def write_model_dir(model_dir: Path, payload: dict, metrics: dict, flag: str = FLAG) -> None:

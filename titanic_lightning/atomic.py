@@ -10,7 +10,6 @@ removes partial files whose process no longer runs, and nothing else.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import secrets
@@ -80,18 +79,3 @@ def write_text(out: Path, text: str) -> Path:
         tmp.write_text(text, encoding="utf-8")
     return Path(out)
 
-
-@contextmanager
-def folder_lock(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `folder` itself while a set of files in it is replaced.
-
-    Two runs writing the same model folder at once then write their sets one after the other, so
-    a model.pt is never paired with the other run's metrics.json. The lock is on the folder's own
-    descriptor: no lock file is left behind.
-    """
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock

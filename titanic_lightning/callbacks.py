@@ -178,24 +178,6 @@ def find_callback(trainer: pl.Trainer, kind: type[CallbackT]) -> CallbackT:
                 if isinstance(part, kind))
 
 
-class ClaimLogs(Callback):
-    """Records, before Lightning's loggers write them, that their files in the output directory are
-    this project's (see `outputs`): the next run may then replace them, and only them."""
-
-    def __init__(self, output_dir, names, flag: str = "--output_dir"):
-        self.output_dir, self.names, self.flag = output_dir, tuple(names), flag
-
-    def setup(self, trainer, pl_module, stage):
-        if stage != "fit" or not trainer.is_global_zero or trainer.fast_dev_run:
-            return
-        from titanic_lightning.artifacts import ROLE
-        from titanic_lightning.outputs import writing
-
-        with writing(self.output_dir, self.names, self.flag, ROLE) as files:
-            for name in self.names:
-                files.claim(name)
-
-
 class StopWhenNoted(Callback):
     """A SIGTERM that arrived while Lightning's own handler was not yet in place (fit's set-up) stops
     training at the next batch, as Lightning's would: the checkpoint is saved and the run ends."""

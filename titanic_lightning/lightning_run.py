@@ -19,12 +19,11 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from titanic_lightning import resume
-from titanic_lightning.artifacts import ROLE, plot_curves, write_model_dir
+from titanic_lightning.artifacts import plot_curves, write_model_dir
 from titanic_lightning.callbacks import (
     AnnouncePlan,
     BestWeights,
     Bundle,
-    ClaimLogs,
     DataOnDevice,
     MetricPrinter,
     StopWhenNoted,
@@ -39,10 +38,9 @@ from titanic_lightning.config import TrainConfig
 from titanic_lightning.contracts import CURVES_FILE, FINAL_LINE, FINAL_METRICS, METRICS_FILE, MODEL_FILE
 from titanic_lightning.data import TitanicDataModule, auto_steps_per_call, data_parallel_rank
 from titanic_lightning.errors import Terminated, UsageError
-from titanic_lightning.layout import CSV_LOGS, LOG_FILES, TENSORBOARD_LOGS, Layout
+from titanic_lightning.layout import CSV_LOGS, TENSORBOARD_LOGS, Layout
 from titanic_lightning.loggers import OneEventTensorBoardLogger
 from titanic_lightning.model import TitanicClassifier
-from titanic_lightning.outputs import writing
 from titanic_lightning.parallel import full_state_dict
 from titanic_lightning.strategies import build_strategy
 from titanic_lightning.training import TrainResult
@@ -88,7 +86,7 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
     output_dir = layout.output_dir
     # The callbacks that keep no state go in one bundle: Lightning calls each callback on every hook.
     callbacks: list[Callback] = [
-        Bundle(AnnouncePlan(plan), ClaimLogs(output_dir, LOG_FILES), DataOnDevice(), TrainedRows(), StopWhenNoted()),
+        Bundle(AnnouncePlan(plan), DataOnDevice(), TrainedRows(), StopWhenNoted()),
         MetricPrinter(), BestWeights(), Timer(),
     ]
     if layout.checkpoint_dir is not None:
@@ -190,9 +188,6 @@ def finish(trainer: pl.Trainer, model: TitanicClassifier, layout: Layout, plan: 
         print("fast_dev_run: the whole entry ran on a few batches; nothing was saved", file=sys.stderr, flush=True)
         return TrainResult(metrics=metrics, **timings)
     write_model_dir(layout.model_dir, payload, metrics)
-    with writing(layout.output_dir, LOG_FILES, "--output_dir", ROLE) as files:
-        for name in LOG_FILES:  # Lightning has written them: from now on only these bytes are ours
-            files.adopt(name)
     curves = plot_curves(find_callback(trainer, MetricPrinter).history, layout.output_dir, CURVES_FILE,
                          best.best_epoch)
     print(metric_line(metrics, FINAL_LINE, prefix="final: "), flush=True)

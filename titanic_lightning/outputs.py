@@ -1,89 +1,139 @@
-"""What each command writes, and the checks its output paths pass before any work starts.
+"""Which folders a command may write, and the locks that keep two commands out of each other's way.
 
-A command writes only files of its own names into the folders it is given, and it replaces an
-existing file of such a name only when that file is byte for byte one this project wrote there.
-Each output folder keeps the record of what was written into it: `.titanic-lightning-files.json`,
-the sha256 of every file by its name in the folder, and which command wrote it (its role: train,
-prepare, predict, export), so that `predict --out model/metrics.json` cannot replace a file of
-training's. A file the record does not vouch for (the
-user's own, or one the user edited since) stops the command before it starts, with one line
-naming the file; nothing else in the folder is ever deleted, moved or emptied, so an output folder
-may be `.`, a data folder, or a folder shared with the user's own files.
+A command takes an exclusive lock on each folder it writes, and a shared one on each it reads, for
+its whole run (`writing`, `reading`); a folder held by another command is refused at once, before
+any work, in one line naming the folder and the holder. The lock is `flock` on the folder's own
+descriptor: it needs no file (so a read-only channel folder can be locked too), and the kernel
+drops it when its process ends, however it ends.
 
-Files that a library writes in place (Lightning's CSV and TensorBoard logs) are claimed by name
-before the library writes them: the record then vouches for whatever the library left there.
-
-The checks read the file system only: nothing is created until the command has work to write.
+In a folder it writes, a command replaces only files of its own names that this project wrote
+there. `.titanic-lightning-files` in the folder says which: by each name, the command that wrote it
+(train, prepare, ...) and the file's size and modification time when that command ended. A file
+that does not match (the user's own, or one edited since) stops the command before any work.
+While a command holds the folder its names are marked as its own, so that the files Lightning
+writes in place (the CSV and TensorBoard logs) and a run killed by SIGKILL stay this project's:
+the next run replaces what such a run left at its names.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from titanic_lightning.atomic import atomic_output, folder_lock, partial_path, remove_stale_partials, write_text
+from titanic_lightning.atomic import atomic_output, partial_path, remove_stale_partials, write_text
 from titanic_lightning.contracts import PROJECT
-from titanic_lightning.csv_source import sha256_of
 from titanic_lightning.errors import UsageError
 
-RECORD = f".{PROJECT}-files.json"
-RECORD_FORMAT = "titanic-lightning/files-1"
-ANY = "*"  # a claim: whatever the library that writes this name leaves there
+RECORD = f".{PROJECT}-files"  # JSON; no .json suffix, so globs of runs/*.json do not match it
+RECORD_FORMAT = "titanic-lightning/folder-1"
+
+_held: dict[tuple[int, int], list] = {}  # this process's locks by folder: [descriptor, count, exclusive]
 
 
-class Record:
-    """The record of the files this project wrote into one folder (`RECORD`)."""
+class Busy(UsageError):
+    """The folder is locked by another command."""
 
-    def __init__(self, folder: Path, files: dict[str, list[str]], roles: dict[str, str]):
-        self.folder, self.files, self.roles = Path(folder), files, roles
 
-    @classmethod
-    def read(cls, folder: Path, flag: str) -> Record:
-        path = Path(folder) / RECORD
-        if not os.path.lexists(path):
-            return cls(folder, {}, {})
+def _holders(fd: int) -> str:
+    """Who else holds a lock on the folder open as `fd`, from /proc/locks: 'pid N (command line)'."""
+    st = os.fstat(fd)
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        locks = [line.split() for line in Path("/proc/locks").read_text().splitlines()]
+    except OSError:
+        locks = []
+    found = []
+    for pid in {p[4] for p in locks if len(p) > 5 and p[1] == "FLOCK" and p[5] == where and p[4] != str(os.getpid())}:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            command = "?"
+        found.append(f"pid {pid} ({command})")
+    return ", ".join(sorted(found)) or "another process"
+
+
+def _lock(folder: Path, flag: str, exclusive: bool, wait_s: float = 0) -> tuple[int, int]:
+    """Lock `folder` for this process (again, if it holds it already); return its key."""
+    st = os.stat(folder)
+    key = (st.st_dev, st.st_ino)
+    fd, count, was_exclusive = _held.get(key) or (os.open(folder, os.O_RDONLY | os.O_DIRECTORY), 0, False)
+    deadline = time.monotonic() + wait_s
+    while not count or (exclusive and not was_exclusive):
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            holder = _holders(fd)
+            if not count:
+                os.close(fd)
+            raise Busy(f"{flag} {folder}: is in use by {holder}; wait until it ends or choose another {flag}") from None
+    _held[key] = [fd, count + 1, exclusive or was_exclusive]
+    return key
+
+
+def _unlock(key: tuple[int, int]) -> None:
+    held = _held[key]
+    held[1] -= 1
+    if not held[1]:
+        del _held[key]
+        os.close(held[0])  # closing the descriptor releases the lock
+
+
+@contextmanager
+def reading(folder: Path, flag: str) -> Iterator[None]:
+    """A shared lock on `folder` (if it exists) while it is read: no command writes it meanwhile."""
+    key = _lock(Path(folder), flag, exclusive=False) if Path(folder).is_dir() else None
+    try:
+        yield
+    finally:
+        if key:
+            _unlock(key)
+
+
+def _read_record(folder: Path, flag: str) -> dict:
+    path = folder / RECORD
+    if not os.path.lexists(path):
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() and not path.is_symlink() else None
+    except (OSError, ValueError, RecursionError):
         data = None
-        if path.is_file() and not path.is_symlink():
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError, RecursionError):
-                data = None
-        ours = isinstance(data, dict) and data.get("format") == RECORD_FORMAT
-        files, roles = (data.get("files"), data.get("roles")) if ours else (None, None)
-        if not (isinstance(files, dict) and isinstance(roles, dict)
-                and all(isinstance(v, list) and all(isinstance(h, str) for h in v) for v in files.values())
-                and all(isinstance(v, str) for v in roles.values())):
-            raise UsageError(f"{flag} {folder}: {path} is not {PROJECT}'s record of its files; move it away or "
-                             f"choose another {flag}")
-        return cls(folder, files, roles)
+    files = data.get("files") if isinstance(data, dict) and data.get("format") == RECORD_FORMAT else None
+    if not (isinstance(files, dict) and all(isinstance(v, dict) for v in files.values())):
+        raise UsageError(f"{flag} {folder}: {path} is not {PROJECT}'s record of its files; move it away or "
+                         f"choose another {flag}")
+    return files
 
-    def vouches_for(self, name: str, path: Path, role: str) -> bool:
-        """Whether `path` is the file `role` (a command) wrote as `name`, byte for byte or by a claim."""
-        hashes = self.files.get(name) or []
-        if self.roles.get(name) != role:
-            return False
-        return ANY in hashes or (bool(hashes) and sha256_of(path) in hashes)
 
-    def _save(self) -> None:
-        write_text(self.folder / RECORD, json.dumps({"format": RECORD_FORMAT, "files": self.files, "roles": self.roles},
-                                                    indent=1, sort_keys=True) + "\n")
+def _save_record(folder: Path, files: dict) -> None:
+    write_text(folder / RECORD, json.dumps({"format": RECORD_FORMAT, "files": files}, indent=1, sort_keys=True) + "\n")
 
-    def expect(self, name: str, sha256: str, role: str) -> None:
-        """Vouch for `sha256` at `name` as well as what is there now (the new file is renamed in next)."""
-        self.files[name] = [h for h in self.files.get(name, []) if h != sha256] + [sha256]
-        self.roles[name] = role
-        self._save()
 
-    def settle(self, name: str, hashes: list[str], role: str) -> None:
-        self.files[name], self.roles[name] = hashes, role
-        self._save()
+def _stamp(path: Path) -> list[int] | None:
+    if path.is_symlink() or not path.is_file():
+        return None
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
 
-    def forget(self, name: str) -> None:
-        if self.files.pop(name, None) is not None or self.roles.pop(name, None) is not None:
-            self._save()
+
+def _vouches(entry: dict | None, path: Path, role: str) -> bool:
+    """Whether the record's `entry` says `path` is the file `role` wrote (or is writing) there."""
+    return bool(entry) and entry.get("role") == role and ("pid" in entry or entry.get("stamp") == _stamp(path))
+
+
+def owned(folder: Path, flag: str) -> list[Path]:
+    """The files in `folder` that its record says this project wrote, as they are now."""
+    folder = Path(folder)
+    return [folder / name for name, entry in _read_record(folder, flag).items()
+            if _stamp(folder / name) and _vouches(entry, folder / name, entry.get("role"))]
 
 
 def _describe(path: Path) -> str:
@@ -125,14 +175,12 @@ def check_folder(path: Path, flag: str) -> Path:
     return path
 
 
-def check_owned(folder: Path, names: Iterable[str], flag: str, role: str, record: Record | None = None) -> None:
-    """Each of `names` (relative to `folder`) is absent, or a regular file the folder's record vouches
-    for as written by `role`.
-
-    A name's folders (`code/` of `code/inference.py`) must be folders, and writable where they exist.
-    """
+def check_owned(folder: Path, names: Iterable[str], flag: str, role: str, record: dict | None = None) -> None:
+    """Each of `names` (relative to `folder`) is absent, or a regular file the folder's record says
+    `role` wrote. A name's folders (`code/` of `code/inference.py`) must be folders, writable where
+    they exist."""
     folder = Path(folder)
-    record = record if record is not None else Record.read(folder, flag)
+    record = _read_record(folder, flag) if record is None else record
     probed: set[Path] = set()
     for name in names:
         path = folder / name
@@ -147,7 +195,7 @@ def check_owned(folder: Path, names: Iterable[str], flag: str, role: str, record
             continue
         if path.is_symlink() or not path.is_file():
             problem = f"is {_describe(path)}, which this command would replace"
-        elif not record.vouches_for(name, path, role):
+        elif not _vouches(record.get(name), path, role):
             problem = f"exists and was not written by {PROJECT} (or was changed since)"
         else:
             continue
@@ -181,55 +229,66 @@ def same_file(a: Path, b: Path) -> bool:
 
 
 class Writer:
-    """Writes files of a folder whole (partial name, then rename) and keeps its record."""
+    """Writes files of a held folder whole: under a partial name, then renamed into place."""
 
-    def __init__(self, folder: Path, record: Record, role: str):
-        self.folder, self.record, self.role = folder, record, role
+    def __init__(self, folder: Path):
+        self.folder, self.written = folder, set()
 
     def write(self, name: str, fill: Callable[[Path], object]) -> Path:
         """`fill(tmp)` writes the content to a partial file that then becomes `folder/name`."""
         target = self.folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_partials(target.parent)
         with atomic_output(target) as tmp:
             fill(tmp)
-            sha256 = sha256_of(tmp)
-            self.record.expect(name, sha256, self.role)  # before the rename: a kill between the two leaves it ours
-        self.record.settle(name, [sha256], self.role)
+        self.written.add(name)
         return target
 
     def write_text(self, name: str, text: str) -> Path:
         return self.write(name, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def remove(self, name: str) -> None:
-        """Remove a file this command writes (checked as ours when the writer opened)."""
         (self.folder / name).unlink(missing_ok=True)
-        self.record.forget(name)
-
-    def claim(self, name: str) -> None:
-        """Vouch for whatever a library is about to write at `name`, until `adopt` records what it wrote."""
-        self.record.settle(name, [ANY], self.role)
-
-    def adopt(self, name: str) -> None:
-        """Record what a library wrote at `name` (claimed before), byte for byte from now on."""
-        path = self.folder / name
-        if path.is_file() and not path.is_symlink():
-            self.record.settle(name, [sha256_of(path)], self.role)
-        else:
-            self.record.forget(name)
+        self.written.add(name)
 
 
 @contextmanager
-def writing(folder: Path, names: Iterable[str], flag: str, role: str) -> Iterator[Writer]:
-    """Lock `folder` (created if need be), check `names` once more, and yield its `Writer` for `role`.
+def writing(folder: Path, names: Iterable[str], flag: str, role: str, in_place: Iterable[str] = (),
+            wait_s: float = 0) -> Iterator[Writer]:
+    """Lock `folder` (created if need be) for `role`, check `names` under the lock, and yield its `Writer`.
 
-    The check is repeated under the lock because the folder may have changed since the check made
-    before the command's work (a user's file put there meanwhile, or another run).
+    Until the block ends the record marks `names` as this process's. At the end, however it ends,
+    each name this block wrote, and each of `in_place` (written by a library), is recorded as it
+    is; any other name keeps what the record said before.
     """
-    folder = Path(folder)
+    folder, names, in_place = Path(folder), list(names), set(in_place)
+    created = not folder.is_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    with folder_lock(folder):
-        record = Record.read(folder, flag)
-        check_owned(folder, names, flag, role, record)
-        remove_stale_partials(folder)
-        yield Writer(folder, record, role)
+    key = _lock(folder, flag, exclusive=True, wait_s=wait_s)
+    try:
+        before = _read_record(folder, flag)
+        check_owned(folder, names, flag, role, before)
+        for sub in {(folder / name).parent for name in names}:
+            remove_stale_partials(sub)
+        if names:
+            _save_record(folder, {**before, **{name: {"role": role, "pid": os.getpid()} for name in names}})
+        writer = Writer(folder)
+        try:
+            yield writer
+        finally:
+            if names:
+                files = _read_record(folder, flag)
+                for name in names:
+                    stamp = _stamp(folder / name)
+                    if name in writer.written or name in in_place:
+                        files[name] = {"role": role, "stamp": stamp}
+                    elif files.get(name, {}).get("pid") == os.getpid():
+                        files[name] = before.get(name) if stamp else None
+                files = {name: entry for name, entry in files.items() if entry and entry.get("stamp", 1)}
+                if files:
+                    _save_record(folder, files)
+                else:
+                    (folder / RECORD).unlink(missing_ok=True)
+            if created and not any(folder.iterdir()):  # nothing is left in the folder this made
+                folder.rmdir()
+    finally:
+        _unlock(key)

@@ -7,8 +7,9 @@ The held-out passengers are also kept as raw rows (`test_passengers.csv`) for sc
 
 Each file is written under a partial name in the output folder and renamed into place,
 `preprocessing.json` last (it is removed first), so the channels beside a `preprocessing.json` are
-the ones it describes. A run killed part-way leaves partial files that the next run removes; the
-folder's other files are never touched (see `outputs`).
+the ones it describes; the folder is locked throughout, so no training reads it meanwhile. A run
+killed part-way leaves partial files that the next run removes; the folder's other files are never
+touched (see `outputs`).
 
 Run: `python -m entry.prepare --csv titanic.csv --out data/ [--features basic|rich]`
 """
@@ -97,10 +98,18 @@ def split_rows(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def prepare(csv: Path, out: Path, feature_set: str = DEFAULT_FEATURE_SET, flag: str = "--out") -> dict:
-    """Write the three npz channels and preprocessing.json into `out`; return the description."""
+    """Write the three npz channels and preprocessing.json into `out`, holding its lock throughout;
+    return the description."""
     from titanic_lightning.outputs import writing
 
     check_not_overwritten(csv, out, flag)
+    with writing(out, prepared_files(), flag, ROLE) as files:
+        return write_prepared(files, csv, feature_set, flag)
+
+
+def write_prepared(files, csv: Path, feature_set: str, flag: str) -> dict:
+    """Prepare `csv` into the folder `files` (an `outputs.Writer`) holds."""
+    check_not_overwritten(csv, files.folder, flag)
     df = read_passengers(csv)
     splits = split_rows(df)
     pre = Preprocessor.fit(splits["train"], feature_set, source=f"{csv} (train split)")
@@ -110,16 +119,15 @@ def prepare(csv: Path, out: Path, feature_set: str = DEFAULT_FEATURE_SET, flag: 
         "source_sha256": sha256_of(csv),
         "split": {"test_size": TEST_SIZE, "val_size": VAL_SIZE, "random_state": RANDOM_STATE, "stratify_test": LABEL},
     }
-    # Transform every split before touching `out`: bad rows in any split leave nothing behind.
+    # Transform every split before touching the folder: bad rows in any split leave nothing behind.
     features = {name: pre.transform(rows, source=f"{csv} ({name} split)") for name, rows in splits.items()}
-    with writing(out, prepared_files(), flag, ROLE) as files:
-        files.remove(PREPROCESSING_FILE)
-        for name, rows in splits.items():
-            arrays = {f"X_{name}": features[name], f"y_{name}": rows[LABEL].to_numpy(dtype="int64")}
-            # To an open file: given a name, np.savez would add ".npz" to the partial file's.
-            files.write(npz_name(name), lambda tmp, arrays=arrays: _savez(tmp, arrays))
-        files.write(TEST_ROWS_FILE, lambda tmp: splits["test"].to_csv(tmp, index=False))
-        files.write_text(PREPROCESSING_FILE, json.dumps(description, indent=2) + "\n")
+    files.remove(PREPROCESSING_FILE)
+    for name, rows in splits.items():
+        arrays = {f"X_{name}": features[name], f"y_{name}": rows[LABEL].to_numpy(dtype="int64")}
+        # To an open file: given a name, np.savez would add ".npz" to the partial file's.
+        files.write(npz_name(name), lambda tmp, arrays=arrays: _savez(tmp, arrays))
+    files.write(TEST_ROWS_FILE, lambda tmp: splits["test"].to_csv(tmp, index=False))
+    files.write_text(PREPROCESSING_FILE, json.dumps(description, indent=2) + "\n")
     return description
 
 

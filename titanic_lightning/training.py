@@ -9,6 +9,7 @@ after the layout is resolved: a missing channel or an unwritable folder is repor
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,13 +39,16 @@ def train(cfg: TrainConfig, started: float | None = None) -> TrainResult:
     """Run the training `cfg` describes; `started` is the `time.perf_counter()` reading the run's
     wall time counts from (default: now). Raises `UsageError` for a mistake in `cfg` or its files."""
     started = time.perf_counter() if started is None else started
-    from titanic_lightning import environment
     from titanic_lightning.layout import resolve
 
-    layout = resolve(cfg)  # where the run reads and writes
+    with ExitStack() as held:  # the folders the run writes and reads, locked until it ends
+        layout = resolve(cfg, held)  # where the run reads and writes
+        return _train(cfg, layout, started)
 
+
+def _train(cfg: TrainConfig, layout, started: float) -> TrainResult:
     # torch and Lightning load only from here on.
-    from titanic_lightning import lightning_run
+    from titanic_lightning import environment, lightning_run
     from titanic_lightning.cluster import make_plan
 
     plan = make_plan(
