@@ -111,7 +111,7 @@ class AnnouncePlan(Callback):
             f"local_rank={trainer.local_rank}; node_rank={trainer.node_rank}; launcher={self.plan.launcher}; "
             f"accelerator={self.plan.accelerator}; devices={self.plan.devices}; num_nodes={self.plan.num_nodes}; "
             f"strategy={self.plan.strategy} ({type(strategy).__name__}); "
-            f"backend={getattr(strategy, '_process_group_backend', None) or 'none'};",
+            f"backend={getattr(strategy, 'process_group_backend', None) or 'none'};",
             file=sys.stderr, flush=True,
         )
 
