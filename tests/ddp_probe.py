@@ -48,8 +48,8 @@ def factory(plan):
 class SigtermAtStep(DDPStrategy):
     def training_step(self, *args, **kwargs):
         output = super().training_step(*args, **kwargs)
-        # The model steps its optimizer inside training_step: global_step already counts this call's steps.
-        if self.lightning_module.global_step == int(os.environ["STOP_AT_STEP"]):
+        # training_step runs before its optimizer step: global_step counts the steps before this one.
+        if self.lightning_module.global_step + 1 == int(os.environ["STOP_AT_STEP"]):
             os.kill(os.getpid(), signal.SIGTERM)
         return output
 

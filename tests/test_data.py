@@ -173,7 +173,7 @@ def test_train_loader_state_resumes_inside_an_epoch():
     sampler = ShardedBatchSampler(100, 10, shuffle=True, seed=3, rank=0, world_size=2)
     loader = TrainBatches(TensorBatches(torch.arange(100.0)[:, None], torch.zeros(100)), sampler, lambda: (4, 3))
     state = loader.state_dict()
-    assert state == {"epoch": 4, "batches_done": 3, "world_size": 2, "steps_per_call": 1}
+    assert state == {"epoch": 4, "batches_done": 3, "world_size": 2}
     sampler.set_epoch(4)
     full = list(sampler)
     loader.load_state_dict(state)
@@ -182,25 +182,3 @@ def test_train_loader_state_resumes_inside_an_epoch():
     sampler.set_epoch(5)
     loader.load_state_dict(state)  # a state for another epoch than the next pass skips nothing
     assert len(list(sampler)) == len(full)
-
-
-def test_automatic_steps_per_call_groups_long_epochs_only():
-    from titanic_lightning.data import auto_steps_per_call
-
-    assert auto_steps_per_call(712, 32) == 1  # Titanic: 23 batches an epoch, one per call
-    assert auto_steps_per_call(64, 16) == 1
-    assert auto_steps_per_call(2_000_000, 4096) == 16  # 489 batches: 30 calls of 16
-    assert auto_steps_per_call(2_000_000, 4096, data_parallel_size=2) == 15  # 245 batches per process
-    assert auto_steps_per_call(1_000_000, 1_000_000) == 1  # full batch
-
-
-def test_grouped_batches_are_the_batches_one_at_a_time():
-    from titanic_lightning.data import ShardedBatchSampler
-
-    one = list(ShardedBatchSampler(103, 8, shuffle=True, seed=3, rank=1, world_size=2))
-    grouped = ShardedBatchSampler(103, 8, shuffle=True, seed=3, rank=1, world_size=2, steps_per_call=3)
-    calls = list(grouped)
-    assert len(calls) == len(grouped) == 3  # 52 rows: 7 batches, in calls of 3, 3 and 1
-    assert [b.tolist() for call in calls for b in call.split(8)] == [b.tolist() for b in one]
-    grouped.resume_at(0, 3)  # after the first call: its three batches are not drawn again
-    assert [b.tolist() for call in grouped for b in call.split(8)] == [b.tolist() for b in one[3:]]

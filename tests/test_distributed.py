@@ -136,10 +136,10 @@ def test_two_sagemaker_hosts_run_two_processes_each(tmp_path):
     assert written_models(tmp_path) == [tmp_path / "algo-1" / "model" / "model.pt"]
 
 
-def test_two_processes_with_several_steps_per_call_train_as_one_process_on_the_same_global_batches(tmp_path):
-    """Every optimizer step of a call all-reduces its gradients: two processes with batches of 8 and
-    three steps per call end with the weights one process reaches with batches of 16 (each global
-    batch is the two ranks' batches together: the sampler deals the rows out alternately)."""
+def test_two_processes_train_as_one_process_on_the_same_global_batches(tmp_path):
+    """Every optimizer step all-reduces its gradients: two processes with batches of 8 end with the
+    weights one process reaches with batches of 16 (each global batch is the two ranks' batches
+    together: the sampler deals the rows out alternately)."""
     data = tmp_path / "data"
     channels = {split: write_channel(data / split / f"{split}_data.npz", split, rows=rows, seed=i)
                 for i, (split, rows) in enumerate((("train", 96), ("val", 32)))}
@@ -147,14 +147,14 @@ def test_two_processes_with_several_steps_per_call_train_as_one_process_on_the_s
     for name, extra in (("two", ["--cpu_processes", "2", "--batch_size", "8"]), ("one", ["--batch_size", "16"])):
         probe = tmp_path / name / "probe"
         probe.mkdir(parents=True)
-        argv = ["-m", "entry.train", *train_args(channels, "--steps_per_call", "3", "--hidden_sizes", "[16, 8]",
+        argv = ["-m", "entry.train", *train_args(channels, "--hidden_sizes", "[16, 8]",
                                                  "--model_dir", str(tmp_path / name / "model"),
                                                  "--output_dir", str(tmp_path / name / "out"), *extra)]
         [(code, out)] = finish_all([start(argv, clean_env(PROBE_DIR=str(probe), OMP_NUM_THREADS="1"), tmp_path)])
         assert code == 0, out[-3000:]
         ranks = [json.loads(p.read_text()) for p in sorted(probe.glob("rank*.json"))]
-        # 96 rows: 48 per rank in 6 batches of 8, or 6 batches of 16 alone; 2 calls of 3 steps per epoch.
-        assert [r["steps"] for r in ranks] == [2 * PROBE_EPOCHS] * len(ranks)
+        # 96 rows: 48 per rank in 6 batches of 8, or 6 batches of 16 alone.
+        assert [r["steps"] for r in ranks] == [6 * PROBE_EPOCHS] * len(ranks)
         params[name] = [r["params"] for r in ranks]
     assert len(params["two"]) == 2 and params["two"][0] == params["two"][1]
     for key, values in params["one"][0].items():

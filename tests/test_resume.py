@@ -136,11 +136,11 @@ class SigtermAt(Callback):
         self._maybe(trainer, "validation")
 
 
-def _fit(channels, run: Path, monkeypatch, extra_callback=None, every_n_seconds=None, steps_per_call=None):
+def _fit(channels, run: Path, monkeypatch, extra_callback=None, every_n_seconds=None):
     cfg = TrainConfig(train=str(channels["train"]), val=str(channels["val"]), epochs=4, batch_size=16,
                       hidden_sizes=[16, 8], dropout=0.3, early_stopping=False, model_dir=str(run / "model"),
                       output_dir=str(run / "out"), checkpoint_dir=str(run / "ckpt"),
-                      checkpoint_every_n_seconds=every_n_seconds, steps_per_call=steps_per_call)
+                      checkpoint_every_n_seconds=every_n_seconds)
     build = lightning_run.build
 
     def build_with_extra(*a):
@@ -173,15 +173,15 @@ def test_every_stopping_point_resumes_exactly(tmp_path, channels, monkeypatch, c
 
     # A checkpoint every "0 seconds" is one after every batch; keep a copy of each.
     copies = []
-    save = resume.LastCheckpoint._save_checkpoint
+    save = resume.SameFolderCheckpointIO.save_checkpoint
 
-    def save_and_copy(self, trainer, filepath):
-        save(self, trainer, filepath)
+    def save_and_copy(self, checkpoint, path, storage_options=None):
+        save(self, checkpoint, path, storage_options)
         copies.append(tmp_path / "copies" / str(len(copies)))
         copies[-1].mkdir(parents=True)
-        shutil.copy(filepath, copies[-1] / "last.ckpt")
+        shutil.copy(path, copies[-1] / "last.ckpt")
 
-    monkeypatch.setattr(resume.LastCheckpoint, "_save_checkpoint", save_and_copy)
+    monkeypatch.setattr(resume.SameFolderCheckpointIO, "save_checkpoint", save_and_copy)
     _fit(channels, tmp_path / "timed", monkeypatch, every_n_seconds=1e-9)
     monkeypatch.undo()
     positions = {saved_position(c / "last.ckpt")[2] for c in copies}
@@ -219,46 +219,12 @@ def test_a_mid_epoch_checkpoint_from_another_number_of_processes_is_refused(tmp_
         _fit(channels, run, monkeypatch, extra_callback=SigtermAt("batch", 6))
     checkpoint = torch.load(run / "ckpt" / "last.ckpt", weights_only=True)
     assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
-        {"epoch": 1, "batches_done": 2, "world_size": 1, "steps_per_call": 1}]
+        {"epoch": 1, "batches_done": 2, "world_size": 1}]
     checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["world_size"] = 2
     torch.save(checkpoint, run / "ckpt" / "last.ckpt")
     with pytest.raises(UsageError, match=re.escape(
             f"{run / 'ckpt' / 'last.ckpt'} was saved inside epoch 2 by 2 process(es) and this run has 1; resume with 2")):
         _fit(channels, run, monkeypatch)
-
-
-def test_several_steps_per_call_train_and_resume_exactly(tmp_path, channels, monkeypatch, capsys):
-    """Two batches per training call train exactly as one at a time (weights, steps, every epoch's
-    train_loss), and a stop after any call, inside an epoch or at its end, resumes exactly."""
-    reference = _outcome(*_fit(channels, tmp_path / "one", monkeypatch, steps_per_call=1))
-    reference_lines = epoch_lines(capsys.readouterr().out)
-    grouped = _outcome(*_fit(channels, tmp_path / "two", monkeypatch, steps_per_call=2))
-    assert epoch_lines(capsys.readouterr().out) == reference_lines
-    assert_same_model(reference[0], grouped[0])
-    assert grouped[1:] == reference[1:]
-    assert reference[2] == 4 * BATCHES_PER_EPOCH  # optimizer steps, whatever the grouping
-
-    for step in (2, 6, 8):  # inside epoch 1, inside epoch 2, epoch 2's last call
-        run = tmp_path / f"stop-{step}"
-        with pytest.raises(Terminated):
-            _fit(channels, run, monkeypatch, extra_callback=SigtermAt("batch", step), steps_per_call=2)
-        epochs_done, batches_done, global_step = saved_position(run / "ckpt" / "last.ckpt")
-        assert global_step == step and epochs_done * BATCHES_PER_EPOCH + batches_done == step
-        capsys.readouterr()
-        outcome = _outcome(*_fit(channels, run, monkeypatch, steps_per_call=2))
-        assert_same_model(reference[0], outcome[0])
-        assert outcome[1:] == reference[1:], step
-        lines = epoch_lines(capsys.readouterr().out)
-        assert lines == {k: reference_lines[k] for k in lines} and max(lines) == 4, step
-
-    # Inside an epoch, Lightning's counters count calls: another grouping cannot continue there.
-    run = tmp_path / "stop-6-other"
-    with pytest.raises(Terminated):
-        _fit(channels, run, monkeypatch, extra_callback=SigtermAt("batch", 6), steps_per_call=2)
-    with pytest.raises(UsageError, match=re.escape(
-            f"{run / 'ckpt' / 'last.ckpt'} was saved inside epoch 2 with --steps_per_call 2 and this run has 1; "
-            "resume with --steps_per_call 2")):
-        _fit(channels, run, monkeypatch, steps_per_call=1)
 
 
 def test_a_checkpoint_is_written_beside_its_target_and_renamed_into_place(tmp_path, channels, monkeypatch):

@@ -24,7 +24,7 @@ from titanic_lightning.strategies import REGISTRY, process_group_kwargs
 class Probe:
     def training_step(self, *args, **kwargs):
         loss = super().training_step(*args, **kwargs)
-        # The model returns the losses of the steps it took in this call, in order.
+        # The model returns the loss of this step.
         self.__dict__.setdefault("losses", []).extend(torch.as_tensor(loss).flatten().tolist())
         self.__dict__.setdefault("rows", []).extend(args[0][0][:, 0].round().long().tolist())
         return loss

@@ -29,7 +29,8 @@ def metric_line(values: dict, keys=None, prefix: str = "") -> str:
 
 
 class MetricPrinter(Callback):
-    """One `name=value;` line per validated epoch, from global rank 0.
+    """One `name=value;` line per training epoch, from global rank 0, once the epoch's training loss
+    and validation metrics are logged.
 
     The values are kept as the run's history, which travels in last.ckpt: curves.png shows every
     epoch of a run that was stopped and resumed, where a restarted job's logs hold only its own.
@@ -38,9 +39,7 @@ class MetricPrinter(Callback):
     def __init__(self):
         self.history: list[dict] = []
 
-    def on_validation_end(self, trainer, pl_module):
-        if trainer.state.fn != "fit" or trainer.sanity_checking:
-            return
+    def on_train_epoch_end(self, trainer, pl_module):
         row = {"epoch": trainer.current_epoch + 1,
                **{k: float(v) for k, v in trainer.callback_metrics.items() if k in EPOCH_METRICS}}
         self.history.append(row)
@@ -87,17 +86,6 @@ class BestWeights(Callback):
             state_dict["best_loss"], state_dict["best_epoch"], state_dict["weights"])
 
 
-class TrainedRows(Callback):
-    """Counts the rows this process trained on; not saved in checkpoints, so a resumed run counts
-    only its own batches (the training loader pads every rank's shard to the same length)."""
-
-    def __init__(self):
-        self.rows = 0
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.rows += len(batch[1])
-
-
 def fit_seconds(timer: Timer) -> tuple[float, float]:
     """(this process's training seconds, training seconds including the runs it resumed).
 
@@ -106,15 +94,6 @@ def fit_seconds(timer: Timer) -> tuple[float, float]:
     start, end = timer.start_time("train"), timer.end_time("train")
     own = end - start if start is not None and end is not None else 0.0  # nothing left to train
     return own, timer.time_elapsed("train")
-
-
-class DataOnDevice(Callback):
-    """Moves the in-memory tensors to the training device once, so batches are cut there."""
-
-    def on_fit_start(self, trainer, pl_module):
-        trainer.datamodule.to(pl_module.device)
-
-    on_validation_start = on_test_start = on_fit_start
 
 
 class AnnouncePlan(Callback):
@@ -132,50 +111,16 @@ class AnnouncePlan(Callback):
             f"local_rank={trainer.local_rank}; node_rank={trainer.node_rank}; launcher={self.plan.launcher}; "
             f"accelerator={self.plan.accelerator}; devices={self.plan.devices}; num_nodes={self.plan.num_nodes}; "
             f"strategy={self.plan.strategy} ({type(strategy).__name__}); "
-            f"backend={getattr(strategy, '_process_group_backend', None) or 'none'};",
+            f"backend={getattr(strategy, 'process_group_backend', None) or 'none'};",
             file=sys.stderr, flush=True,
         )
 
 
 
 
-# Lightning's callback hooks: every public method of Callback but its state and checkpoint ones.
-_HOOKS = tuple(name for name, fn in vars(Callback).items() if callable(fn) and not name.startswith("_")
-               and name not in ("state_dict", "load_state_dict", "on_save_checkpoint", "on_load_checkpoint"))
-
-
-def _calling_each(methods):
-    def hook(*args, **kwargs):
-        for method in methods:
-            method(*args, **kwargs)
-    return hook
-
-
-class Bundle(Callback):
-    """Several stateless callbacks as one entry in the Trainer's list.
-
-    Lightning calls every callback on each of its hooks (about fifteen per training epoch), whether
-    the callback implements that hook or not, each call inside its profiler's context: on small data
-    that costs more than the callbacks' own work. A bundle takes one such call per hook and calls
-    each part only on the hooks its class overrides, in the order given.
-    """
-
-    def __init__(self, *parts: Callback):
-        for part in parts:
-            if any(getattr(type(part), name) is not getattr(Callback, name)
-                   for name in ("state_dict", "load_state_dict", "on_save_checkpoint", "on_load_checkpoint")):
-                raise TypeError(f"{type(part).__name__} keeps state in checkpoints: it cannot be bundled")
-        self.parts = parts
-        for name in _HOOKS:
-            methods = [getattr(part, name) for part in parts if getattr(type(part), name) is not getattr(Callback, name)]
-            if methods:
-                setattr(self, name, _calling_each(methods))
-
-
 def find_callback(trainer: pl.Trainer, kind: type[CallbackT]) -> CallbackT:
-    """The trainer's callback of this type, bundled or not (a run carries one of each it uses)."""
-    return next(part for cb in trainer.callbacks for part in (cb.parts if isinstance(cb, Bundle) else (cb,))
-                if isinstance(part, kind))
+    """The trainer's callback of this type (a run carries one of each it uses)."""
+    return next(cb for cb in trainer.callbacks if isinstance(cb, kind))
 
 
 class StopWhenNoted(Callback):

@@ -66,10 +66,6 @@ class TrainConfig:
         weight_decay: Weight decay (L2 for adam, decoupled for adamw; finite, 0 or more).
         optimizer: Optimiser.
         batch_size: Rows per step on each process; a size at least the split's is full-batch training.
-        steps_per_call: Optimizer steps per call of the model's training step: that many batches, cut from the
-            in-memory data at once, trained one after another exactly as one at a time (Lightning's per-batch
-            work is then paid once per call). Checkpoints inside an epoch, SIGTERM stops and --fast_dev_run
-            count calls. Default: automatic from the batches per epoch (1 for short epochs).
         hidden_sizes: Widths of the hidden layers: at most 16 layers, each 1 to 4096 wide.
         dropout: Dropout after each hidden layer.
         early_stopping: Stop when val_loss has not improved for `patience` epochs; false runs every epoch.
@@ -104,7 +100,6 @@ class TrainConfig:
     weight_decay: FiniteNonNegativeFloat = 0.0
     optimizer: Literal["adam", "adamw"] = "adam"
     batch_size: PositiveInt = 32
-    steps_per_call: Optional[PositiveInt] = None
     hidden_sizes: list[HiddenWidth] = field(default_factory=lambda: [64, 32])
     dropout: Dropout = 0.0
     early_stopping: bool = True

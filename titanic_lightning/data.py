@@ -11,10 +11,6 @@ rank), sharded across DDP ranks the way DistributedSampler does it. There is no 
 length so every rank runs the same number of steps; evaluation shards are not padded, so metrics
 aggregated over ranks see every row exactly once.
 
-One training batch may hold several optimizer steps' batches (`steps_per_call`): the rows of K
-consecutive batches of the epoch, cut in one indexing operation, which the model splits back into
-the same batches (see `TitanicClassifier.training_step`).
-
 The training loader is resumable mid-epoch: Lightning keeps its `state_dict()` (which epoch, how
 many of its batches were trained on) in every checkpoint and hands it back on a restart, so a run
 stopped inside an epoch continues with the batches it had not trained on, none repeated.
@@ -204,17 +200,14 @@ class ShardedBatchSampler(Sampler[torch.Tensor]):
 
     The permutation depends only on (seed, epoch), so every rank draws the same one and takes the
     slice `rank::world_size` of it — DistributedSampler's sharding, applied to batches.
-
-    `steps_per_call` consecutive batches are yielded as one (the last group of an epoch may hold
-    fewer); split back into `batch_size` rows they are exactly the batches one at a time would be.
     """
 
     def __init__(self, num_rows: int, batch_size: int, *, shuffle: bool, seed: int, rank: int = 0,
-                 world_size: int = 1, pad: bool = True, epoch_fn: Callable[[], int] | None = None,
-                 steps_per_call: int = 1):
+                 world_size: int = 1, pad: bool = True, epoch_fn: Callable[[], int] | None = None):
         self.num_rows, self.shuffle, self.seed = num_rows, shuffle, seed
         self.rank, self.world_size, self.pad = rank, world_size, pad
-        self.batch_size, self.steps_per_call = batch_size, steps_per_call
+        self.batch_size = batch_size
+        self.rows_yielded = 0  # rows of the batches handed out, for the run's rows/s
         self._epoch, self.epoch_fn = 0, epoch_fn
         self._resume: tuple[int, int] | None = None  # (epoch, batches already trained on)
 
@@ -222,8 +215,7 @@ class ShardedBatchSampler(Sampler[torch.Tensor]):
         self._epoch = epoch
 
     def resume_at(self, epoch: int, batches_done: int) -> None:
-        """Make the next pass over `epoch` start after its first `batches_done` batches (of
-        `batch_size` rows, whatever the grouping)."""
+        """Make the next pass over `epoch` start after its first `batches_done` batches."""
         self._resume = (epoch, batches_done)
 
     @property
@@ -248,13 +240,14 @@ class ShardedBatchSampler(Sampler[torch.Tensor]):
         resume, self._resume = self._resume, None
         if resume is not None and resume[0] == self.epoch:
             order = order[min(resume[1] * self.batch_size, len(order)):]
-        # Whole batches of batch_size rows, steps_per_call of them at a time. A size above the
-        # shard's rows is full-batch; torch's split takes at most an int64.
-        return iter(order.split(min(self.batch_size * self.steps_per_call, max(len(order), 1))))
+        # A batch size above the shard's rows is full-batch; torch's split takes at most an int64.
+        for batch in order.split(min(self.batch_size, max(len(order), 1))):
+            self.rows_yielded += len(batch)
+            yield batch
 
     def __len__(self) -> int:
         rows = math.ceil(self.num_rows / self.world_size) if self.pad else len(range(self.rank, self.num_rows, self.world_size))
-        return math.ceil(math.ceil(rows / self.batch_size) / self.steps_per_call)
+        return math.ceil(rows / self.batch_size)
 
 
 def loader_options(sampler: ShardedBatchSampler) -> dict:
@@ -267,10 +260,8 @@ def loader_options(sampler: ShardedBatchSampler) -> dict:
 class TrainBatches(DataLoader):
     """The training loader, with Lightning's Stateful protocol (`state_dict`/`load_state_dict`).
 
-    `progress_fn` returns (epoch, training steps of it done) from the fit loop's own counters:
-    the loader itself runs one batch ahead of training, because Lightning prefetches. The state
-    counts batches of `batch_size` rows (steps, not groups of them) and records the grouping:
-    Lightning's own counters, restored beside it, count groups.
+    `progress_fn` returns (epoch, batches of it trained) from the trainer's counters: the loader
+    itself runs one batch ahead of training, because Lightning prefetches.
     """
 
     def __init__(self, dataset: TensorBatches, sampler: ShardedBatchSampler, progress_fn: Callable[[], tuple[int, int]]):
@@ -278,13 +269,11 @@ class TrainBatches(DataLoader):
         self.progress_fn = progress_fn
 
     def state_dict(self) -> dict[str, int]:
-        epoch, calls_done = self.progress_fn()
-        return {"epoch": epoch, "batches_done": calls_done * self.sampler.steps_per_call,
-                "world_size": self.sampler.world_size, "steps_per_call": self.sampler.steps_per_call}
+        epoch, batches_done = self.progress_fn()
+        return {"epoch": epoch, "batches_done": batches_done, "world_size": self.sampler.world_size}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        # resume.checkpoint_to_resume has refused a mid-epoch state saved by another number of
-        # processes or another grouping of steps.
+        # resume.checkpoint_to_resume has refused a mid-epoch state saved by another number of processes.
         self.sampler.resume_at(int(state_dict["epoch"]), int(state_dict["batches_done"]))
 
 
@@ -307,21 +296,20 @@ class TitanicDataModule(pl.LightningDataModule):
         test: Test channel, or None.
         batch_size: Rows per step on each process; at least the shard's size means full batch.
         seed: Seed of the per-epoch shuffle.
-        steps_per_call: Training batches handed to the model at once (see `ShardedBatchSampler`).
     """
 
-    def __init__(self, train: Path, val: Path, test: Path | None = None, batch_size: int = 32, seed: int = 42,
-                 steps_per_call: int = 1):
+    def __init__(self, train: Path, val: Path, test: Path | None = None, batch_size: int = 32, seed: int = 42):
         super().__init__()
         # Saved into checkpoints: a resume with another batch size or seed would not be the same run.
         self.save_hyperparameters("batch_size", "seed")
         self.paths = {"train": Path(train), "val": Path(val), "test": Path(test) if test else None}
-        self.batch_size, self.seed, self.steps_per_call = batch_size, seed, steps_per_call
+        self.batch_size, self.seed = batch_size, seed
         self.datasets: dict[str, TensorBatches] = {}
         # Each channel is listed (and its existence checked) once, and the training channel's first
         # header read once: num_features, setup and the data's identity share them.
         self._files: dict[str, list[Path]] = {}
         self._train_headers: tuple[str, str, tuple[int, ...]] | None = None
+        self._train_sampler: ShardedBatchSampler | None = None
 
     def channel_files(self, split: str) -> list[Path]:
         if split not in self._files:
@@ -368,22 +356,35 @@ class TitanicDataModule(pl.LightningDataModule):
             len(self.datasets[split]), self.batch_size if train else EVAL_BATCH_SIZE,
             shuffle=train, seed=self.seed, rank=rank, world_size=world, pad=train,
             epoch_fn=(lambda: trainer.fit_loop.epoch_progress.current.processed) if trainer is not None else None,
-            steps_per_call=self.steps_per_call if train else 1,
         )
 
+    def _dataset(self, split: str) -> TensorBatches:
+        """The split's tensors, moved to the training device once (batches are then cut there)."""
+        dataset = self.datasets[split]
+        if self.trainer is not None:
+            dataset.to(self.trainer.strategy.root_device)
+        return dataset
+
     def _loader(self, split: str, train: bool) -> DataLoader:
-        return DataLoader(self.datasets[split], **loader_options(self._sampler(split, train)))
+        return DataLoader(self._dataset(split), **loader_options(self._sampler(split, train)))
 
     def _train_progress(self) -> tuple[int, int]:
-        """(epoch, training calls of it done) at a checkpoint, from the fit loop's counters."""
-        loop = self.trainer.fit_loop
-        epochs = loop.epoch_progress.current
-        if epochs.processed < epochs.started:  # inside an epoch: saved on a batch end or on SIGTERM
-            return epochs.processed, loop.epoch_loop.batch_progress.current.processed
-        return epochs.processed, 0  # saved at an epoch end: the next epoch starts from its first batch
+        """(epoch, batches of it trained) at a checkpoint: one optimizer step per batch, and every
+        epoch has the same number of batches. At an epoch end (its epoch counted as processed) the
+        next epoch starts from its first batch; inside an epoch, or after its last batch but before
+        Lightning counts it, the batches already trained are skipped."""
+        trainer = self.trainer
+        epochs = trainer.fit_loop.epoch_progress.current.processed
+        return epochs, trainer.global_step - epochs * trainer.num_training_batches
+
+    @property
+    def rows_trained(self) -> int:
+        """Rows of the training batches this process handed out (and so trained on, once fit ends)."""
+        return self._train_sampler.rows_yielded if self._train_sampler is not None else 0
 
     def train_dataloader(self) -> DataLoader:
-        return TrainBatches(self.datasets["train"], self._sampler("train", train=True), self._train_progress)
+        self._train_sampler = self._sampler("train", train=True)
+        return TrainBatches(self._dataset("train"), self._train_sampler, self._train_progress)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", train=False)
@@ -395,18 +396,3 @@ class TitanicDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test" if "test" in self.datasets else "val", train=False)
-
-
-# Automatic steps_per_call: at most this many steps per call, and an epoch keeps at least
-# MIN_CALLS_PER_EPOCH calls (short epochs train one batch per call, as they always did). Measured
-# on 2 M rows in batches of 4096 (CPU seconds of the fit loop, one thread, against the plain loop):
-# 1 step per call 0.90x, 4 0.89x, 8 0.94x, 16 1.05x, 64 1.02x (about ±5 % between runs).
-MAX_STEPS_PER_CALL = 16
-MIN_CALLS_PER_EPOCH = 16
-
-
-def auto_steps_per_call(rows: int, batch_size: int, data_parallel_size: int = 1) -> int:
-    """Steps per training call for `rows` training rows in batches of `batch_size` on each of
-    `data_parallel_size` processes."""
-    batches = math.ceil(math.ceil(rows / data_parallel_size) / batch_size)
-    return max(1, min(MAX_STEPS_PER_CALL, batches // MIN_CALLS_PER_EPOCH))

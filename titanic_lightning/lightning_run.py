@@ -8,6 +8,7 @@ are described in `titanic_lightning.callbacks`.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 import warnings
@@ -15,7 +16,7 @@ import warnings
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, Timer
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from titanic_lightning import resume
@@ -23,11 +24,8 @@ from titanic_lightning.artifacts import plot_curves, write_model_dir
 from titanic_lightning.callbacks import (
     AnnouncePlan,
     BestWeights,
-    Bundle,
-    DataOnDevice,
     MetricPrinter,
     StopWhenNoted,
-    TrainedRows,
     find_callback,
     fit_seconds,
     metric_line,
@@ -36,10 +34,9 @@ from titanic_lightning.cluster import Plan
 from titanic_lightning.command import sigterm_deferred
 from titanic_lightning.config import TrainConfig
 from titanic_lightning.contracts import CURVES_FILE, FINAL_LINE, FINAL_METRICS, METRICS_FILE, MODEL_FILE
-from titanic_lightning.data import TitanicDataModule, auto_steps_per_call, data_parallel_rank
+from titanic_lightning.data import TitanicDataModule, data_parallel_rank
 from titanic_lightning.errors import Terminated, UsageError
 from titanic_lightning.layout import CSV_LOGS, TENSORBOARD_LOGS, Layout
-from titanic_lightning.loggers import OneEventTensorBoardLogger
 from titanic_lightning.model import TitanicClassifier
 from titanic_lightning.parallel import full_state_dict
 from titanic_lightning.strategies import build_strategy
@@ -75,19 +72,14 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
         )
     # Load and check the data now, before the Trainer writes anything: bad data leaves no files.
     datamodule.setup("fit")
-    datamodule.steps_per_call = cfg.steps_per_call or auto_steps_per_call(
-        len(datamodule.datasets["train"]), cfg.batch_size, plan.data_parallel_size)
     model = TitanicClassifier(
         input_size=input_size, hidden_sizes=list(cfg.hidden_sizes), dropout=cfg.dropout,
         learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
         feature_names=layout.preprocessing["feature_names"] if layout.preprocessing else None,
     )
-    model.rows_per_step = cfg.batch_size  # the data module's calls hold steps_per_call batches of these
     output_dir = layout.output_dir
-    # The callbacks that keep no state go in one bundle: Lightning calls each callback on every hook.
     callbacks: list[Callback] = [
-        Bundle(AnnouncePlan(plan), DataOnDevice(), TrainedRows(), StopWhenNoted()),
-        MetricPrinter(), BestWeights(), Timer(),
+        AnnouncePlan(plan), StopWhenNoted(), MetricPrinter(), BestWeights(), Timer(),
     ]
     if layout.checkpoint_dir is not None:
         callbacks += resume.checkpoint_callbacks(layout.checkpoint_dir, cfg.checkpoint_every_n_epochs,
@@ -103,7 +95,7 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
         callbacks=callbacks,
         logger=[
             CSVLogger(output_dir, name=CSV_LOGS, version=""),
-            OneEventTensorBoardLogger(output_dir, name=TENSORBOARD_LOGS, version="", default_hp_metric=False),
+            TensorBoardLogger(output_dir, name=TENSORBOARD_LOGS, version="", default_hp_metric=False),
         ],
         log_every_n_steps=1,
         num_sanity_val_steps=0,
@@ -161,9 +153,10 @@ def finish(trainer: pl.Trainer, model: TitanicClassifier, layout: Layout, plan: 
     own_seconds, total_seconds = fit_seconds(find_callback(trainer, Timer))
     # Every data-parallel rank trains as many rows as rank 0 (shards are padded), and the ranks of a
     # tensor-parallel group the same ones: the rows of this run.
-    rows_trained = find_callback(trainer, TrainedRows).rows * data_parallel_rank(trainer)[1]
+    rows_trained = trainer.datamodule.rows_trained * data_parallel_rank(trainer)[1]
     metrics = {
-        **scores,
+        # AUROC on a split of one class is undefined: null here, nan in the printed line.
+        **{k: None if math.isnan(v) else v for k, v in scores.items()},
         "best_epoch": best.best_epoch,
         "epochs_run": trainer.current_epoch,
         "wall_seconds": round(time.perf_counter() - started, 3),
@@ -184,13 +177,13 @@ def finish(trainer: pl.Trainer, model: TitanicClassifier, layout: Layout, plan: 
         "preprocessing": layout.preprocessing,
     }
     if trainer.fast_dev_run:
-        print(metric_line(metrics, FINAL_LINE, prefix="final: "), flush=True)
+        print(metric_line({**metrics, **scores}, FINAL_LINE, prefix="final: "), flush=True)
         print("fast_dev_run: the whole entry ran on a few batches; nothing was saved", file=sys.stderr, flush=True)
         return TrainResult(metrics=metrics, **timings)
     write_model_dir(layout.model_dir, payload, metrics)
     curves = plot_curves(find_callback(trainer, MetricPrinter).history, layout.output_dir, CURVES_FILE,
                          best.best_epoch)
-    print(metric_line(metrics, FINAL_LINE, prefix="final: "), flush=True)
+    print(metric_line({**metrics, **scores}, FINAL_LINE, prefix="final: "), flush=True)
     print(f"saved {layout.model_dir / MODEL_FILE} and {METRICS_FILE}; logs and {CURVES_FILE} in {layout.output_dir}",
           file=sys.stderr, flush=True)
     return TrainResult(metrics=metrics, model_dir=layout.model_dir, model_file=layout.model_dir / MODEL_FILE,

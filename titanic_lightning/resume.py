@@ -16,14 +16,12 @@ hyperparameters).
 from __future__ import annotations
 
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from titanic_lightning.atomic import atomic_output, remove_stale_partials
 from titanic_lightning.contracts import CHECKPOINT_FILE
@@ -33,42 +31,14 @@ from titanic_lightning.errors import UsageError
 LAST = Path(CHECKPOINT_FILE).stem  # ModelCheckpoint takes the name without ".ckpt"
 
 
-class LastCheckpoint(ModelCheckpoint):
-    """Writes `dirpath/last.ckpt` every N epochs, or every N seconds during training.
+class TimedCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint's timed save (`train_time_interval`), except after an epoch's last batch: the
+    epoch's validation and end follow it, and Lightning resumes a save taken there as a finished
+    epoch, without them. The epoch-end checkpoint comes a moment later."""
 
-    With `on_sigterm`, also when SIGTERM stops the run (a stop or a spot reclaim, when the signal
-    reaches Python): Lightning raises SIGTERMException between two batches, where the state is
-    consistent, and this saves it before the process exits.
-    """
-
-    def __init__(self, dirpath: Path, every_n_epochs: int | None = None, every_n_seconds: float | None = None,
-                 on_sigterm: bool = False):
-        super().__init__(
-            dirpath=dirpath, filename=LAST, save_top_k=1, enable_version_counter=False, every_n_epochs=every_n_epochs,
-            train_time_interval=timedelta(seconds=every_n_seconds) if every_n_seconds else None,
-            save_on_exception=on_sigterm,
-        )
-
-    def on_train_batch_end(self, trainer, *args, **kwargs):
-        """The timed save. Written out here because Lightning's ModelCheckpoint skips its time
-        interval under manual optimization, which the model uses."""
-        # An epoch's last batch is followed by its validation and the epoch-end checkpoint;
-        # Lightning does not resume exactly from a save taken in between.
-        if self._train_time_interval is None or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            return
-        now = time.monotonic()
-        last = self._last_time_checked
-        due = last is not None and now - last >= self._train_time_interval.total_seconds()
-        # Clocks differ across ranks: rank 0 decides, so that all save together or none does.
-        if not trainer.strategy.broadcast(due) or self._should_skip_saving_checkpoint(trainer):
-            return
-        self._last_time_checked = now
-        self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def on_exception(self, trainer, pl_module, exception):
-        # Only a stop: after other exceptions the state may be half-updated.
-        if isinstance(exception, SIGTERMException):
-            super().on_exception(trainer, pl_module, exception)
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx + 1 < trainer.num_training_batches:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
 class SameFolderCheckpointIO(TorchCheckpointIO):
@@ -88,17 +58,19 @@ class SameFolderCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, partial)
 
 
-def checkpoint_callbacks(dirpath: Path, every_n_epochs: int, every_n_seconds: float | None) -> list[LastCheckpoint]:
-    """The epoch-end writer (which also saves on SIGTERM), plus a timed one when asked for."""
-    callbacks = [LastCheckpoint(dirpath, every_n_epochs=every_n_epochs, on_sigterm=True)]
+def checkpoint_callbacks(dirpath: Path, every_n_epochs: int, every_n_seconds: float | None) -> list[ModelCheckpoint]:
+    """Lightning's ModelCheckpoint writing `dirpath/last.ckpt` every N epochs and when training stops
+    on an exception after a step (SIGTERM makes Lightning raise one between two batches, where the
+    state is consistent), plus every N seconds during training when asked for."""
+    options = {"dirpath": dirpath, "filename": LAST, "save_top_k": 1, "enable_version_counter": False}
+    callbacks = [ModelCheckpoint(every_n_epochs=every_n_epochs, save_on_exception=True, **options)]
     if every_n_seconds:
-        callbacks.append(LastCheckpoint(dirpath, every_n_seconds=every_n_seconds))
+        callbacks.append(TimedCheckpoint(train_time_interval=timedelta(seconds=every_n_seconds), **options))
     return callbacks
 
 
 def checkpoint_to_resume(checkpoint_dir: Path | None, model, datamodule, world_size: int = 1) -> Path | None:
     """`checkpoint_dir/last.ckpt` when it exists and matches this run; None to start afresh."""
-    steps = getattr(datamodule, "steps_per_call", None)
     if checkpoint_dir is None:
         return None
     path = Path(checkpoint_dir) / CHECKPOINT_FILE
@@ -138,13 +110,6 @@ def checkpoint_to_resume(checkpoint_dir: Path | None, model, datamodule, world_s
             f"{path} was saved inside epoch {epochs + 1} by {saved_world_size} process(es) and this run has "
             f"{world_size}; resume with {saved_world_size}, or remove it to start afresh"
         )
-    saved_steps = steps_per_call(checkpoint)
-    if batches and steps is not None and saved_steps != steps:
-        # Lightning's own counters, restored with the checkpoint, count calls of the saved size.
-        raise UsageError(
-            f"{path} was saved inside epoch {epochs + 1} with --steps_per_call {saved_steps} and this run has "
-            f"{steps}; resume with --steps_per_call {saved_steps}, or remove it to start afresh"
-        )
     print(f"resuming from {path}: {describe(checkpoint)}", file=sys.stderr, flush=True)
     return path
 
@@ -175,7 +140,6 @@ def read_checkpoint(path: Path) -> dict:
         )
     try:
         position(checkpoint)
-        steps_per_call(checkpoint)
     except (AttributeError, IndexError, KeyError, TypeError, ValueError):
         raise UsageError(f"{path}: not a training checkpoint of this project (its loop state is malformed); {advice}") from None
     return checkpoint
@@ -212,11 +176,6 @@ def position(checkpoint: dict) -> tuple[int, int, int | None]:
     if "epoch" not in state:  # a checkpoint without loader state counts whole epochs only
         return checkpoint.get("epoch", -1) + 1, 0, None
     return state["epoch"], state.get("batches_done", 0), state.get("world_size")
-
-
-def steps_per_call(checkpoint: dict) -> int:
-    """Training steps per call of the run that wrote `checkpoint` (1 before calls held several)."""
-    return int(_loader_state(checkpoint).get("steps_per_call", 1))
 
 
 def describe(checkpoint: dict) -> str:
