@@ -39,7 +39,7 @@ def train_mlp(data: Path, seed: int, work: Path, flags: list[str] = ()) -> dict:
     import dataclasses
 
     from titanic_lightning.config import parse_train_args
-    from titanic_lightning.training import train
+    from titanic_lightning.training.train import train
 
     cfg = dataclasses.replace(
         parse_train_args(list(flags)), train=str(data / "train_data.npz"), val=str(data / "val_data.npz"),
@@ -66,8 +66,8 @@ def cross_validate(csv: Path, feature_set: str, folds: int, work: Path) -> list[
     import pandas as pd
     from sklearn.model_selection import StratifiedKFold
 
-    from titanic_lightning.features import Preprocessor
-    from titanic_lightning.prepare import LABEL, read_passengers, split_rows
+    from titanic_lightning.data.features import Preprocessor
+    from titanic_lightning.data.prepare import LABEL, read_passengers, split_rows
 
     splits = split_rows(read_passengers(csv))
     development = pd.concat([splits["train"], splits["val"]])
@@ -97,9 +97,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from lightning.pytorch.utilities import disable_possible_user_warnings
 
-    from titanic_lightning.csv_source import resolve_csv
-    from titanic_lightning.features import FEATURE_SETS
-    from titanic_lightning.prepare import prepare
+    from titanic_lightning.data.csv_source import resolve_csv
+    from titanic_lightning.data.features import FEATURE_SETS
+    from titanic_lightning.data.prepare import prepare
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     disable_possible_user_warnings()

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 def worker(steps: int, batch: int) -> None:
     import torch.distributed as dist
 
-    from titanic_lightning.network import MLP
+    from titanic_lightning.model.network import MLP
 
     dist.init_process_group("gloo")
     torch.manual_seed(dist.get_rank())

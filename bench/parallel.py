@@ -7,7 +7,7 @@ Run: `python -m bench.parallel [--epochs 30] [--width 8192] [--batch 64] [--step
    (fit seconds and training rows/s, from metrics.json).
 2. Wide MLP — 10-W-W-1 (`--width`), Adam, `--steps` steps of `--batch` rows per process, on one
    process, and on two processes as DDP, FSDP2 (`fully_shard`) and tensor parallel (this project's
-   plan, `titanic_lightning.parallel`). Per rank: the bytes of parameters + gradients + Adam state it
+   plan, `titanic_lightning.model.parallel`). Per rank: the bytes of parameters + gradients + Adam state it
    holds after a step (counted from the tensors, the memory that decides whether a model fits a
    device), and rows/s. DDP and FSDP2 each process a batch per process; tensor parallelism's two
    processes share one batch. `fsdp` here is FSDP2 on CPU (gloo); `--strategy fsdp` is Lightning's
@@ -51,7 +51,7 @@ def _free_port() -> int:
 
 
 def titanic(epochs: int, csv: Path, work: Path) -> list[dict]:
-    from titanic_lightning.prepare import prepare
+    from titanic_lightning.data.prepare import prepare
 
     data = work / "data"
     prepare(csv, data)
@@ -92,8 +92,8 @@ def worker(kind: str, width: int, batch: int, steps: int) -> None:
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
-    from titanic_lightning import parallel
-    from titanic_lightning.network import MLP
+    from titanic_lightning.model import parallel
+    from titanic_lightning.model.network import MLP
 
     torch.manual_seed(0)
     world = int(os.environ.get("WORLD_SIZE", 1))

@@ -163,8 +163,8 @@ def lesson_cases(table: Table, data: Path, work: Path, pairs: int, device: str, 
 
 
 # What `python -m entry.train` imports before it fits (on prepared data), in a fresh process.
-TRAIN_IMPORTS = ("import entry.train, titanic_lightning.config, titanic_lightning.layout, "
-                 "titanic_lightning.environment, titanic_lightning.lightning_run")
+TRAIN_IMPORTS = ("import entry.train, titanic_lightning.config, titanic_lightning.training.layout, "
+                 "titanic_lightning.environment, titanic_lightning.training.train")
 
 
 def import_costs(table: Table, pairs: int, raw: dict) -> None:
@@ -291,8 +291,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cases = args.cases
 
-    from titanic_lightning.csv_source import resolve_csv
-    from titanic_lightning.prepare import prepare
+    from titanic_lightning.data.csv_source import resolve_csv
+    from titanic_lightning.data.prepare import prepare
 
     table, raw = Table(), {}
     started = time.perf_counter()

@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from lightning.pytorch.utilities import disable_possible_user_warnings
 
-    from titanic_lightning.csv_source import resolve_csv
-    from titanic_lightning.prepare import prepare
+    from titanic_lightning.data.csv_source import resolve_csv
+    from titanic_lightning.data.prepare import prepare
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     disable_possible_user_warnings()

@@ -1,7 +1,7 @@
 """Export a trained model with its preprocessing constants as one self-contained file.
 
 Run: `python -m entry.export --model model/ --format torchscript|onnx [--out FILE]`
-The input contract (coded raw columns in, probability out) is in titanic_lightning/export.py.
+The input contract (coded raw columns in, probability out) is in titanic_lightning/serving/export.py.
 ONNX needs the optional extra: `pip install -e '.[onnx]'`.
 """
 
@@ -15,11 +15,11 @@ def main(argv: list[str]) -> None:
     import tempfile
     from pathlib import Path
 
-    from titanic_lightning.export import FORMATS, ROLE, export
-    from titanic_lightning.model_source import locate_model
-    from titanic_lightning.outputs import check_output_file
-    from titanic_lightning.predict import model_inputs
-    from titanic_lightning.scoring import Scorer
+    from titanic_lightning.io.outputs import check_output_file
+    from titanic_lightning.serving.export import FORMATS, ROLE, export
+    from titanic_lightning.serving.model_source import locate_model
+    from titanic_lightning.serving.predict import model_inputs
+    from titanic_lightning.serving.scoring import Scorer
 
     out = check_output_file(Path(cfg.out or f"titanic{FORMATS[cfg.format]}"), "--out", ROLE, model_inputs(cfg.model))
     with tempfile.TemporaryDirectory(prefix="titanic-model-") as workdir:

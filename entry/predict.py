@@ -13,7 +13,7 @@ def main(argv: list[str]) -> None:
     from titanic_lightning.config import parse_predict_args
 
     cfg = parse_predict_args(argv)
-    from titanic_lightning.predict import run
+    from titanic_lightning.serving.predict import run
 
     run(cfg)
 

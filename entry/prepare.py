@@ -13,8 +13,8 @@ def main(argv: list[str]) -> None:
     cfg = parse_prepare_args(argv)
     from pathlib import Path
 
-    from titanic_lightning.csv_source import resolve_csv
-    from titanic_lightning.prepare import check_prepare_outputs, prepare
+    from titanic_lightning.data.csv_source import resolve_csv
+    from titanic_lightning.data.prepare import check_prepare_outputs, prepare
 
     check_prepare_outputs(cfg.out, csv=Path(cfg.csv) if cfg.csv else None)
     csv = resolve_csv(cfg.csv)

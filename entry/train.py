@@ -28,7 +28,7 @@ def main(argv: list[str]) -> None:
 
     cfg = parse_train_args(argv)
     # torch and Lightning load only from here on (after the layout): --help and argument errors stay instant.
-    from titanic_lightning.training import train
+    from titanic_lightning.training.train import train
 
     result = train(cfg, started)
     if result.metrics is not None:  # global rank 0

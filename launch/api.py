@@ -216,7 +216,7 @@ def dry_run(spec: JobSpec, prices: PriceTable | str | Path | None = None) -> dic
 
 
 def _check_runs_dir(runs_dir) -> Path | None:
-    from titanic_lightning.outputs import check_folder
+    from titanic_lightning.io.outputs import check_folder
 
     return None if runs_dir is None else check_folder(Path(runs_dir), "--runs-dir")
 
@@ -239,7 +239,7 @@ def run_local(spec: JobSpec, data: str | Path = "data", jobs_dir: str | Path = "
     """
     from launch import local as emulator
     from launch import s3data
-    from titanic_lightning.outputs import check_folder
+    from titanic_lightning.io.outputs import check_folder
 
     spec, table = _spec(spec), _prices(prices)
     if not isinstance(container_venv, bool):

@@ -19,7 +19,7 @@ FORMATS = ("png", "svg", "pdf")
 def check_plot_path(path, flag: str = "--plot") -> Path:
     """`path` may be written: a .png/.svg/.pdf name, absent or a picture this command wrote there."""
     from titanic_lightning.errors import UsageError
-    from titanic_lightning.outputs import check_output_file
+    from titanic_lightning.io.outputs import check_output_file
 
     path = Path(path)
     if path.suffix.lower().lstrip(".") not in FORMATS:
@@ -86,7 +86,7 @@ def figure(records: list[dict]):
 
 def plot(records: list[dict], path, flag: str = "--plot") -> Path:
     """Draw `records` into `path` (checked first; written whole, never over a file this command did not write)."""
-    from titanic_lightning.outputs import writing
+    from titanic_lightning.io.outputs import writing
 
     path = check_plot_path(path, flag)
     fig = figure(records)

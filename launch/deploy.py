@@ -28,8 +28,8 @@ from launch.console import ArgumentParser, launcher_errors  # noqa: E402
 from launch.job import PROJECT, check_role  # noqa: E402
 from titanic_lightning.command import run_command  # noqa: E402
 from titanic_lightning.errors import UsageError  # noqa: E402
-from titanic_lightning.model_source import parse_s3_uri  # noqa: E402
 from titanic_lightning.sagemaker_facts import OPT_ML  # noqa: E402
+from titanic_lightning.serving.model_source import parse_s3_uri  # noqa: E402
 
 # The newest PyTorch inference image the installed SDK knows for py312; it runs what model.pt needs.
 FRAMEWORK_VERSION, PY_VERSION = "2.6", "py312"

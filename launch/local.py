@@ -87,10 +87,10 @@ from launch import code, s3data
 from launch.console import log
 from launch.job import JobSpec
 from launch.processes import STOP_GRACE_S, stop_groups
-from titanic_lightning.atomic import atomic_output
 from titanic_lightning.contracts import CHECKPOINT_FILE, METRICS_FILE
 from titanic_lightning.environment import CHECKPOINT_DIR_VARIABLE, without_launcher
 from titanic_lightning.errors import Terminated, UsageError, one_line
+from titanic_lightning.io.atomic import atomic_output
 from titanic_lightning.sagemaker_facts import FAILURE_REASON_LIMIT, OPT_ML
 
 NETWORK_INTERFACE = "lo"  # every host talks over loopback here

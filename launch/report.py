@@ -147,9 +147,9 @@ def _fmt(value, pattern: str) -> str:
 
 def save(record: dict, runs_dir: Path) -> Path:
     """Write runs/<job>.json whole (temp file, then rename), never over a file that is not a record
-    this project wrote there (see `titanic_lightning.outputs`); another launch saving into the
+    this project wrote there (see `titanic_lightning.io.outputs`); another launch saving into the
     folder at the same moment is waited for."""
-    from titanic_lightning.outputs import writing
+    from titanic_lightning.io.outputs import writing
 
     name = f"{record['job_name']}.json"
     with writing(runs_dir, [name], "--runs-dir", "record", wait_s=60) as files:

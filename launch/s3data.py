@@ -17,7 +17,7 @@ from pathlib import Path
 
 from launch.console import log
 from titanic_lightning.contracts import PREPROCESSING_FILE, SPLITS, npz_name
-from titanic_lightning.csv_source import sha256_of
+from titanic_lightning.data.csv_source import sha256_of
 from titanic_lightning.errors import UsageError
 
 NPZ_CONTENT_TYPE = "application/x-npz"
@@ -38,8 +38,8 @@ def ensure_prepared(data_dir: Path) -> Path:
     """Make sure `data_dir` has the three npz files, preparing them from the Titanic CSV if not."""
     missing = [p for p in (data_dir / npz_name(s) for s in SPLITS) if not p.is_file()]
     if missing:
-        from titanic_lightning.csv_source import resolve_csv
-        from titanic_lightning.prepare import check_prepare_outputs, prepare
+        from titanic_lightning.data.csv_source import resolve_csv
+        from titanic_lightning.data.prepare import check_prepare_outputs, prepare
 
         check_prepare_outputs(data_dir, "--data")
         csv = resolve_csv(None)

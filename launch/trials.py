@@ -359,7 +359,7 @@ def trial_record(trial: Trial, tuning_name: str, runs_dir: Path, save: bool) -> 
 def remove_model(model_dir: Path) -> None:
     """Remove the files the trial's training wrote into `model_dir` (its record says which), then the
     folders left empty; anything else stays."""
-    from titanic_lightning.outputs import RECORD, owned
+    from titanic_lightning.io.outputs import RECORD, owned
 
     if not model_dir.is_dir():
         return

@@ -279,7 +279,7 @@ def search_here(plan: Plan, data: Path, out: Path, runs_dir: Path, timeout_s: fl
     from launch import s3data, trials, tuning_result
     from launch.console import log
     from launch.trials import finish_local, new_tuning_folder, trial_record
-    from titanic_lightning.outputs import check_folder
+    from titanic_lightning.io.outputs import check_folder
 
     stop = emulator.StopRequest()
     with stop.installed():
@@ -356,7 +356,7 @@ def search_sagemaker(spec: JobSpec, plan: Plan, data: Path, out: Path, runs_dir:
     else what is known at once (`tuning_job`, status "Submitted", the uploads)."""
     from launch import remote, s3data, tuning, tuning_result
     from launch.api import _prices
-    from titanic_lightning.outputs import check_folder
+    from titanic_lightning.io.outputs import check_folder
 
     check_folder(out, "--out")
     check_folder(runs_dir, "--runs-dir")

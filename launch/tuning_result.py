@@ -23,7 +23,7 @@ from launch.search import CATEGORICAL, Plan
 
 SUMMARY_FILE = "tuning.json"
 PICTURE_FILE = "tuning.png"
-ROLE = "tune"  # the command that writes these files, in the folder's record (titanic_lightning.outputs)
+ROLE = "tune"  # the command that writes these files, in the folder's record (titanic_lightning.io.outputs)
 
 
 def _number(value):
@@ -151,7 +151,7 @@ def _order(trial) -> tuple:
 
 def write(folder: Path, result: dict, plan: Plan) -> tuple[Path, Path]:
     """Write tuning.json and tuning.png into `folder` whole, recorded as this command's files."""
-    from titanic_lightning.outputs import writing
+    from titanic_lightning.io.outputs import writing
 
     with writing(folder, [SUMMARY_FILE, PICTURE_FILE], "--out", ROLE) as writer:
         summary_path = writer.write_text(SUMMARY_FILE, json.dumps(result, indent=2) + "\n")

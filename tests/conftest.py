@@ -25,7 +25,7 @@ def titanic_csv() -> Path:
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory, titanic_csv) -> Path:
     """The real data prepared once (default feature set) for the whole session; treat as read-only."""
-    from titanic_lightning.prepare import prepare
+    from titanic_lightning.data.prepare import prepare
 
     out = tmp_path_factory.mktemp("prepared")
     prepare(titanic_csv, out)

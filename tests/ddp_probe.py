@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lightning.pytorch.strategies import DDPStrategy
 
-from titanic_lightning.strategies import process_group_kwargs
+from titanic_lightning.training.strategies import process_group_kwargs
 
 
 class ProbeDDP(DDPStrategy):

@@ -246,7 +246,7 @@ def check_probe(probe: Path, model_dir: Path, channels: dict[str, Path], world: 
     import torch
     from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 
-    from titanic_lightning.network import MLP
+    from titanic_lightning.model.network import MLP
 
     ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in range(world)]
     assert sorted(p.name for p in probe.iterdir()) == sorted(f"rank{r}.json" for r in range(world))

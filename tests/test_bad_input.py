@@ -184,7 +184,7 @@ def test_bad_csv(case, work, failure_file, titanic_csv, capsys):
 
 @pytest.mark.parametrize("column,value", [("Sex", "unknown"), ("Embarked", "X")])
 def test_unknown_category_is_refused_when_fitting_and_when_transforming(column, value, titanic_csv):
-    from titanic_lightning.features import Preprocessor
+    from titanic_lightning.data.features import Preprocessor
 
     rows = pd.read_csv(titanic_csv).head(200)
     fitted = Preprocessor.fit(rows)
@@ -445,7 +445,7 @@ def _model_file(path: Path) -> Path:
     """A model.pt in the saved format (weights only), without training one."""
     import torch
 
-    from titanic_lightning.artifacts import MODEL_FORMAT
+    from titanic_lightning.io.artifacts import MODEL_FORMAT
 
     torch.save({"format": MODEL_FORMAT, "state_dict": {"0.weight": torch.randn(64, 20)},
                 "hyperparameters": {"input_size": 20, "hidden_sizes": [64]}, "preprocessing": None}, path)
@@ -523,10 +523,10 @@ def _fail_at_resume(*args, **kwargs):
 
 
 def test_runtime_failure_is_one_line_exit_1(work, failure_file, capsys, monkeypatch):
-    import titanic_lightning.resume
+    import titanic_lightning.training.checkpoints
 
     # The whole data path and the Trainer are built; then something unexpected goes wrong.
-    monkeypatch.setattr(titanic_lightning.resume, "checkpoint_to_resume", _fail_at_resume)
+    monkeypatch.setattr(titanic_lightning.training.checkpoints, "checkpoint_to_resume", _fail_at_resume)
     train, val = _good(work / "in" / "train_data.npz", "train"), _good(work / "in" / "val_data.npz", "val")
     code, _, err = invoke("train", _train_argv(work, train, val), capsys)
     error = assert_one_line_error(code, err, 1, ["RuntimeError", "simulated failure while looking for a checkpoint",
@@ -537,9 +537,9 @@ def test_runtime_failure_is_one_line_exit_1(work, failure_file, capsys, monkeypa
 
 
 def test_runtime_failure_with_debug_raises_for_the_traceback(work, failure_file, monkeypatch):
-    import titanic_lightning.resume
+    import titanic_lightning.training.checkpoints
 
-    monkeypatch.setattr(titanic_lightning.resume, "checkpoint_to_resume", _fail_at_resume)
+    monkeypatch.setattr(titanic_lightning.training.checkpoints, "checkpoint_to_resume", _fail_at_resume)
     train, val = _good(work / "in" / "train_data.npz", "train"), _good(work / "in" / "val_data.npz", "val")
     with pytest.raises(RuntimeError, match="simulated failure"):
         run_command(entry.train.main, _train_argv(work, train, val, "--debug", "true"))
@@ -580,7 +580,7 @@ def test_processes_report_one_line_usage_errors(tmp_path, titanic_csv):
 
 RUNTIME_FAILURE = """
 import sys
-import titanic_lightning.resume
+import titanic_lightning.training.checkpoints
 from entry.train import main
 from titanic_lightning.command import run_command
 from titanic_lightning.environment import LAUNCHER_VARIABLES
@@ -588,7 +588,7 @@ from titanic_lightning.environment import LAUNCHER_VARIABLES
 def fail(*args, **kwargs):
     raise RuntimeError("simulated failure")
 
-titanic_lightning.resume.checkpoint_to_resume = fail
+titanic_lightning.training.checkpoints.checkpoint_to_resume = fail
 run_command(main, sys.argv[1:])
 """
 

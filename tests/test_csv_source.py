@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import clean_env, run_entry
-from titanic_lightning.csv_source import resolve_csv
+from titanic_lightning.data.csv_source import resolve_csv
 from titanic_lightning.errors import UsageError
 
 

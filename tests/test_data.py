@@ -7,14 +7,8 @@ import pytest
 import torch
 
 from tests.helpers import npz_declaring, write_channel
-from titanic_lightning.data import (
-    ShardedBatchSampler,
-    TensorBatches,
-    TitanicDataModule,
-    TrainBatches,
-    load_channel,
-    num_features,
-)
+from titanic_lightning.data.channels import load_channel, num_features
+from titanic_lightning.data.datamodule import ShardedBatchSampler, TensorBatches, TitanicDataModule, TrainBatches
 from titanic_lightning.errors import UsageError
 
 
@@ -152,15 +146,17 @@ def test_batches_are_cut_from_memory(tiny_channels):
 
 
 def test_each_channel_is_listed_and_its_first_header_read_once(tmp_path, monkeypatch):
-    from titanic_lightning import data
+    from titanic_lightning.data import channels
+    from titanic_lightning.data import datamodule as data
 
     write_channel(tmp_path / "train" / "a.npz", "train", rows=10, seed=1)
     write_channel(tmp_path / "train" / "b.npz", "train", rows=7, seed=2)
     write_channel(tmp_path / "val.npz", "val", rows=5, seed=3)
     listed, headers = [], []
     monkeypatch.setattr(data, "channel_files", lambda path, real=data.channel_files: listed.append(path) or real(path))
-    monkeypatch.setattr(data, "_check_headers",
-                        lambda path, split, real=data._check_headers: headers.append(path.name) or real(path, split))
+    counted = lambda path, split, real=channels.check_headers: headers.append(path.name) or real(path, split)  # noqa: E731
+    for module in (data, channels):  # the DataModule reads the first header, the channel reader the others
+        monkeypatch.setattr(module, "check_headers", counted)
     dm = TitanicDataModule(tmp_path / "train", tmp_path / "val.npz")
     assert dm.num_features == 5  # what the model is built from, before the data is loaded
     dm.setup("fit")

@@ -12,9 +12,9 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy
 
 from titanic_lightning import environment
-from titanic_lightning.cluster import SageMakerEnvironment, make_plan
 from titanic_lightning.errors import UsageError
-from titanic_lightning.strategies import build_strategy
+from titanic_lightning.training.cluster import SageMakerEnvironment, make_plan
+from titanic_lightning.training.strategies import build_strategy
 
 SM_TWO_CPU_HOSTS = {"SM_HOSTS": '["algo-2", "algo-1"]', "SM_CURRENT_HOST": "algo-2", "SM_NUM_GPUS": "0",
                     "SM_NUM_CPUS": "4", "SM_MASTER_ADDR": "algo-1", "SM_MASTER_PORT": "7777"}

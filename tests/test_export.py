@@ -54,7 +54,7 @@ def _rows(prepared: Path) -> pd.DataFrame:
 
 def _coded(rows: pd.DataFrame, contract: dict) -> np.ndarray:
     """The documented input contract, built from the category lists stored in the file."""
-    from titanic_lightning.features import title_of
+    from titanic_lightning.data.features import title_of
 
     codes = {
         "Sex": rows["Sex"].map(contract["sex_categories"].index),
@@ -93,8 +93,8 @@ def _onnx_missing() -> str | None:
 @pytest.mark.parametrize("fmt", ["torchscript", pytest.param("onnx", marks=pytest.mark.skipif(
     _onnx_missing() is not None, reason=_onnx_missing() or ""))])
 def test_export_matches_the_lightning_model(fmt, model_dir, prepared, tmp_path, capsys):
-    from titanic_lightning.export import contract
-    from titanic_lightning.scoring import Scorer
+    from titanic_lightning.serving.export import contract
+    from titanic_lightning.serving.scoring import Scorer
 
     exported = tmp_path / ("titanic.pt" if fmt == "torchscript" else "titanic.onnx")
     code, err = _export(capsys, "--model", str(model_dir), "--format", fmt, "--out", str(exported))

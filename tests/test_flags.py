@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tests.helpers import clean_env, run_entry
-from titanic_lightning import config
+from titanic_lightning import cli, config
 from titanic_lightning.command import debug_requested, run_command
 from titanic_lightning.config import parse_train_args
 from titanic_lightning.errors import UsageError
@@ -50,7 +50,7 @@ def test_values_at_the_bounds_are_accepted(flag, value):
 
 
 def test_help_documents_the_bounds():
-    text = config._parser(config.TrainConfig, "python -m entry.train").format_help()
+    text = cli.parser(config.TrainConfig, "python -m entry.train").format_help()
     for phrase in ("FinitePositiveFloat", "0 to 2**32-1", "at most 16 layers, each 1 to 4096 wide", "at most 28 days"):
         assert phrase in " ".join(text.split()), phrase
 
@@ -65,7 +65,7 @@ def test_the_entry_refuses_a_non_finite_learning_rate_before_any_work(tmp_path, 
 
 
 def test_a_batch_size_beyond_int64_trains_full_batch():
-    from titanic_lightning.data import ShardedBatchSampler
+    from titanic_lightning.data.datamodule import ShardedBatchSampler
 
     sampler = ShardedBatchSampler(10, 10**30, shuffle=True, seed=0)
     assert len(sampler) == 1 and [len(b) for b in sampler] == [10]
@@ -102,8 +102,8 @@ def factories(tmp_path, monkeypatch):
     ("returns_the_class", "not a Lightning Strategy"),
 ])
 def test_a_factory_that_yields_no_strategy_is_a_usage_error(name, expected, factories):
-    from titanic_lightning.cluster import make_plan
-    from titanic_lightning.strategies import build_strategy
+    from titanic_lightning.training.cluster import make_plan
+    from titanic_lightning.training.strategies import build_strategy
 
     plan = make_plan(0, strategy=f"my_factories:{name}")
     with pytest.raises(UsageError, match=f"^--strategy my_factories:{name}: .*{expected}"):
@@ -113,8 +113,8 @@ def test_a_factory_that_yields_no_strategy_is_a_usage_error(name, expected, fact
 def test_a_good_factory_is_used(factories):
     from lightning.pytorch.strategies import SingleDeviceStrategy
 
-    from titanic_lightning.cluster import make_plan
-    from titanic_lightning.strategies import build_strategy
+    from titanic_lightning.training.cluster import make_plan
+    from titanic_lightning.training.strategies import build_strategy
 
     assert isinstance(build_strategy(make_plan(0, strategy="my_factories:good")), SingleDeviceStrategy)
 

@@ -74,7 +74,7 @@ def test_the_wheel_installs_launch_entry_and_prices_and_stages_a_jobs_code(tmp_p
         names = set(archive.namelist())
         archive.extractall(site)  # a pure-Python wheel installed is its files on the path
     assert {"launch/__init__.py", "launch/api.py", "launch/prices.json", "entry/train.py",
-            "titanic_lightning/training.py"} <= names
+            "titanic_lightning/training/train.py"} <= names
     assert not any(n.startswith(("tests/", "bench/")) for n in names)
 
     elsewhere = tmp_path / "notebooks"

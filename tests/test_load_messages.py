@@ -25,7 +25,7 @@ def pickled(tmp_path):
 
 
 def test_model_file_message_names_the_file_without_torchs_advice(pickled):
-    from titanic_lightning.artifacts import load_model_file
+    from titanic_lightning.io.artifacts import load_model_file
 
     path = pickled("model.pt")
     with pytest.raises(UsageError) as exc:
@@ -36,7 +36,7 @@ def test_model_file_message_names_the_file_without_torchs_advice(pickled):
 
 
 def test_checkpoint_message_names_the_file_without_torchs_advice(pickled):
-    from titanic_lightning.resume import checkpoint_to_resume
+    from titanic_lightning.training.checkpoints import checkpoint_to_resume
 
     path = pickled("last.ckpt")
     with pytest.raises(UsageError) as exc:

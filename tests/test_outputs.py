@@ -28,8 +28,8 @@ import entry.prepare
 import entry.train
 from tests import helpers
 from tests.helpers import REPO, clean_env, write_channel
-from titanic_lightning import artifacts, outputs
-from titanic_lightning.atomic import partial_path, remove_stale_partials
+from titanic_lightning.io import artifacts, outputs
+from titanic_lightning.io.atomic import partial_path, remove_stale_partials
 
 COMMANDS = {"prepare": entry.prepare.main, "train": entry.train.main, "predict": entry.predict.main,
             "export": entry.export.main}
@@ -164,7 +164,7 @@ FOREIGN = {
                                               b'{"best_epoch": 3, "epochs_run": 10, "note": "my own run"}'),
     "code/inference.py naming the project": ("--model_dir", "model/code/inference.py",
                                              b"# My handler for titanic-lightning models, keep\n"),
-    "a module in code/titanic_lightning": ("--model_dir", "model/code/titanic_lightning/scoring.py", b"# mine\n"),
+    "a module in code/titanic_lightning": ("--model_dir", "model/code/titanic_lightning/serving/scoring.py", b"# mine\n"),
     "code is a file": ("--model_dir", "model/code", b"not a folder"),
     "code/inference.py": ("--model_dir", "model/code/inference.py", b"def model_fn(d): ...\n"),
     "code/requirements.txt": ("--model_dir", "model/code/requirements.txt", b"scipy\n"),
@@ -214,7 +214,7 @@ def test_prepare_keeps_other_files_and_refuses_foreign_channels(tmp_path, titani
         assert snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize(("flag", "rel"), [("--model_dir model", "model/code/titanic_lightning/scoring.py"),
+@pytest.mark.parametrize(("flag", "rel"), [("--model_dir model", "model/code/titanic_lightning/serving/scoring.py"),
                                            ("--output_dir outputs", "outputs/csv/metrics.csv"),
                                            ("--output_dir outputs", "outputs/csv/hparams.yaml")])
 def test_a_file_edited_since_the_run_wrote_it_is_the_users(flag, rel, tmp_path, channels, monkeypatch, capsys):
@@ -440,7 +440,7 @@ def test_a_write_that_fails_part_way_never_pairs_files_of_two_runs(fail_at, tmp_
         return boom() if name == "metrics.json" else real_write_text(self, name, text)
 
     target = {"model.pt": "torch.save", "code/": "titanic_lightning.serving.write_serving_code",
-              "metrics.json": "titanic_lightning.outputs.Writer.write_text"}[fail_at]
+              "metrics.json": "titanic_lightning.io.outputs.Writer.write_text"}[fail_at]
     monkeypatch.setattr(target, boom_on_metrics if fail_at == "metrics.json" else boom)
     with pytest.raises(OSError):
         artifacts.write_model_dir(model_dir, *_payload(2.0))

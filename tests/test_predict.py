@@ -49,7 +49,7 @@ def test_cli_reproduces_test_metrics(model_dir, prepared, tmp_path):
 
 def test_library_metrics_equal_training_exactly(model_dir, prepared, tmp_path):
     from titanic_lightning.config import PredictConfig
-    from titanic_lightning.predict import run
+    from titanic_lightning.serving.predict import run
 
     saved = json.loads((model_dir / "metrics.json").read_text())
     scores = run(PredictConfig(model=str(model_dir), csv=str(prepared / "test_passengers.csv"),
@@ -244,8 +244,8 @@ def test_cli_refuses_infinite_fare_in_one_line(model_dir, prepared, tmp_path):
 def test_serving_handler_answers_400_for_non_finite_and_out_of_domain_json(body, names, model_dir):
     # Python's json reads Infinity, -Infinity, 1e400 and a 401-digit integer; the scoring layer refuses
     # them, and the handler turns its UsageError into HTTP 400 instead of a null probability.
-    from titanic_lightning.scoring import Scorer
     from titanic_lightning.serving.inference import input_fn, predict_fn
+    from titanic_lightning.serving.scoring import Scorer
 
     row = ('{"PassengerId": 1, "Pclass": 3, "Name": "Braund, Mr. Owen Harris", "Sex": "male", "Age": 22, '
            '"SibSp": 1, "Parch": 0, "Fare": 7.25, "Cabin": null, "Embarked": "S", ' + body + "}")

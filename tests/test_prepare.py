@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from tests.helpers import run_entry
+from titanic_lightning.data.features import Preprocessor, feature_names, title_of
+from titanic_lightning.data.prepare import load_preprocessing, prepare, split_rows
 from titanic_lightning.errors import UsageError
-from titanic_lightning.features import Preprocessor, feature_names, title_of
-from titanic_lightning.prepare import load_preprocessing, prepare, split_rows
 
 
 def test_split_sizes_and_files(prepared):

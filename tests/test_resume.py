@@ -20,12 +20,14 @@ from lightning.pytorch.callbacks import Callback
 
 from launch.local import free_port
 from tests.helpers import clean_env, sagemaker_host_env, submit_command, submit_env, submit_subprocess, write_channel
-from titanic_lightning import layout, lightning_run, resume
-from titanic_lightning.callbacks import BestWeights, MetricPrinter, find_callback
-from titanic_lightning.cluster import make_plan
 from titanic_lightning.config import TrainConfig
-from titanic_lightning.data import training_data_sha256
+from titanic_lightning.data.channels import training_data_sha256
 from titanic_lightning.errors import Terminated, UsageError
+from titanic_lightning.training import checkpoints as resume
+from titanic_lightning.training import layout
+from titanic_lightning.training import train as lightning_run
+from titanic_lightning.training.callbacks import BestWeights, MetricPrinter, find_callback
+from titanic_lightning.training.cluster import make_plan
 
 pytestmark = pytest.mark.slow
 EPOCHS = 150

@@ -86,7 +86,7 @@ def test_errors_module_stands_alone():
 
 
 def test_handler_runs_without_the_project(model_dir, prepared, tmp_path):
-    from titanic_lightning.scoring import Scorer
+    from titanic_lightning.serving.scoring import Scorer
 
     rows = pd.read_csv(prepared / "test_passengers.csv").head(12)
     rows.loc[0, ["Age", "Embarked", "Cabin"]] = [None, None, None]
@@ -222,7 +222,7 @@ def served(model_dir, prepared, tmp_path_factory) -> tuple[dict, pd.DataFrame]:
 
 
 def test_toolkit_answers_json_and_csv(served, model_dir):
-    from titanic_lightning.scoring import Scorer
+    from titanic_lightning.serving.scoring import Scorer
 
     answers, rows = served
     expected = Scorer.from_file(model_dir / "model.pt").score_frame(rows)

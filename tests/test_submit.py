@@ -231,7 +231,7 @@ def test_every_metric_the_model_logs_has_a_regex_and_a_place_on_the_printed_line
     from torch.utils.data import DataLoader, TensorDataset
 
     from titanic_lightning.contracts import COMPARED_METRICS, EPOCH_METRICS, FINAL_METRICS
-    from titanic_lightning.model import TitanicClassifier
+    from titanic_lightning.model.module import TitanicClassifier
 
     x, y = torch.randn(16, 3), torch.tensor([0.0, 1.0] * 8)
     loader = DataLoader(TensorDataset(x, y), batch_size=8)
@@ -249,8 +249,8 @@ def test_every_metric_the_model_logs_has_a_regex_and_a_place_on_the_printed_line
 
 
 def test_metric_regexes_read_the_lines_the_entry_prints():
-    from titanic_lightning.callbacks import metric_line
     from titanic_lightning.contracts import EPOCH_LINE, FINAL_LINE
+    from titanic_lightning.training.callbacks import metric_line
 
     epoch_values = {"epoch": 3, "train_loss": 0.4411, "val_loss": 0.4213, "val_acc": 0.8182, "val_auroc": 0.8712,
                     "val_f1": 0.7547}

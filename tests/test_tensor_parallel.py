@@ -19,8 +19,8 @@ import torch
 from launch.local import free_port
 from tests.helpers import clean_env, finish_all, id_channels, start
 from tests.test_environment import plan_in
-from titanic_lightning import parallel
 from titanic_lightning.errors import UsageError
+from titanic_lightning.model import parallel
 
 TOLERANCE = 1e-5
 HIDDEN = "[8, 6, 4]"  # three hidden layers: pairs (8-wide, 6-wide), (4-wide, output)
@@ -33,7 +33,7 @@ HIDDEN = "[8, 6, 4]"  # three hidden layers: pairs (8-wide, 6-wide), (4-wide, ou
                                                ([8, 6, 4, 2], [0, 2])])
 def test_the_first_layer_of_each_pair_is_split(hidden, split):
     assert parallel.split_widths(hidden) == split
-    net = parallel.tensor_parallel_plan(__import__("titanic_lightning.network", fromlist=["MLP"]).MLP(5, hidden))
+    net = parallel.tensor_parallel_plan(__import__("titanic_lightning.model.network", fromlist=["MLP"]).MLP(5, hidden))
     kinds = [type(style).__name__ for style in net.values()]
     assert kinds == ["ColwiseParallel", "RowwiseParallel"] * len(split)
 
@@ -62,7 +62,7 @@ def test_the_plan_splits_processes_into_tensor_and_data_parallel_groups():
 def test_the_strategy_is_lightnings_model_parallel_with_a_gathered_checkpoint():
     from lightning.pytorch.strategies import ModelParallelStrategy
 
-    from titanic_lightning.strategies import build_strategy
+    from titanic_lightning.training.strategies import build_strategy
 
     plan = plan_in({"WORLD_SIZE": "4", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "x"},
                    strategy="tensor_parallel")[0]
@@ -192,8 +192,8 @@ def _tensor_parallel_run(prepared: Path, tmp: Path, name: str, epochs: int, chec
 def test_the_saved_model_scores_held_out_passengers_as_the_split_one_did_and_resumes_exactly(prepared, tmp_path):
     from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 
-    from titanic_lightning.network import MLP
-    from titanic_lightning.resume import read_checkpoint
+    from titanic_lightning.model.network import MLP
+    from titanic_lightning.training.checkpoints import read_checkpoint
 
     _, out = _tensor_parallel_run(prepared, tmp_path, "whole", 4, tmp_path / "whole-ckpt")
     assert "strategy=tensor_parallel (ModelParallelStrategy)" in out and "world_size=2; global_rank=1;" in out

@@ -14,11 +14,11 @@ import torch
 
 from tests.helpers import clean_env, run_entry
 from titanic_lightning.config import TrainConfig, parse_train_args
-from titanic_lightning.data import TitanicDataModule
+from titanic_lightning.data.datamodule import TitanicDataModule
 from titanic_lightning.errors import UsageError
-from titanic_lightning.model import TitanicClassifier
-from titanic_lightning.network import MLP
-from titanic_lightning.training import train
+from titanic_lightning.model.module import TitanicClassifier
+from titanic_lightning.model.network import MLP
+from titanic_lightning.training.train import train
 
 METRICS_KEYS = {"val_loss", "val_acc", "val_auroc", "test_acc", "best_epoch", "epochs_run", "wall_seconds",
                 "accelerator", "world_size"}

@@ -20,10 +20,10 @@ import torch
 
 from tests.helpers import clean_env, write_channel
 from tests.test_outputs import assert_kept, snapshot
-from titanic_lightning import outputs
+from titanic_lightning.data.prepare import ROLE as PREPARE
+from titanic_lightning.data.prepare import prepared_files
 from titanic_lightning.errors import UsageError
-from titanic_lightning.prepare import ROLE as PREPARE
-from titanic_lightning.prepare import prepared_files
+from titanic_lightning.io import outputs
 
 
 def slow(epochs: int, model_dir: str = "m", output_dir: str = "o") -> list[str]:

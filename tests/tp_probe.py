@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, SingleDeviceStrategy
 
 from titanic_lightning.environment import TENSOR_PARALLEL
-from titanic_lightning.strategies import REGISTRY, process_group_kwargs
+from titanic_lightning.training.strategies import REGISTRY, process_group_kwargs
 
 
 class Probe:

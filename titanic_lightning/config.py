@@ -14,16 +14,14 @@ configuration as YAML and exits: fed back with `--config`, it gives the same con
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
-from jsonargparse import ActionConfigFile, ArgumentParser, get_loader, set_dumper
 from jsonargparse.typing import PositiveInt, restricted_number_type
 
+from titanic_lightning import cli
+from titanic_lightning.data.features import DEFAULT_FEATURE_SET
 from titanic_lightning.environment import DEFAULT_PROCESS_GROUP_TIMEOUT_S
-from titanic_lightning.errors import UsageError
-from titanic_lightning.features import DEFAULT_FEATURE_SET
 from titanic_lightning.sagemaker_facts import LONGEST_JOB_S
 
 # Bounds that keep a value from failing late (an overflow, an allocation) or training silently
@@ -177,119 +175,8 @@ def _check_hidden_layers(cfg) -> None:
 CHECKS = {TrainConfig: (_check_hidden_layers,)}
 
 
-def _exact_yaml_dump(data) -> str:
-    """jsonargparse's YAML dump, but quoting each string its YAML loader would read back as something
-    else: PyYAML writes `1e3` plain, and jsonargparse reads it as the float 1000.0."""
-    import yaml
-
-    load = get_loader("yaml")
-
-    def represent_str(dumper, value: str):
-        try:
-            plain = load(value) == value
-        except Exception:  # noqa: BLE001 - not loadable as written: quote it
-            plain = False
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=None if plain else "'")
-
-    class Dumper(yaml.SafeDumper):
-        pass
-
-    Dumper.add_representer(str, represent_str)
-    return yaml.dump(data, Dumper=Dumper, default_flow_style=False, allow_unicode=True, sort_keys=False)
-
-
-EXACT_YAML = "titanic_exact_yaml"
-set_dumper(EXACT_YAML, _exact_yaml_dump)
-
-
-class _CommandParser(ArgumentParser):
-    """jsonargparse's parser, plus the configuration's own checks (`CHECKS`) and a YAML dump that
-    reads back as written.
-
-    jsonargparse validates a configuration after parsing it and before `--print_config` prints it,
-    so every value a printed configuration holds passes the command's checks.
-    """
-
-    def __init__(self, *args, checks=(), **kwargs):
-        super().__init__(*args, **kwargs)
-        self.checks = checks
-
-    def validate(self, cfg, *args, **kwargs) -> None:
-        super().validate(cfg, *args, **kwargs)
-        for check in self.checks:
-            check(cfg)
-
-    def dump(self, cfg, format: str = "parser_mode", *args, **kwargs) -> str:
-        if format == "parser_mode" and not kwargs.get("with_comments"):
-            format = EXACT_YAML
-        return super().dump(cfg, format, *args, **kwargs)
-
-
-class _ConfigFile(ActionConfigFile):
-    """jsonargparse's `--config`, with whatever is wrong in the file reported naming the file.
-
-    jsonargparse checks each value as it loads the file, but its unknown keys only at the end of
-    parsing, where the file is no longer known: they are checked here, as each file is read.
-    """
-
-    def __call__(self, parser, cfg, values, option_string=None):
-        try:
-            super().__call__(parser, cfg, values, option_string)
-            parser.validate(cfg, skip_required=True)
-        except Exception as exc:  # noqa: BLE001 - jsonargparse raises TypeError, KeyError, ArgumentError, ...
-            raise TypeError(f"{option_string} {values}: {_config_message(str(exc))}") from None
-
-
-def _config_message(text: str) -> str:
-    text = re.sub(r'^Parser key "config":\s*', "", text.strip())
-    text = re.sub(r'Parser key "([^"]+)":', r"\1:", text)
-    text = re.sub(r"^Option '([^']+)' is not accepted$", r"unknown key '\1'", text)
-    text = re.sub(r"^Validation failed: Key '([^']+)' is not expected$", r"unknown key '\1'", text)  # jsonargparse 4.43
-    return re.sub(r"^Unexpected config:.*", "not a YAML mapping of flag names to values", text, flags=re.S)
-
-
-def _parser(cls: type, prog: str) -> ArgumentParser:
-    parser = _CommandParser(
-        prog=prog, description=cls.__doc__.split("\n\n")[0], exit_on_error=False, allow_abbrev=False,
-        checks=CHECKS.get(cls, ()),
-    )
-    parser.add_argument("--config", action=_ConfigFile,
-                        help="A YAML file of flag values, as --print_config writes it; later flags override it.")
-    parser.add_class_arguments(cls, nested_key=None, as_group=False)
-    return parser
-
-
 def _parse(cls: type, prog: str, argv: list[str]):
-    parser = _parser(cls, prog)
-    # --print_config prints "after applying all other arguments", but jsonargparse 4.53 prints a
-    # --config file read after it on its own and exits: it goes last.
-    printing = [a for a in argv if a == "--print_config" or a.startswith("--print_config=")]
-    argv = [a for a in argv if a not in printing] + printing
-    try:
-        namespace = parser.parse_args(argv)  # with --print_config: prints and exits (SystemExit 0)
-    except Exception as exc:  # jsonargparse raises argparse.ArgumentError and friends
-        raise UsageError(_flag_message(str(exc))) from None
-    namespace.pop("config", None)  # the files read, not a setting
-    return cls(**{k: _plain(v) for k, v in namespace.as_dict().items()})
-
-
-def _plain(value):
-    """Restricted types (PositiveInt, ...) back to builtins: checkpoints must load weights-only."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _flag_message(text: str) -> str:
-    text = re.sub(r'Parser key "([^"]+)":', r"--\1:", text)
-    text = re.sub(r"^Unrecognized arguments", "unrecognized arguments", text)  # argparse's wording, as newer jsonargparse
-    return " ".join(text.split())
+    return cli.parse(cls, prog, argv, CHECKS.get(cls, ()))
 
 
 def parse_train_args(argv: list[str]) -> TrainConfig:

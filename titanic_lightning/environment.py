@@ -8,7 +8,7 @@ command-line flags override:
   else `/opt/ml/checkpoints` when it exists;
 * the Titanic CSV — `TITANIC_CSV`, the user cache folder, the download URL;
 * the values the training plan reads beside Lightning's cluster environments
-  (`titanic_lightning.cluster`): SageMaker's hosts, integer variables, socket interfaces; and which
+  (`titanic_lightning.training.cluster`): SageMaker's hosts, integer variables, socket interfaces; and which
   process of a run is global rank 0, before Lightning starts.
 
 Functions take an environment mapping (default `os.environ`), so they are tested with plain dicts.
@@ -41,7 +41,7 @@ TITANIC_CSV_URL = (
 )
 TITANIC_CSV_SHA256 = "cd888141e6a2ca5906114d0b6a63d8a3e14edb3326f7bdd56327d14646b68c36"
 
-# The strategy whose processes split the model's layers (titanic_lightning.strategies, .parallel).
+# The strategy whose processes split the model's layers (titanic_lightning.training.strategies, .parallel).
 TENSOR_PARALLEL = "tensor_parallel"
 
 # PyTorch waits 30 minutes for a lost peer by default; a training job would bill for all of it.
@@ -160,7 +160,7 @@ def is_global_zero(env: Mapping[str, str] | None = None) -> bool:
     return e.get("NODE_RANK", "0").strip() in ("", "0") and e.get("LOCAL_RANK", "0").strip() in ("", "0")
 
 
-# --- values the training plan is read from (titanic_lightning.cluster) ------------------------
+# --- values the training plan is read from (titanic_lightning.training.cluster) ------------------------
 
 
 def env_int(env: Mapping[str, str], key: str, default: int | None = None, leading: bool = False) -> int:

@@ -4,8 +4,9 @@
 
 * `inference.py` — the handler (`model_fn`, `input_fn`, `predict_fn`, `output_fn`), this package's
   `serving/inference.py`;
-* `titanic_lightning/` — copies of the modules the handler needs (scoring, features, network,
-  artifacts, contracts, errors), so the container scores rows exactly as `entry.predict` does without this
+* `titanic_lightning/` — copies of the modules the handler needs (serving/scoring, data/columns,
+  data/features, model/network, io/artifacts, contracts, errors, and their packages' `__init__.py`),
+  so the container scores rows exactly as `entry.predict` does without this
   project being installed;
 * `requirements.txt` — what the PyTorch serving image lacks; the container installs it at start.
 
@@ -19,7 +20,9 @@ from pathlib import Path
 CODE_DIR = "code"
 # The handler's imports, followed to their closure; tests/test_serving.py imports them with only
 # code/ and site-packages on sys.path, so a module missing here fails there.
-PACKAGE_MODULES = ("__init__.py", "contracts.py", "errors.py", "features.py", "network.py", "artifacts.py", "scoring.py")
+PACKAGE_MODULES = ("__init__.py", "contracts.py", "errors.py", "data/__init__.py", "data/columns.py", "data/features.py",
+                   "model/__init__.py", "model/network.py", "io/__init__.py", "io/artifacts.py", "serving/__init__.py",
+                   "serving/scoring.py")
 # Bounds as pyproject.toml declares them (`titanic_lightning.dependencies`). torch comes with the
 # image and must not be reinstalled.
 REQUIRED = ("numpy", "pandas")

@@ -29,9 +29,9 @@ from pathlib import Path
 import pandas as pd
 
 from titanic_lightning.contracts import MODEL_FILE
+from titanic_lightning.data.columns import read_csv_rows
 from titanic_lightning.errors import UsageError, one_line
-from titanic_lightning.features import read_csv_rows
-from titanic_lightning.scoring import Scorer
+from titanic_lightning.serving.scoring import Scorer
 
 CSV, JSON = "text/csv", "application/json"
 

@@ -8,7 +8,7 @@
 | `fsdp`        | sharded data parallel: parameters, gradients and       | GPU only (nccl)                |
 |               | optimizer state split, each process the whole model    |                                |
 | `tensor_parallel` | model parallel: each layer split among a node's     | CPU (gloo) or GPU (nccl)       |
-|               | processes (`titanic_lightning.parallel`), data parallel |                                |
+|               | processes (`titanic_lightning.model.parallel`), data parallel |                                |
 |               | (FSDP2) across nodes: Lightning's ModelParallelStrategy |                                |
 | `pkg.mod:fn`  | `fn(plan)` returns any Lightning `Strategy`            | wherever it says               |
 """
@@ -23,16 +23,16 @@ from datetime import timedelta
 
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy, Strategy
 
-from titanic_lightning.cluster import Plan
 from titanic_lightning.environment import TENSOR_PARALLEL
 from titanic_lightning.errors import UsageError
+from titanic_lightning.training.cluster import Plan
 
 SMDDP_MODULE = "smdistributed.dataparallel.torch.torch_smddp"
 
 
 def process_group_kwargs(plan: Plan) -> dict:
     """Backend and timeout: what every process-group strategy is built with. (The cluster
-    environment reaches the strategy from the Trainer's plugins: `titanic_lightning.cluster`.)"""
+    environment reaches the strategy from the Trainer's plugins: `titanic_lightning.training.cluster`.)"""
     return {
         "process_group_backend": plan.backend,
         "timeout": timedelta(seconds=plan.process_group_timeout_s),

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from titanic_lightning.contracts import PREPROCESSING_FILE, SPLITS, npz_name
-from titanic_lightning.csv_source import sha256_of
+from titanic_lightning.data.columns import read_csv_rows
+from titanic_lightning.data.csv_source import sha256_of
+from titanic_lightning.data.features import DEFAULT_FEATURE_SET, Preprocessor
 from titanic_lightning.errors import UsageError
-from titanic_lightning.features import DEFAULT_FEATURE_SET, Preprocessor, read_csv_rows
 
 if TYPE_CHECKING:
     import pandas as pd  # imported where rows are read: a training run on prepared data needs none of it
@@ -48,7 +49,7 @@ def prepared_files() -> list[str]:
 def check_prepare_outputs(out: Path, flag: str = "--out", csv: Path | None = None) -> None:
     """Before any work: `out` can be written, would not overwrite `csv`, and holds no file of the
     names it receives that this project did not write."""
-    from titanic_lightning import outputs
+    from titanic_lightning.io import outputs
 
     outputs.check_folder(out, flag)
     if csv is not None:
@@ -58,7 +59,7 @@ def check_prepare_outputs(out: Path, flag: str = "--out", csv: Path | None = Non
 
 def check_not_overwritten(csv: Path, out: Path, flag: str = "--out") -> None:
     """The CSV being read is not one of the files about to be written."""
-    from titanic_lightning.outputs import same_file
+    from titanic_lightning.io.outputs import same_file
 
     for name in prepared_files():
         if same_file(csv, out / name):
@@ -100,7 +101,7 @@ def split_rows(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 def prepare(csv: Path, out: Path, feature_set: str = DEFAULT_FEATURE_SET, flag: str = "--out") -> dict:
     """Write the three npz channels and preprocessing.json into `out`, holding its lock throughout;
     return the description."""
-    from titanic_lightning.outputs import writing
+    from titanic_lightning.io.outputs import writing
 
     check_not_overwritten(csv, out, flag)
     with writing(out, prepared_files(), flag, ROLE) as files:

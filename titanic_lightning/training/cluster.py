@@ -114,7 +114,7 @@ class Plan:
     accelerator: str  # "cpu" or "gpu"
     devices: int  # processes per node
     num_nodes: int
-    strategy: str  # a name from titanic_lightning.strategies, or "package.module:factory"
+    strategy: str  # a name from titanic_lightning.training.strategies, or "package.module:factory"
     backend: str | None  # process-group backend; None for a single process
     cluster: ClusterEnvironment = field(compare=False, repr=False)
     process_group_timeout_s: int = DEFAULT_PROCESS_GROUP_TIMEOUT_S

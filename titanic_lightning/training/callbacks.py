@@ -16,9 +16,9 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, Timer
 
-from titanic_lightning.cluster import Plan
 from titanic_lightning.contracts import EPOCH_LINE, EPOCH_METRICS
-from titanic_lightning.parallel import full_state_dict, load_full_state_dict
+from titanic_lightning.model.parallel import full_state_dict, load_full_state_dict
+from titanic_lightning.training.cluster import Plan
 
 CallbackT = TypeVar("CallbackT", bound=Callback)
 

@@ -62,7 +62,7 @@ def download(url: str, dest: Path, expected_sha256: str = environment.TITANIC_CS
             f"downloaded {url} has sha256 {actual}, expected {expected_sha256}; not using it "
             f"(provide the file with --csv PATH or TITANIC_CSV=PATH)"
         )
-    from titanic_lightning.atomic import atomic_output
+    from titanic_lightning.io.atomic import atomic_output
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(dest) as tmp:

@@ -1,4 +1,4 @@
-"""The LightningModule that trains the MLP (`titanic_lightning.network`): loss, optimiser, metrics."""
+"""The LightningModule that trains the MLP (`titanic_lightning.model.network`): loss, optimiser, metrics."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 from torchmetrics.utilities import dim_zero_cat
 
-from titanic_lightning.network import MLP
+from titanic_lightning.model.network import MLP
 
 
 class DefinedAUROC(BinaryAUROC):
@@ -55,8 +55,8 @@ class TitanicClassifier(pl.LightningModule):
 
     def configure_model(self):
         """Under `--strategy tensor_parallel` (Lightning's ModelParallelStrategy, which sets the device
-        mesh): split the network over the mesh (`titanic_lightning.parallel`), once."""
-        from titanic_lightning.parallel import is_parallelized, parallelize
+        mesh): split the network over the mesh (`titanic_lightning.model.parallel`), once."""
+        from titanic_lightning.model.parallel import is_parallelized, parallelize
 
         mesh = self.device_mesh
         if mesh is None or is_parallelized(self.net):

@@ -18,8 +18,8 @@ from pathlib import Path
 from titanic_lightning import environment
 from titanic_lightning.config import TrainConfig
 from titanic_lightning.contracts import CHECKPOINT_FILE, CURVES_FILE, PREPROCESSING_FILE, SPLITS
+from titanic_lightning.data.prepare import load_preprocessing
 from titanic_lightning.errors import UsageError
-from titanic_lightning.prepare import load_preprocessing
 
 CSV_LOGS = "csv"  # Lightning's CSVLogger folder under the output directory
 TENSORBOARD_LOGS = "tensorboard"
@@ -49,8 +49,8 @@ def output_dir_files() -> list[str]:
 
 def hold_outputs(held: ExitStack, model_dir: Path, output_dir: Path, checkpoint_dir: Path | None) -> None:
     """Check the output folders and lock them for the whole run (global rank 0, the one writer)."""
-    from titanic_lightning import outputs
-    from titanic_lightning.artifacts import FLAG, ROLE, model_dir_files
+    from titanic_lightning.io import outputs
+    from titanic_lightning.io.artifacts import FLAG, ROLE, model_dir_files
 
     for folder, flag in ((model_dir, FLAG), (output_dir, "--output_dir"), (checkpoint_dir, "--checkpoint_dir")):
         if folder is not None:
@@ -74,9 +74,9 @@ def hold_outputs(held: ExitStack, model_dir: Path, output_dir: Path, checkpoint_
 def _prepare_local_data(cfg: TrainConfig, held: ExitStack) -> None:
     """Prepare ./data/ once per run: the process that gets its lock first prepares it, the run's
     other processes wait for it (at most WAIT_FOR_DATA_S), then all read it."""
-    from titanic_lightning import outputs
-    from titanic_lightning.csv_source import resolve_csv
-    from titanic_lightning.prepare import ROLE, check_prepare_outputs, prepared_files, write_prepared
+    from titanic_lightning.data.csv_source import resolve_csv
+    from titanic_lightning.data.prepare import ROLE, check_prepare_outputs, prepared_files, write_prepared
+    from titanic_lightning.io import outputs
 
     data, flag = environment.LOCAL_DATA_DIR, "--train (default data folder)"
     train = environment.default_channel("train", {})
@@ -132,7 +132,7 @@ def resolve(cfg: TrainConfig, held: ExitStack | None = None) -> Layout:
         test = None
 
     # Locked before anything is read: no command rewrites the data while this run reads it.
-    from titanic_lightning.outputs import reading, same_file
+    from titanic_lightning.io.outputs import reading, same_file
 
     written = [d for d in (model_dir, output_dir, checkpoint_dir) if d is not None]
     read = (train, val, test, Path(cfg.preprocessing) if cfg.preprocessing else None)

@@ -23,10 +23,10 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from titanic_lightning.atomic import atomic_output, remove_stale_partials
 from titanic_lightning.contracts import CHECKPOINT_FILE
-from titanic_lightning.data import DATA_SHA256
+from titanic_lightning.data.datamodule import DATA_SHA256
 from titanic_lightning.errors import UsageError
+from titanic_lightning.io.atomic import atomic_output, remove_stale_partials
 
 LAST = Path(CHECKPOINT_FILE).stem  # ModelCheckpoint takes the name without ".ckpt"
 

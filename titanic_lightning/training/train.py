@@ -1,8 +1,15 @@
-"""The Lightning side of a training run: builds the DataModule, LightningModule and Trainer with
-their callbacks, fits, evaluates the best weights, and writes the run's artifacts (rank 0).
+"""One training run, read top to bottom: `train(cfg)` resolves where the run reads and writes
+(`layout`), plans the processes (`cluster`), builds the DataModule, the LightningModule and the
+Trainer (`build`), fits, evaluates the best epoch's weights on val and test, and saves the artifacts.
 
-`titanic_lightning.training.train` runs these steps in order; the `name=value;` lines they print
-are described in `titanic_lightning.callbacks`.
+    from titanic_lightning.config import parse_train_args
+    from titanic_lightning.training.train import train
+
+    result = train(parse_train_args(["--epochs", "50"]))   # what `python -m entry.train --epochs 50` runs
+    result.metrics["test_acc"], result.model_file
+
+Global rank 0 prints the `name=value;` lines described in `titanic_lightning.training.callbacks`
+and writes the files; every other rank returns a result without metrics.
 """
 
 from __future__ import annotations
@@ -12,6 +19,9 @@ import math
 import sys
 import time
 import warnings
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
@@ -19,9 +29,17 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, Timer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from titanic_lightning import resume
-from titanic_lightning.artifacts import plot_curves, write_model_dir
-from titanic_lightning.callbacks import (
+from titanic_lightning import environment
+from titanic_lightning.command import sigterm_deferred
+from titanic_lightning.config import TrainConfig
+from titanic_lightning.contracts import CURVES_FILE, FINAL_LINE, FINAL_METRICS, METRICS_FILE, MODEL_FILE
+from titanic_lightning.data.datamodule import TitanicDataModule, data_parallel_rank
+from titanic_lightning.errors import Terminated, UsageError
+from titanic_lightning.io.artifacts import plot_curves, write_model_dir
+from titanic_lightning.model.module import TitanicClassifier
+from titanic_lightning.model.parallel import check_widths, full_state_dict
+from titanic_lightning.training import checkpoints
+from titanic_lightning.training.callbacks import (
     AnnouncePlan,
     BestWeights,
     MetricPrinter,
@@ -30,17 +48,9 @@ from titanic_lightning.callbacks import (
     fit_seconds,
     metric_line,
 )
-from titanic_lightning.cluster import Plan
-from titanic_lightning.command import sigterm_deferred
-from titanic_lightning.config import TrainConfig
-from titanic_lightning.contracts import CURVES_FILE, FINAL_LINE, FINAL_METRICS, METRICS_FILE, MODEL_FILE
-from titanic_lightning.data import TitanicDataModule, data_parallel_rank
-from titanic_lightning.errors import Terminated, UsageError
-from titanic_lightning.layout import CSV_LOGS, TENSORBOARD_LOGS, Layout
-from titanic_lightning.model import TitanicClassifier
-from titanic_lightning.parallel import full_state_dict
-from titanic_lightning.strategies import build_strategy
-from titanic_lightning.training import TrainResult
+from titanic_lightning.training.cluster import Plan, make_plan
+from titanic_lightning.training.layout import CSV_LOGS, TENSORBOARD_LOGS, Layout, resolve
+from titanic_lightning.training.strategies import build_strategy
 
 # Data already sits in memory: worker processes would only copy it. Lightning's hint says otherwise.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -59,6 +69,48 @@ class _NoAdvertisement(logging.Filter):
 
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvertisement())
+
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced.
+
+    On global rank 0, `metrics` is what metrics.json holds. The paths name the files the run saved;
+    they are None where nothing was saved: on every other rank, and under --fast_dev_run (whose
+    metrics rank 0 still returns).
+    """
+
+    metrics: dict | None
+    model_dir: Path | None = None
+    model_file: Path | None = None
+    metrics_file: Path | None = None
+    output_dir: Path | None = None
+    curves: Path | None = None
+    wall_seconds: float | None = None  # the whole run, from `started`
+    fit_seconds: float | None = None  # this process's time in Lightning's fit loop (rank 0)
+
+
+def train(cfg: TrainConfig, started: float | None = None) -> TrainResult:
+    """Run the training `cfg` describes; `started` is the `time.perf_counter()` reading the run's
+    wall time counts from (default: now). Raises `UsageError` for a mistake in `cfg` or its files."""
+    started = time.perf_counter() if started is None else started
+    with ExitStack() as held:  # the folders the run writes and reads, locked until it ends
+        layout = resolve(cfg, held)
+        plan = make_plan(
+            cuda_devices(), accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+            strategy=cfg.strategy, cpu_processes=cfg.cpu_processes, process_group_timeout_s=cfg.process_group_timeout,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+        )
+        if plan.tensor_parallel_size is not None:
+            check_widths(cfg.hidden_sizes, plan.tensor_parallel_size)
+        environment.export_defaults(plan.env_updates)
+        try:
+            datamodule, model, trainer = fit(cfg, layout, plan)
+            scores = evaluate(trainer, model, datamodule)
+            return finish(trainer, model, layout, plan, scores, started)
+        finally:
+            end_process_group()
 
 
 def build(cfg: TrainConfig, layout: Layout, plan: Plan):
@@ -82,7 +134,7 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
         AnnouncePlan(plan), StopWhenNoted(), MetricPrinter(), BestWeights(), Timer(),
     ]
     if layout.checkpoint_dir is not None:
-        callbacks += resume.checkpoint_callbacks(layout.checkpoint_dir, cfg.checkpoint_every_n_epochs,
+        callbacks += checkpoints.checkpoint_callbacks(layout.checkpoint_dir, cfg.checkpoint_every_n_epochs,
                                                  cfg.checkpoint_every_n_seconds)
     if cfg.early_stopping:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience))
@@ -102,7 +154,7 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
         use_distributed_sampler=False,  # the DataModule shards by rank itself
         enable_checkpointing=layout.checkpoint_dir is not None,
         fast_dev_run=cfg.fast_dev_run,  # Lightning then saves no checkpoint and logs nothing
-        plugins=[plan.cluster, resume.SameFolderCheckpointIO()],
+        plugins=[plan.cluster, checkpoints.SameFolderCheckpointIO()],
         enable_progress_bar=sys.stdout.isatty(),
         enable_model_summary=False,
         default_root_dir=output_dir,
@@ -117,7 +169,7 @@ def fit(cfg: TrainConfig, layout: Layout, plan: Plan):
     """
     pl.seed_everything(cfg.seed, verbose=False)
     datamodule, model, trainer = build(cfg, layout, plan)
-    checkpoint = None if cfg.fast_dev_run else resume.checkpoint_to_resume(
+    checkpoint = None if cfg.fast_dev_run else checkpoints.checkpoint_to_resume(
         layout.checkpoint_dir, model, datamodule, plan.data_parallel_size)
     where = (f"the last checkpoint is in {layout.checkpoint_dir}: run the same command again to resume from it"
              if layout.checkpoint_dir is not None else "no --checkpoint_dir was given, so nothing was kept to resume from")

@@ -4,7 +4,7 @@ see `titanic_lightning.serving`), and the learning-curve picture.
 `model.pt` is a plain dictionary that `torch.load(path, weights_only=True)` reads:
 
     {"format": "titanic-lightning/1",
-     "state_dict": {...},          # the MLP's weights (keys as in titanic_lightning.model.MLP)
+     "state_dict": {...},          # the MLP's weights (keys as in titanic_lightning.model.module.MLP)
      "hyperparameters": {...},     # input_size, hidden_sizes, dropout, ...
      "preprocessing": {...},       # preprocessing.json: raw passenger rows → features (or None)
      "metrics": {...}}             # the same numbers as metrics.json
@@ -39,7 +39,7 @@ def model_dir_files() -> list[str]:
 def write_model_dir(model_dir: Path, payload: dict, metrics: dict, flag: str = FLAG) -> None:
     import torch
 
-    from titanic_lightning.outputs import writing
+    from titanic_lightning.io.outputs import writing
     from titanic_lightning.serving import write_serving_code
 
     with writing(Path(model_dir), model_dir_files(), flag, ROLE) as files:
@@ -96,7 +96,7 @@ def plot_curves(history: list[dict], output_dir: Path, name: str, best_epoch: in
             ax.axvline(best_epoch, color="gray", linestyle="--", label=f"best epoch {best_epoch}")
     for ax in (ax_loss, ax_acc):
         ax.legend()
-    from titanic_lightning.outputs import writing
+    from titanic_lightning.io.outputs import writing
 
     with writing(Path(output_dir), [name], flag, ROLE) as files:
         out_png = files.write(name, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

@@ -15,10 +15,10 @@ import tempfile
 from pathlib import Path
 
 from titanic_lightning.config import PredictConfig
+from titanic_lightning.data.prepare import LABEL, read_passengers
 from titanic_lightning.errors import UsageError
-from titanic_lightning.outputs import check_output_file, writing
-from titanic_lightning.prepare import LABEL, read_passengers
-from titanic_lightning.scoring import ID_COLUMN, Scorer, label_metrics
+from titanic_lightning.io.outputs import check_output_file, writing
+from titanic_lightning.serving.scoring import ID_COLUMN, Scorer, label_metrics
 
 ROLE = "predict"  # the command that writes prediction files (see `outputs`)
 
@@ -35,7 +35,7 @@ def run(cfg: PredictConfig) -> dict[str, float] | None:
     import pandas as pd
     import torch
 
-    from titanic_lightning.model_source import locate_model
+    from titanic_lightning.serving.model_source import locate_model
 
     csv = Path(cfg.csv)
     out = Path(cfg.out) if cfg.out else None

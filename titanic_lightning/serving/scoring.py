@@ -17,10 +17,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from titanic_lightning.artifacts import load_model_file
+from titanic_lightning.data.features import Preprocessor
 from titanic_lightning.errors import UsageError
-from titanic_lightning.features import Preprocessor
-from titanic_lightning.network import MLP
+from titanic_lightning.io.artifacts import load_model_file
+from titanic_lightning.model.network import MLP
 
 THRESHOLD = 0.5
 ID_COLUMN = "PassengerId"
@@ -30,7 +30,7 @@ class Scorer:
     """A saved model's preprocessing and network, ready to score DataFrames of Kaggle rows.
 
     Args:
-        payload: The dictionary stored in model.pt (see `titanic_lightning.artifacts`).
+        payload: The dictionary stored in model.pt (see `titanic_lightning.io.artifacts`).
         source: How to name the model in error messages (its path).
     """
 

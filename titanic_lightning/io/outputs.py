@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from titanic_lightning.atomic import atomic_output, partial_path, remove_stale_partials, write_text
 from titanic_lightning.contracts import PROJECT
 from titanic_lightning.errors import UsageError
+from titanic_lightning.io.atomic import atomic_output, partial_path, remove_stale_partials, write_text
 
 RECORD = f".{PROJECT}-files"  # JSON; no .json suffix, so globs of runs/*.json do not match it
 RECORD_FORMAT = "titanic-lightning/folder-1"

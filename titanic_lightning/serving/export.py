@@ -37,10 +37,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from titanic_lightning.data.features import TITLES
 from titanic_lightning.errors import UsageError
-from titanic_lightning.features import TITLES
-from titanic_lightning.outputs import writing
-from titanic_lightning.scoring import Scorer
+from titanic_lightning.io.outputs import writing
+from titanic_lightning.serving.scoring import Scorer
 
 INPUT_COLUMNS = ("Pclass", "Sex", "Age", "SibSp", "Parch", "Fare", "Embarked", "Title", "CabinKnown")
 CONTRACT_NAME = "titanic"
