@@ -90,7 +90,7 @@ def test_the_wheel_installs_launch_entry_and_prices_and_stages_a_jobs_code(tmp_p
     from titanic_lightning import dependencies
 
     assert (staged / "entry" / "train.py").read_text() == (REPO / "entry" / "train.py").read_text()
-    assert (staged / "titanic_lightning" / "training.py").is_file() and not (staged / "launch").exists()
+    assert (staged / "titanic_lightning" / "training" / "train.py").is_file() and not (staged / "launch").exists()
     # The installed metadata writes each requirement's bounds in its own order: compare them as sets.
     assert _requirements(staged / "requirements.txt") == {_parsed(r) for r in dependencies.bounds(code.REQUIRED)}
     assert _requirements(staged / "titanic_lightning" / "dependencies.txt") == {_parsed(r) for r in dependencies.declared()}

@@ -25,7 +25,7 @@ from titanic_lightning.data.channels import training_data_sha256
 from titanic_lightning.errors import Terminated, UsageError
 from titanic_lightning.training import checkpoints as resume
 from titanic_lightning.training import layout
-from titanic_lightning.training import train as lightning_run
+from titanic_lightning.training import train as training_run
 from titanic_lightning.training.callbacks import BestWeights, MetricPrinter, find_callback
 from titanic_lightning.training.cluster import make_plan
 
@@ -143,7 +143,7 @@ def _fit(channels, run: Path, monkeypatch, extra_callback=None, every_n_seconds=
                       hidden_sizes=[16, 8], dropout=0.3, early_stopping=False, model_dir=str(run / "model"),
                       output_dir=str(run / "out"), checkpoint_dir=str(run / "ckpt"),
                       checkpoint_every_n_seconds=every_n_seconds)
-    build = lightning_run.build
+    build = training_run.build
 
     def build_with_extra(*a):
         datamodule, model, trainer = build(*a)
@@ -151,11 +151,11 @@ def _fit(channels, run: Path, monkeypatch, extra_callback=None, every_n_seconds=
             trainer.callbacks.append(extra_callback)
         return datamodule, model, trainer
 
-    monkeypatch.setattr(lightning_run, "build", build_with_extra)
+    monkeypatch.setattr(training_run, "build", build_with_extra)
     try:
-        _, model, trainer = lightning_run.fit(cfg, layout.resolve(cfg), make_plan(0))
+        _, model, trainer = training_run.fit(cfg, layout.resolve(cfg), make_plan(0))
     finally:
-        monkeypatch.setattr(lightning_run, "build", build)
+        monkeypatch.setattr(training_run, "build", build)
     return model, trainer
 
 

@@ -64,7 +64,7 @@ def _fsdp(plan: Plan) -> Strategy:
 
 def _tensor_parallel(plan: Plan) -> Strategy:
     # A gathered last.ckpt (one file, written by rank 0 through SameFolderCheckpointIO) rather than
-    # Lightning's default folder of shards: resume.py reads, checks and atomically replaces one file,
+    # Lightning's default folder of shards: training/checkpoints.py reads, checks and atomically replaces one file,
     # SageMaker syncs it, and a run with another number of processes can still continue from it.
     return ModelParallelStrategy(
         data_parallel_size=plan.data_parallel_size, tensor_parallel_size=plan.tensor_parallel_size,
