@@ -61,6 +61,16 @@ def test_srun_two_tasks_train_one_ddp_run(cluster, tmp_path):
     check_probe(probe, tmp_path / "model", channels)  # identical weights on both ranks, disjoint shards
 
 
+def test_srun_on_a_fresh_folder_prepares_the_data_once(cluster, tmp_path, titanic_csv):
+    """`srun ... python -m entry.train` with no arguments: both tasks start at once, one prepares data/."""
+    done = srun(2, [sys.executable, "-m", "entry.train", "--epochs", "2"],
+                clean_env(OMP_NUM_THREADS="1", TITANIC_CSV=str(titanic_csv)), tmp_path)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    assert out.count("prepared data") == 1 and out.count("final: ") == 1 and "world_size=2" in out
+    assert json.loads((tmp_path / "model" / "metrics.json").read_text())["world_size"] == 2
+
+
 def test_srun_tasks_without_a_count_per_node_are_refused_in_one_line(cluster, tmp_path):
     channels = id_channels(tmp_path / "data")
     env = clean_env(OMP_NUM_THREADS="1")
@@ -176,32 +186,45 @@ def test_sbatch_wait_runs_the_batch_script_as_typed(cluster, tmp_path, prepared)
     assert (tmp_path / "jobs" / f"slurm-{job_id}" / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_a_requeued_job_ends_with_the_weights_of_an_uninterrupted_one(cluster, tmp_path, prepared):
+REQUEUE_ARGS = ["--tasks-per-node", "2", "--hp", "epochs=40", "--hp", "early_stopping=false"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(cluster, tmp_path_factory, prepared) -> dict:
+    cwd = tmp_path_factory.mktemp("uninterrupted")
+    done = launcher(*REQUEUE_ARGS, "--data", str(prepared), "--wait", cwd=cwd)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [job_dir] = (cwd / "jobs").iterdir()
+    return _weights(job_dir / "model")
+
+
+@pytest.mark.parametrize("interruption", [["scontrol", "requeue"], ["scancel", "--signal=USR1"]],
+                         ids=["scontrol requeue", "SIGUSR1 before the time limit"])
+def test_a_requeued_job_ends_with_the_weights_of_an_uninterrupted_one(cluster, tmp_path, prepared, uninterrupted,
+                                                                      interruption):
     import torch
 
-    args = ["--tasks-per-node", "2", "--hp", "epochs=40", "--hp", "early_stopping=false", "--data", str(prepared)]
-    (tmp_path / "straight").mkdir()
-    straight = launcher(*args, "--wait", cwd=tmp_path / "straight")
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    (tmp_path / "requeued").mkdir()
-    submitted = launcher(*args, cwd=tmp_path / "requeued")
+    submitted = launcher(*REQUEUE_ARGS, "--data", str(prepared), cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stderr
     job_id = json.loads(submitted.stdout)["job_id"]
-    log = tmp_path / "requeued" / f"slurm-titanic-{job_id}.out"
+    log = tmp_path / f"slurm-titanic-{job_id}.out"
     deadline = time.monotonic() + 300
     while "epoch=10;" not in (log.read_text() if log.exists() else ""):
         assert time.monotonic() < deadline, "the job did not reach epoch 10"
         time.sleep(0.5)
-    subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=60)
+    subprocess.run([*interruption, job_id], check=True, timeout=60)
     while "JobState=COMPLETED" not in subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True,
                                                      text=True).stdout:
         assert time.monotonic() < deadline + 300, log.read_text()[-3000:]
         time.sleep(1)
     text = log.read_text()
     assert "(restart 1)" in text and "resuming from" in text, text[-3000:]
-    [straight_dir] = (tmp_path / "straight" / "jobs").iterdir()
-    a, b = _weights(straight_dir / "model"), _weights(tmp_path / "requeued" / "jobs" / f"slurm-{job_id}" / "model")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    if interruption[0] == "scancel":
+        assert f"error: stopped by SLURM's SIGUSR1 (the time limit is near), after saving the last checkpoint; job {job_id} " \
+               "requeued, to continue from it" in text, text[-3000:]
+    resumed = _weights(tmp_path / "jobs" / f"slurm-{job_id}" / "model")
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
 
 
 def test_run_slurm_from_python_returns_a_run(cluster, tmp_path, prepared, monkeypatch):

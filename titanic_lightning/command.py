@@ -8,7 +8,9 @@ FailureReason.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -111,17 +113,58 @@ def _on_sigterm(signum, frame) -> None:
         raise Terminated("stopped by SIGTERM")
 
 
+_requeue = {"watched": False, "asked": False}
+
+
+def _on_sigusr1(signum, frame) -> None:
+    # SLURM's warning before the time limit (`#SBATCH --signal=SIGUSR1@90`): training stops at the
+    # next batch on every rank (`callbacks.StopWhenNoted`), saves last.ckpt, and the job is requeued.
+    _requeue["asked"] = True
+
+
+def requeue_watched() -> bool:
+    """Whether SLURM's SIGUSR1 is handled here (the command runs in a SLURM job)."""
+    return _requeue["watched"]
+
+
+def requeue_asked() -> bool:
+    return _requeue["asked"]
+
+
+def ask_requeue() -> None:
+    _requeue["asked"] = True
+
+
+def _requeue_if_asked(message: str) -> str:
+    """After a stop asked for by SIGUSR1 in a SLURM job: global rank 0 requeues the job."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not _requeue["asked"] or not job:
+        return message
+    stopped = "error: stopped by SLURM's SIGUSR1 (the time limit is near), after saving the last checkpoint"
+    if not environment.is_global_zero():
+        return f"{stopped}; global rank 0 requeues job {job}"
+    done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        return f"{stopped}; `scontrol requeue {job}` failed: {' '.join(done.stderr.split())}"
+    return f"{stopped}; job {job} requeued, to continue from it"
+
+
 @contextmanager
 def _sigterm_handled(restore: bool = True) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    handlers = {signal.SIGTERM: _on_sigterm}
+    if os.environ.get("SLURM_JOB_ID"):
+        handlers[signal.SIGUSR1] = _on_sigusr1
+        _requeue["watched"] = True
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     try:
         yield
     finally:
         if restore:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _ignore_late_stops() -> None:
@@ -145,7 +188,7 @@ def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None 
             if argv is None:
                 _ignore_late_stops()
     except Terminated as exc:
-        _fail(f"error: {one_line(exc)}", SIGTERM_EXIT)
+        _fail(_requeue_if_asked(f"error: {one_line(exc)}"), SIGTERM_EXIT)
     except UsageError as exc:
         _fail(f"error: {one_line(exc)}", USAGE_EXIT)
     except KeyboardInterrupt:
@@ -157,7 +200,8 @@ def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None 
         # Lightning turns SIGTERM (a stop, a spot reclaim) into SIGTERMException, a SystemExit with
         # no code, which would end the process with 0 and mark an interrupted job Completed.
         if type(exc).__name__ == "SIGTERMException":
-            _fail("error: stopped by SIGTERM; run the same command again to resume from the last checkpoint", SIGTERM_EXIT)
+            _fail(_requeue_if_asked("error: stopped by SIGTERM; run the same command again to resume from the last "
+                                    "checkpoint"), SIGTERM_EXIT)
         raise
     except Exception as exc:  # noqa: BLE001 - the last line of defence for a command
         reason = f"error: {type(exc).__name__}: {one_line(exc)}"

@@ -124,13 +124,19 @@ def find_callback(trainer: pl.Trainer, kind: type[CallbackT]) -> CallbackT:
 
 
 class StopWhenNoted(Callback):
-    """A SIGTERM that arrived while Lightning's own handler was not yet in place (fit's set-up) stops
-    training at the next batch, as Lightning's would: the checkpoint is saved and the run ends."""
+    """Stops training at the next batch boundary, as Lightning's SIGTERM handling does (the checkpoint
+    is saved and the run ends), for what Lightning does not see itself: a SIGTERM that arrived while
+    its handler was not yet in place (fit's set-up), and SLURM's SIGUSR1 warning before the time
+    limit. The warning stops every rank at the same batch: a rank that got it tells the others
+    (one small all-reduce per batch, in SLURM jobs only), since the checkpoint is saved together."""
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-        from titanic_lightning.command import stop_noted
+        from titanic_lightning import command
 
-        if stop_noted() and not trainer.received_sigterm:
+        if command.stop_noted() and not trainer.received_sigterm:
+            raise SIGTERMException
+        if command.requeue_watched() and trainer.strategy.reduce_boolean_decision(command.requeue_asked(), all=False):
+            command.ask_requeue()  # the ranks that did not get the signal requeue too (rank 0 asks SLURM)
             raise SIGTERMException
