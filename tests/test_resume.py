@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -153,7 +154,8 @@ def _fit(channels, run: Path, monkeypatch, extra_callback=None, every_n_seconds=
 
     monkeypatch.setattr(training_run, "build", build_with_extra)
     try:
-        _, model, trainer = training_run.fit(cfg, layout.resolve(cfg), make_plan(0))
+        with ExitStack() as held:  # as train() does: the folders held, and their files recorded at the end
+            _, model, trainer = training_run.fit(cfg, layout.resolve(cfg, held), make_plan(0))
     finally:
         monkeypatch.setattr(training_run, "build", build)
     return model, trainer
