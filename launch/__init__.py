@@ -33,7 +33,7 @@ Modules, one role each:
 * `charts` — the comparison as a picture (`--compare ... --plot compare.png`);
 * `console` — the progress lines every step prints on stderr, and the argument parser of submit.py and deploy.py.
 
-`import launch` loads none of them: each public name loads `launch.api` (or `launch.tuning_api`) when first used, and the
+`import launch` loads none of them: each public name loads `launch.api` (or `launch.tuning.api`) when first used, and the
 SageMaker SDK and torch load only when a function needs them.
 """
 
@@ -50,13 +50,13 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name in TUNING_API:
-        from launch import tuning_api
+        from launch.tuning import api as tuning_api
 
         return getattr(tuning_api, name)
     if name in SLURM_API:
-        from launch import slurm_job
+        from launch.jobs import slurm
 
-        return getattr(slurm_job, name)
+        return getattr(slurm, name)
     raise AttributeError(f"module 'launch' has no attribute {name!r}")
 
 

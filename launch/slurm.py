@@ -52,8 +52,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> None:
-    from launch import report, slurm_job
-    from launch.job import parse_hyperparameters
+    from launch.jobs import slurm as slurm_job
+    from launch.jobs.checks import parse_hyperparameters
+    from launch.records import report
 
     args = parser().parse_args(argv)
     spec = slurm_job.check_spec(slurm_job.SlurmSpec(

@@ -69,7 +69,8 @@ def _spec(args):
 
 
 def dry_run(args) -> None:
-    from launch import api, prices
+    from launch import api
+    from launch.jobs import prices
 
     table = prices.load(args.prices)
     # Anything a library prints goes to stderr: stdout carries exactly one JSON object.
@@ -79,7 +80,8 @@ def dry_run(args) -> None:
 
 
 def local(args) -> int:
-    from launch import api, prices
+    from launch import api
+    from launch.jobs import prices
 
     table = prices.load(args.prices)
     run = api.run_local(_spec(args), data=args.data, jobs_dir=args.jobs_dir, runs_dir=args.runs_dir, prices=table,
@@ -93,7 +95,9 @@ def local(args) -> int:
 
 
 def remote(args) -> int:
-    from launch import api, prices, report
+    from launch import api
+    from launch.jobs import prices
+    from launch.records import report
 
     table = prices.load(args.prices)
     run = api._run_sagemaker(_spec(args), args.data, not args.no_wait, args.runs_dir, table, role_flag=args.role,
@@ -107,7 +111,9 @@ def remote(args) -> int:
 
 
 def compare(args) -> None:
-    from launch import api, charts, prices
+    from launch import api
+    from launch.jobs import prices
+    from launch.records import charts
 
     if args.plot:
         charts.check_plot_path(args.plot)  # before anything is read

@@ -14,9 +14,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch import code, s3data
 from launch.console import log
-from launch.job import METRIC_DEFINITIONS, PY_VERSION, TENSORBOARD_LOCAL_PATH, JobSpec, check_role
+from launch.jobs import code, s3data
+from launch.jobs.checks import check_role
+from launch.jobs.spec import METRIC_DEFINITIONS, PY_VERSION, TENSORBOARD_LOCAL_PATH, JobSpec
 from titanic_lightning.contracts import CHECKPOINT_FILE
 from titanic_lightning.errors import UsageError
 from titanic_lightning.sagemaker_facts import CHECKPOINT_DIR
@@ -206,15 +207,15 @@ def input_data(spec: JobSpec) -> list:
 
 
 def build_wheelhouse():
-    """The training image's wheelhouse: from the cache, else built (`launch.wheelhouse`)."""
-    from launch import wheelhouse
+    """The training image's wheelhouse: from the cache, else built (`launch.jobs.wheelhouse`)."""
+    from launch.jobs import wheelhouse
 
     return wheelhouse.build(code.requirements(), wheelhouse.Target.image(PY_VERSION))
 
 
 def upload_wheelhouse(s3, spec: JobSpec, built) -> dict[str, list[str]]:
     """Upload the wheelhouse `built` as the spec's `wheels` channel, skipping unchanged wheels."""
-    from launch import wheelhouse
+    from launch.jobs import wheelhouse
 
     return s3data.upload_files(s3, built.files, spec.channels[wheelhouse.CHANNEL],
                                lambda path: "application/octet-stream")

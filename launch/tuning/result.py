@@ -17,13 +17,24 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
+import time
 from pathlib import Path
 
-from launch.search import CATEGORICAL, Plan
+from launch.tuning.space import CATEGORICAL, Plan
 
 SUMMARY_FILE = "tuning.json"
 PICTURE_FILE = "tuning.png"
 ROLE = "tune"  # the command that writes these files, in the folder's record (titanic_lightning.outputs)
+
+TUNING_BASE = "titanic-tune"  # short: SageMaker's tuning job names have at most 32 characters
+
+
+def tuning_name() -> str:
+    """`titanic-tune-<YYmmdd-HHMMSS>-<4 random hex digits>`: 31 characters, a valid tuning job name,
+    and two tunings started in the same second get different ones."""
+    return f"{TUNING_BASE}-{time.strftime('%y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
 
 
 def _number(value):

@@ -5,7 +5,7 @@
     --range "NAME=A|B|C"         categorical: each value as `--hp NAME=A` would pass it
 
 NAME is a flag of `python -m entry.train`. Every value is checked before anything starts, with
-the entry's own parser and in the form the job's container hands it over (`job.check_hyperparameter`):
+the entry's own parser and in the form the job's container hands it over (`checks.check_hyperparameter`):
 the bounds of a numeric range (every value in between then passes too, since each flag's type is
 an interval) and every category. SageMaker's limits on a range are checked here as well (at most
 30 categories of at most 256 characters, at most 30 ranges).
@@ -20,7 +20,7 @@ import math
 import typing
 from dataclasses import dataclass
 
-from launch import job
+from launch.jobs import checks
 from titanic_lightning.errors import UsageError
 
 # The default space: the optimiser's step size and regularisation, and the network's shape.
@@ -90,7 +90,7 @@ def flag_kind(name: str) -> str | None:
 
 
 def tunable_flags() -> list[str]:
-    return sorted(job.entry_flags() - set(SET_BY_TUNING))
+    return sorted(checks.entry_flags() - set(SET_BY_TUNING))
 
 
 def parse_range(spec: str) -> Range:
@@ -103,7 +103,7 @@ def parse_range(spec: str) -> Range:
                          "e.g. --range learning_rate=0.0001:0.1:log")
     if name in SET_BY_TUNING:
         raise UsageError(f"{source}: {name!r} is set by the tuning itself, not tuned")
-    if name not in job.entry_flags():
+    if name not in checks.entry_flags():
         raise UsageError(f"{source}: {name!r} is not a flag of entry/train.py; choose from {', '.join(tunable_flags())}")
     if "|" in rest:
         return _categorical(name, rest, source)
@@ -121,7 +121,7 @@ def _categorical(name: str, rest: str, source: str) -> Range:
     for value in values:
         if len(value) > MAX_VALUE_CHARS:
             raise UsageError(f"{source}: a category longer than SageMaker's {MAX_VALUE_CHARS} characters")
-        job.check_hyperparameter(name, value, f"{source} (category {value})")
+        checks.check_hyperparameter(name, value, f"{source} (category {value})")
     return Range(name=name, kind=CATEGORICAL, values=tuple(values), source=source)
 
 
@@ -150,7 +150,7 @@ def _numeric(name: str, rest: str, source: str) -> Range:
         raise UsageError(f"{source}: a logarithmic range needs LOW above 0")
     for bound in (low, high):
         # The entry's parser, on the bound as a trial would receive it.
-        job.check_hyperparameter(name, number_text(bound), f"{source} (bound {number_text(bound)})")
+        checks.check_hyperparameter(name, number_text(bound), f"{source} (bound {number_text(bound)})")
     return Range(name=name, kind=kind, low=low, high=high, log=log, source=source)
 
 
@@ -204,7 +204,7 @@ class Plan:
     @property
     def epochs(self) -> int:
         """The epochs each trial may run: the fixed `--hp epochs`, else the entry's default."""
-        from launch.job import container_forms
+        from launch.jobs.checks import container_forms
         from titanic_lightning.config import TrainConfig
 
         return int(container_forms(self.static["epochs"])[0]) if "epochs" in self.static else TrainConfig.epochs
