@@ -190,7 +190,7 @@ def _seconds(run_time: str | None) -> float | None:
 
 
 def record(spec: SlurmSpec, job_id: str, cwd: Path, state: dict[str, str] | None) -> dict:
-    """The run record (`launch.report`'s shape, `mode` "slurm") of the job; status "Submitted" without a state."""
+    """The run record (`launch.records.report`'s shape, `mode` "slurm") of the job; status "Submitted" without a state."""
     import json
 
     from launch.records.report import new_record
