@@ -65,15 +65,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _session(region: str | None):
-    import boto3
-
-    session = boto3.Session(region_name=region)
-    if session.region_name is None:
-        raise UsageError("no AWS region: pass --region or configure one (AWS_DEFAULT_REGION)")
-    return session
-
-
 def _check_model_data(session, uri: str) -> None:
     from botocore.exceptions import ClientError
 
@@ -150,7 +141,9 @@ def delete(session, name: str) -> list[str]:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    session = _session(args.region)
+    from launch.jobs.remote import open_session
+
+    session = open_session(args.region)
     if args.delete:
         print("deleted " + ", ".join(delete(session, args.endpoint_name)))
         return

@@ -33,16 +33,14 @@ if __package__ in (None, ""):
     # Run by path (`python launch/submit.py`): make the repository importable as the module form is.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launch.console import ArgumentParser, launcher_errors, log  # noqa: E402
+from launch.console import command_parser, launcher_errors, log  # noqa: E402
 from launch.options import add_job_arguments, spec_from_args  # noqa: E402
 from titanic_lightning.command import run_command  # noqa: E402
 from titanic_lightning.errors import UsageError  # noqa: E402
 
 
 def parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python launch/submit.py", description=__doc__.split("\n\n")[0],
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1],
-                       allow_abbrev=False, hint=" (see python launch/submit.py --help)")
+    p = command_parser("python launch/submit.py", __doc__)
     add_job_arguments(p)
     p.add_argument("--resume", metavar="JOB_NAME",
                    help="continue that stopped or failed job from its checkpoints (same --hp and data); "

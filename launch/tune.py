@@ -36,13 +36,11 @@ if __package__ in (None, ""):
     # Run by path (`python launch/tune.py`): make the repository importable as the module form is.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launch.console import ArgumentParser, launcher_errors  # noqa: E402
+from launch.console import command_parser, launcher_errors  # noqa: E402
 from launch.options import add_job_arguments, integer, spec_from_args  # noqa: E402
-from launch.tuning.local import DEFAULT_PRUNE_AFTER_TRIALS, DEFAULT_TRIALS  # noqa: E402
+from launch.tuning.space import DEFAULT_MAX_JOBS, DEFAULT_PRUNE_AFTER_TRIALS, DEFAULT_TRIALS  # noqa: E402
 from titanic_lightning.command import run_command  # noqa: E402
 from titanic_lightning.errors import UsageError  # noqa: E402
-
-DEFAULT_MAX_JOBS = 10
 
 
 def seconds(text: str) -> float:
@@ -58,9 +56,7 @@ def seconds(text: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python launch/tune.py", description=__doc__.split("\n\n")[0],
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1],
-                       allow_abbrev=False, hint=" (see python launch/tune.py --help)")
+    p = command_parser("python launch/tune.py", __doc__)
     add_job_arguments(p)
     t = p.add_argument_group("tuning")
     t.add_argument("--range", action="append", default=[], metavar="SPEC", dest="ranges",

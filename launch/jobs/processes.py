@@ -89,12 +89,17 @@ def start(host: Host, cwd: Path) -> None:
     host.threads.append(thread)
 
 
+def stop_running(items: list, mark) -> None:
+    """Stop the running process of each of `items` (hosts, trials; each with a `process`), `mark(item)`
+    first: SIGTERM to its process group, SIGKILL to what is left after the grace period."""
+    running = [i for i in items if i.process is not None and i.process.poll() is None]
+    for item in running:
+        mark(item)
+    stop_groups([i.process for i in running], STOP_GRACE_S, POLL_S)
+
+
 def stop_hosts(hosts: list[Host]) -> None:
-    """SIGTERM each running host's process group, then SIGKILL what is left after the grace period."""
-    running = [h for h in hosts if h.process and h.process.poll() is None]
-    for h in running:
-        h.stopped = True
-    stop_groups([h.process for h in running], STOP_GRACE_S, POLL_S)
+    stop_running(hosts, lambda h: setattr(h, "stopped", True))
 
 
 class StopRequest:

@@ -225,22 +225,30 @@ def run_slurm(*, nodes: int = 1, tasks_per_node: int = 1, gpus_per_node: int = 0
     `wait`, follow the job to its end (its log lines go to `echo`), record it in
     `runs_dir/slurm-<job id>.json` and return it; without, return at once with status "Submitted".
     """
-    from launch.api import Run
     from launch.jobs.checks import parse_hyperparameters
     from launch.options import hp_pairs
-    from launch.records import report
 
     hps = parse_hyperparameters(hp_pairs("run_slurm", hyperparameters))
     spec = check_spec(SlurmSpec(nodes=nodes, tasks_per_node=tasks_per_node, gpus_per_node=gpus_per_node,
                                 cpus_per_task=cpus_per_task, partition=partition, time=str(time), hyperparameters=hps,
                                 data=None if data is None else Path(data), resume=None if resume is None else str(resume)))
+    return run(spec, wait, None if runs_dir is None else Path(runs_dir), Path(cwd), echo)
+
+
+def run(spec: SlurmSpec, wait: bool, runs_dir: Path | None, cwd: Path, echo=None):
+    """Check the cluster, submit the checked `spec` from `cwd`, and with `wait` follow it to its end and
+    record it in `runs_dir`; the `launch.Run`."""
+    from launch.api import Run
+    from launch.console import log
+    from launch.records import report
+
     check_cluster(spec)
-    cwd = Path(cwd)
     job_id = submit(spec, cwd)
+    log(f"submitted SLURM job {job_id}: {spec.nodes} node(s) x {spec.tasks_per_node} task(s); "
+        f"log {LOG_FILE.format(job_id=job_id)}, outputs in {JOB_DIR.format(job_id=job_id)}/")
     if not wait:
         known = record(spec, job_id, cwd, None)
         return Run(job_name=known["job_name"], status="Submitted", mode="slurm", record=known)
-    state = follow(job_id, cwd, echo=echo)
-    done = record(spec, job_id, cwd, state)
-    path = report.save(done, Path(runs_dir)) if runs_dir is not None else None
+    done = record(spec, job_id, cwd, follow(job_id, cwd, echo=echo))
+    path = report.save(done, runs_dir) if runs_dir is not None else None
     return Run(job_name=done["job_name"], status=done["status"], mode="slurm", record=done, record_path=path)

@@ -90,30 +90,27 @@ def summarize(description: dict, prices: PriceTable, wall_seconds: float | None)
 
 
 def human(record: dict) -> str:
-    if record.get("mode") == "slurm":  # nothing billed per instance: the nodes, and SLURM's restarts
-        return "\n".join([
-            f"job {record['job_name']}: {record['status']}"
-            + (f" ({record['failure_reason']})" if record.get("failure_reason") else ""),
-            f"  nodes:            {record['instance_count']} x {record['tasks_per_node']} task(s) on "
-            f"{record['instance_type']}, {record['gpus_per_node']} GPU(s) per node; restarts {record['restarts']}",
-            f"  wall time:        {fmt(record['wall_seconds'], '{:.1f}')} s",
-            f"  training time:    {fmt(record['training_seconds'], '{:.1f}')} s",
-            f"  model artifact:   {record['model_artifact']}",
-            "  final metrics:    " + (", ".join(f"{k}={v:.4f}" for k, v in sorted(record["final_metrics"].items())) or "-"),
-        ])
-    lines = [
-        f"job {record['job_name']}: {record['status']}"
-        + (f" ({record['failure_reason']})" if record.get("failure_reason") else ""),
-        f"  instances:        {record['instance_count']} x {record['instance_type']}" + (" (spot)" if record["spot"] else ""),
-        f"  wall time:        {fmt(record['wall_seconds'], '{:.1f}')} s",
-        f"  training time:    {fmt(record['training_seconds'], '{:.0f}')} s",
-        f"  billable time:    {fmt(record['billable_seconds'], '{:.0f}')} s per instance, "
-        f"{fmt(record.get('billable_instance_seconds'), '{:.0f}')} instance-seconds billed"
-        + (f" (spot saving {record['spot_saving_percent']}%)" if record.get("spot_saving_percent") is not None else ""),
-        f"  estimated cost:   {_cost(record)} (on-demand prices as of {record['prices_as_of']})",
-        f"  model artifact:   {record['model_artifact']}",
-        "  final metrics:    " + (", ".join(f"{k}={v:.4f}" for k, v in sorted(record["final_metrics"].items())) or "-"),
-    ]
+    """The record as the lines a command prints when a job ends."""
+    lines = [f"job {record['job_name']}: {record['status']}"
+             + (f" ({record['failure_reason']})" if record.get("failure_reason") else "")]
+    slurm = record.get("mode") == "slurm"  # nothing billed per instance: the nodes, and SLURM's restarts
+    if slurm:
+        lines.append(f"  nodes:            {record['instance_count']} x {record['tasks_per_node']} task(s) on "
+                     f"{record['instance_type']}, {record['gpus_per_node']} GPU(s) per node; restarts {record['restarts']}")
+    else:
+        lines.append(f"  instances:        {record['instance_count']} x {record['instance_type']}"
+                     + (" (spot)" if record["spot"] else ""))
+    lines += [f"  wall time:        {fmt(record['wall_seconds'], '{:.1f}')} s",
+              f"  training time:    {fmt(record['training_seconds'], '{:.1f}' if slurm else '{:.0f}')} s"]
+    if not slurm:
+        lines += [
+            f"  billable time:    {fmt(record['billable_seconds'], '{:.0f}')} s per instance, "
+            f"{fmt(record.get('billable_instance_seconds'), '{:.0f}')} instance-seconds billed"
+            + (f" (spot saving {record['spot_saving_percent']}%)" if record.get("spot_saving_percent") is not None else ""),
+            f"  estimated cost:   {_cost(record)} (on-demand prices as of {record['prices_as_of']})"]
+    lines += [f"  model artifact:   {record['model_artifact']}",
+              "  final metrics:    " + (", ".join(f"{k}={v:.4f}" for k, v in sorted(record["final_metrics"].items()))
+                                        or "-")]
     return "\n".join(lines)
 
 

@@ -30,7 +30,7 @@ from launch.jobs.prices import PriceTable
 from launch.jobs.spec import JobSpec
 from launch.options import check_type, hp_pairs, hp_value
 from launch.tuning import local
-from launch.tuning.space import SET_BY_TUNING, Plan, build_plan
+from launch.tuning.space import DEFAULT_PRUNE_AFTER_TRIALS, SET_BY_TUNING, Plan, build_plan
 from titanic_lightning.errors import UsageError
 
 __all__ = ["Tuning", "tune_local", "tune_sagemaker", "tuning_request"]
@@ -202,7 +202,7 @@ def _check_paths(function: str, **paths) -> None:
 
 def tune_local(ranges=None, *, trials: int | None = None, parallel: int = 1, hyperparameters: dict | list | None = None,
                strategy: str | None = None, search: str = "bayesian", objective: str = "val_loss",
-               early_stopping: bool = True, search_seed: int = 1, prune_after_trials: int = local.DEFAULT_PRUNE_AFTER_TRIALS,
+               early_stopping: bool = True, search_seed: int = 1, prune_after_trials: int = DEFAULT_PRUNE_AFTER_TRIALS,
                timeout_s: float | None = None, keep_models: bool = False, data: str | Path = "data",
                out: str | Path = "tuning", runs_dir: str | Path = "runs") -> Tuning:
     """The search on this machine, as `tune.py --local` runs it: each trial a `python -m entry.train`

@@ -15,12 +15,9 @@ from launch.jobs.processes import StopRequest
 from launch.records import report
 from launch.tuning import result as tuning_result
 from launch.tuning import trials
-from launch.tuning.space import Plan, build_plan, grid_size
+from launch.tuning.space import DEFAULT_TRIALS, Plan, build_plan, grid_size
 from launch.tuning.trials import COMPLETED, PRUNED, Trial
 from titanic_lightning.outputs import RECORD, check_folder, owned
-
-DEFAULT_TRIALS = 10  # a local search's trials without `trials` (a grid: every combination)
-DEFAULT_PRUNE_AFTER_TRIALS = 5
 
 
 def local_plan(specs: list[str], static: dict[str, str], *, search: str, objective: str, trials: int | None,

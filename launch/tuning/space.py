@@ -179,6 +179,9 @@ SEARCHES = ("bayesian", "random", "hyperband", "grid")
 # SageMaker's names of the searches (HyperParameterTuningJobStrategyType).
 STRATEGY_NAMES = {"bayesian": "Bayesian", "random": "Random", "hyperband": "Hyperband", "grid": "Grid"}
 OBJECTIVES = {"val_loss": "Minimize", "val_acc": "Maximize", "val_auroc": "Maximize"}
+DEFAULT_MAX_JOBS = 10  # training jobs without --max-jobs (a grid: every combination)
+DEFAULT_TRIALS = 10  # a local search's trials without --trials (a grid: every combination)
+DEFAULT_PRUNE_AFTER_TRIALS = 5  # trials that run to their end before the median pruner stops any
 # Hyperband counts a trial's resource in epochs; SageMaker's MaxResource is at most this.
 HYPERBAND_MAX_EPOCHS = 20000
 
@@ -190,12 +193,12 @@ class Plan:
     ranges: list[Range]
     search: str = "bayesian"
     objective: str = "val_loss"
-    max_jobs: int | None = 10  # None with grid: every combination once
+    max_jobs: int | None = DEFAULT_MAX_JOBS  # None with grid: every combination once
     max_parallel: int = 1
     early_stopping: bool = True
     seed: int = 1
     static: dict[str, str] = dataclasses.field(default_factory=dict)  # the fixed --hp values (and --strategy)
-    prune_after_trials: int = 5  # local: trials that run to the end before the median pruner stops any
+    prune_after_trials: int = DEFAULT_PRUNE_AFTER_TRIALS  # local only
 
     @property
     def objective_type(self) -> str:
@@ -217,7 +220,8 @@ class Plan:
 
 def build_plan(range_specs: list[str], static: dict[str, str], *, search: str = "bayesian", objective: str = "val_loss",
                max_jobs: int | None = None, max_parallel: int = 1, early_stopping: bool = True, seed: int = 1,
-               prune_after_trials: int = 5, jobs_flag: str = "--max-jobs", parallel_flag: str = "--max-parallel-jobs") -> Plan:
+               prune_after_trials: int = DEFAULT_PRUNE_AFTER_TRIALS, jobs_flag: str = "--max-jobs",
+               parallel_flag: str = "--max-parallel-jobs") -> Plan:
     """Check the tuning's options together (offline) and return the plan."""
     if search not in SEARCHES:
         raise UsageError(f"--search {search}: choose from {', '.join(SEARCHES)}")
@@ -242,7 +246,7 @@ def build_plan(range_specs: list[str], static: dict[str, str], *, search: str = 
             raise UsageError(f"{jobs_flag} {max_jobs} with --search grid: a grid runs each of its {grid_size(ranges)} "
                              "combinations once; drop it")
     else:
-        max_jobs = 10 if max_jobs is None else max_jobs
+        max_jobs = DEFAULT_MAX_JOBS if max_jobs is None else max_jobs
         if max_jobs < 1:
             raise UsageError(f"{jobs_flag} {max_jobs}: must be at least 1")
     if search == "hyperband":

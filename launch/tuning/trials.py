@@ -40,7 +40,7 @@ from pathlib import Path
 
 from launch.console import log
 from launch.jobs.checks import container_forms
-from launch.jobs.processes import STOP_GRACE_S, signal_group, stop_groups
+from launch.jobs.processes import signal_group, stop_running
 from launch.jobs.spec import METRIC_DEFINITIONS
 from launch.tuning.space import CATEGORICAL, INTEGER, Plan, Range, number_text
 from titanic_lightning.contracts import MODEL_FILE, npz_name
@@ -119,14 +119,6 @@ def trial_env(parallel: int) -> dict[str, str]:
     # Trials side by side share the cores instead of each taking them all.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
     return env
-
-
-def stop_processes(trials: list[Trial], reason: str) -> None:
-    """SIGTERM each running trial's process group, SIGKILL what is left after the grace period."""
-    running = [t for t in trials if t.process is not None and t.process.poll() is None]
-    for t in running:
-        t.stop_reason = t.stop_reason or reason
-    stop_groups([t.process for t in running], STOP_GRACE_S, POLL_S)
 
 
 def run_trial(trial: Trial, optuna_trial, plan: Plan, data_dir: Path, env: dict[str, str], stop) -> None:
@@ -273,7 +265,7 @@ def search(plan: Plan, data_dir: Path, folder: Path, trials: int, parallel: int,
     while True:
         settle()
         if stop.signal is not None:
-            stop_processes([t for t, _ in running.values()], "stopped")
+            stop_running([t for t, _ in running.values()], lambda t: setattr(t, "stop_reason", t.stop_reason or "stopped"))
             while running:
                 settle()
                 time.sleep(POLL_S)
