@@ -57,6 +57,12 @@ class Run:
     record_path: Path | None = None
     summary: dict | None = field(default=None, repr=False)
 
+    @classmethod
+    def of(cls, record: dict, record_path: Path | None = None, summary: dict | None = None) -> Run:
+        """The Run a run record describes (its name, status and mode)."""
+        return cls(job_name=record["job_name"], status=record["status"], mode=record["mode"], record=record,
+                   record_path=record_path, summary=summary)
+
     @property
     def ok(self) -> bool:
         return self.status == "Completed"
@@ -220,8 +226,7 @@ def run_local(spec: JobSpec, data: str | Path = "data", jobs_dir: str | Path = "
                                container_venv=container_venv)
     record = report.local_record(summary, table)
     path = _save(record, runs)
-    return Run(job_name=record["job_name"], status=record["status"], mode="local", record=record, record_path=path,
-               summary=summary)
+    return Run.of(record, path, summary)
 
 
 def run_sagemaker(spec: JobSpec, data: str | Path = "data", wait: bool = True, runs_dir: str | Path | None = "runs",
@@ -248,11 +253,11 @@ def _run_sagemaker(spec: JobSpec, data, wait: bool, runs_dir, prices, role_flag:
     if not wait:
         known = {"mode": "sagemaker", "job_name": submitted.job_name, "status": "Submitted",
                  "checkpoint_s3_uri": submitted.checkpoint_s3_uri, "resume": aws.spec.resume, **submitted.upload}
-        return Run(job_name=submitted.job_name, status="Submitted", mode="sagemaker", record=known)
+        return Run.of(known)
     record = report.summarize(remote.describe(aws, submitted.job_name), table,
                               wall_seconds=round(time.time() - submitted.submitted_at, 1))
     path = _save(record, runs)
-    return Run(job_name=record["job_name"], status=record["status"], mode="sagemaker", record=record, record_path=path)
+    return Run.of(record, path)
 
 
 def wait(job_name: str, region: str | None = None, runs_dir: str | Path | None = "runs",
@@ -269,7 +274,7 @@ def wait(job_name: str, region: str | None = None, runs_dir: str | Path | None =
     described = session.client("sagemaker").describe_training_job(TrainingJobName=job_name)
     record = report.summarize(described, table, wall_seconds=None)
     path = _save(record, runs)
-    return Run(job_name=record["job_name"], status=record["status"], mode="sagemaker", record=record, record_path=path)
+    return Run.of(record, path)
 
 
 # --- comparing runs -----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import json
 import re
 
 from launch.jobs import instances
-from launch.jobs.spec import DEFAULT_MAX_RUN_S, DEFAULT_PREFIX, DEFAULT_REGION, FRAMEWORK, FRAMEWORK_VERSION, PY_VERSION, JobSpec
+from launch.jobs.spec import DEFAULT_MAX_RUN_S, DEFAULT_PREFIX, DEFAULT_REGION, JobSpec
 from titanic_lightning.errors import UsageError
 from titanic_lightning.sagemaker_facts import LONGEST_JOB_S
 
@@ -138,11 +138,8 @@ def check_prefix(prefix: str) -> str:
 
 def check_region(region: str, instance_type: str) -> str:
     """A region the SDK's table has the PyTorch training image for (offline)."""
-    from sagemaker.core import image_uris
-
     try:
-        image_uris.retrieve(FRAMEWORK, region, version=FRAMEWORK_VERSION, py_version=PY_VERSION,
-                            instance_type=instance_type, image_scope="training")
+        JobSpec(instance_type=instance_type, region=region).image_uri()
     except ValueError as exc:
         if "region" not in str(exc).lower():
             raise

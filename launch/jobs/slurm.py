@@ -247,8 +247,7 @@ def run(spec: SlurmSpec, wait: bool, runs_dir: Path | None, cwd: Path, echo=None
     log(f"submitted SLURM job {job_id}: {spec.nodes} node(s) x {spec.tasks_per_node} task(s); "
         f"log {LOG_FILE.format(job_id=job_id)}, outputs in {JOB_DIR.format(job_id=job_id)}/")
     if not wait:
-        known = record(spec, job_id, cwd, None)
-        return Run(job_name=known["job_name"], status="Submitted", mode="slurm", record=known)
+        return Run.of(record(spec, job_id, cwd, None))
     done = record(spec, job_id, cwd, follow(job_id, cwd, echo=echo))
     path = report.save(done, runs_dir) if runs_dir is not None else None
-    return Run(job_name=done["job_name"], status=done["status"], mode="slurm", record=done, record_path=path)
+    return Run.of(done, path)

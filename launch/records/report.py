@@ -5,14 +5,11 @@ One record shape serves every run, with `mode` saying where it ran:
 
 * `"sagemaker"` — `summarize` of DescribeTrainingJob;
 * `"local"` — `local_record` of the emulator's `jobs/<job>/summary.json` (`--local`);
-* `"slurm"` — `launch.slurm_job.record` of a SLURM job (`launch/slurm.py`);
+* `"slurm"` — `launch.jobs.slurm.record` of a SLURM job (`launch/slurm.py`);
 * `"tuning"` — one record per trial of a tuning result file (`tuning_records`).
 
-Its keys: `mode`, `job_name`, `status`, `failure_reason`, `instance_type`, `instance_count`, `spot`,
-`training_seconds`, `billable_seconds`, `billable_instance_seconds`, `spot_saving_percent`,
-`wall_seconds`, `usd_per_hour`, `estimated_cost_usd`, `emulated_cost_usd`, `prices_as_of`,
-`model_artifact`, `final_metrics` ({name: value}) and each of `COMPARED_METRICS` (`val_acc`,
-`test_acc`) at the top level.
+Its keys are `KEYS` (`final_metrics` is {name: value}, and each of `COMPARED_METRICS` is also at the
+top level), then the mode's own (`new_record` builds every record).
 
 DescribeTrainingJob's `BillableTimeInSeconds` is per instance; what is billed is that × the instance
 count (`billable_instance_seconds`, the figure the SDK's "Billable seconds:" log line prints).
