@@ -38,9 +38,6 @@ __all__ = ["Comparison", "JobSpec", "Run", "UsageError", "compare", "dry_run", "
            "run_sagemaker", "wait"]
 
 
-# --- results ------------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Run:
     """One training job, run here (`mode` "local") or on SageMaker ("sagemaker").
