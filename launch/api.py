@@ -42,7 +42,7 @@ __all__ = ["Comparison", "JobSpec", "Run", "UsageError", "compare", "dry_run", "
 class Run:
     """One training job, run here (`mode` "local") or on SageMaker ("sagemaker").
 
-    `record` is the run record (the content of `runs/<job>.json`, shape in `launch.report`); for a
+    `record` is the run record (the content of `runs/<job>.json`, shape in `launch.records.report`); for a
     job submitted without waiting it holds what is known yet (status "Submitted", checkpoint URI,
     uploads). `summary` is a local job's full summary (hosts, logs, command, metrics.json).
     """
