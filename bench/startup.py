@@ -44,15 +44,15 @@ def _cpu() -> str:
 
 def install_once(mode: str, base_python: Path, wheels: list[Path], root: Path) -> float:
     """A fresh host environment and job folder; the install's wall seconds."""
-    from launch import code, local
+    from launch.jobs import code, container
 
     job = Path(tempfile.mkdtemp(prefix=f"{mode}-", dir=root))
     code_dir = code.stage(job / "code", wheelhouse=mode == "wheelhouse")
     (job / "wheels").mkdir()
     for wheel in wheels:
         (job / "wheels" / wheel.name).symlink_to(wheel)
-    python = local.host_venv(job / "venv", base_python)
-    exit_code, seconds = local.install_requirements(python, code_dir, job / "install.log")
+    python = container.host_venv(job / "venv", base_python)
+    exit_code, seconds = container.install_requirements(python, code_dir, job / "install.log")
     if exit_code != 0:
         raise SystemExit(f"error: the {mode} install failed (exit code {exit_code}); see {job / 'install.log'}")
     return seconds
@@ -60,10 +60,10 @@ def install_once(mode: str, base_python: Path, wheels: list[Path], root: Path) -
 
 def measure(rounds: int):
     """Install seconds per mode over `rounds` interleaved rounds, the wheelhouse, and the set-up seconds."""
-    from launch import code, local, wheelhouse
+    from launch.jobs import code, container, wheelhouse
 
     started = time.perf_counter()
-    base_python = local.image_venv()
+    base_python = container.image_venv()
     built = wheelhouse.build(code.requirements(), wheelhouse.Target.here())
     setup = round(time.perf_counter() - started, 1)
     times: dict[str, list[float]] = {mode: [] for mode in MODES}

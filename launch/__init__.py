@@ -12,29 +12,26 @@ From Python (a notebook, a script; see `launch.api`):
     on_slurm = launch.run_slurm(tasks_per_node=2, hyperparameters={"epochs": 5})   # sbatch, followed to the end
 
 From the shell: `python launch/submit.py --help`, `python launch/tune.py --help`, `python launch/slurm.py --help`.
-Modules, one role each:
+Modules and subpackages, one role each:
 
 * `api` — the Python functions above and their result objects (`Run`, `Comparison`);
-* `tuning_api` — tuning as Python functions (`tune_local`, `tune_sagemaker`, `tuning_request`) and `Tuning`;
-* `instances` — the ml.* instance types this launcher knows (vCPUs, GPUs);
-* `prices` — the dated on-demand price table (`prices.json`) and cost arithmetic;
-* `job` — the job specification shared by `--dry-run`, a real submission and `--local`;
-* `options` — the job flags `submit.py` and the tuning command share;
-* `code` — stages the code the job ships (titanic_lightning/, entry/, requirements.txt);
-* `s3data` — prepares the npz channels and uploads them, skipping unchanged objects;
-* `remote` — builds the SDK's ModelTrainer from a spec, submits it, follows it;
-* `local` — runs the job the way SageMaker would, one subprocess per host, without Docker;
-* `report` — the run record, `runs/<job>.json`, and what `--compare` reads and prints;
-* `search` — the tuning's search space (`--range`), checked by the entry's parser, and its plan;
-* `trials` — the local search: Optuna trials as entry processes, pruned on their epoch lines;
-* `tuning` — the SageMaker tuning job: the SDK's HyperparameterTuner around the same ModelTrainer;
-* `tuning_result` — a tuning's summary, its table and `tuning.png`;
-* `slurm_job` — a SLURM job: `slurm.sbatch` with the job's values, submitted, followed, recorded (`run_slurm`);
-* `charts` — the comparison as a picture (`--compare ... --plot compare.png`);
-* `console` — the progress lines every step prints on stderr, and the argument parser of submit.py and deploy.py.
+* `options` — the job flags `submit.py` and `tune.py` share, and the API's checks of the same arguments;
+* `console` — the progress lines every step prints on stderr, the commands' argument parser, one-line errors;
+* `jobs/` — one training job: `spec` (the JobSpec shared by `--dry-run`, a real submission and `--local`),
+  `checks` (its values checked offline), `instances`, `prices`, `code` (the code the job ships), `s3data`
+  (its channels), `wheelhouse` (its requirements as a channel), `remote` (the SDK's ModelTrainer: submit,
+  follow), `local` (the job as SageMaker would run it, without Docker) with `container` (one host's /opt/ml,
+  environment, command and Python), `folder` (the checkpoint store and artifacts) and `processes` (the
+  hosts run, supervised and stopped), `slurm` (a SLURM job: `slurm.sbatch` with its values; `run_slurm`);
+* `records/` — `report` (the run record, `runs/<job>.json`), `compare` (what `--compare` reads and
+  prints), `charts` (`--plot`);
+* `tuning/` — `space` (`--range` and the plan), `trials` (Optuna trials as entry processes, pruned on their
+  epoch lines), `local` (the search here), `tuner` (the SDK's HyperparameterTuner around the same
+  ModelTrainer), `result` (the summary, its table and `tuning.png`), `api` (`tune_local`,
+  `tune_sagemaker`, `tuning_request`, `Tuning`).
 
-`import launch` loads none of them: each public name loads `launch.api` (or `launch.tuning_api`) when first used, and the
-SageMaker SDK and torch load only when a function needs them.
+`import launch` loads none of them: each public name loads `launch.api` (or `launch.tuning.api`,
+`launch.jobs.slurm`) when first used, and the SageMaker SDK and torch load only when a function needs them.
 """
 
 API = ("job_spec", "dry_run", "run_local", "run_sagemaker", "wait", "compare", "Run", "Comparison", "JobSpec",
@@ -50,13 +47,13 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name in TUNING_API:
-        from launch import tuning_api
+        from launch.tuning import api as tuning_api
 
         return getattr(tuning_api, name)
     if name in SLURM_API:
-        from launch import slurm_job
+        from launch.jobs import slurm
 
-        return getattr(slurm_job, name)
+        return getattr(slurm, name)
     raise AttributeError(f"module 'launch' has no attribute {name!r}")
 
 

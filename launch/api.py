@@ -21,30 +21,28 @@ functions load what they use.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
-from launch import report
-from launch.job import _JOB_NAME as JOB_NAME
-from launch.job import DEFAULT_MAX_RUN_S, DEFAULT_PREFIX, JobSpec, build_spec
-from launch.prices import PriceTable
+from launch.jobs import prices as price_tables
+from launch.jobs.checks import build_spec, check_job_name
+from launch.jobs.prices import PriceTable
+from launch.jobs.spec import DEFAULT_MAX_RUN_S, DEFAULT_PREFIX, JobSpec
+from launch.options import check_type, hp_pairs, region_or_default
+from launch.records import compare as compare_runs
+from launch.records import report
 from titanic_lightning.errors import UsageError
 
 __all__ = ["Comparison", "JobSpec", "Run", "UsageError", "compare", "dry_run", "job_spec", "run_local",
            "run_sagemaker", "wait"]
 
 
-# --- results ------------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Run:
     """One training job, run here (`mode` "local") or on SageMaker ("sagemaker").
 
-    `record` is the run record (the content of `runs/<job>.json`, shape in `launch.report`); for a
+    `record` is the run record (the content of `runs/<job>.json`, shape in `launch.records.report`); for a
     job submitted without waiting it holds what is known yet (status "Submitted", checkpoint URI,
     uploads). `summary` is a local job's full summary (hosts, logs, command, metrics.json).
     """
@@ -55,6 +53,12 @@ class Run:
     record: dict = field(repr=False)
     record_path: Path | None = None
     summary: dict | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, record: dict, record_path: Path | None = None, summary: dict | None = None) -> Run:
+        """The Run a run record describes (its name, status and mode)."""
+        return cls(job_name=record["job_name"], status=record["status"], mode=record["mode"], record=record,
+                   record_path=record_path, summary=summary)
 
     @property
     def ok(self) -> bool:
@@ -101,18 +105,18 @@ class Comparison:
 
     @property
     def table(self) -> str:
-        return report.compare_table(self.rows)
+        return compare_runs.compare_table(self.rows)
 
     def plot(self, path: str | Path = "compare.png") -> Path:
         """Bar charts of wall time, cost and accuracy per run, written to `path` (.png, .svg or .pdf);
         refused (UsageError) when `path` is a file this launcher did not write."""
-        from launch import charts
+        from launch.records import charts
 
         return charts.plot(self.rows, path)
 
     def figure(self):
         """The same picture as a matplotlib Figure, for a notebook to show or restyle."""
-        from launch import charts
+        from launch.records import charts
 
         return charts.figure(self.rows)
 
@@ -124,25 +128,6 @@ class Comparison:
 
 
 # --- building a job -----------------------------------------------------------------------------
-
-
-def _check_type(name: str, value, kinds: tuple[type, ...], what: str, optional: bool = True) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        raise UsageError(f"job_spec({name}={value!r}): expected {what}")
-
-
-def _hp_value(key: str, value) -> str:
-    """A hyperparameter as the command line's `--hp key=value` would give it: strings as they are,
-    anything else as JSON (`True` → true, `[64, 32]` → [64, 32], `1e-3` → 0.001)."""
-    if isinstance(value, str):
-        return value
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"job_spec(hyperparameters={{{key!r}: {value!r}}}): not a string, number, boolean or "
-                         "list") from None
 
 
 def job_spec(*, gpu: bool = False, instance_type: str | None = None, instance_count: int = 1, spot: bool = False,
@@ -158,31 +143,19 @@ def job_spec(*, gpu: bool = False, instance_type: str | None = None, instance_co
     `network_isolation` cuts the container off the network and implies it. Raises `UsageError`
     naming the option at fault.
     """
+    fn = "job_spec"
     for name, value in (("gpu", gpu), ("spot", spot), ("network_isolation", network_isolation),
                         ("wheelhouse", wheelhouse)):
-        _check_type(name, value, (bool,), "True or False", optional=False)
+        check_type(fn, name, value, (bool,), "True or False")
     for name, value in (("instance_count", instance_count), ("max_run", max_run)):
-        _check_type(name, value, (int,), "an integer", optional=False)
+        check_type(fn, name, value, (int,), "an integer")
     for name, value in (("instance_type", instance_type), ("bucket", bucket), ("region", region), ("role", role),
                         ("strategy", strategy), ("resume", resume)):
-        _check_type(name, value, (str,), "a string")
-    _check_type("prefix", prefix, (str,), "a string", optional=False)
-    if isinstance(hyperparameters, dict):
-        bad = [k for k in hyperparameters if not isinstance(k, str)]
-        if bad:
-            raise UsageError(f"job_spec(hyperparameters=...): key {bad[0]!r} is not a flag name (a string)")
-        pairs = [f"{k}={_hp_value(k, v)}" for k, v in hyperparameters.items()]
-    elif isinstance(hyperparameters, (list, tuple)) and all(isinstance(p, str) for p in hyperparameters):
-        pairs = list(hyperparameters)
-    elif hyperparameters is None:
-        pairs = []
-    else:
-        raise UsageError(f"job_spec(hyperparameters={hyperparameters!r}): expected a dict such as "
-                         '{"epochs": 20} or a list such as ["epochs=20"]')
-    from launch import options
-
+        check_type(fn, name, value, (str,), "a string", optional=True)
+    check_type(fn, "prefix", prefix, (str,), "a string")
+    pairs = hp_pairs(fn, hyperparameters)
     return build_spec(gpu=gpu, instance_type=instance_type, instance_count=instance_count, spot=spot, max_run=max_run,
-                      bucket=bucket, prefix=prefix, region=options.region(SimpleNamespace(region=region)), role=role,
+                      bucket=bucket, prefix=prefix, region=region_or_default(region), role=role,
                       hp=pairs, strategy=strategy, resume=resume, network_isolation=network_isolation,
                       wheelhouse=wheelhouse)
 
@@ -193,12 +166,6 @@ def _spec(spec) -> JobSpec:
     return spec
 
 
-def _prices(prices: PriceTable | str | Path | None) -> PriceTable:
-    from launch import prices as price_tables
-
-    return prices if isinstance(prices, PriceTable) else price_tables.load(prices)
-
-
 def dry_run(spec: JobSpec, prices: PriceTable | str | Path | None = None) -> dict:
     """What `--dry-run` prints: the job as it would be submitted, with its on-demand USD per hour.
 
@@ -206,7 +173,7 @@ def dry_run(spec: JobSpec, prices: PriceTable | str | Path | None = None) -> dic
     """
     import os
 
-    spec, table = _spec(spec), _prices(prices)
+    spec, table = _spec(spec), price_tables.table(prices)
     if spec.role is None and os.environ.get("SAGEMAKER_ROLE"):
         spec = spec.with_(role=os.environ["SAGEMAKER_ROLE"])
     return spec.describe(table.hourly(spec.instance_type))
@@ -237,11 +204,11 @@ def run_local(spec: JobSpec, data: str | Path = "data", jobs_dir: str | Path = "
     `container_venv` gives each host an environment holding only what the training image holds and
     installs requirements.txt into it first, as the container does (`install_seconds` per host).
     """
-    from launch import local as emulator
-    from launch import s3data
+    from launch.jobs import local as emulator
+    from launch.jobs import s3data
     from titanic_lightning.io.outputs import check_folder
 
-    spec, table = _spec(spec), _prices(prices)
+    spec, table = _spec(spec), price_tables.table(prices)
     if not isinstance(container_venv, bool):
         raise UsageError(f"run_local(container_venv={container_venv!r}): expected True or False")
     # From here on Ctrl-C and SIGTERM are recorded, not raised inside library code: before the job
@@ -256,8 +223,7 @@ def run_local(spec: JobSpec, data: str | Path = "data", jobs_dir: str | Path = "
                                container_venv=container_venv)
     record = report.local_record(summary, table)
     path = _save(record, runs)
-    return Run(job_name=record["job_name"], status=record["status"], mode="local", record=record, record_path=path,
-               summary=summary)
+    return Run.of(record, path, summary)
 
 
 def run_sagemaker(spec: JobSpec, data: str | Path = "data", wait: bool = True, runs_dir: str | Path | None = "runs",
@@ -274,9 +240,9 @@ def run_sagemaker(spec: JobSpec, data: str | Path = "data", wait: bool = True, r
 def _run_sagemaker(spec: JobSpec, data, wait: bool, runs_dir, prices, role_flag: str | None,
                    region_flag: str | None) -> Run:
     """`run_sagemaker`, with the role and region as the command line gives them (None: AWS's configuration)."""
-    from launch import remote, s3data
+    from launch.jobs import remote, s3data
 
-    table = _prices(prices)
+    table = price_tables.table(prices)
     runs = _check_runs_dir(runs_dir)
     data_dir = s3data.check_data_dir(Path(data))
     aws = remote.resolve_aws(spec, role_flag, region_flag)
@@ -284,30 +250,28 @@ def _run_sagemaker(spec: JobSpec, data, wait: bool, runs_dir, prices, role_flag:
     if not wait:
         known = {"mode": "sagemaker", "job_name": submitted.job_name, "status": "Submitted",
                  "checkpoint_s3_uri": submitted.checkpoint_s3_uri, "resume": aws.spec.resume, **submitted.upload}
-        return Run(job_name=submitted.job_name, status="Submitted", mode="sagemaker", record=known)
+        return Run.of(known)
     record = report.summarize(remote.describe(aws, submitted.job_name), table,
                               wall_seconds=round(time.time() - submitted.submitted_at, 1))
     path = _save(record, runs)
-    return Run(job_name=record["job_name"], status=record["status"], mode="sagemaker", record=record, record_path=path)
+    return Run.of(record, path)
 
 
 def wait(job_name: str, region: str | None = None, runs_dir: str | Path | None = "runs",
          prices: PriceTable | str | Path | None = None, logs: bool = True) -> Run:
     """Follow the SageMaker training job `job_name` until it ends (printing its logs), record it in
     `runs_dir/<job>.json` and return it. Its wall time is SageMaker's, from creation to end."""
-    from launch import remote
+    from launch.jobs import remote
 
-    if not isinstance(job_name, str) or not JOB_NAME.match(job_name):
-        raise UsageError(f"wait({job_name!r}): not a training job name (letters, digits and hyphens, at most 63 "
-                         "characters)")
-    table = _prices(prices)
+    check_job_name(job_name, f"wait({job_name!r})")
+    table = price_tables.table(prices)
     runs = _check_runs_dir(runs_dir)
     session = remote.open_session(region)
     remote.wait(session, job_name, logs=logs)
     described = session.client("sagemaker").describe_training_job(TrainingJobName=job_name)
     record = report.summarize(described, table, wall_seconds=None)
     path = _save(record, runs)
-    return Run(job_name=record["job_name"], status=record["status"], mode="sagemaker", record=record, record_path=path)
+    return Run.of(record, path)
 
 
 # --- comparing runs -----------------------------------------------------------------------------
@@ -320,15 +284,15 @@ def compare(runs, prices: PriceTable | str | Path | None = None) -> Comparison:
     items = [runs] if isinstance(runs, (str, Path, Run, dict)) else list(runs)
     if not items:
         raise UsageError("compare() needs runs: Run objects, records, or files such as runs/*.json")
-    table = _prices(prices)
+    table = price_tables.table(prices)
     rows: list[dict] = []
     for item in items:
         if isinstance(item, Run):
             rows.append(item.record)
         elif isinstance(item, dict):
-            rows.extend(report.as_records(item, f"compare({item.get('job_name') or 'a dict'})", table))
+            rows.extend(compare_runs.as_records(item, f"compare({item.get('job_name') or 'a dict'})", table))
         elif isinstance(item, (str, Path)):
-            rows.extend(report.load_runs([item], table))
+            rows.extend(compare_runs.load_runs([item], table))
         else:
             raise UsageError(f"compare(): {item!r} is not a Run, a run record or a file name")
     return Comparison(rows=rows)

@@ -25,6 +25,13 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message}{self.hint}")
 
 
+def command_parser(prog: str, doc: str) -> ArgumentParser:
+    """The parser of a launcher command: its docstring's first paragraph as the description, the
+    rest as the epilog, no abbreviated flags, and mistakes pointing at `--help`."""
+    return ArgumentParser(prog=prog, description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                          epilog=doc.split("\n\n", 1)[1], allow_abbrev=False, hint=f" (see {prog} --help)")
+
+
 # What the launcher needs beyond the training set-up: the `launch` extra.
 LAUNCH_PACKAGES = ("sagemaker", "boto3", "botocore", "optuna")
 

@@ -15,7 +15,6 @@ removes what was already created. An endpoint bills for every hour it exists: de
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -25,8 +24,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from launch.console import ArgumentParser, launcher_errors  # noqa: E402
-from launch.job import PROJECT, check_role  # noqa: E402
+from launch.jobs.checks import JOB_NAME, check_role  # noqa: E402
 from titanic_lightning.command import run_command  # noqa: E402
+from titanic_lightning.contracts import PROJECT  # noqa: E402
 from titanic_lightning.errors import UsageError  # noqa: E402
 from titanic_lightning.sagemaker_facts import OPT_ML  # noqa: E402
 from titanic_lightning.serving.model_source import parse_s3_uri  # noqa: E402
@@ -34,7 +34,6 @@ from titanic_lightning.serving.model_source import parse_s3_uri  # noqa: E402
 # The newest PyTorch inference image the installed SDK knows for py312; it runs what model.pt needs.
 FRAMEWORK_VERSION, PY_VERSION = "2.6", "py312"
 CODE_DIR = f"{OPT_ML}/model/code"
-_ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -48,7 +47,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="wait until the endpoint is InService (default) or return once it is Creating")
     parser.add_argument("--delete", action="store_true", help="delete the endpoint, its configuration and model")
     args = parser.parse_args(argv)
-    if args.endpoint_name is not None and not _ENDPOINT_NAME.match(args.endpoint_name):
+    if args.endpoint_name is not None and not JOB_NAME.match(args.endpoint_name):
         raise UsageError(f"--endpoint-name {args.endpoint_name!r}: use 1-63 letters, digits and inner hyphens")
     if args.delete:
         if args.endpoint_name is None:
@@ -64,15 +63,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise UsageError(f"--instance-type {args.instance_type!r}: SageMaker instance types start with ml.")
     args.endpoint_name = args.endpoint_name or time.strftime(f"{PROJECT}-%Y%m%d-%H%M%S", time.gmtime())
     return args
-
-
-def _session(region: str | None):
-    import boto3
-
-    session = boto3.Session(region_name=region)
-    if session.region_name is None:
-        raise UsageError("no AWS region: pass --region or configure one (AWS_DEFAULT_REGION)")
-    return session
 
 
 def _check_model_data(session, uri: str) -> None:
@@ -151,7 +141,9 @@ def delete(session, name: str) -> list[str]:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    session = _session(args.region)
+    from launch.jobs.remote import open_session
+
+    session = open_session(args.region)
     if args.delete:
         print("deleted " + ", ".join(delete(session, args.endpoint_name)))
         return

@@ -1,4 +1,5 @@
-"""The job flags `submit.py` and `tune.py` share, and the `JobSpec` they describe.
+"""The job flags `submit.py` and `tune.py` share, and the `JobSpec` they describe; and the checks of
+the Python API's arguments that stand for the same flags.
 
 Each command adds its own flags beside these; both build the same job from them, so a tuning
 trial runs exactly what `submit.py` would have run with the same flags.
@@ -7,9 +8,11 @@ trial runs exactly what `submit.py` would have run with the same flags.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
-from launch.job import DEFAULT_MAX_RUN_S, DEFAULT_PREFIX, DEFAULT_REGION
+from launch.jobs.spec import DEFAULT_MAX_RUN_S, DEFAULT_PREFIX, DEFAULT_REGION
+from titanic_lightning.errors import UsageError
 
 
 def integer(text: str) -> int:
@@ -45,17 +48,53 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
                         "moves the channels, checkpoints and model")
 
 
-def region(args) -> str:
-    return args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+def region_or_default(region: str | None) -> str:
+    """The region given, else $AWS_REGION, else $AWS_DEFAULT_REGION, else us-east-1."""
+    return region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
 
 
 def spec_from_args(args, **extra):
     """The validated `JobSpec` the job flags describe (offline); `extra` passes further `build_spec` options."""
-    from launch import job
+    from launch.jobs import checks
 
-    return job.build_spec(
+    return checks.build_spec(
         gpu=args.gpu, instance_type=args.instance_type, instance_count=args.instance_count, spot=args.spot,
-        max_run=args.max_run, bucket=args.bucket, prefix=args.prefix, region=region(args), role=args.role,
+        max_run=args.max_run, bucket=args.bucket, prefix=args.prefix, region=region_or_default(args.region), role=args.role,
         hp=args.hp, strategy=args.strategy, network_isolation=args.network_isolation, wheelhouse=args.wheelhouse,
         **extra,
     )
+
+
+def check_type(function: str, name: str, value, kinds: tuple[type, ...], what: str, optional: bool = False) -> None:
+    """A Python API argument of the wrong type: a UsageError `function(name=value): expected what`."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        raise UsageError(f"{function}({name}={value!r}): expected {what}")
+
+
+def hp_value(key: str, value, function: str = "job_spec") -> str:
+    """A hyperparameter as the command line's `--hp key=value` would give it: strings as they are,
+    anything else as JSON (`True` → true, `[64, 32]` → [64, 32], `1e-3` → 0.001)."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{function}(hyperparameters={{{key!r}: {value!r}}}): not a string, number, boolean or "
+                         "list") from None
+
+
+def hp_pairs(function: str, hyperparameters) -> list[str]:
+    """`hyperparameters` (a dict, or `--hp` strings) as the command line's `key=value` pairs."""
+    if hyperparameters is None:
+        return []
+    if isinstance(hyperparameters, dict):
+        bad = [k for k in hyperparameters if not isinstance(k, str)]
+        if bad:
+            raise UsageError(f"{function}(hyperparameters=...): key {bad[0]!r} is not a flag name (a string)")
+        return [f"{k}={hp_value(k, v, function)}" for k, v in hyperparameters.items()]
+    if isinstance(hyperparameters, (list, tuple)) and all(isinstance(p, str) for p in hyperparameters):
+        return list(hyperparameters)
+    raise UsageError(f"{function}(hyperparameters={hyperparameters!r}): expected a dict such as "
+                     '{"epochs": 20} or a list such as ["epochs=20"]')

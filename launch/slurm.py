@@ -24,15 +24,13 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launch.console import ArgumentParser, log  # noqa: E402
+from launch.console import command_parser, log  # noqa: E402
 from launch.options import integer  # noqa: E402
 from titanic_lightning.command import run_command  # noqa: E402
 
 
 def parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python launch/slurm.py", description=__doc__.split("\n\n")[0],
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1],
-                       allow_abbrev=False, hint=" (see python launch/slurm.py --help)")
+    p = command_parser("python launch/slurm.py", __doc__)
     p.add_argument("--nodes", type=integer, default=1, metavar="N", help="nodes (default 1)")
     p.add_argument("--tasks-per-node", type=integer, default=1, metavar="K",
                    help="processes per node: one per GPU, or CPU processes (default 1)")
@@ -52,8 +50,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> None:
-    from launch import report, slurm_job
-    from launch.job import parse_hyperparameters
+    from launch.jobs import slurm as slurm_job
+    from launch.jobs.checks import parse_hyperparameters
+    from launch.records import report
 
     args = parser().parse_args(argv)
     spec = slurm_job.check_spec(slurm_job.SlurmSpec(
@@ -63,19 +62,13 @@ def main(argv: list[str]) -> None:
     if args.dry_run:
         print(slurm_job.batch_script(spec), end="")
         return
-    slurm_job.check_cluster(spec)
-    job_id = slurm_job.submit(spec, Path.cwd())
-    log(f"submitted SLURM job {job_id}: {spec.nodes} node(s) x {spec.tasks_per_node} task(s); "
-        f"log {slurm_job.LOG_FILE.format(job_id=job_id)}, outputs in {slurm_job.JOB_DIR.format(job_id=job_id)}/")
+    run = slurm_job.run(spec, args.wait, Path(args.runs_dir), Path.cwd(), echo=log)
     if not args.wait:
-        print(json.dumps(slurm_job.record(spec, job_id, Path.cwd(), None)), flush=True)
+        print(json.dumps(run.record), flush=True)
         return
-    state = slurm_job.follow(job_id, Path.cwd(), echo=log)
-    record = slurm_job.record(spec, job_id, Path.cwd(), state)
-    path = report.save(record, Path(args.runs_dir))
-    print(report.human(record), flush=True)
-    print(f"recorded in {path}", flush=True)
-    if record["status"] != "Completed":
+    print(report.human(run.record), flush=True)
+    print(f"recorded in {run.record_path}", flush=True)
+    if run.status != "Completed":
         sys.exit(1)
 
 

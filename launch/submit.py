@@ -33,16 +33,14 @@ if __package__ in (None, ""):
     # Run by path (`python launch/submit.py`): make the repository importable as the module form is.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launch.console import ArgumentParser, launcher_errors, log  # noqa: E402
+from launch.console import command_parser, launcher_errors, log  # noqa: E402
 from launch.options import add_job_arguments, spec_from_args  # noqa: E402
 from titanic_lightning.command import run_command  # noqa: E402
 from titanic_lightning.errors import UsageError  # noqa: E402
 
 
 def parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python launch/submit.py", description=__doc__.split("\n\n")[0],
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1],
-                       allow_abbrev=False, hint=" (see python launch/submit.py --help)")
+    p = command_parser("python launch/submit.py", __doc__)
     add_job_arguments(p)
     p.add_argument("--resume", metavar="JOB_NAME",
                    help="continue that stopped or failed job from its checkpoints (same --hp and data); "
@@ -69,7 +67,8 @@ def _spec(args):
 
 
 def dry_run(args) -> None:
-    from launch import api, prices
+    from launch import api
+    from launch.jobs import prices
 
     table = prices.load(args.prices)
     # Anything a library prints goes to stderr: stdout carries exactly one JSON object.
@@ -79,7 +78,8 @@ def dry_run(args) -> None:
 
 
 def local(args) -> int:
-    from launch import api, prices
+    from launch import api
+    from launch.jobs import prices
 
     table = prices.load(args.prices)
     run = api.run_local(_spec(args), data=args.data, jobs_dir=args.jobs_dir, runs_dir=args.runs_dir, prices=table,
@@ -93,7 +93,9 @@ def local(args) -> int:
 
 
 def remote(args) -> int:
-    from launch import api, prices, report
+    from launch import api
+    from launch.jobs import prices
+    from launch.records import report
 
     table = prices.load(args.prices)
     run = api._run_sagemaker(_spec(args), args.data, not args.no_wait, args.runs_dir, table, role_flag=args.role,
@@ -107,7 +109,9 @@ def remote(args) -> int:
 
 
 def compare(args) -> None:
-    from launch import api, charts, prices
+    from launch import api
+    from launch.jobs import prices
+    from launch.records import charts
 
     if args.plot:
         charts.check_plot_path(args.plot)  # before anything is read

@@ -36,13 +36,11 @@ if __package__ in (None, ""):
     # Run by path (`python launch/tune.py`): make the repository importable as the module form is.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launch.console import ArgumentParser, launcher_errors  # noqa: E402
+from launch.console import command_parser, launcher_errors  # noqa: E402
 from launch.options import add_job_arguments, integer, spec_from_args  # noqa: E402
-from launch.tuning_api import DEFAULT_TRIALS  # noqa: E402
+from launch.tuning.space import DEFAULT_MAX_JOBS, DEFAULT_PRUNE_AFTER_TRIALS, DEFAULT_TRIALS  # noqa: E402
 from titanic_lightning.command import run_command  # noqa: E402
 from titanic_lightning.errors import UsageError  # noqa: E402
-
-DEFAULT_MAX_JOBS = 10
 
 
 def seconds(text: str) -> float:
@@ -58,9 +56,7 @@ def seconds(text: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python launch/tune.py", description=__doc__.split("\n\n")[0],
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1],
-                       allow_abbrev=False, hint=" (see python launch/tune.py --help)")
+    p = command_parser("python launch/tune.py", __doc__)
     add_job_arguments(p)
     t = p.add_argument_group("tuning")
     t.add_argument("--range", action="append", default=[], metavar="SPEC", dest="ranges",
@@ -115,8 +111,8 @@ def check_mode_flags(args) -> None:
 
 
 def plan_from_args(args, static: dict[str, str]):
-    from launch.search import build_plan
-    from launch.tuning_api import DEFAULT_PRUNE_AFTER_TRIALS, local_plan
+    from launch.tuning.local import local_plan
+    from launch.tuning.space import build_plan
 
     if args.local:
         return local_plan(args.ranges, static, search=args.search, objective=args.objective, trials=args.trials,
@@ -129,13 +125,14 @@ def plan_from_args(args, static: dict[str, str]):
 
 
 def dry_run(args) -> None:
-    from launch import prices, tuning
+    from launch.jobs import prices
+    from launch.tuning import tuner
 
     table = prices.load(args.prices)
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries exactly one JSON object
         spec = spec_from_args(args)
         plan = plan_from_args(args, spec.hyperparameters)
-        request = tuning.describe(spec, plan, table.hourly(spec.instance_type))
+        request = tuner.describe(spec, plan, table.hourly(spec.instance_type))
     print(json.dumps(request, indent=2))
 
 
@@ -146,23 +143,26 @@ def _exit_code(result: dict, stop_signal: int | None) -> int:
 
 
 def local(args) -> int:
-    from launch import tuning_api, tuning_result
+    from launch.tuning import local as local_search
+    from launch.tuning import result as tuning_result
+    from launch.tuning.api import static_hyperparameters
 
-    plan = plan_from_args(args, tuning_api.static_hyperparameters(args.hp, args.strategy))
-    result, stop_signal = tuning_api.search_here(plan, Path(args.data), Path(args.out), Path(args.runs_dir),
-                                                 timeout_s=args.timeout, keep_models=args.keep_models)
+    plan = plan_from_args(args, static_hyperparameters(args.hp, args.strategy))
+    result, stop_signal = local_search.search_here(plan, Path(args.data), Path(args.out), Path(args.runs_dir),
+                                                   timeout_s=args.timeout, keep_models=args.keep_models)
     print(tuning_result.table(result, plan), flush=True)
     print(json.dumps(result), flush=True)
     return _exit_code(result, stop_signal)
 
 
 def remote(args) -> int:
-    from launch import tuning_api, tuning_result
+    from launch.tuning import result as tuning_result
+    from launch.tuning.tuner import search_sagemaker
 
     spec = spec_from_args(args)
     plan = plan_from_args(args, spec.hyperparameters)
-    result = tuning_api.search_sagemaker(spec, plan, Path(args.data), Path(args.out), Path(args.runs_dir), args.prices,
-                                         wait=not args.no_wait, role_flag=args.role, region_flag=args.region)
+    result = search_sagemaker(spec, plan, Path(args.data), Path(args.out), Path(args.runs_dir), args.prices,
+                              wait=not args.no_wait, role_flag=args.role, region_flag=args.region)
     if args.no_wait:
         print(json.dumps(result), flush=True)
         return 0

@@ -50,7 +50,7 @@ def moto_server(tmp_path_factory):
     from moto.moto_api import recorder
     from moto.server import ThreadedMotoServer
 
-    from launch.local import free_port
+    from launch.jobs.container import free_port
 
     recorder._location = str(tmp_path_factory.mktemp("moto") / "recording.jsonl")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
@@ -115,11 +115,11 @@ def cached_wheelhouse(tmp_path, monkeypatch):
     """The training image's wheelhouse, already in the cache (a tiny fake wheel): no download."""
     import json
 
-    from launch import code, job, wheelhouse
+    from launch.jobs import code, spec, wheelhouse
     from tests.helpers import fake_wheel
 
     monkeypatch.setenv(wheelhouse.CACHE_VARIABLE, str(tmp_path / "cache"))
-    key = wheelhouse.key(code.requirements(), wheelhouse.Target.image(job.PY_VERSION))
+    key = wheelhouse.key(code.requirements(), wheelhouse.Target.image(spec.PY_VERSION))
     folder = tmp_path / "cache" / "wheelhouse" / key
     wheel = fake_wheel(folder, "tinydep", "1.0")
     (folder / wheelhouse.MANIFEST).write_text(json.dumps({"wheels": [wheel.name]}))

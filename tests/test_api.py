@@ -11,8 +11,8 @@ import boto3
 import pytest
 
 import launch
-from launch import report
-from launch.prices import load as load_prices
+from launch.jobs.prices import load as load_prices
+from launch.records import compare, report
 from tests.helpers import BUCKET, REGION, ROLE, submit_inprocess
 
 RECORD_KEYS = {"mode", "job_name", "status", "failure_reason", "instance_type", "instance_count", "spot",
@@ -81,7 +81,7 @@ def test_run_local_returns_a_run_recorded_like_a_real_one(data_dir, tmp_path, mo
         assert (row["val_acc"], row["test_acc"], row["wall_seconds"]) == (run.val_acc, run.test_acc, run.wall_seconds)
         assert row["emulated_cost_usd"] == record["emulated_cost_usd"]
     assert comparison.table == str(comparison) and f"~{record['emulated_cost_usd']:.4f}" in comparison.table
-    assert comparison.table.splitlines()[-1] == report.COST_ESTIMATE_NOTE
+    assert comparison.table.splitlines()[-1] == compare.COST_ESTIMATE_NOTE
     picture = comparison.plot(tmp_path / "compare.png")
     _check_png(picture)
 
@@ -151,7 +151,7 @@ def test_compare_fills_every_column_for_local_summaries_records_and_tuning_resul
     lines = out.strip().splitlines()
     header = lines[0].split()
     assert header[:3] == ["job", "mode", "instance"] and header[-2:] == ["val_acc", "test_acc"]
-    assert len(lines) == 2 + 5 + 1 and lines[-1] == report.COST_ESTIMATE_NOTE
+    assert len(lines) == 2 + 5 + 1 and lines[-1] == compare.COST_ESTIMATE_NOTE
 
     local = _row(out, "titanic-lightning-m5-large-x2-")
     # job mode instance n spot status wall training billable billed cost val_acc test_acc
@@ -168,7 +168,7 @@ def test_compare_fills_every_column_for_local_summaries_records_and_tuning_resul
                                                   "Completed", "300.0", "-", "120", "240", "0.0077", "0.8200", "0.8100"]
 
     # The tuning command's own loader: the same records.
-    records = report.load_runs(files)
+    records = compare.load_runs(files)
     assert [r["job_name"] for r in records][2:] == [f"tune-20250101/trial-{n}" for n in range(3)]
     assert records[2]["final_metrics"] == {"val_loss": 0.40, "val_acc": 0.83, "test_acc": 0.80}
     assert records[4]["training_job_name"] == "tune-20250101-002-abc" and records[2]["hyperparameters"] == {

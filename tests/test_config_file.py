@@ -170,11 +170,11 @@ def test_debug_in_a_config_file_shows_the_traceback(tmp_path):
 
 
 def test_config_and_print_config_are_not_hyperparameters():
-    from launch import job
+    from launch.jobs import checks
 
     for key in ("config", "print_config"):
         with pytest.raises(UsageError, match=f"^--hp {key}=x: '{key}' is not a flag of entry/train.py"):
-            job.parse_hyperparameters([f"{key}=x"])
+            checks.parse_hyperparameters([f"{key}=x"])
 
 
 def test_print_config_answers_without_torch(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from launch.local import free_port
+from launch.jobs.container import free_port
 from tests.helpers import (
     PROBE_EPOCHS,
     check_probe,

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from launch import job
-from launch.local import _sdk_environment_script
+from launch.jobs import checks
+from launch.jobs.container import _sdk_environment_script
 from tests.helpers import BUCKET, ROLE, Recording, submit_inprocess, submit_subprocess
 
 BAD_VALUES = [
@@ -132,7 +132,7 @@ def _candidates() -> list[str]:
         out += [f'"\\u{i:04x}"', f'"x\\u{i:04x}y"']
     out += ['"\\n"', '"\\\\"', '"\\""', "1e400", "-1e400", "NaN", "Infinity", "-0", "1e-3", "0.0010", "1E5",
             "[64, 32]", "[64,32]", "true", "True", "yes", "null", "", " ", "  x  ", "$HOME", "`id`", "$(id)",
-            '"quoted"', "pkg.mod:factory", "/opt/ml/input/data/train", "a" * job.HP_VALUE_LIMIT, "99999999999999999999999"]
+            '"quoted"', "pkg.mod:factory", "/opt/ml/input/data/train", "a" * checks.HP_VALUE_LIMIT, "99999999999999999999999"]
     return out
 
 
@@ -140,8 +140,8 @@ def _accepted() -> list[str]:
     accepted = []
     for value in _candidates():
         try:
-            accepted.append(job.check_carried(value, "--hp x"))
-        except job.UsageError:
+            accepted.append(checks.check_carried(value, "--hp x"))
+        except checks.UsageError:
             pass
     return accepted
 
@@ -169,18 +169,18 @@ def test_every_accepted_value_round_trips_through_the_sdk_driver_and_bash(tmp_pa
     values = result.stdout.decode().split("\0")[:-1]
     assert len(values) == len(names)
     for value, seen in zip(hps.values(), values):
-        assert seen == job.container_forms(value)[0], (value, seen)
+        assert seen == checks.container_forms(value)[0], (value, seen)
     sm_hps, training_env = json.loads(values[-2]), json.loads(values[-1])
     expected = json.dumps({k: safe_deserialize(v) for k, v in hps.items()})
     assert json.dumps(sm_hps) == expected and json.dumps(training_env["hyperparameters"]) == expected
-    assert hyperparameters_to_cli_args(sm_hps) == [a for k, v in hps.items() for a in (f"--{k}", job.container_forms(v)[0])]
+    assert hyperparameters_to_cli_args(sm_hps) == [a for k, v in hps.items() for a in (f"--{k}", checks.container_forms(v)[0])]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sm_training.env"]  # nothing ran
 
 
 def test_values_that_would_break_the_file_are_refused():
-    for value in ["'", "a'b", "a\nb", "a\\b", '"\\u0027"', "\x00", "\x7f", "é", "a" * (job.HP_VALUE_LIMIT + 1)]:
-        with pytest.raises(job.UsageError):
-            job.check_carried(value, "--hp x")
+    for value in ["'", "a'b", "a\nb", "a\\b", '"\\u0027"', "\x00", "\x7f", "é", "a" * (checks.HP_VALUE_LIMIT + 1)]:
+        with pytest.raises(checks.UsageError):
+            checks.check_carried(value, "--hp x")
 
 
 # --- the launcher's own flags ------------------------------------------------------------------------
@@ -189,8 +189,9 @@ def test_values_that_would_break_the_file_are_refused():
 @pytest.mark.parametrize("flags, expected", [
     (["--region", "mars-north-1"], "error: --region 'mars-north-1': not a region SageMaker's PyTorch training image"),
     (["--region", "us-east-1; rm -rf /"], "error: --region 'us-east-1; rm -rf /': not a region"),
-    (["--max-run", str(job.LONGEST_JOB_S + 1)], f"error: --max-run {job.LONGEST_JOB_S + 1}: SageMaker runs a job for at most"),
-    (["--instance-count", str(job.MAX_INSTANCE_COUNT + 1)], f"error: --instance-count {job.MAX_INSTANCE_COUNT + 1}: at most"),
+    (["--max-run", str(checks.LONGEST_JOB_S + 1)],
+     f"error: --max-run {checks.LONGEST_JOB_S + 1}: SageMaker runs a job for at most"),
+    (["--instance-count", str(checks.MAX_INSTANCE_COUNT + 1)], f"error: --instance-count {checks.MAX_INSTANCE_COUNT + 1}: at most"),
     (["--instance-count", str(10**9)], "error: --instance-count 1000000000: at most 20"),
     (["--prefix", "a/../b"], "error: --prefix 'a/../b': use a plain S3 key prefix"),
     (["--prefix", ".."], "error: --prefix '..': use a plain S3 key prefix"),
@@ -208,7 +209,7 @@ def test_launcher_flags_out_of_range_are_one_line_before_any_work(flags, expecte
     assert list(tmp_path.iterdir()) == []  # no job directory, no data prepared
 
 
-@pytest.mark.parametrize("flags", [["--max-run", str(job.LONGEST_JOB_S)], ["--instance-count", str(job.MAX_INSTANCE_COUNT)],
+@pytest.mark.parametrize("flags", [["--max-run", str(checks.LONGEST_JOB_S)], ["--instance-count", str(checks.MAX_INSTANCE_COUNT)],
                                    ["--region", "eu-west-1"], ["--prefix", "team/titanic-v2.1"]])
 def test_launcher_flags_at_their_bounds_are_accepted(flags, capsys):
     code, out, err = submit_inprocess(["--dry-run", *flags], capsys)
@@ -217,16 +218,16 @@ def test_launcher_flags_at_their_bounds_are_accepted(flags, capsys):
 
 def test_the_emulations_rewritten_env_file_sources_exactly_under_any_jobs_dir(tiny_channels, tmp_path):
     """--local rewrites sm_training.env with this machine's paths, which come from --jobs-dir."""
-    from launch import local
+    from launch.jobs import container
 
     data_dir = tiny_channels["train"].parent
     (data_dir / "preprocessing.json").write_text("{}")
-    spec = job.build_spec(hp=["epochs=5"])
+    spec = checks.build_spec(hp=["epochs=5"])
     host_dir = tmp_path / "it's $(touch pwned) `touch pwned`\n" / "algo-1"
     code_dir = tmp_path / "code"
     code_dir.mkdir()
-    channels = local.lay_out_host(host_dir, spec, "algo-1", data_dir, code_dir)
-    env = local.sagemaker_env(spec, "job-1", "algo-1", host_dir, channels, port=4321)
+    channels = container.lay_out_host(host_dir, spec, "algo-1", data_dir, code_dir)
+    env = container.sagemaker_env(spec, "job-1", "algo-1", host_dir, channels, port=4321)
     env_file = host_dir / "input" / "sm_training.env"
     result = subprocess.run(["bash", "-c", 'set -e; cd "$1"; source "$2"; printf "%s\\0%s" "$SM_MODEL_DIR" "$SM_TRAINING_ENV"',
                              "-", str(tmp_path), str(env_file)], capture_output=True, timeout=60)

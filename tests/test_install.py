@@ -38,14 +38,15 @@ def test_import_launch_from_another_folder_loads_no_sdk_and_no_torch(tmp_path):
     assert out["api"] == {"job_spec": "function", "dry_run": "function", "run_local": "function",
                           "run_sagemaker": "function", "wait": "function", "compare": "function", "Run": "type",
                           "Comparison": "type", "JobSpec": "type", "UsageError": "type", "tune_local": "function",
-                          "tune_sagemaker": "function", "tuning_request": "function", "Tuning": "type"}
+                          "tune_sagemaker": "function", "tuning_request": "function", "Tuning": "type",
+                          "run_slurm": "function"}
     assert out["heavy"] == []
 
 
 STAGE_FROM_INSTALLED = """
 import json, pathlib, sys
 import entry.train, launch, titanic_lightning
-from launch import code, prices
+from launch.jobs import code, prices
 from titanic_lightning import dependencies
 
 staged = code.stage(pathlib.Path(sys.argv[1]))
@@ -86,7 +87,7 @@ def test_the_wheel_installs_launch_entry_and_prices_and_stages_a_jobs_code(tmp_p
     assert out["prices_as_of"] == json.loads((REPO / "launch" / "prices.json").read_text())["as_of"]
     assert out["hourly"] == 0.115
 
-    from launch import code
+    from launch.jobs import code
     from titanic_lightning import dependencies
 
     assert (staged / "entry" / "train.py").read_text() == (REPO / "entry" / "train.py").read_text()

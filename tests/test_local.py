@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from launch import local
-from launch.job import build_spec
+from launch.jobs import container, processes
+from launch.jobs.checks import build_spec
 from tests.helpers import submit_subprocess
 
 
@@ -33,7 +33,7 @@ def _summary(result) -> dict:
 
 
 def _documented_variables() -> set[str]:
-    doc = local.__doc__
+    doc = container.__doc__
     return set(re.findall(r"\b(SM_[A-Z_]+|TRAINING_JOB_NAME)\b", doc)) - {"SM_CHANNEL_", "SM_HP_"}
 
 
@@ -46,8 +46,8 @@ def test_layout_and_environment_of_each_host(tiny_channels, tmp_path):
     envs = {}
     for host in ("algo-1", "algo-2"):
         host_dir = job_dir / host
-        channels = local.lay_out_host(host_dir, spec, host, data_dir, code_dir)
-        envs[host] = local.sagemaker_env(spec, "job-1", host, host_dir, channels, port=4321)
+        channels = container.lay_out_host(host_dir, spec, host, data_dir, code_dir)
+        envs[host] = container.sagemaker_env(spec, "job-1", host, host_dir, channels, port=4321)
 
         config = host_dir / "input" / "config"
         resource = json.loads((config / "resourceconfig.json").read_text())
@@ -81,21 +81,21 @@ def test_layout_and_environment_of_each_host(tiny_channels, tmp_path):
     assert json.loads(env2["SM_TRAINING_ENV"])["master_addr"] == "127.0.0.1"
     assert not any("/opt/ml" in v for v in env2.values())
 
-    assert local.host_command(spec, env2) == [
+    assert container.host_command(spec, env2) == [
         sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
         "--master_addr=127.0.0.1", "--master_port=4321", "--node_rank=1", "entry/train.py",
         "--epochs", "5", "--learning_rate", "0.01"]
     single = build_spec(hp=["epochs=5"])
-    assert local.host_command(single, {**env1, "SM_HPS": '{"epochs": 5}'}) == [
+    assert container.host_command(single, {**env1, "SM_HPS": '{"epochs": 5}'}) == [
         sys.executable, "entry/train.py", "--epochs", "5"]
-    process = local.process_env(env2, code_dir, distributed=True)
+    process = container.process_env(env2, code_dir, distributed=True)
     assert process["PYTHONPATH"] == str(code_dir) and process["NCCL_SOCKET_IFNAME"] == "lo"
 
 
-def _host(tmp_path, name: str, script: str) -> local.Host:
+def _host(tmp_path, name: str, script: str) -> processes.Host:
     host_dir = tmp_path / name
     (host_dir / "output").mkdir(parents=True)
-    return local.Host(name=name, dir=host_dir, command=[sys.executable, "-c", script], env=None,
+    return processes.Host(name=name, dir=host_dir, command=[sys.executable, "-c", script], env=None,
                       log=tmp_path / f"{name}.log")
 
 
@@ -104,8 +104,8 @@ def test_a_dead_host_stops_the_others(tmp_path):
              _host(tmp_path, "algo-2", "import time, os; time.sleep(0.5); os._exit(3)")]
     started = time.monotonic()
     for h in hosts:
-        local._start(h, cwd=tmp_path)
-    failed, timed_out = local._supervise(hosts, timeout_s=60)
+        processes.start(h, cwd=tmp_path)
+    failed, timed_out = processes.supervise(hosts, timeout_s=60)
     assert time.monotonic() - started < 20
     assert failed is hosts[1] and not timed_out
     assert hosts[1].process.wait() == 3
@@ -115,8 +115,8 @@ def test_a_dead_host_stops_the_others(tmp_path):
 def test_the_job_is_stopped_at_its_time_limit(tmp_path):
     hosts = [_host(tmp_path, f"algo-{i}", "import time; time.sleep(120)") for i in (1, 2)]
     for h in hosts:
-        local._start(h, cwd=tmp_path)
-    failed, timed_out = local._supervise(hosts, timeout_s=1)
+        processes.start(h, cwd=tmp_path)
+    failed, timed_out = processes.supervise(hosts, timeout_s=1)
     assert failed is None and timed_out
     assert all(h.stopped and h.process.wait() < 0 for h in hosts)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.local import free_port
+from launch.jobs.container import free_port
 from tests.helpers import REPO, clean_env, run_entry, write_channel
 
 README = (REPO / "README.md").read_text()

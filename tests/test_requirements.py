@@ -13,7 +13,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: pytest brings tomli there
     import tomli as tomllib
 
-from launch import code
+from launch.jobs import code
 from tests.helpers import clean_env
 from titanic_lightning import dependencies, serving
 

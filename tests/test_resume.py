@@ -19,7 +19,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from launch.local import free_port
+from launch.jobs.container import free_port
 from tests.helpers import clean_env, sagemaker_host_env, submit_command, submit_env, submit_subprocess, write_channel
 from titanic_lightning.config import TrainConfig
 from titanic_lightning.data.channels import training_data_sha256

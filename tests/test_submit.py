@@ -12,8 +12,9 @@ import time
 import boto3
 import pytest
 
-from launch import job, report
-from launch.prices import load as load_prices
+from launch.jobs import checks, spec
+from launch.jobs.prices import load as load_prices
+from launch.records import report
 from tests.helpers import BUCKET, REGION, ROLE, Recording, submit_inprocess, submit_subprocess
 from titanic_lightning.errors import UsageError
 
@@ -85,7 +86,7 @@ def test_submit_uploads_channels_and_creates_the_intended_job(bucket, data_dir, 
 
     # moto does not echo metric definitions, environment or tags: read the request itself.
     (request,) = Recording.sagemaker_calls(entries, "CreateTrainingJob")
-    assert request["AlgorithmSpecification"]["MetricDefinitions"] == job.METRIC_DEFINITIONS
+    assert request["AlgorithmSpecification"]["MetricDefinitions"] == spec.METRIC_DEFINITIONS
     assert request["Environment"] == {"PYTHONPATH": "/opt/ml/input/data/code"}
     assert {"Key": "project", "Value": "titanic-lightning"} in request["Tags"]
 
@@ -222,7 +223,7 @@ def test_dry_run_instance_and_distribution_choice(flags, instance, distributed, 
     assert f"-{image_kind}-py312" in plan["image_uri"]
     base = plan["base_job_name"]
     assert plan["checkpoint_s3_uri"] == f"s3://{BUCKET}/titanic-lightning/{base}/<job-name>/checkpoints"
-    assert plan["role"] == job.ROLE_PLACEHOLDER
+    assert plan["role"] == spec.ROLE_PLACEHOLDER
 
 
 def test_every_metric_the_model_logs_has_a_regex_and_a_place_on_the_printed_lines():
@@ -244,7 +245,7 @@ def test_every_metric_the_model_logs_has_a_regex_and_a_place_on_the_printed_line
     logged |= set(trainer.callback_metrics)
 
     assert logged == set(EPOCH_METRICS) | set(FINAL_METRICS)
-    assert logged <= {m["Name"] for m in job.METRIC_DEFINITIONS}
+    assert logged <= {m["Name"] for m in spec.METRIC_DEFINITIONS}
     assert set(COMPARED_METRICS) <= logged  # what --compare shows is what SageMaker records
 
 
@@ -258,7 +259,7 @@ def test_metric_regexes_read_the_lines_the_entry_prints():
                     "val_f1": 0.76, "test_loss": 0.3999, "test_acc": 0.8268, "test_auroc": 0.8645, "test_f1": 0.7612}
     epoch_line = metric_line(epoch_values, EPOCH_LINE)
     final_line = metric_line(final_values, FINAL_LINE, prefix="final: ")
-    regex = {m["Name"]: re.compile(m["Regex"]) for m in job.METRIC_DEFINITIONS}
+    regex = {m["Name"]: re.compile(m["Regex"]) for m in spec.METRIC_DEFINITIONS}
     assert {"val_loss", "val_acc", "val_auroc", "test_acc", "train_loss"} <= set(regex)
 
     for name, pattern in regex.items():
@@ -348,7 +349,7 @@ def test_each_job_checkpoints_under_its_own_name_and_resume_names_the_job(bucket
     assert first["job_name"] != again["job_name"] and first["checkpoint_s3_uri"] != again["checkpoint_s3_uri"]
     for submitted in jobs:
         uri = sagemaker.describe_training_job(TrainingJobName=submitted["job_name"])["CheckpointConfig"]["S3Uri"]
-        assert uri == submitted["checkpoint_s3_uri"] == job.build_spec(bucket=BUCKET).job_checkpoint_s3_uri(
+        assert uri == submitted["checkpoint_s3_uri"] == checks.build_spec(bucket=BUCKET).job_checkpoint_s3_uri(
             submitted["job_name"])
 
     # Nothing to resume before the first checkpoint: one line, exit 2, nothing uploaded or created.
@@ -448,14 +449,14 @@ def test_a_plain_job_has_no_wheels_channel_and_no_isolation(bucket, data_dir, re
 @pytest.mark.parametrize("flags, isolated, wheels", [
     ([], False, False), (["--wheelhouse"], False, True), (["--network-isolation"], True, True)])
 def test_dry_run_shows_network_isolation_and_the_wheelhouse(flags, isolated, wheels, capsys, monkeypatch):
-    from launch import code, wheelhouse
+    from launch.jobs import code, wheelhouse
 
     monkeypatch.delenv("SAGEMAKER_ROLE", raising=False)
     code_, out, err = submit_inprocess(["--dry-run", "--bucket", BUCKET, *flags], capsys)
     assert code_ == 0, err
     plan = json.loads(out)
     assert plan["network_isolation"] is isolated and plan["wheelhouse"] is wheels
-    key = wheelhouse.key(code.requirements(), wheelhouse.Target.image(job.PY_VERSION))
+    key = wheelhouse.key(code.requirements(), wheelhouse.Target.image(spec.PY_VERSION))
     assert plan["channels"].get("wheels") == (f"s3://{BUCKET}/titanic-lightning/wheels/{key}/" if wheels else None)
 
 
@@ -470,7 +471,7 @@ def test_bad_wheelhouse_flags_are_one_line(argv, message, capsys):
 
 def test_a_wheelhouse_that_cannot_be_built_stops_the_job_before_any_upload(bucket, data_dir, recording, capsys,
                                                                            tmp_path, monkeypatch):
-    from launch import wheelhouse
+    from launch.jobs import wheelhouse
 
     monkeypatch.setenv(wheelhouse.CACHE_VARIABLE, str(tmp_path / "empty-cache"))
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from launch.local import free_port
+from launch.jobs.container import free_port
 from tests.helpers import clean_env, finish_all, id_channels, start
 from tests.test_environment import plan_in
 from titanic_lightning.errors import UsageError
@@ -278,7 +278,7 @@ def test_the_real_submission_runs_cpu_processes_per_instance_under_torchrun(caps
 
 
 def test_torchrun_gets_cpu_processes_only_when_it_starts_the_processes():
-    from launch.job import build_spec
+    from launch.jobs.checks import build_spec
 
     spec = build_spec(instance_count=2, hp=["strategy=tensor_parallel", "cpu_processes=2"])
     assert spec.process_count_per_node == 2

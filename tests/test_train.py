@@ -254,7 +254,7 @@ def test_the_run_ends_with_its_training_time_and_whole_process_time(tmp_path, ti
     """As the lesson prints "Local training time": the last line gives fit and whole-command seconds, and no
     SageMaker metric regex reads anything from it (the `final:` line stays the metrics' last source)."""
     from entry.train import main
-    from launch.job import METRIC_DEFINITIONS
+    from launch.jobs.spec import METRIC_DEFINITIONS
 
     monkeypatch.chdir(tmp_path)
     main(["--train", str(tiny_channels["train"]), "--val", str(tiny_channels["val"]), "--epochs", "2",

@@ -16,9 +16,11 @@ from datetime import datetime, timezone
 import boto3
 import pytest
 
-from launch import job, tuning, tuning_result
-from launch.search import build_plan
+from launch.jobs import spec
 from launch.tune import _main
+from launch.tuning import result as tuning_result
+from launch.tuning import tuner
+from launch.tuning.space import build_plan
 from tests.helpers import BUCKET, REGION, REPO, ROLE, Recording, clean_env, invoke, run_entry
 
 TUNE = REPO / "launch" / "tune.py"
@@ -131,11 +133,11 @@ def test_dry_run_prints_the_request_with_the_default_space(capsys, monkeypatch):
         {"Name": "hidden_sizes", "Values": ["[32]", "[64, 32]", "[128, 64]", "[64, 64, 32]"]}]
     definition = request["TrainingJobDefinition"]
     assert definition["StaticHyperParameters"]["epochs"] == "40"
-    assert definition["AlgorithmSpecification"]["MetricDefinitions"] == job.METRIC_DEFINITIONS
+    assert definition["AlgorithmSpecification"]["MetricDefinitions"] == spec.METRIC_DEFINITIONS
     assert definition["EnableManagedSpotTraining"] is True
     assert definition["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
     assert "CheckpointConfig" not in definition
-    assert definition["RoleArn"] == job.ROLE_PLACEHOLDER
+    assert definition["RoleArn"] == spec.ROLE_PLACEHOLDER
 
 
 def test_dry_run_hyperband_grid_and_no_early_stopping(capsys):
@@ -250,7 +252,7 @@ def test_waiting_collects_every_training_job_of_the_tuning(tmp_path):
     collection are driven by botocore's Stubber, whose requests and answers the service model checks."""
     from botocore.stub import Stubber
 
-    from launch.prices import load as load_prices
+    from launch.jobs.prices import load as load_prices
 
     client = boto3.client("sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
     plan = build_plan(["learning_rate=0.001:0.1:log"], {}, objective="val_acc")
@@ -261,7 +263,7 @@ def test_waiting_collects_every_training_job_of_the_tuning(tmp_path):
             ("j-4", "Failed", "0.09", {})]
     stub = Stubber(client)
     base = {"HyperParameterTuningJobName": name, "HyperParameterTuningJobArn": f"arn:aws:sagemaker:{REGION}:1:x/{name}",
-            "HyperParameterTuningJobConfig": tuning.tuning_config(plan), "CreationTime": at,
+            "HyperParameterTuningJobConfig": tuner.tuning_config(plan), "CreationTime": at,
             "TrainingJobStatusCounters": {"Completed": 2}, "ObjectiveStatusCounters": {}}
     stub.add_response("describe_hyper_parameter_tuning_job", {**base, "HyperParameterTuningJobStatus": "InProgress"},
                       {"HyperParameterTuningJobName": name})
@@ -285,8 +287,8 @@ def test_waiting_collects_every_training_job_of_the_tuning(tmp_path):
             "FinalMetricDataList": [{"MetricName": k, "Value": v, "Timestamp": at} for k, v in metrics.items()],
         }, {"TrainingJobName": n})
     with stub:
-        described = tuning.wait(client, name, poll_s=0)
-        rows = tuning.collect(client, described, load_prices(None), tmp_path / "t", tmp_path / "runs", 1.0)
+        described = tuner.wait(client, name, poll_s=0)
+        rows = tuner.collect(client, described, load_prices(None), tmp_path / "t", tmp_path / "runs", 1.0)
     stub.assert_no_pending_responses()
     assert [r["status"] for r in rows] == ["Completed", "Pruned", "Completed", "Failed"]
     result = tuning_result.summary(name, "sagemaker", plan, rows, 300.0, tmp_path / "t" / name, stopped=False)
@@ -355,15 +357,15 @@ def test_a_small_local_search(data_dir, titanic_csv, tmp_path):
     assert not _partials(tmp_path)
 
     # --compare reads the tuning result and the trials' records alike, with every column a trial has.
-    from launch import report
+    from launch.records import compare
 
-    for rows in (report.load_runs([str(folder / "tuning.json")]), report.load_runs(sorted(map(str, records)))):
+    for rows in (compare.load_runs([str(folder / "tuning.json")]), compare.load_runs(sorted(map(str, records)))):
         assert [r["mode"] for r in rows] == ["tuning"] * 3 and [r["instance_type"] for r in rows] == ["local"] * 3
         for row in rows:
             trial = trials[row["trial"]]
             assert row["val_acc"] == trial["val_acc"] and row["test_acc"] == trial["test_acc"] is not None
             assert row["wall_seconds"] == trial["wall_seconds"]
-    table = report.compare_table(report.load_runs([str(folder / "tuning.json")]))
+    table = compare.compare_table(compare.load_runs([str(folder / "tuning.json")]))
     assert f"{result['tuning_job']}/trial-0" in table and f"{trials[0]['test_acc']:.4f}" in table
 
     scored = run_entry("predict", "--model", str(model), "--csv", str(titanic_csv), "--out", str(tmp_path / "p.csv"),

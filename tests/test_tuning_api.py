@@ -12,9 +12,9 @@ import boto3
 import pytest
 
 import launch
-from launch import trials as local_trials
-from launch import tuning_api
 from launch.tune import _main
+from launch.tuning import local as local_search
+from launch.tuning import trials as local_trials
 from tests.helpers import BUCKET, REGION, ROLE, invoke
 
 
@@ -114,7 +114,7 @@ def test_tune_local_plans_the_search_tune_py_local_plans(monkeypatch, capsys, tm
         plans.append((plan, data, out, runs_dir, timeout_s, keep_models))
         return {"status": "Completed", "tuning_job": "t", "trials": [], "best": None}, None
 
-    monkeypatch.setattr(tuning_api, "search_here", capture)
+    monkeypatch.setattr(local_search, "search_here", capture)
     launch.tune_local(RANGES, trials=5, parallel=2, hyperparameters={"epochs": 3, "optimizer": "adamw"}, strategy="ddp",
                       objective="val_auroc", early_stopping=False, search_seed=7, prune_after_trials=2, timeout_s=90,
                       keep_models=True, data=tmp_path / "d", out=tmp_path / "o", runs_dir=tmp_path / "r")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from launch import code, local, wheelhouse
+from launch.jobs import code, container, wheelhouse
 from tests.helpers import fake_wheel
 from titanic_lightning.errors import UsageError
 
@@ -113,9 +113,9 @@ def test_the_sdks_install_script_installs_from_the_wheelhouse_into_a_clean_host_
     fake_wheel(job / "wheels", "tinyapp", "1.0", ("tinydep",))
     fake_wheel(job / "wheels", "tinydep", "3.0")
     # This interpreter stands in for the image's Python (it brings pip); tinyapp is not in it.
-    python = local.host_venv(tmp_path / "venv", Path(sys.executable))
+    python = container.host_venv(tmp_path / "venv", Path(sys.executable))
     log = tmp_path / "install.log"
-    exit_code, seconds = local.install_requirements(python, job / "code", log)
+    exit_code, seconds = container.install_requirements(python, job / "code", log)
     assert exit_code == 0, log.read_text()
     assert seconds > 0 and "Installing requirements" in log.read_text()
     shown = subprocess.run([str(python), "-c", "import tinyapp, tinydep; print(tinyapp.__file__, tinydep.VERSION)"],
@@ -129,7 +129,7 @@ def test_the_sdks_install_script_installs_from_the_wheelhouse_into_a_clean_host_
 def emulated_image(monkeypatch):
     """`--container-venv` with this interpreter standing in for the training image (it already has
     every requirement, so the install needs no network), and an empty wheelhouse."""
-    monkeypatch.setattr(local, "image_venv", lambda cache=None: Path(sys.executable))
+    monkeypatch.setattr(container, "image_venv", lambda cache=None: Path(sys.executable))
 
 
 def test_local_container_venv_installs_on_the_host_then_runs_there(prepared, tmp_path, emulated_image):

@@ -174,7 +174,7 @@ def test_runs_started_together_on_a_fresh_clone_prepare_the_data_once(tmp_path, 
 
 
 def test_torchrun_on_a_fresh_clone_prepares_the_data_once(tmp_path, titanic_csv):
-    from launch.local import free_port
+    from launch.jobs.container import free_port
 
     argv = ["-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "entry.train",
             "--epochs", "2"]
@@ -193,19 +193,19 @@ def test_torchrun_on_a_fresh_clone_prepares_the_data_once(tmp_path, titanic_csv)
 
 
 def test_job_and_tuning_names_started_in_one_second_differ(tmp_path):
-    from launch.local import new_job_dir
-    from launch.trials import new_tuning_folder, tuning_name
+    from launch.jobs.folder import new_folder, new_job_dir
+    from launch.tuning.result import tuning_name
 
     names = [new_job_dir(tmp_path / "jobs", "titanic-lightning")[0] for _ in range(5)]
     assert len(set(names)) == 5 and all(len(n) <= 63 for n in names)
     assert all(set(n) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") for n in names)
     tunings = {tuning_name() for _ in range(20)}
     assert len(tunings) == 20 and all(len(n) <= 32 for n in tunings)
-    assert len({new_tuning_folder(tmp_path / "tuning")[0] for _ in range(5)}) == 5
+    assert len({new_folder(tmp_path / "tuning", tuning_name)[0] for _ in range(5)}) == 5
 
 
 def test_a_run_record_never_replaces_a_file_it_did_not_write(tmp_path):
-    from launch import report
+    from launch.records import report
 
     runs = tmp_path / "runs"
     runs.mkdir()

@@ -1,8 +1,8 @@
 """The names the library, the launcher (`launch/`) and the serving bundle agree on: splits, the
 files a run reads and writes, and the metrics it reports.
 
-Each is written here once. The SageMaker metric regexes (`launch.job.METRIC_DEFINITIONS`) and the
-run comparison's metric columns (`launch.report`) are generated from the metric names, and a test
+Each is written here once. The SageMaker metric regexes (`launch.jobs.spec.METRIC_DEFINITIONS`) and the
+run comparison's metric columns (`launch.records.compare`) are generated from the metric names, and a test
 trains a tiny model and checks that every value it logs is one of them. This module imports
 nothing, so every command, the serving container and `--help` can read it for free.
 """

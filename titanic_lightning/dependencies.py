@@ -4,7 +4,7 @@ written (the code a training job ships, a model directory's serving `code/`), ne
 Where the bounds come from, first found:
 
 * `pyproject.toml` beside this package (a checkout);
-* `dependencies.txt` inside the package, which `launch.code.stage` writes from pyproject.toml into
+* `dependencies.txt` inside the package, which `launch.jobs.code.stage` writes from pyproject.toml into
   the code a job ships (the job's container has the package but not pyproject.toml);
 * the installed distribution's metadata.
 """

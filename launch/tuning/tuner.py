@@ -32,11 +32,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch import code
 from launch.console import log
-from launch.job import METRIC_DEFINITIONS, JobSpec
-from launch.search import CATEGORICAL, CONTINUOUS, STRATEGY_NAMES, Plan
-from launch.trials import TUNING_BASE, tuning_name
+from launch.jobs import code
+from launch.jobs.spec import METRIC_DEFINITIONS, JobSpec
+from launch.tuning.result import TUNING_BASE, tuning_name
+from launch.tuning.space import CATEGORICAL, CONTINUOUS, STRATEGY_NAMES, Plan
 
 # Where the image's toolkit unpacks sourcedir.tar.gz, and the code channel's folder.
 TUNING_PYTHONPATH = f"/opt/ml/code:{code.CODE_DIR_IN_CONTAINER}"
@@ -100,7 +100,7 @@ def describe(spec: JobSpec, plan: Plan, hourly_usd: float | None) -> dict:
 
 
 def _grid_jobs(plan: Plan) -> int:
-    from launch.search import grid_size
+    from launch.tuning.space import grid_size
 
     return grid_size(plan.ranges)
 
@@ -168,7 +168,7 @@ class Submitted:
 
 def submit(aws, data_dir: Path, plan: Plan) -> Submitted:
     """Upload the data channels and wheels (unchanged objects skipped), stage the code, create the tuning job."""
-    from launch import remote
+    from launch.jobs import remote
 
     upload = remote.upload_inputs(aws, data_dir)
     with tempfile.TemporaryDirectory(prefix="titanic-code-") as tmp:
@@ -204,7 +204,7 @@ TRIAL_STATUS = {"Completed": "Completed", "Stopped": "Pruned", "Failed": "Failed
 
 def collect(sagemaker, described: dict, prices, out: Path, runs_dir: Path, wall_seconds: float) -> list[dict]:
     """Every training job of the tuning: its run record in `runs_dir`, and its row of the summary."""
-    from launch import report
+    from launch.records import report
 
     name = described["HyperParameterTuningJobName"]
     summaries = []
@@ -232,7 +232,7 @@ def collect(sagemaker, described: dict, prices, out: Path, runs_dir: Path, wall_
 
 def wait_and_collect(aws, submitted: Submitted, plan: Plan, prices, out: Path, runs_dir: Path) -> dict:
     """Wait for the tuning job, record its trials, and return the summary (its folder `out/<name>`)."""
-    from launch import tuning_result
+    from launch.tuning import result as tuning_result
 
     sagemaker = aws.boto_session.client("sagemaker")
     described = wait(sagemaker, submitted.name)
@@ -246,4 +246,26 @@ def wait_and_collect(aws, submitted: Submitted, plan: Plan, prices, out: Path, r
     if result["best"] is not None and best_name and best_name != result["best"].get("training_job"):
         log(f"note: SageMaker's best training job is {best_name}; by the final {plan.objective} lines it is "
             f"{result['best'].get('training_job')}")
+    return result
+
+
+def search_sagemaker(spec: JobSpec, plan: Plan, data: Path, out: Path, runs_dir: Path, prices, wait: bool,
+                     role_flag: str | None, region_flag: str | None) -> dict:
+    """Create the tuning job; with `wait`, its summary (written with tuning.png into `out/<name>/`),
+    else what is known at once (`tuning_job`, status "Submitted", the uploads)."""
+    from launch.jobs import prices as price_tables
+    from launch.jobs import remote, s3data
+    from launch.tuning import result as tuning_result
+    from titanic_lightning.io.outputs import check_folder
+
+    check_folder(out, "--out")
+    check_folder(runs_dir, "--runs-dir")
+    table = price_tables.table(prices)
+    data_dir = s3data.check_data_dir(data)
+    aws = remote.resolve_aws(spec, role_flag, region_flag)
+    submitted = submit(aws, data_dir, plan)
+    if not wait:
+        return {"tuning_job": submitted.name, "status": "Submitted", **submitted.upload}
+    result = wait_and_collect(aws, submitted, plan, table, out, runs_dir)
+    tuning_result.write(Path(result["folder"]), result, plan)
     return result

@@ -14,9 +14,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch import code, s3data
 from launch.console import log
-from launch.job import METRIC_DEFINITIONS, PY_VERSION, TENSORBOARD_LOCAL_PATH, JobSpec, check_role
+from launch.jobs import code, s3data
+from launch.jobs.checks import check_role
+from launch.jobs.spec import METRIC_DEFINITIONS, PY_VERSION, TENSORBOARD_LOCAL_PATH, JobSpec
 from titanic_lightning.contracts import CHECKPOINT_FILE
 from titanic_lightning.errors import UsageError
 from titanic_lightning.sagemaker_facts import CHECKPOINT_DIR
@@ -205,21 +206,6 @@ def input_data(spec: JobSpec) -> list:
     ]
 
 
-def build_wheelhouse():
-    """The training image's wheelhouse: from the cache, else built (`launch.wheelhouse`)."""
-    from launch import wheelhouse
-
-    return wheelhouse.build(code.requirements(), wheelhouse.Target.image(PY_VERSION))
-
-
-def upload_wheelhouse(s3, spec: JobSpec, built) -> dict[str, list[str]]:
-    """Upload the wheelhouse `built` as the spec's `wheels` channel, skipping unchanged wheels."""
-    from launch import wheelhouse
-
-    return s3data.upload_files(s3, built.files, spec.channels[wheelhouse.CHANNEL],
-                               lambda path: "application/octet-stream")
-
-
 @dataclass
 class Submitted:
     job_name: str
@@ -231,12 +217,16 @@ class Submitted:
 def upload_inputs(aws: Aws, data_dir: Path) -> dict:
     """Upload the data channels and, in wheelhouse mode, the wheels (built first, since that may
     fail), skipping unchanged objects; what was uploaded and skipped."""
+    from launch.jobs import wheelhouse
+
     s3data.ensure_prepared(data_dir)
-    built = build_wheelhouse() if aws.spec.uses_wheelhouse else None  # before any upload: it may fail
+    # The training image's wheelhouse, from the cache or built, before any upload: building it may fail.
+    built = wheelhouse.build(code.requirements(), wheelhouse.Target.image(PY_VERSION)) if aws.spec.uses_wheelhouse else None
     s3 = aws.boto_session.client("s3")
     upload = s3data.upload_channels(s3, data_dir, aws.spec.channels)
     if built is not None:
-        wheels = upload_wheelhouse(s3, aws.spec, built)
+        wheels = s3data.upload_files(s3, built.files, aws.spec.channels[wheelhouse.CHANNEL],
+                                     lambda path: "application/octet-stream")
         for outcome in upload:
             upload[outcome] += wheels[outcome]
     return upload

@@ -27,7 +27,7 @@ from pathlib import Path
 from titanic_lightning.contracts import CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SPLITS, npz_name
 from titanic_lightning.errors import UsageError
 
-SCRIPT = Path(__file__).with_name("slurm.sbatch")
+SCRIPT = Path(__file__).parents[1] / "slurm.sbatch"
 JOB_DIR = "jobs/slurm-{job_id}"  # as the script names it, relative to the folder the job is submitted from
 LOG_FILE = "slurm-titanic-{job_id}.out"
 # States after which SLURM runs the job no more (a requeued job goes back to PENDING instead).
@@ -190,10 +190,11 @@ def _seconds(run_time: str | None) -> float | None:
 
 
 def record(spec: SlurmSpec, job_id: str, cwd: Path, state: dict[str, str] | None) -> dict:
-    """The run record (`launch.report`'s shape, `mode` "slurm") of the job; status "Submitted" without a state."""
+    """The run record (`launch.records.report`'s shape, `mode` "slurm") of the job; status "Submitted" without a state."""
     import json
 
-    from titanic_lightning.contracts import COMPARED_METRICS, FINAL_LINE
+    from launch.records.report import new_record
+    from titanic_lightning.contracts import FINAL_LINE
 
     job_dir = cwd / JOB_DIR.format(job_id=job_id)
     metrics_file = job_dir / "model" / METRICS_FILE
@@ -203,18 +204,15 @@ def record(spec: SlurmSpec, job_id: str, cwd: Path, state: dict[str, str] | None
     status = "Submitted" if state is None else FINAL_STATES.get(slurm_state, "Completed" if final else "Failed")
     if status == "Completed" and not final:
         status = "Failed"  # SLURM's COMPLETED with no metrics: the entry did not finish its work
-    return {
-        "mode": "slurm", "job_name": f"slurm-{job_id}", "job_id": job_id, "status": status,
-        "failure_reason": None if status in ("Completed", "Submitted") else f"SLURM state {slurm_state}",
-        "instance_type": f"slurm:{spec.partition or 'default'}", "instance_count": spec.nodes,
-        "tasks_per_node": spec.tasks_per_node, "gpus_per_node": spec.gpus_per_node, "spot": False,
-        "restarts": int((state or {}).get("Restarts", 0) or 0),
-        "wall_seconds": _seconds((state or {}).get("RunTime")), "training_seconds": metrics.get("fit_seconds_total"),
-        "billable_seconds": None, "billable_instance_seconds": None, "estimated_cost_usd": None,
-        "model_artifact": str(job_dir / "model" / MODEL_FILE) if final else None,
-        "final_metrics": final, **{name: final.get(name) for name in COMPARED_METRICS},
-        "job_dir": str(job_dir), "hyperparameters": dict(spec.hyperparameters),
-    }
+    return new_record(
+        final, mode="slurm", job_name=f"slurm-{job_id}", status=status,
+        failure_reason=None if status in ("Completed", "Submitted") else f"SLURM state {slurm_state}",
+        instance_type=f"slurm:{spec.partition or 'default'}", instance_count=spec.nodes, spot=False,
+        training_seconds=metrics.get("fit_seconds_total"), wall_seconds=_seconds((state or {}).get("RunTime")),
+        model_artifact=str(job_dir / "model" / MODEL_FILE) if final else None, job_id=job_id,
+        tasks_per_node=spec.tasks_per_node, gpus_per_node=spec.gpus_per_node,
+        restarts=int((state or {}).get("Restarts", 0) or 0), job_dir=str(job_dir),
+        hyperparameters=dict(spec.hyperparameters))
 
 
 def run_slurm(*, nodes: int = 1, tasks_per_node: int = 1, gpus_per_node: int = 0, cpus_per_task: int = 1,
@@ -227,27 +225,29 @@ def run_slurm(*, nodes: int = 1, tasks_per_node: int = 1, gpus_per_node: int = 0
     `wait`, follow the job to its end (its log lines go to `echo`), record it in
     `runs_dir/slurm-<job id>.json` and return it; without, return at once with status "Submitted".
     """
-    from launch import report
-    from launch.api import Run
-    from launch.job import parse_hyperparameters
+    from launch.jobs.checks import parse_hyperparameters
+    from launch.options import hp_pairs
 
-    hps = parse_hyperparameters([f"{k}={_hp_text(v)}" for k, v in (hyperparameters or {}).items()])
+    hps = parse_hyperparameters(hp_pairs("run_slurm", hyperparameters))
     spec = check_spec(SlurmSpec(nodes=nodes, tasks_per_node=tasks_per_node, gpus_per_node=gpus_per_node,
                                 cpus_per_task=cpus_per_task, partition=partition, time=str(time), hyperparameters=hps,
                                 data=None if data is None else Path(data), resume=None if resume is None else str(resume)))
+    return run(spec, wait, None if runs_dir is None else Path(runs_dir), Path(cwd), echo)
+
+
+def run(spec: SlurmSpec, wait: bool, runs_dir: Path | None, cwd: Path, echo=None):
+    """Check the cluster, submit the checked `spec` from `cwd`, and with `wait` follow it to its end and
+    record it in `runs_dir`; the `launch.Run`."""
+    from launch.api import Run
+    from launch.console import log
+    from launch.records import report
+
     check_cluster(spec)
-    cwd = Path(cwd)
     job_id = submit(spec, cwd)
+    log(f"submitted SLURM job {job_id}: {spec.nodes} node(s) x {spec.tasks_per_node} task(s); "
+        f"log {LOG_FILE.format(job_id=job_id)}, outputs in {JOB_DIR.format(job_id=job_id)}/")
     if not wait:
-        known = record(spec, job_id, cwd, None)
-        return Run(job_name=known["job_name"], status="Submitted", mode="slurm", record=known)
-    state = follow(job_id, cwd, echo=echo)
-    done = record(spec, job_id, cwd, state)
-    path = report.save(done, Path(runs_dir)) if runs_dir is not None else None
-    return Run(job_name=done["job_name"], status=done["status"], mode="slurm", record=done, record_path=path)
-
-
-def _hp_text(value) -> str:
-    import json
-
-    return value if isinstance(value, str) else json.dumps(value)
+        return Run.of(record(spec, job_id, cwd, None))
+    done = record(spec, job_id, cwd, follow(job_id, cwd, echo=echo))
+    path = report.save(done, runs_dir) if runs_dir is not None else None
+    return Run.of(done, path)

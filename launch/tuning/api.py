@@ -13,7 +13,7 @@ and `launch.tuning_request`.
     launch.tuning_request(spec, max_jobs=20)                     # the request as a dict; no AWS call
     launch.tune_sagemaker(spec, max_jobs=20, max_parallel_jobs=3)  # on AWS
 
-`ranges` is the search space: None for the default space (`launch.search.DEFAULT_SPACE`, less the
+`ranges` is the search space: None for the default space (`launch.tuning.space.DEFAULT_SPACE`, less the
 flags fixed in `hyperparameters`), `--range` strings (`["learning_rate=0.0001:0.1:log"]`), or a dict
 of flag name to `(low, high)`, `(low, high, "log")`, a list of two or more categories, or the
 `--range` text after the `=`. A mistake raises `UsageError` before anything starts, with the line
@@ -26,16 +26,15 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launch.api import _hp_value
-from launch.job import JobSpec
-from launch.prices import PriceTable
-from launch.search import SET_BY_TUNING, Plan, build_plan, grid_size
+from launch.jobs.prices import PriceTable
+from launch.jobs.spec import JobSpec
+from launch.options import check_type, hp_pairs, hp_value
+from launch.tuning import local
+from launch.tuning.space import DEFAULT_PRUNE_AFTER_TRIALS, SET_BY_TUNING, Plan, build_plan
 from titanic_lightning.errors import UsageError
 
 __all__ = ["Tuning", "tune_local", "tune_sagemaker", "tuning_request"]
 
-DEFAULT_TRIALS = 10  # a local search's trials without `trials` (a grid: every combination)
-DEFAULT_PRUNE_AFTER_TRIALS = 5
 
 
 # --- the result ---------------------------------------------------------------------------------
@@ -45,7 +44,7 @@ DEFAULT_PRUNE_AFTER_TRIALS = 5
 class Tuning:
     """A tuning, here (`mode` "local") or on SageMaker ("sagemaker").
 
-    `record` is its summary (the content of tuning.json, shape in `launch.tuning_result`); for a
+    `record` is its summary (the content of tuning.json, shape in `launch.tuning.result`); for a
     SageMaker tuning job created without waiting it holds what is known yet (status "Submitted",
     the uploads). `stop_signal` is the signal that stopped a local search (status "Stopped").
     """
@@ -97,21 +96,21 @@ class Tuning:
 
     @property
     def summary_path(self) -> Path | None:
-        from launch.tuning_result import SUMMARY_FILE
+        from launch.tuning.result import SUMMARY_FILE
 
         return self.folder / SUMMARY_FILE if self.folder else None
 
     @property
     def picture(self) -> Path | None:
         """tuning.png: the objective per trial with the best so far, and against each tuned flag."""
-        from launch.tuning_result import PICTURE_FILE
+        from launch.tuning.result import PICTURE_FILE
 
         return self.folder / PICTURE_FILE if self.folder else None
 
     @property
     def table(self) -> str:
         """The trials sorted by the objective, best first, as the command prints them."""
-        from launch.tuning_result import table
+        from launch.tuning.result import table
 
         if "trials" not in self.record:
             return f"tuning job {self.tuning_job}: {self.status}"
@@ -125,28 +124,6 @@ class Tuning:
 
 
 # --- checking the arguments ---------------------------------------------------------------------
-
-
-def _check(function: str, name: str, value, kinds: tuple[type, ...], what: str, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        raise UsageError(f"{function}({name}={value!r}): expected {what}")
-
-
-def _hp_pairs(function: str, hyperparameters) -> list[str]:
-    """`hyperparameters` (a dict, or `--hp` strings) as the command line's `key=value` pairs."""
-    if hyperparameters is None:
-        return []
-    if isinstance(hyperparameters, dict):
-        bad = [k for k in hyperparameters if not isinstance(k, str)]
-        if bad:
-            raise UsageError(f"{function}(hyperparameters=...): key {bad[0]!r} is not a flag name (a string)")
-        return [f"{k}={_hp_value(k, v)}" for k, v in hyperparameters.items()]
-    if isinstance(hyperparameters, (list, tuple)) and all(isinstance(p, str) for p in hyperparameters):
-        return list(hyperparameters)
-    raise UsageError(f"{function}(hyperparameters={hyperparameters!r}): expected a dict such as "
-                     '{"epochs": 20} or a list such as ["epochs=20"]')
 
 
 def _bound(value) -> str:
@@ -184,7 +161,7 @@ def range_specs(function: str, ranges) -> list[str]:
                 raise UsageError(f"{shown}: the bounds must be numbers") from None
             specs.append(f"{name}={':'.join(bounds)}{':log' if len(value) == 3 else ''}")
         elif isinstance(value, list):
-            categories = [_hp_value(name, v) for v in value]
+            categories = [hp_value(name, v) for v in value]
             if len(categories) < 2:
                 raise UsageError(f"{shown}: give two or more categories (one value is a fixed hyperparameter: "
                                  f"hyperparameters={{{name!r}: ...}})")
@@ -199,7 +176,7 @@ def range_specs(function: str, ranges) -> list[str]:
 
 def static_hyperparameters(hp: list[str], strategy: str | None) -> dict[str, str]:
     """The tuning's fixed hyperparameters, checked as `--hp` values; none of the flags the tuning sets."""
-    from launch.job import parse_hyperparameters
+    from launch.jobs.checks import parse_hyperparameters
 
     static = parse_hyperparameters(hp, strategy)
     for key in static:
@@ -209,15 +186,15 @@ def static_hyperparameters(hp: list[str], strategy: str | None) -> dict[str, str
 
 
 def _check_search(function: str, search, objective, early_stopping, search_seed) -> None:
-    _check(function, "search", search, (str,), "a string: bayesian, random, hyperband or grid")
-    _check(function, "objective", objective, (str,), "a string: val_loss, val_acc or val_auroc")
-    _check(function, "early_stopping", early_stopping, (bool,), "True or False")
-    _check(function, "search_seed", search_seed, (int,), "an integer")
+    check_type(function, "search", search, (str,), "a string: bayesian, random, hyperband or grid")
+    check_type(function, "objective", objective, (str,), "a string: val_loss, val_acc or val_auroc")
+    check_type(function, "early_stopping", early_stopping, (bool,), "True or False")
+    check_type(function, "search_seed", search_seed, (int,), "an integer")
 
 
 def _check_paths(function: str, **paths) -> None:
     for name, value in paths.items():
-        _check(function, name, value, (str, Path), "a folder (str or Path)")
+        check_type(function, name, value, (str, Path), "a folder (str or Path)")
 
 
 # --- here -----------------------------------------------------------------------------------------
@@ -238,67 +215,25 @@ def tune_local(ranges=None, *, trials: int | None = None, parallel: int = 1, hyp
     Ctrl-C (a notebook's interrupt) or SIGTERM stops the running trials: status "Stopped".
     """
     fn = "tune_local"
-    _check(fn, "trials", trials, (int,), "an integer", optional=True)
-    _check(fn, "parallel", parallel, (int,), "an integer")
-    _check(fn, "prune_after_trials", prune_after_trials, (int,), "an integer")
-    _check(fn, "keep_models", keep_models, (bool,), "True or False")
-    _check(fn, "strategy", strategy, (str,), "a string", optional=True)
+    check_type(fn, "trials", trials, (int,), "an integer", optional=True)
+    check_type(fn, "parallel", parallel, (int,), "an integer")
+    check_type(fn, "prune_after_trials", prune_after_trials, (int,), "an integer")
+    check_type(fn, "keep_models", keep_models, (bool,), "True or False")
+    check_type(fn, "strategy", strategy, (str,), "a string", optional=True)
     _check_search(fn, search, objective, early_stopping, search_seed)
     _check_paths(fn, data=data, out=out, runs_dir=runs_dir)
     if timeout_s is not None:
-        _check(fn, "timeout_s", timeout_s, (int, float), "a number of seconds")
+        check_type(fn, "timeout_s", timeout_s, (int, float), "a number of seconds")
         if not math.isfinite(timeout_s) or timeout_s <= 0:
             raise UsageError(f"--timeout {timeout_s!r}: must be a finite number of seconds above 0")
     specs = range_specs(fn, ranges)
-    static = static_hyperparameters(_hp_pairs(fn, hyperparameters), strategy)
-    plan = local_plan(specs, static, search=search, objective=objective, trials=trials, parallel=parallel,
+    static = static_hyperparameters(hp_pairs(fn, hyperparameters), strategy)
+    plan = local.local_plan(specs, static, search=search, objective=objective, trials=trials, parallel=parallel,
                       early_stopping=early_stopping, seed=search_seed, prune_after_trials=prune_after_trials)
     # `out` made absolute: the summary's folder then still names it after the caller changes folder.
-    result, stop_signal = search_here(plan, Path(data), Path(out).absolute(), Path(runs_dir), timeout_s=timeout_s,
+    result, stop_signal = local.search_here(plan, Path(data), Path(out).absolute(), Path(runs_dir), timeout_s=timeout_s,
                                       keep_models=keep_models)
     return Tuning(record=result, plan=plan, stop_signal=stop_signal)
-
-
-def local_plan(specs: list[str], static: dict[str, str], *, search: str, objective: str, trials: int | None,
-               parallel: int, early_stopping: bool, seed: int, prune_after_trials: int) -> Plan:
-    """The plan of a local search, its limits named by `--trials` and `--parallel`."""
-    return build_plan(specs, static, search=search, objective=objective,
-                      max_jobs=trials if trials is not None or search == "grid" else DEFAULT_TRIALS,
-                      max_parallel=parallel, early_stopping=early_stopping, seed=seed,
-                      prune_after_trials=prune_after_trials, jobs_flag="--trials", parallel_flag="--parallel")
-
-
-def search_here(plan: Plan, data: Path, out: Path, runs_dir: Path, timeout_s: float | None,
-                keep_models: bool) -> tuple[dict, int | None]:
-    """Run `plan` here: (the summary, written with tuning.png into `out/<name>/`; the stopping signal or None)."""
-    import time
-
-    import optuna  # noqa: F401  (the `launch` extra: missing, nothing is prepared or written)
-
-    from launch import local as emulator
-    from launch import s3data, trials, tuning_result
-    from launch.console import log
-    from launch.trials import finish_local, new_tuning_folder, trial_record
-    from titanic_lightning.io.outputs import check_folder
-
-    stop = emulator.StopRequest()
-    with stop.installed():
-        check_folder(out, "--out")
-        check_folder(runs_dir, "--runs-dir")
-        data_dir = s3data.check_data_dir(data)
-        s3data.ensure_prepared(data_dir)
-        stop.raise_if_requested()
-        count = plan.max_jobs if plan.max_jobs is not None else grid_size(plan.ranges)
-        name, folder = new_tuning_folder(out)
-        log(f"tuning {name}: {plan.search} search of {', '.join(r.name for r in plan.ranges)}, "
-            f"{count} trial(s), {plan.max_parallel} at a time; trials in {folder}")
-        started = time.perf_counter()
-        done = trials.search(plan, data_dir, folder, trials=count, parallel=plan.max_parallel, timeout_s=timeout_s,
-                             stop=stop, on_trial_end=lambda t: trial_record(t, name, runs_dir, save=True))
-        result = finish_local(name, plan, done, folder, runs_dir, round(time.perf_counter() - started, 1),
-                              stopped=stop.signal is not None, keep_models=keep_models)
-        tuning_result.write(folder, result, plan)
-    return result, stop.signal
 
 
 # --- on SageMaker ---------------------------------------------------------------------------------
@@ -308,8 +243,8 @@ def _sagemaker_plan(fn: str, spec, ranges, max_jobs, max_parallel_jobs, search, 
                     search_seed) -> tuple[JobSpec, Plan]:
     if not isinstance(spec, JobSpec):
         raise UsageError(f"{fn}: expected a JobSpec from launch.job_spec(...), got {type(spec).__name__}")
-    _check(fn, "max_jobs", max_jobs, (int,), "an integer", optional=True)
-    _check(fn, "max_parallel_jobs", max_parallel_jobs, (int,), "an integer")
+    check_type(fn, "max_jobs", max_jobs, (int,), "an integer", optional=True)
+    check_type(fn, "max_parallel_jobs", max_parallel_jobs, (int,), "an integer")
     _check_search(fn, search, objective, early_stopping, search_seed)
     specs = range_specs(fn, ranges)
     return spec, build_plan(specs, spec.hyperparameters, search=search, objective=objective, max_jobs=max_jobs,
@@ -321,12 +256,12 @@ def tuning_request(spec: JobSpec, ranges=None, *, max_jobs: int | None = None, m
                    search_seed: int = 1, prices: PriceTable | str | Path | None = None) -> dict:
     """What `tune.py --dry-run` prints: the tuning request around the job `spec` describes (its
     hyperparameters are the trials' fixed ones), with the job's on-demand USD per hour. No AWS call."""
-    from launch import tuning
-    from launch.api import _prices
+    from launch.jobs import prices as price_tables
+    from launch.tuning import tuner
 
     spec, plan = _sagemaker_plan("tuning_request", spec, ranges, max_jobs, max_parallel_jobs, search, objective,
                                  early_stopping, search_seed)
-    return tuning.describe(spec, plan, _prices(prices).hourly(spec.instance_type))
+    return tuner.describe(spec, plan, price_tables.table(prices).hourly(spec.instance_type))
 
 
 def tune_sagemaker(spec: JobSpec, ranges=None, *, max_jobs: int | None = None, max_parallel_jobs: int = 1,
@@ -341,31 +276,12 @@ def tune_sagemaker(spec: JobSpec, ranges=None, *, max_jobs: int | None = None, m
     `out/<name>/` (tuning.json, tuning.png); without, return at once with status "Submitted".
     """
     fn = "tune_sagemaker"
-    _check(fn, "wait", wait, (bool,), "True or False")
+    check_type(fn, "wait", wait, (bool,), "True or False")
     _check_paths(fn, data=data, out=out, runs_dir=runs_dir)
     spec, plan = _sagemaker_plan(fn, spec, ranges, max_jobs, max_parallel_jobs, search, objective, early_stopping,
                                  search_seed)
+    from launch.tuning.tuner import search_sagemaker
+
     result = search_sagemaker(spec, plan, Path(data), Path(out).absolute(), Path(runs_dir), prices, wait=wait,
                               role_flag=spec.role, region_flag=spec.region)
     return Tuning(record=result, plan=plan)
-
-
-def search_sagemaker(spec: JobSpec, plan: Plan, data: Path, out: Path, runs_dir: Path, prices, wait: bool,
-                     role_flag: str | None, region_flag: str | None) -> dict:
-    """Create the tuning job; with `wait`, its summary (written with tuning.png into `out/<name>/`),
-    else what is known at once (`tuning_job`, status "Submitted", the uploads)."""
-    from launch import remote, s3data, tuning, tuning_result
-    from launch.api import _prices
-    from titanic_lightning.io.outputs import check_folder
-
-    check_folder(out, "--out")
-    check_folder(runs_dir, "--runs-dir")
-    table = _prices(prices)
-    data_dir = s3data.check_data_dir(data)
-    aws = remote.resolve_aws(spec, role_flag, region_flag)
-    submitted = tuning.submit(aws, data_dir, plan)
-    if not wait:
-        return {"tuning_job": submitted.name, "status": "Submitted", **submitted.upload}
-    result = tuning.wait_and_collect(aws, submitted, plan, table, out, runs_dir)
-    tuning_result.write(Path(result["folder"]), result, plan)
-    return result

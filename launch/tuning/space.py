@@ -5,7 +5,7 @@
     --range "NAME=A|B|C"         categorical: each value as `--hp NAME=A` would pass it
 
 NAME is a flag of `python -m entry.train`. Every value is checked before anything starts, with
-the entry's own parser and in the form the job's container hands it over (`job.check_hyperparameter`):
+the entry's own parser and in the form the job's container hands it over (`checks.check_hyperparameter`):
 the bounds of a numeric range (every value in between then passes too, since each flag's type is
 an interval) and every category. SageMaker's limits on a range are checked here as well (at most
 30 categories of at most 256 characters, at most 30 ranges).
@@ -20,7 +20,7 @@ import math
 import typing
 from dataclasses import dataclass
 
-from launch import job
+from launch.jobs import checks
 from titanic_lightning.errors import UsageError
 
 # The default space: the optimiser's step size and regularisation, and the network's shape.
@@ -90,7 +90,7 @@ def flag_kind(name: str) -> str | None:
 
 
 def tunable_flags() -> list[str]:
-    return sorted(job.entry_flags() - set(SET_BY_TUNING))
+    return sorted(checks.entry_flags() - set(SET_BY_TUNING))
 
 
 def parse_range(spec: str) -> Range:
@@ -103,7 +103,7 @@ def parse_range(spec: str) -> Range:
                          "e.g. --range learning_rate=0.0001:0.1:log")
     if name in SET_BY_TUNING:
         raise UsageError(f"{source}: {name!r} is set by the tuning itself, not tuned")
-    if name not in job.entry_flags():
+    if name not in checks.entry_flags():
         raise UsageError(f"{source}: {name!r} is not a flag of entry/train.py; choose from {', '.join(tunable_flags())}")
     if "|" in rest:
         return _categorical(name, rest, source)
@@ -121,7 +121,7 @@ def _categorical(name: str, rest: str, source: str) -> Range:
     for value in values:
         if len(value) > MAX_VALUE_CHARS:
             raise UsageError(f"{source}: a category longer than SageMaker's {MAX_VALUE_CHARS} characters")
-        job.check_hyperparameter(name, value, f"{source} (category {value})")
+        checks.check_hyperparameter(name, value, f"{source} (category {value})")
     return Range(name=name, kind=CATEGORICAL, values=tuple(values), source=source)
 
 
@@ -150,7 +150,7 @@ def _numeric(name: str, rest: str, source: str) -> Range:
         raise UsageError(f"{source}: a logarithmic range needs LOW above 0")
     for bound in (low, high):
         # The entry's parser, on the bound as a trial would receive it.
-        job.check_hyperparameter(name, number_text(bound), f"{source} (bound {number_text(bound)})")
+        checks.check_hyperparameter(name, number_text(bound), f"{source} (bound {number_text(bound)})")
     return Range(name=name, kind=kind, low=low, high=high, log=log, source=source)
 
 
@@ -179,6 +179,9 @@ SEARCHES = ("bayesian", "random", "hyperband", "grid")
 # SageMaker's names of the searches (HyperParameterTuningJobStrategyType).
 STRATEGY_NAMES = {"bayesian": "Bayesian", "random": "Random", "hyperband": "Hyperband", "grid": "Grid"}
 OBJECTIVES = {"val_loss": "Minimize", "val_acc": "Maximize", "val_auroc": "Maximize"}
+DEFAULT_MAX_JOBS = 10  # training jobs without --max-jobs (a grid: every combination)
+DEFAULT_TRIALS = 10  # a local search's trials without --trials (a grid: every combination)
+DEFAULT_PRUNE_AFTER_TRIALS = 5  # trials that run to their end before the median pruner stops any
 # Hyperband counts a trial's resource in epochs; SageMaker's MaxResource is at most this.
 HYPERBAND_MAX_EPOCHS = 20000
 
@@ -190,12 +193,12 @@ class Plan:
     ranges: list[Range]
     search: str = "bayesian"
     objective: str = "val_loss"
-    max_jobs: int | None = 10  # None with grid: every combination once
+    max_jobs: int | None = DEFAULT_MAX_JOBS  # None with grid: every combination once
     max_parallel: int = 1
     early_stopping: bool = True
     seed: int = 1
     static: dict[str, str] = dataclasses.field(default_factory=dict)  # the fixed --hp values (and --strategy)
-    prune_after_trials: int = 5  # local: trials that run to the end before the median pruner stops any
+    prune_after_trials: int = DEFAULT_PRUNE_AFTER_TRIALS  # local only
 
     @property
     def objective_type(self) -> str:
@@ -204,7 +207,7 @@ class Plan:
     @property
     def epochs(self) -> int:
         """The epochs each trial may run: the fixed `--hp epochs`, else the entry's default."""
-        from launch.job import container_forms
+        from launch.jobs.checks import container_forms
         from titanic_lightning.config import TrainConfig
 
         return int(container_forms(self.static["epochs"])[0]) if "epochs" in self.static else TrainConfig.epochs
@@ -217,7 +220,8 @@ class Plan:
 
 def build_plan(range_specs: list[str], static: dict[str, str], *, search: str = "bayesian", objective: str = "val_loss",
                max_jobs: int | None = None, max_parallel: int = 1, early_stopping: bool = True, seed: int = 1,
-               prune_after_trials: int = 5, jobs_flag: str = "--max-jobs", parallel_flag: str = "--max-parallel-jobs") -> Plan:
+               prune_after_trials: int = DEFAULT_PRUNE_AFTER_TRIALS, jobs_flag: str = "--max-jobs",
+               parallel_flag: str = "--max-parallel-jobs") -> Plan:
     """Check the tuning's options together (offline) and return the plan."""
     if search not in SEARCHES:
         raise UsageError(f"--search {search}: choose from {', '.join(SEARCHES)}")
@@ -242,7 +246,7 @@ def build_plan(range_specs: list[str], static: dict[str, str], *, search: str = 
             raise UsageError(f"{jobs_flag} {max_jobs} with --search grid: a grid runs each of its {grid_size(ranges)} "
                              "combinations once; drop it")
     else:
-        max_jobs = 10 if max_jobs is None else max_jobs
+        max_jobs = DEFAULT_MAX_JOBS if max_jobs is None else max_jobs
         if max_jobs < 1:
             raise UsageError(f"{jobs_flag} {max_jobs}: must be at least 1")
     if search == "hyperband":

@@ -17,13 +17,25 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
+import time
 from pathlib import Path
 
-from launch.search import CATEGORICAL, Plan
+from launch.records.report import fmt
+from launch.tuning.space import CATEGORICAL, Plan
 
 SUMMARY_FILE = "tuning.json"
 PICTURE_FILE = "tuning.png"
 ROLE = "tune"  # the command that writes these files, in the folder's record (titanic_lightning.io.outputs)
+
+TUNING_BASE = "titanic-tune"  # short: SageMaker's tuning job names have at most 32 characters
+
+
+def tuning_name() -> str:
+    """`titanic-tune-<YYmmdd-HHMMSS>-<4 random hex digits>`: 31 characters, a valid tuning job name,
+    and two tunings started in the same second get different ones."""
+    return f"{TUNING_BASE}-{time.strftime('%y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
 
 
 def _number(value):
@@ -83,16 +95,13 @@ def table(result: dict, plan: Plan) -> str:
     rows = []
     for t in sorted(result["trials"], key=key):
         mark = "*" if t["trial"] == best else ""
-        rows.append([f"{t['trial']}{mark}", t["status"], _fmt(t.get("val_loss")), _fmt(t.get("val_acc")),
-                     _fmt(t.get("wall_seconds"), "{:.1f}"), *(t["hyperparameters"].get(n, "-") for n in names)])
+        rows.append([f"{t['trial']}{mark}", t["status"], fmt(t.get("val_loss"), "{:.4f}"), fmt(t.get("val_acc"), "{:.4f}"),
+                     fmt(t.get("wall_seconds"), "{:.1f}"), *(t["hyperparameters"].get(n, "-") for n in names)])
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in [header, ["-" * w for w in widths], *rows]]
     lines.append(f"sorted by {plan.objective} ({plan.objective_type.lower()}d); * the best trial")
     return "\n".join(line.rstrip() for line in lines)
 
-
-def _fmt(value, pattern: str = "{:.4f}") -> str:
-    return "-" if value is None else pattern.format(value)
 
 
 def draw(result: dict, plan: Plan, target: Path) -> None:

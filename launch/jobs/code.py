@@ -6,7 +6,7 @@ writes the model's serving requirements, has no pyproject.toml (see `titanic_lig
 
 The SDK uploads this folder as the job's `code` channel; in the container it lands at
 `/opt/ml/input/data/code`, which is also the working directory of the entry script. With a
-wheelhouse (`launch.wheelhouse`) requirements.txt names no index but the `wheels` channel beside it. Because the
+wheelhouse (`launch.jobs.wheelhouse`) requirements.txt names no index but the `wheels` channel beside it. Because the
 script runs by path (`python entry/train.py`), the package is found through PYTHONPATH, which the
 job sets to that folder (`CODE_DIR_IN_CONTAINER`).
 """
@@ -45,8 +45,8 @@ def requirements() -> list[str]:
 
 def stage(dest: Path, wheelhouse: bool = False) -> Path:
     """Copy the shipped code into `dest` (created) and return it; with `wheelhouse`, its
-    requirements.txt installs from the job's wheels channel with no index (`launch.wheelhouse`)."""
-    from launch import wheelhouse as wheels
+    requirements.txt installs from the job's wheels channel with no index (`launch.jobs.wheelhouse`)."""
+    from launch.jobs import wheelhouse as wheels
 
     dest.mkdir(parents=True, exist_ok=True)
     for package in PACKAGES:

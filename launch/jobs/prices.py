@@ -12,10 +12,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch.job import DEFAULT_REGION
+from launch.jobs.spec import DEFAULT_REGION
 from titanic_lightning.errors import UsageError
 
-DEFAULT_PRICES = Path(__file__).with_name("prices.json")
+DEFAULT_PRICES = Path(__file__).parents[1] / "prices.json"
 
 
 @dataclass(frozen=True)
@@ -48,3 +48,8 @@ def load(path: str | Path | None = None) -> PriceTable:
             f"--prices {path}: not a price table ({type(exc).__name__}: {exc}); expected "
             '{"as_of": "YYYY-MM-DD", "usd_per_hour": {"ml.m5.large": 0.115, ...}}'
         ) from None
+
+
+def table(prices: PriceTable | str | Path | None) -> PriceTable:
+    """A price table as a function's `prices` argument gives it: a table, a file name, or None for the default."""
+    return prices if isinstance(prices, PriceTable) else load(prices)

@@ -1,7 +1,7 @@
 """The search run on this machine (`tune.py --local`): Optuna chooses, the entry trains.
 
 Each trial is a real run of `python -m entry.train`, one subprocess per trial, with the trial's
-hyperparameters in the form SageMaker's container would hand them over (`job.container_forms`),
+hyperparameters in the form SageMaker's container would hand them over (`launch.jobs.checks.container_forms`),
 the tuning's fixed `--hp` values, and its own `--model_dir` and `--output_dir`:
 
     <tuning folder>/trials/<n>/model/      the trial's model (kept for the best trial only)
@@ -27,11 +27,9 @@ no more; what finished is summarised as usual, with status Stopped.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -41,10 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launch.console import log
-from launch.job import METRIC_DEFINITIONS, container_forms
-from launch.processes import STOP_GRACE_S, signal_group, stop_groups
-from launch.search import CATEGORICAL, INTEGER, Plan, Range, number_text
-from titanic_lightning.contracts import npz_name
+from launch.jobs.checks import container_forms
+from launch.jobs.processes import signal_group, stop_running
+from launch.jobs.spec import METRIC_DEFINITIONS
+from launch.tuning.space import CATEGORICAL, INTEGER, Plan, Range, number_text
+from titanic_lightning.contracts import MODEL_FILE, npz_name
 
 POLL_S = 0.1
 _PATTERNS = [(m["Name"], re.compile(m["Regex"])) for m in METRIC_DEFINITIONS]
@@ -88,6 +87,11 @@ class Trial:
     def log_file(self) -> Path:
         return self.folder / "train.log"
 
+    @property
+    def model_artifact(self) -> str | None:
+        """The trial's model folder (what `entry.predict --model` takes) while it holds a model."""
+        return str(self.model_dir.resolve()) if (self.model_dir / MODEL_FILE).is_file() else None
+
 
 def trial_command(trial: Trial, data_dir: Path, static: dict[str, str]) -> list[str]:
     data = [f"--{split}" for split in ("train", "val", "test")]
@@ -103,7 +107,7 @@ def trial_command(trial: Trial, data_dir: Path, static: dict[str, str]) -> list[
 
 
 def trial_env(parallel: int) -> dict[str, str]:
-    from launch.code import PACKAGES, package_dir
+    from launch.jobs.code import PACKAGES, package_dir
     from titanic_lightning.environment import CHECKPOINT_DIR_VARIABLE, without_launcher
 
     env = without_launcher()
@@ -115,14 +119,6 @@ def trial_env(parallel: int) -> dict[str, str]:
     # Trials side by side share the cores instead of each taking them all.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
     return env
-
-
-def stop_processes(trials: list[Trial], reason: str) -> None:
-    """SIGTERM each running trial's process group, SIGKILL what is left after the grace period."""
-    running = [t for t in trials if t.process is not None and t.process.poll() is None]
-    for t in running:
-        t.stop_reason = t.stop_reason or reason
-    stop_groups([t.process for t in running], STOP_GRACE_S, POLL_S)
 
 
 def run_trial(trial: Trial, optuna_trial, plan: Plan, data_dir: Path, env: dict[str, str], stop) -> None:
@@ -219,7 +215,7 @@ def search(plan: Plan, data_dir: Path, folder: Path, trials: int, parallel: int,
            stop, on_trial_end=None) -> list[Trial]:
     """Run up to `trials` trials, `parallel` at a time, starting none after `timeout_s`; return them all.
 
-    `stop` is the caller's `launch.local.StopRequest`: a signal stops the running trials and the search.
+    `stop` is the caller's `launch.jobs.processes.StopRequest`: a signal stops the running trials and the search.
     `on_trial_end(trial)` runs in this thread as each trial ends (its run record).
     """
     import optuna
@@ -269,7 +265,7 @@ def search(plan: Plan, data_dir: Path, folder: Path, trials: int, parallel: int,
     while True:
         settle()
         if stop.signal is not None:
-            stop_processes([t for t, _ in running.values()], "stopped")
+            stop_running([t for t, _ in running.values()], lambda t: setattr(t, "stop_reason", t.stop_reason or "stopped"))
             while running:
                 settle()
                 time.sleep(POLL_S)
@@ -290,106 +286,3 @@ def search(plan: Plan, data_dir: Path, folder: Path, trials: int, parallel: int,
             continue
         time.sleep(POLL_S)
     return sorted(done, key=lambda t: t.number)
-
-
-# --- the tuning's folder, the trials' run records, the models kept ---------------------------
-
-TUNING_BASE = "titanic-tune"  # short: SageMaker's tuning job names have at most 32 characters
-
-
-def tuning_name() -> str:
-    """`titanic-tune-<YYmmdd-HHMMSS>-<4 random hex digits>`: 31 characters, a valid tuning job name,
-    and two tunings started in the same second get different ones."""
-    return f"{TUNING_BASE}-{time.strftime('%y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-
-
-def new_tuning_folder(out: Path) -> tuple[str, Path]:
-    """A fresh tuning name (`tuning_name`) and its folder under `out`, created empty."""
-    out.mkdir(parents=True, exist_ok=True)
-    while True:
-        name = tuning_name()
-        try:
-            (out / name).mkdir()  # never an existing folder: every file in it is then this tuning's
-            return name, out / name
-        except FileExistsError:
-            continue
-
-
-# A trial here runs as a plain process on this machine, not as an emulated instance.
-LOCAL = "local"
-
-
-def trial_record(trial: Trial, tuning_name: str, runs_dir: Path, save: bool) -> dict:
-    """The trial as a run record (the shape of `launch.report.summarize`, plus the tuning's fields)."""
-    from launch import report
-    from titanic_lightning.contracts import COMPARED_METRICS
-
-    final = {k: v for k, v in trial.metrics.items() if k not in ("epoch", "best_epoch", "train_loss")}
-    record = {
-        "mode": "tuning",
-        "job_name": f"{tuning_name}-{trial.number:03d}",
-        "status": trial.status,
-        "failure_reason": None if trial.status in (COMPLETED, PRUNED) else
-        f"{trial.error or f'exit code {trial.exit_code}'}; see {trial.log_file}",
-        "instance_type": LOCAL,
-        "instance_count": 1,
-        "spot": False,
-        "training_seconds": None,
-        "billable_seconds": None,
-        "billable_instance_seconds": None,
-        "spot_saving_percent": None,
-        "wall_seconds": trial.wall_seconds,
-        "usd_per_hour": None,
-        "estimated_cost_usd": None,
-        "prices_as_of": None,
-        "model_artifact": str(trial.model_dir.resolve()) if (trial.model_dir / "model.pt").is_file() else None,
-        "final_metrics": final,
-        **{name: final.get(name) for name in COMPARED_METRICS},
-        "tuning_job": tuning_name,
-        "trial": trial.number,
-        "hyperparameters": dict(trial.hyperparameters),
-        "epochs_reported": trial.epochs,
-        "log": str(trial.log_file),
-    }
-    if save:
-        report.save(record, runs_dir)
-    return record
-
-
-def remove_model(model_dir: Path) -> None:
-    """Remove the files the trial's training wrote into `model_dir` (its record says which), then the
-    folders left empty; anything else stays."""
-    from titanic_lightning.io.outputs import RECORD, owned
-
-    if not model_dir.is_dir():
-        return
-    for path in owned(model_dir, "--model_dir"):
-        path.unlink()
-    (model_dir / RECORD).unlink(missing_ok=True)
-    for folder in sorted((p for p in model_dir.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        with contextlib.suppress(OSError):
-            folder.rmdir()
-    with contextlib.suppress(OSError):
-        model_dir.rmdir()
-
-
-def finish_local(name: str, plan: Plan, done: list[Trial], folder: Path, runs_dir: Path, wall_seconds: float,
-                 stopped: bool, keep_models: bool) -> dict:
-    """The summary of a local search; every model but the best one's removed (unless `keep_models`),
-    and the records of the trials whose model went updated."""
-    from launch import tuning_result
-
-    rows = [{"trial": t.number, "hyperparameters": t.hyperparameters, "status": t.status,
-             "val_loss": t.metrics.get("val_loss"), "val_acc": t.metrics.get("val_acc"),
-             "val_auroc": t.metrics.get("val_auroc"), "test_acc": t.metrics.get("test_acc"),
-             "wall_seconds": t.wall_seconds, "job_name": f"{name}-{t.number:03d}", "instance_type": LOCAL,
-             "model_artifact": str(t.model_dir.resolve()) if (t.model_dir / "model.pt").is_file() else None}
-            for t in done]
-    best = tuning_result.best_of(rows, plan)
-    if not keep_models:
-        for t, row in zip(done, rows):
-            if (best is None or t.number != best["trial"]) and row["model_artifact"] is not None:
-                remove_model(t.model_dir)
-                row["model_artifact"] = None
-                trial_record(t, name, runs_dir, save=True)
-    return tuning_result.summary(name, "local", plan, rows, wall_seconds, folder, stopped)

@@ -1,0 +1,270 @@
+"""One emulated host of `--local` (`launch.jobs.local`): its `/opt/ml` folders and channels, its
+environment, the command the SDK's driver would run there, and the Python it runs with.
+
+The environment of each host is computed by the SDK's own container script
+(`sagemaker.train.container_drivers.scripts.environment.set_env`), then its `/opt/ml` paths are
+moved into the host folder. The variables it sets:
+
+    SM_MODEL_DIR SM_INPUT_DIR SM_INPUT_DATA_DIR SM_INPUT_CONFIG_DIR SM_OUTPUT_DIR SM_OUTPUT_DATA_DIR
+    SM_OUTPUT_FAILURE SM_LOG_LEVEL SM_MASTER_ADDR SM_MASTER_PORT SM_CHANNEL_<NAME> SM_CHANNELS
+    SM_HP_<KEY> SM_HPS SM_CURRENT_HOST SM_CURRENT_INSTANCE_TYPE SM_HOSTS SM_NETWORK_INTERFACE_NAME
+    SM_HOST_COUNT SM_CURRENT_HOST_RANK SM_NUM_CPUS SM_NUM_GPUS SM_NUM_NEURONS SM_RESOURCE_CONFIG
+    SM_INPUT_DATA_CONFIG SM_TRAINING_ENV
+
+plus, as the driver adds them, `SM_SOURCE_DIR`, `SM_ENTRY_SCRIPT`, `SM_DISTRIBUTED_DRIVER_DIR` and
+`SM_DISTRIBUTED_CONFIG` (torchrun only), and `TRAINING_JOB_NAME`. Differences from a real
+instance, all because the hosts share this machine: `SM_MASTER_ADDR` is 127.0.0.1 and
+`SM_MASTER_PORT` a free port (algo-N names do not resolve here), the network interface is `lo`,
+`SM_NUM_CPUS`/`SM_NUM_GPUS` are this machine's, and PYTHONPATH is the staged code folder (what
+the real job sets it to).
+
+Nothing is installed unless `container_venv` (`--container-venv`): then each host gets its
+own virtual environment, `algo-N/venv`, holding only what the PyTorch training image holds (torch,
+numpy, pandas, scikit-learn, from a base environment built once in the cache and seen through a
+.pth file), the SDK's own `install_requirements.py` installs the staged requirements.txt into it
+from the host's code folder as the container does on every host, timed (`install_seconds` in the
+summary), and the host runs with that environment's Python. A failed install fails the job, as
+the container's error trap does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from unittest import mock
+
+from launch.console import log
+from launch.jobs import code, s3data
+from launch.jobs.spec import JobSpec
+from titanic_lightning.environment import CHECKPOINT_DIR_VARIABLE, without_launcher
+from titanic_lightning.errors import UsageError, one_line
+from titanic_lightning.sagemaker_facts import OPT_ML
+
+NETWORK_INTERFACE = "lo"  # every host talks over loopback here
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+
+def hosts_for(count: int) -> list[str]:
+    return [f"algo-{i + 1}" for i in range(count)]
+
+
+def resource_config(spec: JobSpec, host: str) -> dict:
+    hosts = hosts_for(spec.instance_count)
+    return {
+        "current_host": host,
+        "current_instance_type": spec.instance_type,
+        "current_group_name": "homogeneousCluster",
+        "hosts": hosts,
+        "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": spec.instance_type,
+                             "hosts": hosts}],
+        "network_interface_name": NETWORK_INTERFACE,
+    }
+
+
+def input_data_config(channels: list[str]) -> dict:
+    return {name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+            for name in channels}
+
+
+def lay_out_host(host_dir: Path, spec: JobSpec, host: str, data_dir: Path, code_dir: Path,
+                 wheels_dir: Path | None = None) -> dict:
+    """Create one host's /opt/ml tree; return its input data config."""
+    config = host_dir / "input" / "config"
+    config.mkdir(parents=True)
+    for sub in ("model", "output/data", "checkpoints"):
+        (host_dir / sub).mkdir(parents=True)
+    data = host_dir / "input" / "data"
+    for name, files in s3data.channel_files(data_dir).items():
+        (data / name).mkdir(parents=True)
+        for path in files:
+            shutil.copy2(path, data / name / path.name)
+    (data / "code").symlink_to(os.path.relpath(code_dir, data))
+    extra = ["code"]
+    if wheels_dir is not None:
+        (data / wheels_dir.name).symlink_to(os.path.relpath(wheels_dir, data))
+        extra.append(wheels_dir.name)
+    channels = input_data_config([*s3data.channel_files(data_dir), *extra])
+    (config / "resourceconfig.json").write_text(json.dumps(resource_config(spec, host), indent=2))
+    (config / "hyperparameters.json").write_text(json.dumps(spec.hyperparameters, indent=2))
+    (config / "inputdataconfig.json").write_text(json.dumps(channels, indent=2))
+    return channels
+
+
+@contextmanager
+def _sdk_environment_script():
+    """Import the SDK's container environment script without leaving its path hack behind."""
+    saved = list(sys.path)
+    try:
+        from sagemaker.train.container_drivers.scripts import environment as sm_env
+    finally:
+        sys.path[:] = saved
+    # It logs every variable to stdout; here stdout carries the job summary.
+    logging.getLogger(sm_env.__name__).setLevel(logging.WARNING)
+    yield sm_env
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = shlex.split(line[len("export "):])[0].partition("=")
+            env[key] = value
+    return env
+
+
+def sagemaker_env(spec: JobSpec, job_name: str, host: str, host_dir: Path, channels: dict, port: int) -> dict[str, str]:
+    """The SM_* variables SageMaker's driver would set on `host`, re-rooted into `host_dir`."""
+    config = host_dir / "input" / "config"
+    env_file = host_dir / "input" / "sm_training.env"
+    with _sdk_environment_script() as sm_env, mock.patch.dict(os.environ, {"TRAINING_JOB_NAME": job_name}):
+        sm_env.set_env(
+            resource_config=json.loads((config / "resourceconfig.json").read_text()),
+            input_data_config=channels,
+            hyperparameters_config=json.loads((config / "hyperparameters.json").read_text()),
+            output_file=str(env_file),
+        )
+    env = _read_env_file(env_file)
+    env["SM_SOURCE_DIR"] = code.CODE_DIR_IN_CONTAINER
+    env["SM_ENTRY_SCRIPT"] = code.ENTRY_SCRIPT
+    if spec.distributed:
+        env["SM_DISTRIBUTED_DRIVER_DIR"] = f"{OPT_ML}/input/data/sm_drivers/distributed_drivers"
+        env["SM_DISTRIBUTED_CONFIG"] = json.dumps({"process_count_per_node": spec.process_count_per_node, "smp": None})
+    env["SM_MASTER_ADDR"], env["SM_MASTER_PORT"] = "127.0.0.1", str(port)
+    training_env = json.loads(env["SM_TRAINING_ENV"])
+    training_env.update(master_addr="127.0.0.1", master_port=port)
+    env["SM_TRAINING_ENV"] = json.dumps(training_env)
+    env["TRAINING_JOB_NAME"] = job_name
+    root = str(host_dir)
+    env = {k: _rerooted(v, root) for k, v in env.items()}
+    # Rewrite the file too, so what a user sources by hand matches what the host ran with; quoted
+    # for the shell, since the host paths come from --jobs-dir.
+    env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
+    return env
+
+
+def _rerooted(value: str, root: str) -> str:
+    """`value` with /opt/ml/ moved to `root`; inside a JSON value (SM_TRAINING_ENV) `root` is escaped."""
+    try:
+        structured = isinstance(json.loads(value), (dict, list))
+    except ValueError:
+        structured = False
+    return value.replace(f"{OPT_ML}/", json.dumps(f"{root}/")[1:-1] if structured else f"{root}/")
+
+
+def host_command(spec: JobSpec, env: dict[str, str], python: str | None = None) -> list[str]:
+    """What the SDK's basic-script or torchrun driver would execute on this host."""
+    from sagemaker.train.container_drivers.common.utils import hyperparameters_to_cli_args
+
+    python = python or sys.executable
+    args = hyperparameters_to_cli_args(json.loads(env["SM_HPS"]))
+    if not spec.distributed:
+        return [python, code.ENTRY_SCRIPT, *args]
+    # The job's processes per instance, else the driver's own default: one process per GPU, else one.
+    per_node = (spec.process_count_per_node or int(env.get("SM_NUM_GPUS") or 0) or int(env.get("SM_NUM_NEURONS") or 0)
+                or 1)
+    # The driver passes the master only with several hosts; here it is always passed, so a
+    # single-host run never takes torchrun's default port 29500 from another job on this machine.
+    return [
+        python, "-m", "torch.distributed.run",
+        f"--nnodes={spec.instance_count}", f"--nproc_per_node={per_node}",
+        f"--master_addr={env['SM_MASTER_ADDR']}", f"--master_port={env['SM_MASTER_PORT']}",
+        f"--node_rank={env['SM_CURRENT_HOST_RANK']}",
+        code.ENTRY_SCRIPT, *args,
+    ]
+
+
+def process_env(sm: dict[str, str], code_dir: Path, distributed: bool, checkpoint_dir: Path | None = None) -> dict[str, str]:
+    # What a parent torchrun or SageMaker process would leak into the hosts' own is dropped.
+    env = without_launcher()
+    env.pop(CHECKPOINT_DIR_VARIABLE, None)
+    env.update(sm)
+    if checkpoint_dir is not None:
+        env[CHECKPOINT_DIR_VARIABLE] = str(checkpoint_dir)
+    env["PYTHONPATH"] = str(code_dir)
+    env["PYTHONUNBUFFERED"] = "1"
+    if distributed:  # as torchrun_driver.setup_env does
+        env["NCCL_SOCKET_IFNAME"] = sm.get("SM_NETWORK_INTERFACE_NAME", NETWORK_INTERFACE)
+        env["NCCL_PROTO"] = "simple"
+    return env
+
+
+# --- the container's Python: only what the training image holds, then requirements.txt -------
+
+# What the PyTorch training image holds that the job relies on; the base environment gets this
+# machine's versions of them (from its pip cache or index).
+IMAGE_PACKAGES = ("torch", "numpy", "pandas", "scikit-learn")
+VENV_PYTHON = Path("bin") / "python"
+
+
+def _site_packages(venv: Path) -> Path:
+    return venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+
+
+def _run(command: list[str], what: str, **kwargs) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    if done.returncode != 0:
+        raise UsageError(f"{what} failed (exit code {done.returncode}): {one_line(done.stderr)[-400:]}")
+
+
+def image_venv(cache: Path | None = None) -> Path:
+    """The base environment: a clean venv (not --system-site-packages, which would bring in
+    everything this interpreter has) with `IMAGE_PACKAGES` at this interpreter's versions, built
+    once under the cache; its Python's path."""
+    import hashlib
+    from importlib import metadata
+
+    from launch.jobs import wheelhouse
+
+    pins = [f"{name}=={metadata.version(name)}" for name in IMAGE_PACKAGES]
+    key = hashlib.sha256(json.dumps([sys.version, pins]).encode()).hexdigest()[:16]
+    venv = (cache or wheelhouse.default_cache()) / "image-venv" / key
+    done = venv / ".complete"
+    if not done.is_file():
+        log(f"building the training image's stand-in environment {venv} (once): {' '.join(pins)} ...")
+        shutil.rmtree(venv, ignore_errors=True)  # an interrupted build; only this function writes here
+        _run([sys.executable, "-m", "venv", str(venv)], "creating the image environment")
+        _run([str(venv / VENV_PYTHON), "-m", "pip", "install", "--quiet", *pins], "installing the image's packages")
+        done.write_text("\n".join(pins) + "\n")
+    return venv / VENV_PYTHON
+
+
+def host_venv(path: Path, base_python: Path) -> Path:
+    """A host's own venv, seeing the base environment's packages (and pip) through a .pth file, as
+    the image's Python sees its own; pip installs into the host's. Its Python's path."""
+    _run([sys.executable, "-m", "venv", "--without-pip", str(path)], "creating the host environment")
+    base = subprocess.run([str(base_python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (_site_packages(path) / "_training_image.pth").write_text(base + "\n")
+    return path / VENV_PYTHON
+
+
+def install_requirements(python: Path, code_dir: Path, log_path: Path) -> tuple[int, float]:
+    """Run the SDK's container install script with `python` in `code_dir`, as sm_train.sh does
+    (`install_requirements.py requirements.txt`); its output goes to `log_path`. (exit code, seconds)."""
+    from sagemaker.core.utils import install_requirements as sdk_install
+
+    env = without_launcher()
+    for name in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"):
+        env.pop(name, None)
+    started = time.perf_counter()
+    with log_path.open("a") as out:
+        out.write(f"Installing requirements\n{(code_dir / code.REQUIREMENTS_FILE).read_text()}")
+        out.flush()
+        done = subprocess.run([str(python), sdk_install.__file__, code.REQUIREMENTS_FILE], cwd=code_dir, env=env,
+                              stdout=out, stderr=subprocess.STDOUT)
+    return done.returncode, round(time.perf_counter() - started, 2)
