@@ -22,6 +22,7 @@ from titanic_lightning.training.cluster import Plan
 
 CallbackT = TypeVar("CallbackT", bound=Callback)
 
+
 def metric_line(values: dict, keys=None, prefix: str = "") -> str:
     items = [(k, values[k]) for k in (keys or values) if k in values]
     text = " ".join(f"{k}={v:.4f};" if isinstance(v, float) else f"{k}={v};" for k, v in items)
@@ -29,15 +30,30 @@ def metric_line(values: dict, keys=None, prefix: str = "") -> str:
 
 
 class MetricPrinter(Callback):
-    """One `name=value;` line per training epoch, from global rank 0, once the epoch's training loss
-    and validation metrics are logged.
+    """The lines a run prints: one `process:` line per process at the start of fit (stderr: where it
+    sits in the job and how it trains), and one `name=value;` line per training epoch from global
+    rank 0, once the epoch's training loss and validation metrics are logged.
 
-    The values are kept as the run's history, which travels in last.ckpt: curves.png shows every
-    epoch of a run that was stopped and resumed, where a restarted job's logs hold only its own.
+    The epochs' values are kept as the run's history, which travels in last.ckpt: curves.png shows
+    every epoch of a run that was stopped and resumed, where a restarted job's logs hold only its own.
     """
 
-    def __init__(self):
+    def __init__(self, plan: Plan | None = None):
+        self.plan = plan
         self.history: list[dict] = []
+
+    def setup(self, trainer, pl_module, stage):
+        if stage != "fit" or self.plan is None:
+            return
+        plan, strategy = self.plan, trainer.strategy
+        print(
+            f"process: world_size={trainer.world_size}; global_rank={trainer.global_rank}; "
+            f"local_rank={trainer.local_rank}; node_rank={trainer.node_rank}; launcher={plan.launcher}; "
+            f"accelerator={plan.accelerator}; devices={plan.devices}; num_nodes={plan.num_nodes}; "
+            f"strategy={plan.strategy} ({type(strategy).__name__}); "
+            f"backend={getattr(strategy, 'process_group_backend', None) or 'none'};",
+            file=sys.stderr, flush=True,
+        )
 
     def on_train_epoch_end(self, trainer, pl_module):
         row = {"epoch": trainer.current_epoch + 1,
@@ -94,28 +110,6 @@ def fit_seconds(timer: Timer) -> tuple[float, float]:
     start, end = timer.start_time("train"), timer.end_time("train")
     own = end - start if start is not None and end is not None else 0.0  # nothing left to train
     return own, timer.time_elapsed("train")
-
-
-class AnnouncePlan(Callback):
-    """One line per process at the start of fit: where it sits in the job and how it trains."""
-
-    def __init__(self, plan: Plan):
-        self.plan = plan
-
-    def setup(self, trainer, pl_module, stage):
-        if stage != "fit":
-            return
-        strategy = trainer.strategy
-        print(
-            f"process: world_size={trainer.world_size}; global_rank={trainer.global_rank}; "
-            f"local_rank={trainer.local_rank}; node_rank={trainer.node_rank}; launcher={self.plan.launcher}; "
-            f"accelerator={self.plan.accelerator}; devices={self.plan.devices}; num_nodes={self.plan.num_nodes}; "
-            f"strategy={self.plan.strategy} ({type(strategy).__name__}); "
-            f"backend={getattr(strategy, 'process_group_backend', None) or 'none'};",
-            file=sys.stderr, flush=True,
-        )
-
-
 
 
 def find_callback(trainer: pl.Trainer, kind: type[CallbackT]) -> CallbackT:

@@ -40,7 +40,6 @@ from titanic_lightning.model.module import TitanicClassifier
 from titanic_lightning.model.parallel import check_widths, full_state_dict
 from titanic_lightning.training import checkpoints
 from titanic_lightning.training.callbacks import (
-    AnnouncePlan,
     BestWeights,
     MetricPrinter,
     StopWhenNoted,
@@ -131,7 +130,7 @@ def build(cfg: TrainConfig, layout: Layout, plan: Plan):
     )
     output_dir = layout.output_dir
     callbacks: list[Callback] = [
-        AnnouncePlan(plan), StopWhenNoted(), MetricPrinter(), BestWeights(), Timer(),
+        StopWhenNoted(), MetricPrinter(plan), BestWeights(), Timer(),
     ]
     if layout.checkpoint_dir is not None:
         callbacks += checkpoints.checkpoint_callbacks(layout.checkpoint_dir, cfg.checkpoint_every_n_epochs,
