@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -59,7 +60,10 @@ def main(argv: list[str]) -> None:
         nodes=args.nodes, tasks_per_node=args.tasks_per_node, gpus_per_node=args.gpus_per_node,
         cpus_per_task=args.cpus_per_task, partition=args.partition, time=args.time,
         hyperparameters=parse_hyperparameters(args.hp), data=Path(args.data) if args.data else None, resume=args.resume))
-    if args.dry_run:
+    if args.dry_run:  # checked against the cluster too where SLURM's commands are
+        if shutil.which("sinfo") and shutil.which("sbatch"):
+            slurm_job.check_cluster(spec)
+        slurm_job.resume_source(spec, Path.cwd())
         print(slurm_job.batch_script(spec), end="")
         return
     run = slurm_job.run(spec, args.wait, Path(args.runs_dir), Path.cwd(), echo=log)

@@ -95,9 +95,10 @@ def launcher(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: 
 
 
 def test_the_dry_run_prints_the_script_with_the_jobs_values(tmp_path, prepared):
+    """Away from a cluster (no sinfo on PATH), as on a laptop: the script alone, for any cluster's values."""
     done = launcher("--nodes", "2", "--tasks-per-node", "4", "--gpus-per-node", "4", "--cpus-per-task", "3",
                     "--partition", "gpu", "--time", "01:30:00", "--hp", "epochs=7", "--hp", "hidden_sizes=[16, 8]",
-                    "--data", str(prepared), "--dry-run", cwd=tmp_path, env={**clean_env(), "PATH": "/usr/bin:/bin"})
+                    "--data", str(prepared), "--dry-run", cwd=tmp_path, env={**clean_env(), "PATH": "/nonexistent"})
     assert done.returncode == 0, done.stderr
     script = done.stdout
     sbatch = [line for line in script.splitlines() if line.startswith("#SBATCH")]
@@ -121,6 +122,8 @@ def test_the_dry_run_prints_the_script_with_the_jobs_values(tmp_path, prepared):
     (["--hp", "learning_rate=inf"], "--hp learning_rate=inf"),
     (["--resume", "abc"], "--resume 'abc': give the SLURM job id"),
     (["--partition", "a;b"], "--partition 'a;b': not a partition name"),
+    (["--time", "1"], "--time 1: shorter than 3 minutes"),
+    (["--time", "1:60"], "--time 1:60: shorter than 3 minutes"),
 ])
 def test_bad_values_are_one_line_before_anything_is_submitted(tmp_path, args, message):
     done = launcher(*args, cwd=tmp_path)
@@ -138,12 +141,37 @@ def test_no_sbatch_on_path_is_one_line(tmp_path):
     (["--tasks-per-node", str(os.cpu_count() + 1)], f"--tasks-per-node {os.cpu_count() + 1} x --cpus-per-task 1: more CPUs"),
     (["--cpus-per-task", str(os.cpu_count() + 1)], f"--tasks-per-node 1 x --cpus-per-task {os.cpu_count() + 1}: more CPUs"),
     (["--gpus-per-node", "1"], "--gpus-per-node 1: a node of partition debug has 0 GPU(s)"),
+    (["--nodes", "2"], "--nodes 2: partition debug has 1 node(s)"),
+    (["--resume", "99999"], "--resume 99999: "),
 ])
-def test_what_the_cluster_cannot_hold_is_refused_in_one_line(cluster, tmp_path, args, message):
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["submit", "dry run"])
+def test_what_the_cluster_cannot_hold_is_refused_in_one_line(cluster, tmp_path, args, message, dry_run):
     before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
-    done = launcher(*args, cwd=tmp_path)
+    done = launcher(*args, *dry_run, cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.startswith(f"error: {message}"), done.stderr
+    assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == before
+
+
+def test_ctrl_c_while_waiting_says_the_job_goes_on(cluster, tmp_path, prepared):
+    import signal
+
+    proc = subprocess.Popen([sys.executable, str(REPO / "launch" / "slurm.py"), "--wait", "--hp", "epochs=2000",
+                             "--hp", "early_stopping=false", "--data", str(prepared)], cwd=tmp_path,
+                            env=clean_env(OMP_NUM_THREADS="1"), stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()
+    assert first.startswith("submitted SLURM job "), first
+    job_id = first.split()[3].rstrip(":")
+    try:
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=60)[1]
+        assert proc.returncode == 130
+        assert rest.splitlines()[-1] == (f"error: interrupted; SLURM job {job_id} goes on (scancel {job_id} stops it), "
+                                        f"its log is slurm-titanic-{job_id}.out")
+        assert job_id in subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    finally:
+        subprocess.run(["scancel", job_id], timeout=60)
 
 
 def _weights(model_dir: Path) -> dict:
@@ -220,8 +248,8 @@ def test_a_requeued_job_ends_with_the_weights_of_an_uninterrupted_one(cluster, t
     text = log.read_text()
     assert "(restart 1)" in text and "resuming from" in text, text[-3000:]
     if interruption[0] == "scancel":
-        assert f"error: stopped by SLURM's SIGUSR1 (the time limit is near), after saving the last checkpoint; job {job_id} " \
-               "requeued, to continue from it" in text, text[-3000:]
+        assert f"error: stopped by SLURM's SIGUSR1 (the time limit is near); job {job_id} requeued, to continue from its " \
+               "last checkpoint" in text, text[-3000:]
     resumed = _weights(tmp_path / "jobs" / f"slurm-{job_id}" / "model")
     assert resumed.keys() == uninterrupted.keys()
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)

@@ -23,6 +23,7 @@ from titanic_lightning.errors import (
     INTERRUPT_EXIT,
     SIGTERM_EXIT,
     USAGE_EXIT,
+    Interrupted,
     Terminated,
     UsageError,
     one_line,
@@ -140,13 +141,13 @@ def _requeue_if_asked(message: str) -> str:
     job = os.environ.get("SLURM_JOB_ID")
     if not _requeue["asked"] or not job:
         return message
-    stopped = "error: stopped by SLURM's SIGUSR1 (the time limit is near), after saving the last checkpoint"
+    stopped = "error: stopped by SLURM's SIGUSR1 (the time limit is near)"
     if not environment.is_global_zero():
         return f"{stopped}; global rank 0 requeues job {job}"
     done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         return f"{stopped}; `scontrol requeue {job}` failed: {' '.join(done.stderr.split())}"
-    return f"{stopped}; job {job} requeued, to continue from it"
+    return f"{stopped}; job {job} requeued, to continue from its last checkpoint"
 
 
 @contextmanager
@@ -191,6 +192,8 @@ def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None 
         _fail(_requeue_if_asked(f"error: {one_line(exc)}"), SIGTERM_EXIT)
     except UsageError as exc:
         _fail(f"error: {one_line(exc)}", USAGE_EXIT)
+    except Interrupted as exc:
+        _fail(f"error: {one_line(exc)}", INTERRUPT_EXIT)
     except KeyboardInterrupt:
         _fail("error: interrupted", INTERRUPT_EXIT)
     except SystemExit as exc:

@@ -17,6 +17,10 @@ class UsageError(Exception):
     """Bad input from the user: a flag, a file or a field. The message names which."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C, ending a command with one line that says what goes on without it (exit code 130)."""
+
+
 class Terminated(BaseException):
     """SIGTERM stopped the command (a stop, a spot reclaim); the message says what was kept.
 

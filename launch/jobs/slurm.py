@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from titanic_lightning.contracts import CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SPLITS, npz_name
-from titanic_lightning.errors import UsageError
+from titanic_lightning.errors import Interrupted, UsageError
 
 SCRIPT = Path(__file__).parents[1] / "slurm.sbatch"
 JOB_DIR = "jobs/slurm-{job_id}"  # as the script names it, relative to the folder the job is submitted from
@@ -34,6 +34,8 @@ LOG_FILE = "slurm-titanic-{job_id}.out"
 FINAL_STATES = {"COMPLETED": "Completed", "FAILED": "Failed", "CANCELLED": "Stopped", "TIMEOUT": "Failed",
                 "NODE_FAIL": "Failed", "OUT_OF_MEMORY": "Failed", "BOOT_FAIL": "Failed", "DEADLINE": "Failed"}
 # SLURM's --time forms: minutes, minutes:seconds, hours:minutes:seconds, days-hours[:minutes[:seconds]].
+# The batch script asks for SIGUSR1 90 s before the limit: a job needs some time beyond that to train.
+MIN_TIME_S = 180
 TIME = re.compile(r"^(\d+)(:\d{1,2}){0,2}$|^\d+-\d+(:\d{1,2}){0,2}$")
 
 
@@ -55,7 +57,21 @@ def check_time(text: str, flag: str = "--time") -> str:
     if not TIME.match(text) or not any(c in "123456789" for c in text):
         raise UsageError(f"{flag} {text!r}: not a SLURM time limit; give minutes (30), HH:MM:SS (01:30:00) "
                          "or D-HH:MM (1-12:00)")
+    if time_seconds(text) < MIN_TIME_S:
+        raise UsageError(f"{flag} {text}: shorter than {MIN_TIME_S // 60} minutes; the job is warned 90 s before "
+                         "its limit (SIGUSR1) and would be requeued as soon as it starts")
     return text
+
+
+def time_seconds(text: str) -> int:
+    """A SLURM --time value (one TIME matches) in seconds."""
+    days, _, clock = text.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    if days:  # days-hours[:minutes[:seconds]]
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+    else:  # minutes, minutes:seconds, hours:minutes:seconds
+        hours, minutes, seconds = ([0, 0] + parts)[-3:] if len(parts) == 3 else (0, *(parts + [0])[:2])
+    return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
 def check_spec(spec: SlurmSpec) -> SlurmSpec:
@@ -82,21 +98,23 @@ def check_cluster(spec: SlurmSpec) -> None:
     if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
         raise UsageError("sbatch is not on PATH: run this where SLURM's commands are (a login node), "
                          "or add --dry-run to print the batch script")
-    listed = subprocess.run(["sinfo", "-h", "-o", "%P|%c|%G"], capture_output=True, text=True, timeout=60)
-    partitions: dict[str, tuple[int, int]] = {}
+    listed = subprocess.run(["sinfo", "-h", "-o", "%P|%c|%G|%D"], capture_output=True, text=True, timeout=60)
+    partitions: dict[str, tuple[int, int, int]] = {}  # name: (CPUs per node, GPUs per node, nodes)
     default = None
     for line in listed.stdout.splitlines():
-        name, cpus, gres = line.split("|")
+        name, cpus, gres, nodes = line.split("|")
         if name.endswith("*"):
             name = default = name[:-1]
         gpus = sum(int(m) for m in re.findall(r"gpu(?::[^:(,]+)?:(\d+)", gres))
-        old = partitions.get(name, (0, 0))
-        partitions[name] = (max(old[0], int(cpus.rstrip("+") or 0)), max(old[1], gpus))
+        old = partitions.get(name, (0, 0, 0))
+        partitions[name] = (max(old[0], int(cpus.rstrip("+") or 0)), max(old[1], gpus), old[2] + int(nodes or 0))
     name = spec.partition or default
     if name not in partitions:
         known = ", ".join(sorted(partitions)) or "none"
         raise UsageError(f"--partition {spec.partition or '(default)'}: no such partition; sinfo lists {known}")
-    cpus, gpus = partitions[name]
+    cpus, gpus, nodes = partitions[name]
+    if spec.nodes > nodes:
+        raise UsageError(f"--nodes {spec.nodes}: partition {name} has {nodes} node(s)")
     if spec.tasks_per_node * spec.cpus_per_task > cpus:
         raise UsageError(f"--tasks-per-node {spec.tasks_per_node} x --cpus-per-task {spec.cpus_per_task}: more CPUs "
                          f"than a node of partition {name} has ({cpus})")
@@ -132,14 +150,20 @@ def batch_script(spec: SlurmSpec, python: str | None = None) -> str:
                   text, flags=re.M | re.S).replace('"$@"', flags)
 
 
+def resume_source(spec: SlurmSpec, cwd: Path) -> Path | None:
+    """The last.ckpt that `--resume JOBID` continues from (it must exist), or None."""
+    if spec.resume is None:
+        return None
+    source = cwd / JOB_DIR.format(job_id=spec.resume) / "checkpoints" / CHECKPOINT_FILE
+    if not source.is_file():
+        raise UsageError(f"--resume {spec.resume}: {source} does not exist; nothing to continue from")
+    return source
+
+
 def submit(spec: SlurmSpec, cwd: Path) -> str:
     """Submit the job from `cwd`; its id. A resumed job is held until the old job's last.ckpt is in
     its own checkpoint folder."""
-    resume_from = None
-    if spec.resume is not None:
-        resume_from = cwd / JOB_DIR.format(job_id=spec.resume) / "checkpoints" / CHECKPOINT_FILE
-        if not resume_from.is_file():
-            raise UsageError(f"--resume {spec.resume}: {resume_from} does not exist; nothing to continue from")
+    resume_from = resume_source(spec, cwd)
     done = subprocess.run(["sbatch", "--parsable", *(["--hold"] if resume_from else [])], input=batch_script(spec),
                           capture_output=True, text=True, cwd=cwd, timeout=120)
     if done.returncode != 0:
@@ -248,6 +272,11 @@ def run(spec: SlurmSpec, wait: bool, runs_dir: Path | None, cwd: Path, echo=None
         f"log {LOG_FILE.format(job_id=job_id)}, outputs in {JOB_DIR.format(job_id=job_id)}/")
     if not wait:
         return Run.of(record(spec, job_id, cwd, None))
-    done = record(spec, job_id, cwd, follow(job_id, cwd, echo=echo))
+    try:
+        state = follow(job_id, cwd, echo=echo)
+    except KeyboardInterrupt:  # stops the following, not the job, as on SageMaker
+        raise Interrupted(f"interrupted; SLURM job {job_id} goes on (scancel {job_id} stops it), its log is "
+                          f"{LOG_FILE.format(job_id=job_id)}") from None
+    done = record(spec, job_id, cwd, state)
     path = report.save(done, runs_dir) if runs_dir is not None else None
     return Run.of(done, path)
