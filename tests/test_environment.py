@@ -143,10 +143,14 @@ def test_overriding_the_shape_of_a_slurm_step_keeps_its_world():
     assert plan_in(slurm(2, 2, 0), devices=1, num_nodes=4)[0].world_size == 4
 
 
-def test_the_plans_cluster_environment_reaches_the_trainer():
+def test_the_plans_cluster_environment_reaches_the_trainer(monkeypatch):
     """The plan's environment is the Trainer's: given as a plugin, Lightning uses it, not its own guess."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
     from lightning.pytorch import Trainer
 
+    # The Trainer sets the process-wide rank_zero_only.rank to its rank (1 here): restored afterwards,
+    # or every later run in this process would skip what only rank 0 does (the loggers' saves among it).
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     with mock.patch.dict(os.environ, slurm(2, 1, 1), clear=True):
         plan = make_plan(0)
         trainer = Trainer(accelerator=plan.accelerator, devices=plan.devices, num_nodes=plan.num_nodes,
