@@ -92,13 +92,12 @@ def parallelize(net: nn.Sequential, mesh) -> nn.Sequential:
         plan = tensor_parallel_plan(net)
         parallelize_module(net, tp_mesh, plan)
         # A Dropout after a column-wise layer (and its ReLU) sees only this process's units.
-        split, names = False, list(net._modules)
-        for name in names:
-            module = net._modules[name]
+        split = False
+        for name, module in list(net.named_children()):
             if isinstance(module, nn.Linear):
                 split = isinstance(plan.get(name), ColwiseParallel)
             elif isinstance(module, nn.Dropout) and split:
-                net._modules[name] = SliceDropout(module.p, tp_mesh.get_local_rank(), tp_mesh.size())
+                setattr(net, name, SliceDropout(module.p, tp_mesh.get_local_rank(), tp_mesh.size()))
     if dp_mesh.size() > 1:
         fully_shard(net, mesh=dp_mesh)
     return net
