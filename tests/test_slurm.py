@@ -180,9 +180,12 @@ def _weights(model_dir: Path) -> dict:
     return torch.load(model_dir / "model.pt", weights_only=True)["state_dict"]
 
 
-def test_launcher_waits_records_and_compares_a_two_task_run(cluster, tmp_path, prepared):
-    done = launcher("--tasks-per-node", "2", "--wait", "--hp", "epochs=5", "--data", str(prepared), cwd=tmp_path)
+def test_launcher_waits_records_and_compares_a_two_task_run(cluster, tmp_path, titanic_csv):
+    """The command as a user types it in a fresh folder: the job's entry prepares data/ itself."""
+    done = launcher("--tasks-per-node", "2", "--wait", "--hp", "epochs=5", cwd=tmp_path,
+                    env=clean_env(OMP_NUM_THREADS="1", TITANIC_CSV=str(titanic_csv)))
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("prepared data") == 1
     assert "launcher=slurm" in done.stderr and "process: world_size=2; global_rank=1;" in done.stderr  # the log, followed
     [record_file] = (tmp_path / "runs").glob("slurm-*.json")
     record = json.loads(record_file.read_text())
