@@ -13,6 +13,7 @@ Only global rank 0 prints it; it holds no `name=value;` pair, so no metric regex
 """
 
 import time
+from contextlib import ExitStack
 
 from titanic_lightning.command import run_command
 
@@ -25,12 +26,16 @@ def timing_line(fit_seconds: float | None, whole_seconds: float) -> str:
 def main(argv: list[str]) -> None:
     started = time.perf_counter()
     from titanic_lightning.config import parse_train_args
+    from titanic_lightning.training.layout import resolve
 
     cfg = parse_train_args(argv)
-    # torch and Lightning load only from here on (after the layout): --help and argument errors stay instant.
-    from titanic_lightning.training.train import train
+    with ExitStack() as held:
+        # The folders are checked and locked before torch and Lightning load: --help, a mistake in a flag
+        # or a file, and a folder another command holds are all answered at once.
+        layout = resolve(cfg, held)
+        from titanic_lightning.training.train import train
 
-    result = train(cfg, started)
+        result = train(cfg, started, layout)
     if result.metrics is not None:  # global rank 0
         print(timing_line(result.fit_seconds, time.perf_counter() - started), flush=True)
 

@@ -87,7 +87,7 @@ def refused(result_code: int, err: str, *words: str) -> str:
 
 
 def test_two_trainings_on_one_folder_one_runs_the_other_is_refused_before_it_trains(tmp_path, data):
-    first = start("entry.train", [*channels(data), *slow(60)], tmp_path)
+    first = start("entry.train", [*channels(data), *slow(600)], tmp_path)  # still training when the second starts
     try:
         wait_for(first, "epoch=2;")
         second = run("entry.train", [*channels(data), *slow(3, output_dir="o2")], tmp_path)
@@ -99,7 +99,7 @@ def test_two_trainings_on_one_folder_one_runs_the_other_is_refused_before_it_tra
     finally:
         assert_gone(first)
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
-    assert metrics["epochs_run"] == 60
+    assert metrics["epochs_run"] == 600
     assert torch.load(tmp_path / "m" / "model.pt", weights_only=True)["metrics"] == metrics
     # The same command again replaces the files the first run wrote.
     again = run("entry.train", [*channels(data), *slow(4)], tmp_path)

@@ -90,12 +90,13 @@ class TrainResult:
     fit_seconds: float | None = None  # this process's time in Lightning's fit loop (rank 0)
 
 
-def train(cfg: TrainConfig, started: float | None = None) -> TrainResult:
+def train(cfg: TrainConfig, started: float | None = None, layout: Layout | None = None) -> TrainResult:
     """Run the training `cfg` describes; `started` is the `time.perf_counter()` reading the run's
-    wall time counts from (default: now). Raises `UsageError` for a mistake in `cfg` or its files."""
+    wall time counts from (default: now); `layout` the folders already resolved and held by the
+    caller (default: resolved and held here). Raises `UsageError` for a mistake in `cfg` or its files."""
     started = time.perf_counter() if started is None else started
     with ExitStack() as held:  # the folders the run writes and reads, locked until it ends
-        layout = resolve(cfg, held)
+        layout = layout or resolve(cfg, held)
         plan = make_plan(
             cuda_devices(), accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
             strategy=cfg.strategy, cpu_processes=cfg.cpu_processes, process_group_timeout_s=cfg.process_group_timeout,
