@@ -316,6 +316,15 @@ HYPERPARAMETER_CASES = {
     "hidden size 0": (["--hidden_sizes", "[64, 0]"], ["--hidden_sizes"]),
     "checkpoint interval zero": (["--checkpoint_every_n_seconds", "0"], ["--checkpoint_every_n_seconds"]),
     "checkpoint interval not a number": (["--checkpoint_every_n_seconds", "soon"], ["--checkpoint_every_n_seconds", "soon"]),
+    # YAML reads these as null, which would silently mean the default folder.
+    "model dir a YAML comment": (["--model_dir", "#exp1"], ["--model_dir", "#exp1", "./#exp1"]),
+    "model dir ~": (["--model_dir", "~"], ["--model_dir", "'~'"]),
+    "output dir null": (["--output_dir=null"], ["--output_dir", "'null'"]),
+    "checkpoint dir NULL": (["--checkpoint_dir", "NULL"], ["--checkpoint_dir", "'NULL'"]),
+    "checkpoint dir a YAML comment": (["--checkpoint_dir", "#ck"], ["--checkpoint_dir", "#ck"]),
+    "csv Null": (["--csv", "Null"], ["--csv", "'Null'"]),
+    "model dir empty": (["--model_dir", ""], ["--model_dir", "empty"]),
+    "output dir blank": (["--output_dir", "  "], ["--output_dir", "empty"]),
 }
 
 
@@ -611,3 +620,46 @@ def test_process_runtime_failure_shows_traceback_only_with_debug(tmp_path, debug
         error = assert_one_line_error(result.returncode, result.stderr, 1, ["RuntimeError", "simulated failure"], None)
         assert failure.read_text() == error + "\n"
     assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["--model", "m", "--csv", "c.csv", "--out", "#run1.csv"],
+    ["--model", "m", "--csv", "c.csv", "--out=~"],
+], ids=["comment", "tilde"])
+def test_predict_out_that_yaml_reads_as_null_is_refused(argv, work, failure_file, capsys):
+    check_case("predict", argv, ["--out"], work, failure_file, capsys)
+
+
+def test_export_out_that_yaml_reads_as_null_is_refused(work, failure_file, capsys):
+    import entry.export
+
+    before = _files(work)
+    code, _, err = helpers.invoke(entry.export.main, ["--model", "m", "--out", "#t.pt"], capsys)
+    assert_one_line_error(code, err, 2, ["--out", "#t.pt"], failure_file)
+    assert _files(work) == before
+
+
+def test_text_that_yaml_reads_as_text_is_kept_as_typed():
+    from titanic_lightning.config import parse_train_args
+
+    for value in ("./#exp1", "a #b", "it's", "1e3", "true", "~user"):
+        assert parse_train_args(["--model_dir", value]).model_dir == value
+
+
+def test_null_in_a_config_file_still_means_the_default(work):
+    from titanic_lightning.config import parse_train_args
+
+    (work / "run.yaml").write_text("model_dir: null\nepochs: 3\n")
+    cfg = parse_train_args(["--config", str(work / "run.yaml")])
+    assert (cfg.model_dir, cfg.epochs) == (None, 3)
+
+
+@pytest.mark.parametrize("text", [
+    "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi")),
+    "epochs: &e 3\npatience: *e\n",
+], ids=["billion laughs", "one alias"])
+def test_yaml_aliases_in_a_config_file_are_refused_at_once(text, work, failure_file, capsys):
+    (work / "in" / "run.yaml").write_text(text)
+    check_case("train", ["--config", str(work / "in" / "run.yaml")], ["--config", "run.yaml", "aliases"],
+               work, failure_file, capsys)

@@ -6,6 +6,7 @@ YAML dump that reads back exactly as written. The commands' flags themselves are
 from __future__ import annotations
 
 import re
+import typing
 
 from jsonargparse import ActionConfigFile, ArgumentParser, get_loader, set_dumper
 
@@ -69,10 +70,29 @@ class _ConfigFile(ActionConfigFile):
 
     def __call__(self, parser, cfg, values, option_string=None):
         try:
+            _refuse_aliases(values)
             super().__call__(parser, cfg, values, option_string)
             parser.validate(cfg, skip_required=True)
         except Exception as exc:  # noqa: BLE001 - jsonargparse raises TypeError, KeyError, ArgumentError, ...
             raise TypeError(f"{option_string} {values}: {_config_message(str(exc))}") from None
+
+
+def _refuse_aliases(source: str) -> None:
+    """A mapping of flags needs no YAML aliases, and nested aliases can expand a few lines into
+    gigabytes once the configuration is copied (a "billion laughs"): refuse any, before loading."""
+    import os
+
+    import yaml
+
+    text = source
+    if os.path.isfile(source):
+        with open(source, encoding="utf-8", errors="replace") as file:
+            text = file.read()
+    try:
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise TypeError("YAML aliases (*name) are not accepted; write each value out")
+    except yaml.YAMLError:
+        pass  # jsonargparse reports what is wrong with the YAML
 
 
 def _config_message(text: str) -> str:
@@ -94,8 +114,33 @@ def parser(cls: type, prog: str, checks=()) -> ArgumentParser:
     return parser
 
 
+def _check_text_values(cls: type, argv: list[str]) -> None:
+    """Refuse a path typed on the command line that YAML would read as no value at all: jsonargparse
+    reads values as YAML, where `#exp1` (a comment), `~` and `null` are null, and a null path silently
+    means the default folder. (In a --config file, null keeps meaning the default.)"""
+    flags = {f"--{name}" for name, hint in typing.get_type_hints(cls).items() if hint == typing.Optional[str]}
+    load = get_loader("yaml")
+    for i, token in enumerate(argv):
+        flag, eq, value = token.partition("=")
+        if not eq and (token not in flags or i + 1 == len(argv)):
+            continue
+        if flag not in flags:
+            continue
+        value = value if eq else argv[i + 1]
+        if not value.strip():
+            raise UsageError(f"{flag}: empty; give a path, or leave the flag out for the default")
+        try:
+            is_null = load(value) is None
+        except Exception:  # noqa: BLE001 - not YAML: jsonargparse keeps it as text
+            is_null = False
+        if is_null:
+            raise UsageError(f"{flag} {value!r}: YAML reads this as no value; write it as ./{value}, "
+                             "or leave the flag out for the default")
+
+
 def parse(cls: type, prog: str, argv: list[str], checks=()):
     """`cls(**flags)` from `argv`; a mistake is a `UsageError` naming the flag."""
+    _check_text_values(cls, argv)
     command = parser(cls, prog, checks)
     # --print_config prints "after applying all other arguments", but jsonargparse 4.53 prints a
     # --config file read after it on its own and exits: it goes last.
