@@ -3,6 +3,7 @@ training with nowhere to keep a checkpoint, and while the launcher prepares a lo
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -63,6 +64,39 @@ def test_sigterm_during_training_without_a_checkpoint_folder_says_nothing_was_ke
     assert err.strip().splitlines()[-1] == ("error: stopped by SIGTERM; no --checkpoint_dir was given, so nothing "
                                             "was kept to resume from")
     assert not (tmp_path / "cwd" / "m").exists()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["rank 0", "rank 1", "every process"])
+def test_sigterm_under_two_processes_stops_both_at_once_with_the_checkpoint(target, tmp_path, channels):
+    """Lightning's own handler broadcasts inside the signal handler; under DDP that hangs until the
+    process-group timeout (here 300 s). Whichever rank gets the signal, both stop within seconds."""
+    (tmp_path / "cwd").mkdir()
+    env = clean_env(SM_OUTPUT_FAILURE=str(tmp_path / "failure"))
+    proc = subprocess.Popen([sys.executable, "-m", "entry.train", *channels, "--batch_size", "8", "--epochs", "1000",
+                             "--early_stopping", "false", "--cpu_processes", "2", "--checkpoint_dir", "ck",
+                             "--process_group_timeout", "300"],
+                            cwd=tmp_path / "cwd", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    first = proc.stdout.readline()
+    assert first.startswith("epoch=1;"), proc.stderr.read() if proc.poll() is not None else first
+    (rank1,) = _children(proc.pid)
+    if target == "every process":
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        os.kill(proc.pid if target == "rank 0" else rank1, signal.SIGTERM)
+    started = time.monotonic()
+    _, err = proc.communicate(timeout=90)  # both ranks hold the pipes: EOF means both have ended
+    assert proc.returncode == 143, err
+    assert time.monotonic() - started < 60, err
+    assert err.strip().splitlines()[-1].startswith("error: stopped by SIGTERM; the last checkpoint is in ck"), err
+    assert "Traceback" not in err and "RuntimeError" not in err, err
+    assert (tmp_path / "cwd" / "ck" / "last.ckpt").is_file()
+    assert not Path(f"/proc/{rank1}").exists() or "Z" in Path(f"/proc/{rank1}/stat").read_text().split()[2]
 
 
 @pytest.mark.parametrize("command", ["train", "predict"])

@@ -114,6 +114,13 @@ def _on_sigterm(signum, frame) -> None:
         raise Terminated("stopped by SIGTERM")
 
 
+def take_back_sigterm() -> None:
+    """Make the command's handler SIGTERM's only handler again, replacing the one Lightning installs
+    for each fit, validate or test (see `training.callbacks.StopWhenNoted`)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 _requeue = {"watched": False, "asked": False}
 
 

@@ -120,16 +120,38 @@ def find_callback(trainer: pl.Trainer, kind: type[CallbackT]) -> CallbackT:
 class StopWhenNoted(Callback):
     """Stops training at the next batch boundary, as Lightning's SIGTERM handling does (the checkpoint
     is saved and the run ends), for what Lightning does not see itself: a SIGTERM that arrived while
-    its handler was not yet in place (fit's set-up), and SLURM's SIGUSR1 warning before the time
-    limit. The warning stops every rank at the same batch: a rank that got it tells the others
-    (one small all-reduce per batch, in SLURM jobs only), since the checkpoint is saved together."""
+    its handler was not yet in place (fit's set-up), and SLURM's SIGUSR1 warning before the time limit.
+
+    With several processes, Lightning's own SIGTERM handler is replaced: it broadcasts from inside
+    the handler, wherever each rank was interrupted, so that collective pairs with another one and
+    the job hangs until the process-group timeout. The command's handler only notes the signal, and
+    the ranks agree at each batch start (one small all-reduce) to stop together, whichever got it.
+    """
+
+    def _take_back_sigterm(self, trainer) -> None:
+        from titanic_lightning import command
+
+        if trainer.world_size > 1:
+            command.take_back_sigterm()
+
+    def on_train_start(self, trainer, pl_module):
+        self._take_back_sigterm(trainer)
+
+    def on_validation_start(self, trainer, pl_module):
+        self._take_back_sigterm(trainer)
+
+    def on_test_start(self, trainer, pl_module):
+        self._take_back_sigterm(trainer)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         from titanic_lightning import command
 
-        if command.stop_noted() and not trainer.received_sigterm:
+        stop = command.stop_noted() and not trainer.received_sigterm
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
             raise SIGTERMException
         if command.requeue_watched() and trainer.strategy.reduce_boolean_decision(command.requeue_asked(), all=False):
             command.ask_requeue()  # the ranks that did not get the signal requeue too (rank 0 asks SLURM)
