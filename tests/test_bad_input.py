@@ -450,6 +450,41 @@ def test_bad_preprocessing(case, work, failure_file, prepared, capsys):
     check_case("train", argv, [str(bad), "not a usable preprocessing description", *names], work, failure_file, capsys)
 
 
+ROWS_CASES = {
+    # case: (the rows the description states, which file gets the test split, words the error line must contain)
+    "train rows of other data": ({"train": 500, "val": 143}, None, ["describes 500 train rows, but --train",
+                                                                     "holds 569"]),
+    "val rows of other data": ({"train": 569, "val": 100}, None, ["describes 100 val rows, but --val", "holds 143"]),
+    "test rows of other data": ({"train": 569, "val": 143, "test": 1}, "test_data.npz",
+                                ["describes 1 test rows, but --test", "holds 179"]),
+    "counts as text": ({"train": "569"}, None, ["rows.train must be a whole number"]),
+    "not a mapping": ([569, 143, 179], None, ["rows must map each split to its row count"]),
+}
+
+
+@pytest.mark.parametrize("beside", [False, True], ids=["--preprocessing", "beside --train"])
+@pytest.mark.parametrize("case", list(ROWS_CASES))
+def test_preprocessing_of_other_rows(case, beside, work, failure_file, prepared, capsys):
+    """A description whose row counts are not the channels' is refused before any work: model.pt
+    would hold another data set's transform."""
+    import json
+    import shutil
+
+    rows, test, names = ROWS_CASES[case]
+    description = json.loads((prepared / "preprocessing.json").read_text())
+    description["rows"] = rows
+    for name in ("train_data.npz", "val_data.npz", "test_data.npz"):
+        shutil.copy(prepared / name, work / "in" / name)
+    path = work / "in" / "preprocessing.json"
+    path.write_text(json.dumps(description))
+    extra = ["--test", str(work / "in" / test)] if test else []
+    argv = _train_argv(work, work / "in" / "train_data.npz", work / "in" / "val_data.npz", *extra)
+    if not beside:
+        argv += ["--preprocessing", str(path)]
+    named = f"{path} (beside --train)" if beside else f"--preprocessing {path}"
+    check_case("train", argv, [named, *names], work, failure_file, capsys)
+
+
 def _model_file(path: Path) -> Path:
     """A model.pt in the saved format (weights only), without training one."""
     import torch

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -160,6 +161,38 @@ def test_debug_yes_shows_the_traceback():
     with pytest.raises(SystemExit) as exc:
         run_command(fails, ["--debug", "no"])
     assert exc.value.code == 1
+
+
+@pytest.mark.parametrize("size", [100_000, 10])  # written before the command ends, or flushed as it ends
+def test_stdout_whose_reader_has_gone_ends_the_command_quietly(size, monkeypatch, capsys):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `... | head` after head has exited
+    with open(write_end, "w") as pipe:
+        monkeypatch.setattr(sys, "stdout", pipe)
+
+        def writes(argv):
+            print("x" * size)
+
+        with pytest.raises(SystemExit) as exc:
+            run_command(writes, [])
+        monkeypatch.undo()
+    assert exc.value.code == 141
+    assert capsys.readouterr().err == ""
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_a_failure(monkeypatch, capsys):
+    read_end, write_end = os.pipe()
+    with open(read_end, "rb"), open(write_end, "w") as pipe:  # stdout's reader is still there
+        monkeypatch.setattr(sys, "stdout", pipe)
+
+        def fails(argv):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        with pytest.raises(SystemExit) as exc:
+            run_command(fails, [])
+        monkeypatch.undo()
+    assert exc.value.code == 1
+    assert capsys.readouterr().err.startswith("error: BrokenPipeError: [Errno 32] Broken pipe")
 
 
 def test_lightnings_exit_after_ctrl_c_is_exit_130(capsys):

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from tests.helpers import run_entry
+from tests.helpers import clean_env, run_entry
 from tests.trained_model import pack, trained_model_dir
 
 
@@ -263,6 +265,22 @@ def test_cli_error_has_no_traceback(model_dir, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {tmp_path / 'absent.csv'}: no such file"
     assert not (tmp_path / "predictions.csv").exists()
+
+
+@pytest.mark.parametrize("reader", ["head -1", "true"])
+def test_output_cut_short_by_its_reader_ends_quietly(reader, model_dir, titanic_csv, tmp_path):
+    """`entry.predict ... | head -1` in a real shell pipeline: no error line, and the command's own
+    status is 141, a Unix tool's when SIGPIPE ends it (the pipeline's is the reader's, 0)."""
+    csv = tmp_path / "rows.csv"
+    # ~90 KB of predictions, more than a pipe holds: writing goes on after `head` has gone.
+    pd.concat([pd.read_csv(titanic_csv)] * 5).to_csv(csv, index=False)
+    status = tmp_path / "status"
+    script = f'"$0" -m entry.predict --model "$1" --csv "$2" | {reader}; echo "$? ${{PIPESTATUS[*]}}" > "$3"'
+    result = subprocess.run(["bash", "-c", script, sys.executable, str(model_dir), str(csv), str(status)],
+                            cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == ("PassengerId,probability,prediction\n" if reader.startswith("head") else "")
+    assert status.read_text().split() == ["0", "141", "0"]
 
 
 def test_help_and_unknown_flag(tmp_path):

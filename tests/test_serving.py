@@ -123,8 +123,9 @@ def test_handler_runs_without_the_project(model_dir, prepared, tmp_path):
 
 # Runs inside a container-like process: the toolkit's handler service (what the serving image's
 # model server calls) around its Transformer, with the toolkit's default handler filling in
-# what code/inference.py leaves out. argv = model_dir; stdin = JSON list of [name, headers, body];
-# prints {name: {"status", "phrase", "content_type", "body"}}.
+# what code/inference.py leaves out. argv = model_dir; stdin = JSON list of [name, headers, body]
+# (body: text, sent as UTF-8, or a list of byte values); prints {name: {"status", "phrase",
+# "content_type", "body"}}.
 TOOLKIT = r"""
 import json, sys
 from sagemaker_inference.default_handler_service import DefaultHandlerService
@@ -166,7 +167,7 @@ results = {}
 for name, headers, body in json.load(sys.stdin):
     context = Context(model_dir, headers)
     # The serving image leaves bodies undecoded (decode_input_request=false): raw bytes.
-    [response] = service.handle([{"body": bytearray(body.encode())}], context)
+    [response] = service.handle([{"body": bytearray(body.encode() if isinstance(body, str) else body)}], context)
     processor = context.request_processor[0]
     results[name] = {
         "status": processor._status_code, "phrase": processor._reason_phrase,
@@ -180,13 +181,22 @@ print(json.dumps(results))
 @pytest.fixture(scope="module")
 def served(model_dir, prepared, tmp_path_factory) -> tuple[dict, pd.DataFrame]:
     """Requests answered through the toolkit's Transformer, and the rows they sent."""
-    rows = pd.read_csv(prepared / "test_passengers.csv").head(6)
+    passengers = pd.read_csv(prepared / "test_passengers.csv")
+    # Six rows, the last two with a cabin (whether a passenger's cabin is known is a feature).
+    cabin = passengers["Cabin"].notna()
+    rows = pd.concat([passengers[~cabin].head(4), passengers[cabin].head(2)], ignore_index=True)
     csv = rows.to_csv(index=False)
     records = [{k: (None if v != v else v) for k, v in row.items()} for row in rows.to_dict(orient="records")]
     as_json = json.dumps(records)
     json_in, csv_in = {"Content-Type": "application/json"}, {"Content-Type": "text/csv"}
     inf_fare = rows.head(2).astype({"Fare": "object"})
     inf_fare.loc[1, "Fare"] = "inf"
+    # A name outside ASCII: the same row, scored the same, in whichever encoding the body declares.
+    accented = rows.assign(Name=rows["Name"].str.replace(",", " (Zoé),", n=1))
+    accented_records = [dict(r, Name=n) for r, n in zip(records, accented["Name"])]
+    accented_json, accented_csv = json.dumps(accented_records, ensure_ascii=False), accented.to_csv(index=False)
+    no_cabin = [{k: v for k, v in r.items() if k != "Cabin"} for r in records]
+    some_cabins = [r if i % 2 else {k: v for k, v in r.items() if k != "Cabin"} for i, r in enumerate(records)]
     requests = [
         ("json", dict(json_in, Accept="application/json"), as_json),
         ("csv", dict(csv_in, Accept="text/csv"), csv),
@@ -210,6 +220,27 @@ def served(model_dir, prepared, tmp_path_factory) -> tuple[dict, pd.DataFrame]:
         ("inf_fare_csv", csv_in, inf_fare.to_csv(index=False)),
         ("inf_fare_json", json_in, json.dumps([dict(records[0], Fare=float("inf"))])),
         ("huge_fare_json", json_in, json.dumps([dict(records[0], Fare=1e308)])),
+        # Bodies that are not UTF-8, under the exact types the toolkit would decode itself.
+        ("latin1_csv", csv_in, list(accented_csv.encode("latin-1"))),
+        ("latin1_json", json_in, list(accented_json.encode("latin-1"))),
+        ("lone_ff_csv", csv_in, [0xFF]),
+        ("lone_ff_json", json_in, [0xFF]),
+        ("utf16_csv", csv_in, list(csv.encode("utf-16"))),
+        ("utf16_json", json_in, list(as_json.encode("utf-16"))),
+        ("empty_csv", csv_in, ""),
+        ("empty_json", json_in, ""),
+        ("unknown_charset", {"Content-Type": "text/csv; charset=zlib"}, csv),
+        ("latin1_charset_csv", {"Content-Type": "text/csv; charset=ISO-8859-1"}, list(accented_csv.encode("latin-1"))),
+        ("latin1_charset_json", {"Content-Type": "application/json; charset=latin-1"},
+         list(accented_json.encode("latin-1"))),
+        ("utf16_charset_json", {"Content-Type": "application/json; charset=utf-16"}, list(as_json.encode("utf-16"))),
+        ("utf8_csv", csv_in, accented_csv),
+        ("utf8_bom_json", json_in, list(b"\xef\xbb\xbf" + as_json.encode())),
+        # Cabin left out of every row, null in every row, left out of some.
+        ("no_cabin_json", json_in, json.dumps(no_cabin)),
+        ("null_cabin_json", json_in, json.dumps([dict(r, Cabin=None) for r in records])),
+        ("some_cabins_json", json_in, json.dumps(some_cabins)),
+        ("no_sex_json", json_in, json.dumps([{k: v for k, v in r.items() if k != "Sex"} for r in records])),
     ]
     tmp = tmp_path_factory.mktemp("toolkit")
     env = {"PYTHONPATH": f"{model_dir / 'code'}:{sysconfig.get_paths()['purelib']}", "PATH": "/usr/bin:/bin"}
@@ -219,6 +250,11 @@ def served(model_dir, prepared, tmp_path_factory) -> tuple[dict, pd.DataFrame]:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1]), rows
+
+
+def _probabilities(answer: dict) -> list[float]:
+    assert (answer["status"], answer["content_type"]) == (200, "application/json"), answer
+    return [p["probability"] for p in json.loads(answer["body"])["predictions"]]
 
 
 def test_toolkit_answers_json_and_csv(served, model_dir):
@@ -260,6 +296,56 @@ def test_toolkit_answers_client_errors_with_their_status(served, name, status, w
     for word in words:
         assert word in answer["phrase"]
     assert "\n" not in answer["phrase"] and answer["body"].startswith(answer["phrase"])
+
+
+@pytest.mark.parametrize(("name", "words"), [
+    ("latin1_csv", ["the text/csv body is not UTF-8", "byte 0xe9", "charset="]),
+    ("latin1_json", ["the application/json body is not UTF-8", "byte 0xe9", "charset="]),
+    ("lone_ff_csv", ["the text/csv body is not UTF-8", "byte 0xff at offset 0"]),
+    ("lone_ff_json", ["the application/json body is not UTF-8", "byte 0xff at offset 0"]),
+    ("utf16_csv", ["the text/csv body is not UTF-8", "byte 0xff at offset 0"]),
+    ("utf16_json", ["the application/json body is not UTF-8", "byte 0xff at offset 0"]),
+    ("empty_csv", ["the text/csv body is empty"]),
+    ("empty_json", ["the application/json body is empty"]),
+    ("no_sex_json", ["missing required column(s) Sex"]),
+])
+def test_toolkit_answers_undecodable_and_empty_bodies_with_400(served, name, words):
+    # The toolkit decodes text/csv and application/json bodies itself unless the handler asks it not
+    # to; its UnicodeDecodeError would be answered 500.
+    answer = served[0][name]
+    assert answer["status"] == 400, answer
+    for word in words:
+        assert word in answer["phrase"]
+    assert "\n" not in answer["phrase"] and answer["body"].startswith(answer["phrase"])
+
+
+def test_toolkit_answers_an_unknown_charset_with_415(served):
+    answer = served[0]["unknown_charset"]
+    assert answer["status"] == 415, answer
+    assert "charset 'zlib'" in answer["phrase"] and "\n" not in answer["phrase"]
+
+
+def test_toolkit_scores_bodies_in_the_encoding_they_name(served):
+    answers = served[0]
+    expected = _probabilities(answers["json"])
+    for name in ("latin1_charset_csv", "latin1_charset_json", "utf16_charset_json", "utf8_csv", "utf8_bom_json"):
+        assert _probabilities(answers[name]) == pytest.approx(expected, abs=1e-7), name
+
+
+def test_toolkit_takes_cabin_left_out_as_missing(served, model_dir):
+    """Cabin may be missing: a key left out of every row is the same as null in every row."""
+    from titanic_lightning.serving.scoring import Scorer
+
+    answers, rows = served
+    scorer = Scorer.from_file(model_dir / "model.pt")
+    without = scorer.score_frame(rows.assign(Cabin=None))["probability"].to_numpy()
+    assert _probabilities(answers["no_cabin_json"]) == pytest.approx(without, abs=1e-7)
+    assert _probabilities(answers["null_cabin_json"]) == pytest.approx(without, abs=1e-7)
+    some = rows.assign(Cabin=[c if i % 2 else None for i, c in enumerate(rows["Cabin"])])
+    assert _probabilities(answers["some_cabins_json"]) == pytest.approx(
+        scorer.score_frame(some)["probability"].to_numpy(), abs=1e-7)
+    assert rows["Cabin"].notna().any()  # the rows' cabins count: leaving them out changes a score
+    assert _probabilities(answers["no_cabin_json"]) != pytest.approx(_probabilities(answers["json"]), abs=1e-7)
 
 
 @pytest.mark.parametrize("name", ["inf_fare_csv", "inf_fare_json", "huge_fare_json"])

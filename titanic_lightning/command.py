@@ -3,12 +3,14 @@
 A `UsageError` ends as one line on stderr with exit code 2. Anything else is a runtime failure:
 one line, exit 1, unless `--debug` is on the command line, which shows the traceback. Either way
 the reason is also written to SageMaker's failure file when there is one, so it becomes the job's
-FailureReason.
+FailureReason. Standard output's reader stopping early (`python -m entry.predict ... | head`) is
+neither: the command ends quietly with exit code 141, as a Unix tool ended by SIGPIPE does.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from titanic_lightning import environment
 from titanic_lightning.errors import (
     FAILURE_EXIT,
     INTERRUPT_EXIT,
+    SIGPIPE_EXIT,
     SIGTERM_EXIT,
     USAGE_EXIT,
     Interrupted,
@@ -193,6 +196,7 @@ def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None 
         # gets its own back.
         with _sigterm_handled(restore=argv is not None):
             main(args)
+            sys.stdout.flush()  # here, where a reader that has gone is still answered quietly
             if argv is None:
                 _ignore_late_stops()
     except Terminated as exc:
@@ -214,12 +218,37 @@ def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None 
                                     "checkpoint"), SIGTERM_EXIT)
         raise
     except Exception as exc:  # noqa: BLE001 - the last line of defence for a command
+        if isinstance(exc, BrokenPipeError) and _stdout_reader_gone():
+            _end_quietly()
         reason = f"error: {type(exc).__name__}: {one_line(exc)}"
         if debug:
             environment.write_failure_reason(reason)  # the job still gets its reason; stderr the traceback
             raise
         _fail(f"{reason} (rerun with --debug for the traceback)", FAILURE_EXIT)
     sys.exit(0)
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether standard output is a pipe (or socket) whose reading end is closed."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # replaced by an object without a descriptor, or closed
+        return False
+    if not hasattr(select, "poll"):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def _end_quietly() -> None:
+    """End as a Unix tool does when its reader stops reading (`... | head`): no message, exit 141."""
+    # What is still buffered for standard output can never be written; with the descriptor on
+    # /dev/null the interpreter's final flush does not print an error of its own.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    sys.exit(SIGPIPE_EXIT)
 
 
 def _fail(message: str, code: int) -> None:

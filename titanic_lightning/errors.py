@@ -11,6 +11,7 @@ USAGE_EXIT = 2
 FAILURE_EXIT = 1
 SIGTERM_EXIT = 143  # 128 + SIGTERM, what a shell reports for a process ended by the signal
 INTERRUPT_EXIT = 130  # 128 + SIGINT (Ctrl-C)
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE: standard output's reader stopped reading (`... | head`)
 
 
 class UsageError(Exception):

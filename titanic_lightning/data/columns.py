@@ -22,6 +22,9 @@ REQUIRED_COLUMNS = {
     "basic": ("Pclass", "Sex", "Age", "SibSp", "Parch", "Fare", "Embarked"),
     "rich": ("Pclass", "Name", "Sex", "Age", "SibSp", "Parch", "Fare", "Cabin", "Embarked"),
 }
+# The columns a missing value is allowed in (filled as fitted, or counted as "no cabin"); every
+# other column must hold a value in every row.
+MAY_BE_MISSING = ("Age", "Fare", "Embarked", "Cabin")
 # The values Kaggle's schema allows; anything else is a data error, never a new category.
 KNOWN_VALUES = {"Sex": ("female", "male"), "Embarked": ("C", "Q", "S")}
 # Numeric domains: the allowed values of Pclass; the columns that count people (whole numbers >= 0);

@@ -4,23 +4,27 @@ The serving container calls, per request, `input_fn` → `predict_fn` → `outpu
 `model_fn(model_dir)` at start-up. It imports `titanic_lightning` from the copies beside this file
 (code/ is on its sys.path), so rows are scored exactly as `python -m entry.predict` scores them.
 
-Requests:
+Requests (UTF-8, or the encoding a `charset` parameter names: `text/csv; charset=latin-1`):
     text/csv          Kaggle-format rows with their header line (Survived may be present; it is ignored)
-    application/json  a list of row objects, or {"instances": [...]}; null (or an absent key in
-                      some rows) is a missing value, as an empty CSV cell is
+    application/json  a list of row objects, or {"instances": [...]}; null is a missing value, as an
+                      empty CSV cell is, and so is a key a row leaves out (even when every row
+                      leaves it out) in the columns a missing value is allowed in (Age, Fare,
+                      Embarked, Cabin)
 Responses (Accept):
     application/json  {"predictions": [{"PassengerId": ..., "probability": ..., "prediction": 0|1}, ...]}
     text/csv          PassengerId,probability,prediction
 PassengerId is echoed when the rows carry it. The response's Content-Type is the type chosen.
 Errors (raised as the serving toolkit's GenericInferenceToolkitError, which sets the status):
-    400  an unreadable body, no rows, or a row the model refuses (a missing column, an unknown
-         category, a non-finite or out-of-range number); the message names it
+    400  an empty or unreadable body (bytes that are not UTF-8 or the named charset), no rows, or a
+         row the model refuses (a missing column, an unknown category, a non-finite or
+         out-of-range number); the message names it
     406  no type in Accept is one of the above
-    415  a Content-Type other than the above
+    415  a Content-Type other than the above, or a charset that is not a text encoding Python knows
 """
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import sys
@@ -29,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from titanic_lightning.contracts import MODEL_FILE
-from titanic_lightning.data.columns import read_csv_rows
+from titanic_lightning.data.columns import MAY_BE_MISSING, read_csv_rows
 from titanic_lightning.errors import UsageError, one_line
 from titanic_lightning.serving.scoring import Scorer
 
@@ -51,6 +55,26 @@ except ImportError:  # the same contract as the toolkit's errors module, for use
             super().__init__(status_code, message, phrase or message)
 
 
+def _bodies_left_undecoded() -> None:
+    """Have the serving toolkit pass text/csv and application/json bodies to `input_fn` as bytes.
+
+    Its Transformer (and the PyTorch image's subclass of it) decodes those two types as UTF-8 itself,
+    before `input_fn` and outside any handler function, so a body in another encoding would be
+    answered 500 with the codec's message; `input_fn` decodes them instead and answers 400 naming
+    the byte. The toolkit reads this list at every request; the container serves this one model.
+    """
+    try:
+        from sagemaker_inference import content_types
+    except ImportError:
+        return
+    decoded = getattr(content_types, "UTF8_TYPES", None)
+    if isinstance(decoded, list):
+        decoded[:] = [kind for kind in decoded if kind not in (CSV, JSON)]
+
+
+_bodies_left_undecoded()
+
+
 def _error(status: int, message: str) -> GenericInferenceToolkitError:
     # The toolkit sends `phrase` as the HTTP reason phrase and `message` in the body: one line each.
     return GenericInferenceToolkitError(status, one_line(message))
@@ -66,6 +90,36 @@ def model_fn(model_dir: str) -> Scorer:
 
 def _media_type(value: str | None) -> str:
     return (value or "").split(";")[0].strip().lower()
+
+
+def _charset(content_type: str | None) -> str | None:
+    """The `charset` parameter of a Content-Type, if it has one."""
+    for param in (content_type or "").split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').strip() or None
+    return None
+
+
+def _text(body, kind: str, content_type: str) -> str:
+    """The request body as text: bytes decoded as UTF-8 (a leading byte-order mark dropped), or
+    as the Content-Type's charset names."""
+    if isinstance(body, str):  # text already: from a caller, or decoded by the toolkit
+        return body.removeprefix("\ufeff")
+    charset = _charset(content_type)
+    try:
+        encoding = codecs.lookup(charset or "utf-8").name
+        return bytes(body).decode("utf-8-sig" if encoding == "utf-8" else encoding)
+    except LookupError:  # no such codec, or one that is not a text encoding (zlib, base64)
+        raise _error(415, f"Content-Type {content_type!r}: charset {charset!r} is not a text encoding "
+                          "Python knows") from None
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start:exc.start + 1].hex()
+        fix = "send it in that encoding" if charset else f"send UTF-8, or name its encoding ({kind}; charset=...)"
+        raise _bad_request(f"the {kind} body is not {charset or 'UTF-8'}: byte 0x{byte} at offset {exc.start} "
+                           f"({exc.reason}); {fix}") from None
+    except UnicodeError as exc:  # a codec that fails without naming a byte (punycode, undefined)
+        raise _bad_request(f"the {kind} body is not {charset}: {exc}") from None
 
 
 _LARGEST_FLOAT = int(sys.float_info.max)
@@ -92,12 +146,14 @@ def input_fn(body, content_type: str) -> pd.DataFrame:
     kind = _media_type(content_type)
     if kind not in (CSV, JSON):
         raise _error(415, f"Content-Type {content_type!r} is not supported; send {CSV} or {JSON}")
-    raw = body.encode() if isinstance(body, str) else bytes(body)
+    text = _text(body, kind, content_type)
+    if not text.strip():
+        raise _bad_request(f"the {kind} body is empty")
     try:
         if kind == CSV:
-            frame = read_csv_rows(io.BytesIO(raw), "request")  # a row longer than the header is named
+            frame = read_csv_rows(io.StringIO(text), "request")  # a row longer than the header is named
         else:
-            records = json.loads(raw, parse_constant=_json_constant)
+            records = json.loads(text, parse_constant=_json_constant)
             if isinstance(records, dict):
                 records = records.get("instances")
             if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
@@ -110,10 +166,15 @@ def input_fn(body, content_type: str) -> pd.DataFrame:
         raise _bad_request(f"unreadable {kind} body: nested too deeply") from None
     except UsageError as exc:
         raise _bad_request(str(exc)) from None
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (ValueError, pd.errors.ParserError) as exc:
         raise _bad_request(f"unreadable {kind} body: {exc}") from None
     if frame.empty:
         raise _bad_request("the request holds no rows" if len(frame) == 0 else "the rows hold no values")
+    if kind == JSON:
+        # A key no row holds makes no column at all; where a missing value is allowed it is one.
+        for column in MAY_BE_MISSING:
+            if column not in frame.columns:
+                frame[column] = None
     return frame
 
 

@@ -98,6 +98,32 @@ def _prepare_local_data(cfg: TrainConfig, held: ExitStack) -> None:
             time.sleep(0.2)
 
 
+def check_rows(preprocessing: dict, named: str, channels: dict[str, Path | None]) -> None:
+    """The row counts a preprocessing description states (`rows`, as `entry.prepare` writes them)
+    equal the channels' (read from the npz headers): a description of other data would be saved
+    into model.pt as the transform of this model's inputs."""
+    stated = preprocessing.get("rows")
+    if stated is None:  # a description written by hand or by other tools may leave them out
+        return
+    if not isinstance(stated, dict):
+        raise UsageError(f"{named}: rows must map each split to its row count, not {stated!r:.60}")
+    from titanic_lightning.data.channels import channel_files, check_headers
+
+    differences = []
+    for split, channel in channels.items():
+        if channel is None or split not in stated:
+            continue
+        count = stated[split]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise UsageError(f"{named}: rows.{split} must be a whole number >= 0, not {count!r:.60}")
+        held = sum(check_headers(f, split)[2][0] for f in channel_files(channel))
+        if held != count:
+            differences.append(f"{count} {split} rows, but --{split} {channel} holds {held}")
+    if differences:
+        raise UsageError(f"{named}: describes {'; '.join(differences)}; pass the preprocessing.json "
+                         "these channels were prepared with")
+
+
 def resolve(cfg: TrainConfig, held: ExitStack | None = None) -> Layout:
     """The run's layout, with its folders locked in `held` until the run ends: the output folders
     exclusively (global rank 0), the data folders shared (every process). Without `held`, the
@@ -143,8 +169,10 @@ def resolve(cfg: TrainConfig, held: ExitStack | None = None) -> Layout:
     beside = (train if train.is_dir() else train.parent) / PREPROCESSING_FILE
     if cfg.preprocessing:
         preprocessing = load_preprocessing(Path(cfg.preprocessing))
+        check_rows(preprocessing, f"--preprocessing {cfg.preprocessing}", {"train": train, "val": val, "test": test})
     elif beside.is_file():
         preprocessing = load_preprocessing(beside)
+        check_rows(preprocessing, f"{beside} (beside --train)", {"train": train, "val": val, "test": test})
     else:
         preprocessing = None
         print(
