@@ -204,18 +204,23 @@ def test_the_tuning_job_moto_receives_is_the_dry_run(case, fresh_aws, bucket, da
     assert config == planned["HyperParameterTuningJobConfig"]  # the SDK sent what --dry-run showed
     definition = d["TrainingJobDefinition"]
     want = planned["TrainingJobDefinition"]
-    static = dict(definition["StaticHyperParameters"])
-    assert static.pop("sagemaker_submit_directory").startswith(f"s3://{BUCKET}/")
-    assert static == {k: v for k, v in want["StaticHyperParameters"].items() if k != "sagemaker_submit_directory"}
+    static = definition["StaticHyperParameters"]
+    assert static == want["StaticHyperParameters"]
+    assert static["sagemaker_submit_directory"] == "/opt/ml/input/data/code"  # the code channel's folder
     tuned = {r["Name"] for kind in config["ParameterRanges"].values() for r in kind}
     assert not tuned & set(static)  # no tuned flag is also fixed
     for key in ("AlgorithmSpecification", "RoleArn", "ResourceConfig", "StoppingCondition", "EnableManagedSpotTraining",
                 "Environment"):
         assert definition.get(key) == want.get(key), key
+    # The channels as the dry run shows them, the code channel under the tuning's own name.
+    planned_channels = json.loads(json.dumps(want["InputDataConfig"]).replace(tuner.TUNING_JOB_PLACEHOLDER, name))
+    assert definition["InputDataConfig"] == planned_channels
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in definition["InputDataConfig"]}
     assert {k: channels[k] for k in ("train", "val", "test")} == {
         s: f"s3://{BUCKET}/titanic-lightning/data/{s}/" for s in ("train", "val", "test")}
-    assert "sm_drivers" in channels and "CheckpointConfig" not in definition
+    assert channels["code"].startswith(f"s3://{BUCKET}/titanic-lightning/titanic-lightning-")
+    assert channels["code"].endswith(f"/{name}/input/code")
+    assert "CheckpointConfig" not in definition
     (request,) = Recording.sagemaker_calls(entries, "CreateHyperParameterTuningJob")
     assert {"Key": "project", "Value": "titanic-lightning"} in request["Tags"]
 
@@ -421,11 +426,19 @@ def test_ctrl_c_stops_the_running_trials_and_leaves_a_whole_summary(data_dir, tm
     assert not list(folder.glob("trials/*/model/model.pt"))
 
 
-def test_a_network_isolated_tuning_job_installs_from_its_uploaded_wheels(fresh_aws, bucket, data_dir, capsys, tmp_path,
-                                                                          cached_wheelhouse):
-    import io
-    import tarfile
+def _s3_urls(value, where=""):
+    """(where, url) for every string holding an S3 URL anywhere in `value` (a request or a description)."""
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in _s3_urls(item, f"{where}.{key}")]
+    if isinstance(value, list):
+        return [found for i, item in enumerate(value) for found in _s3_urls(item, f"{where}[{i}]")]
+    return [(where, value)] if isinstance(value, str) and "s3://" in value else []
 
+
+def test_a_network_isolated_tuning_job_gives_its_trials_everything_as_channels(fresh_aws, bucket, data_dir, capsys,
+                                                                                tmp_path, cached_wheelhouse):
+    """A trial with no network cannot download anything: its code, data and wheels must come as channels,
+    which SageMaker itself fills, and no hyperparameter or variable may name an S3 URL for it to fetch."""
     key, wheel = cached_wheelhouse
     argv = ["--bucket", BUCKET, "--role", ROLE, "--data", str(data_dir), "--network-isolation", "--max-jobs", "2",
             "--no-wait", "--out", str(tmp_path / "t"), "--runs-dir", str(tmp_path / "r")]
@@ -438,16 +451,88 @@ def test_a_network_isolated_tuning_job_installs_from_its_uploaded_wheels(fresh_a
     definition = boto3.client("sagemaker", region_name=REGION).describe_hyper_parameter_tuning_job(
         HyperParameterTuningJobName=name)["TrainingJobDefinition"]
     assert definition["EnableNetworkIsolation"] is True
+
+    # The S3 URLs of the definition are the channels' and the output path, which SageMaker moves.
+    channel_urls = {f".InputDataConfig[{i}].DataSource.S3DataSource.S3Uri" for i in range(len(definition["InputDataConfig"]))}
+    fetched_by_the_container = [(where, url) for where, url in _s3_urls(definition)
+                                if where not in channel_urls | {".OutputDataConfig.S3OutputPath"}]
+    assert fetched_by_the_container == []
+
+    # The image's toolkit takes the code from the folder sagemaker_submit_directory names: a channel's.
+    static = definition["StaticHyperParameters"]
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in definition["InputDataConfig"]}
+    channel = static["sagemaker_submit_directory"].removeprefix("/opt/ml/input/data/")
+    assert static["sagemaker_submit_directory"] == f"/opt/ml/input/data/{channel}" and channel in channels
+    s3 = boto3.client("s3", region_name=REGION)
+    code_key = channels[channel].removeprefix(f"s3://{BUCKET}/")
+    shipped = {o["Key"].removeprefix(code_key + "/") for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=code_key + "/")["Contents"]}
+    assert {static["sagemaker_program"], "requirements.txt", "titanic_lightning/environment.py"} <= shipped
+
+    # The toolkit installs requirements.txt in /opt/ml/code, away from the channels: it names the
+    # wheels channel by its absolute path too, and no index.
     wheels_uri = f"s3://{BUCKET}/titanic-lightning/wheels/{key}/"
     assert channels["wheels"] == wheels_uri
-    s3 = boto3.client("s3", region_name=REGION)
     assert s3.get_object(Bucket=BUCKET, Key=f"titanic-lightning/wheels/{key}/{wheel.name}")["Body"].read() == \
         wheel.read_bytes()
-    # The trials unpack the code in /opt/ml/code, away from the channels: requirements.txt names the
-    # wheels channel by its absolute path too, and no index.
-    source = definition["StaticHyperParameters"]["sagemaker_submit_directory"].strip('"')
-    bucket_name, _, source_key = source.removeprefix("s3://").partition("/")
-    archive = tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket_name, Key=source_key)["Body"].read()))
-    requirements = archive.extractfile("requirements.txt").read().decode().splitlines()
+    requirements = s3.get_object(Bucket=BUCKET, Key=f"{code_key}/requirements.txt")["Body"].read().decode().splitlines()
     assert requirements[:3] == ["--no-index", "--find-links ../wheels", "--find-links /opt/ml/input/data/wheels"]
+
+
+def _written_keys(entries: list[dict]) -> list[tuple[str, str]]:
+    """(bucket, key) of every S3 object moto was asked to write while recording."""
+    from urllib.parse import unquote, urlsplit
+
+    written = []
+    for entry in entries:
+        headers = {k.lower(): v for k, v in entry["headers"].items()}
+        # An S3 request signs for the service s3; SageMaker, IAM and STS requests share the endpoint.
+        if entry["method"] not in ("PUT", "POST") or "/s3/aws4_request" not in headers.get("authorization", ""):
+            continue
+        url = urlsplit(entry["url"])
+        if url.query and "uploadId" not in url.query and "uploads" not in url.query:
+            continue  # a bucket or object sub-resource (tagging, acl), not an object's content
+        path = unquote(url.path).lstrip("/")
+        host_bucket = url.hostname.split(".")[0] if url.hostname and url.hostname[0].isalpha() else None
+        bucket_name, _, key = (f"{host_bucket}/{path}" if host_bucket else path).partition("/")
+        written.append((bucket_name, key))
+    return written
+
+
+# A prefix given with a trailing slash, and one with every character --prefix lets through that an
+# S3 key may need escaping for.
+PREFIXES = {"trailing-slash": ("team/titanic/", "team/titanic"),
+            "odd-characters": ("a.b/c_d-e/f+g=h,(1)!*$@;:&", "a.b/c_d-e/f+g=h,(1)!*$@;:&")}
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+@pytest.mark.parametrize("command", ["tune", "tune --network-isolation", "submit", "submit --network-isolation"])
+def test_everything_a_tuning_or_a_training_job_uploads_is_under_the_prefix(command, prefix, fresh_aws, bucket, data_dir,
+                                                                           recording, capsys, tmp_path,
+                                                                           cached_wheelhouse):
+    """A role allowed only `s3://B/<prefix>/*` can submit: every object written goes under the prefix,
+    and every S3 URL the request gives SageMaker (channels, output, checkpoints, TensorBoard) too."""
+    from launch.submit import _main as submit_main
+
+    given, cleaned = PREFIXES[prefix]
+    name, *flags = command.split()
+    argv = ["--bucket", BUCKET, "--role", ROLE, "--data", str(data_dir), "--prefix", given, *flags, "--no-wait",
+            "--runs-dir", str(tmp_path / "r")]
+    main, argv, target = ((_main, [*argv, "--max-jobs", "2", "--out", str(tmp_path / "t")], "CreateHyperParameterTuningJob")
+                          if name == "tune" else (submit_main, argv, "CreateTrainingJob"))
+    rec = recording.start()
+    code, out, err = invoke(main, argv, capsys)
+    entries = rec.stop()
+    assert code == 0, err
+
+    written = _written_keys(entries)
+    assert {b for b, _ in written} == {BUCKET}
+    keys = sorted(k for _, k in written)
+    assert any(k.endswith("/entry/train.py") for k in keys) and any(k.endswith("/train_data.npz") for k in keys)
+    assert [k for k in keys if not k.startswith(cleaned + "/")] == []
+    # What the bucket holds afterwards, listed: the same.
+    listed = [o["Key"] for o in boto3.client("s3", region_name=REGION).list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert sorted(listed) == sorted(set(keys))
+
+    (request,) = Recording.sagemaker_calls(entries, target)
+    urls = _s3_urls(request)
+    assert urls and [(where, url) for where, url in urls if not url.startswith(f"s3://{BUCKET}/{cleaned}/")] == []
