@@ -21,6 +21,11 @@ or Hyperband's own; median pruning here) unless --no-early-stopping. Waiting, th
 the trials sorted by the objective, writes tuning.json and tuning.png into --out/<tuning name>/,
 and its last line is the summary as one JSON object (see launch/tuning_result.py).
 Mistakes end as one line on stderr with exit code 2, before anything starts.
+
+Here (--local), the Bayesian search is Optuna's TPE: its first max(2, min(10, N // 3)) of the N
+trials are random (--trials 10: 3), the rest follow from the results; trials run side by side
+count as poor results while they run, so that the next ones look elsewhere; the median pruner
+stops no trial before the end of epoch 5.
 """
 
 from __future__ import annotations
@@ -38,7 +43,13 @@ if __package__ in (None, ""):
 
 from launch.console import command_parser, launcher_errors  # noqa: E402
 from launch.options import add_job_arguments, integer, spec_from_args  # noqa: E402
-from launch.tuning.space import DEFAULT_MAX_JOBS, DEFAULT_PRUNE_AFTER_TRIALS, DEFAULT_TRIALS  # noqa: E402
+from launch.tuning.space import (  # noqa: E402
+    DEFAULT_MAX_JOBS,
+    DEFAULT_PRUNE_AFTER_TRIALS,
+    DEFAULT_TRIALS,
+    PRUNE_WARMUP_EPOCHS,
+    tpe_startup_trials,
+)
 from titanic_lightning.command import run_command  # noqa: E402
 from titanic_lightning.errors import UsageError  # noqa: E402
 
@@ -78,11 +89,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="print the tuning request as one JSON object; no AWS call")
     h = p.add_argument_group("here (--local)")
     h.add_argument("--local", action="store_true", help="run the search on this machine with Optuna")
-    h.add_argument("--trials", type=integer, metavar="N", help=f"trials in all (default {DEFAULT_TRIALS}; grid: every combination)")
-    h.add_argument("--parallel", type=integer, metavar="K", help="trials at a time (default 1)")
+    h.add_argument("--trials", type=integer, metavar="N",
+                   help=f"trials in all (default {DEFAULT_TRIALS}; grid: every combination); bayesian and hyperband: "
+                        f"the first max(2, min(10, N // 3)) at random (default {tpe_startup_trials(DEFAULT_TRIALS)}), "
+                        "the rest chosen by TPE from the results")
+    h.add_argument("--parallel", type=integer, metavar="K",
+                   help="trials at a time (default 1); TPE counts a running trial as a poor result (constant liar), "
+                        "so trials side by side spread out")
     h.add_argument("--timeout", type=seconds, metavar="S", help="start no trial after S seconds (running ones finish)")
     h.add_argument("--prune-after-trials", type=integer, default=None, metavar="N",
-                   help="trials that run to their end before the median pruner stops any (default 5)")
+                   help=f"trials that run to their end before the median pruner stops any (default "
+                        f"{DEFAULT_PRUNE_AFTER_TRIALS}); it stops none before the end of epoch {PRUNE_WARMUP_EPOCHS}")
     h.add_argument("--keep-models", action="store_true", help="keep every trial's model, not only the best one's")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return p

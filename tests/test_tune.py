@@ -5,9 +5,11 @@ tuning job as moto's SageMaker receives it, the wait for its results, and the lo
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ from launch.jobs import spec
 from launch.tune import _main
 from launch.tuning import result as tuning_result
 from launch.tuning import tuner
-from launch.tuning.space import build_plan
+from launch.tuning.space import PRUNE_WARMUP_EPOCHS, build_plan
 from tests.helpers import BUCKET, REGION, REPO, ROLE, Recording, clean_env, invoke, run_entry
 
 TUNE = REPO / "launch" / "tune.py"
@@ -204,18 +206,23 @@ def test_the_tuning_job_moto_receives_is_the_dry_run(case, fresh_aws, bucket, da
     assert config == planned["HyperParameterTuningJobConfig"]  # the SDK sent what --dry-run showed
     definition = d["TrainingJobDefinition"]
     want = planned["TrainingJobDefinition"]
-    static = dict(definition["StaticHyperParameters"])
-    assert static.pop("sagemaker_submit_directory").startswith(f"s3://{BUCKET}/")
-    assert static == {k: v for k, v in want["StaticHyperParameters"].items() if k != "sagemaker_submit_directory"}
+    static = definition["StaticHyperParameters"]
+    assert static == want["StaticHyperParameters"]
+    assert static["sagemaker_submit_directory"] == "/opt/ml/input/data/code"  # the code channel's folder
     tuned = {r["Name"] for kind in config["ParameterRanges"].values() for r in kind}
     assert not tuned & set(static)  # no tuned flag is also fixed
     for key in ("AlgorithmSpecification", "RoleArn", "ResourceConfig", "StoppingCondition", "EnableManagedSpotTraining",
                 "Environment"):
         assert definition.get(key) == want.get(key), key
+    # The channels as the dry run shows them, the code channel under the tuning's own name.
+    planned_channels = json.loads(json.dumps(want["InputDataConfig"]).replace(tuner.TUNING_JOB_PLACEHOLDER, name))
+    assert definition["InputDataConfig"] == planned_channels
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in definition["InputDataConfig"]}
     assert {k: channels[k] for k in ("train", "val", "test")} == {
         s: f"s3://{BUCKET}/titanic-lightning/data/{s}/" for s in ("train", "val", "test")}
-    assert "sm_drivers" in channels and "CheckpointConfig" not in definition
+    assert channels["code"].startswith(f"s3://{BUCKET}/titanic-lightning/titanic-lightning-")
+    assert channels["code"].endswith(f"/{name}/input/code")
+    assert "CheckpointConfig" not in definition
     (request,) = Recording.sagemaker_calls(entries, "CreateHyperParameterTuningJob")
     assert {"Key": "project", "Value": "titanic-lightning"} in request["Tags"]
 
@@ -302,6 +309,116 @@ def test_waiting_collects_every_training_job_of_the_tuning(tmp_path):
 # --- here, with Optuna ---------------------------------------------------------------------------
 
 
+SMOOTH_SPACE = ["learning_rate=0.0001:0.1:log", "dropout=0.0:0.5"]
+
+
+def _smooth(params) -> float:
+    """A deterministic stand-in for a trial's val_loss: least at learning_rate 0.003, dropout 0.1."""
+    return (math.log10(params["learning_rate"]) + 2.5) ** 2 + 4 * (params["dropout"] - 0.1) ** 2
+
+
+def _local_plan(seed: int = 1, trials: int | None = None, parallel: int = 1, prune_after_trials: int = 5):
+    from launch.tuning.local import local_plan
+
+    return local_plan(SMOOTH_SPACE, {}, search="bayesian", objective="val_loss", trials=trials, parallel=parallel,
+                      early_stopping=True, seed=seed, prune_after_trials=prune_after_trials)
+
+
+def _search(study, plan, parallel: int = 1) -> list[list[dict]]:
+    """The trials as `launch.tuning.trials.search` asks and tells them, `parallel` asked before any is
+    told: the proposals, in rounds."""
+    from launch.tuning.trials import distributions
+
+    space = distributions(plan.ranges)
+    rounds, asked = [], 0
+    while asked < plan.max_jobs:
+        batch = [study.ask(space) for _ in range(min(parallel, plan.max_jobs - asked))]
+        for trial in batch:
+            study.tell(trial, _smooth(trial.params))
+        rounds.append([t.params for t in batch])
+        asked += len(batch)
+    return rounds
+
+
+def test_tpe_starts_from_a_third_of_the_trials_at_random():
+    from launch.tuning.space import tpe_startup_trials
+
+    assert {n: tpe_startup_trials(n) for n in (1, 2, 3, 5, 9, 10, 20, 30, 100)} == {
+        1: 2, 2: 2, 3: 2, 5: 2, 9: 3, 10: 3, 20: 6, 30: 10, 100: 10}
+
+
+def test_the_local_bayesian_search_chooses_from_its_results_after_the_random_start():
+    """`--trials 10`: after the random start, TPE's proposals score better than a random search's
+    with the same seed (on a smooth objective, over 20 seeds). Were TPE still starting at random
+    (Optuna's default, 10 trials), the two searches would be the same."""
+    import optuna
+
+    from launch.tuning import trials
+
+    later = slice(5, 10)  # past the start-up trials
+    tpe, rand = [], []
+    for seed in range(1, 21):
+        plan = _local_plan(seed)
+        assert plan.max_jobs == 10
+        for scores, study in ((tpe, trials.study_for(plan)),
+                              (rand, optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed)))):
+            proposals = [p for batch in _search(study, plan) for p in batch]
+            scores.append(statistics.mean(_smooth(p) for p in proposals[later]))
+    assert statistics.mean(tpe) < 0.85 * statistics.mean(rand), (statistics.mean(tpe), statistics.mean(rand))
+    assert sum(t < r for t, r in zip(tpe, rand)) >= 13, list(zip(tpe, rand))
+    for count in (1, 2, 3):  # budgets below and at the start-up size run as well
+        assert len(_search(trials.study_for(_local_plan(trials=count)), _local_plan(trials=count))) == count
+
+
+def test_trials_side_by_side_spread_out():
+    """`--parallel 2`: the second of two trials asked together keeps away from the first, still
+    running (Optuna's constant liar), where without the liar TPE would propose both near the same point."""
+    import optuna
+
+    from launch.tuning import trials
+    from launch.tuning.space import tpe_startup_trials
+
+    def gaps(study, plan):
+        out = []
+        for batch in _search(study, plan, parallel=2)[tpe_startup_trials(plan.max_jobs) // 2 + 1:]:
+            first, second = ([(math.log10(p["learning_rate"]) + 4) / 3, p["dropout"] / 0.5] for p in batch)
+            out.append(max(abs(a - b) for a, b in zip(first, second)))
+        return out
+
+    ours, without = [], []
+    for seed in range(1, 21):
+        plan = _local_plan(seed, parallel=2)
+        ours += gaps(trials.study_for(plan), plan)
+        without += gaps(optuna.create_study(sampler=optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=tpe_startup_trials(plan.max_jobs), constant_liar=False)), plan)
+    assert statistics.mean(ours) > 1.5 * statistics.mean(without), (statistics.mean(ours), statistics.mean(without))
+
+
+@pytest.mark.parametrize("prune_after_trials", [1, 3])
+def test_the_median_pruner_stops_no_trial_before_its_warm_up_epochs(prune_after_trials):
+    """A trial far behind the finished ones from its first epoch is stopped at epoch
+    PRUNE_WARMUP_EPOCHS, not before; and only once `prune_after_trials` trials have finished."""
+    from launch.tuning import trials
+
+    plan = _local_plan(prune_after_trials=prune_after_trials)
+    study = trials.study_for(plan)
+    space = trials.distributions(plan.ranges)
+    for _ in range(prune_after_trials):
+        done = study.ask(space)
+        for epoch in range(1, 11):
+            done.report(0.5, epoch)
+            assert not done.should_prune()  # before `prune_after_trials` trials have finished
+        study.tell(done, 0.5)
+    behind = study.ask(space)
+    pruned_at = None
+    for epoch in range(1, 11):
+        behind.report(5.0, epoch)
+        if behind.should_prune():
+            pruned_at = epoch
+            break
+    assert pruned_at == PRUNE_WARMUP_EPOCHS == 5
+
+
 def _tune(args, cwd, timeout=120):
     return subprocess.run([sys.executable, str(TUNE), *args], cwd=cwd, env=clean_env(), capture_output=True, text=True,
                           timeout=timeout)
@@ -376,10 +493,11 @@ def test_a_small_local_search(data_dir, titanic_csv, tmp_path):
 
 @pytest.mark.slow
 def test_a_trial_falling_behind_is_pruned(data_dir, tmp_path):
-    # A grid runs in the order given: learning rate 0.05 first, then 1e-6, whose val_loss after its
-    # first epoch is far above the first trial's at that epoch: the median pruner stops it there.
+    # A grid runs in the order given: learning rate 0.05 first, then 1e-6, whose val_loss is far
+    # above the first trial's from its first epoch on: the median pruner stops it as soon as it
+    # may, at the end of its warm-up (epoch 5), not before.
     args = ["--local", "--search", "grid", "--range", "learning_rate=0.05|0.000001", "--prune-after-trials", "1",
-            "--data", str(data_dir), "--hp", "epochs=3", "--hp", "early_stopping=false"]
+            "--data", str(data_dir), "--hp", "epochs=7", "--hp", "early_stopping=false"]
     proc = _tune(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -388,7 +506,7 @@ def test_a_trial_falling_behind_is_pruned(data_dir, tmp_path):
     assert second["hyperparameters"] == {"learning_rate": "0.000001"} and second["status"] == "Pruned"
     assert second["val_loss"] > first["val_loss"]
     log = (tmp_path / result["folder"] / "trials" / "1" / "train.log").read_text()
-    assert "[tune] pruned after epoch 1" in log and "epoch=3;" not in log
+    assert f"[tune] pruned after epoch {PRUNE_WARMUP_EPOCHS}" in log and "epoch=7;" not in log
     record = json.loads((tmp_path / "runs" / f"{result['tuning_job']}-001.json").read_text())
     assert record["status"] == "Pruned" and record["model_artifact"] is None
     assert result["best"]["trial"] == 0
@@ -421,11 +539,19 @@ def test_ctrl_c_stops_the_running_trials_and_leaves_a_whole_summary(data_dir, tm
     assert not list(folder.glob("trials/*/model/model.pt"))
 
 
-def test_a_network_isolated_tuning_job_installs_from_its_uploaded_wheels(fresh_aws, bucket, data_dir, capsys, tmp_path,
-                                                                          cached_wheelhouse):
-    import io
-    import tarfile
+def _s3_urls(value, where=""):
+    """(where, url) for every string holding an S3 URL anywhere in `value` (a request or a description)."""
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in _s3_urls(item, f"{where}.{key}")]
+    if isinstance(value, list):
+        return [found for i, item in enumerate(value) for found in _s3_urls(item, f"{where}[{i}]")]
+    return [(where, value)] if isinstance(value, str) and "s3://" in value else []
 
+
+def test_a_network_isolated_tuning_job_gives_its_trials_everything_as_channels(fresh_aws, bucket, data_dir, capsys,
+                                                                                tmp_path, cached_wheelhouse):
+    """A trial with no network cannot download anything: its code, data and wheels must come as channels,
+    which SageMaker itself fills, and no hyperparameter or variable may name an S3 URL for it to fetch."""
     key, wheel = cached_wheelhouse
     argv = ["--bucket", BUCKET, "--role", ROLE, "--data", str(data_dir), "--network-isolation", "--max-jobs", "2",
             "--no-wait", "--out", str(tmp_path / "t"), "--runs-dir", str(tmp_path / "r")]
@@ -438,16 +564,88 @@ def test_a_network_isolated_tuning_job_installs_from_its_uploaded_wheels(fresh_a
     definition = boto3.client("sagemaker", region_name=REGION).describe_hyper_parameter_tuning_job(
         HyperParameterTuningJobName=name)["TrainingJobDefinition"]
     assert definition["EnableNetworkIsolation"] is True
+
+    # The S3 URLs of the definition are the channels' and the output path, which SageMaker moves.
+    channel_urls = {f".InputDataConfig[{i}].DataSource.S3DataSource.S3Uri" for i in range(len(definition["InputDataConfig"]))}
+    fetched_by_the_container = [(where, url) for where, url in _s3_urls(definition)
+                                if where not in channel_urls | {".OutputDataConfig.S3OutputPath"}]
+    assert fetched_by_the_container == []
+
+    # The image's toolkit takes the code from the folder sagemaker_submit_directory names: a channel's.
+    static = definition["StaticHyperParameters"]
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in definition["InputDataConfig"]}
+    channel = static["sagemaker_submit_directory"].removeprefix("/opt/ml/input/data/")
+    assert static["sagemaker_submit_directory"] == f"/opt/ml/input/data/{channel}" and channel in channels
+    s3 = boto3.client("s3", region_name=REGION)
+    code_key = channels[channel].removeprefix(f"s3://{BUCKET}/")
+    shipped = {o["Key"].removeprefix(code_key + "/") for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=code_key + "/")["Contents"]}
+    assert {static["sagemaker_program"], "requirements.txt", "titanic_lightning/environment.py"} <= shipped
+
+    # The toolkit installs requirements.txt in /opt/ml/code, away from the channels: it names the
+    # wheels channel by its absolute path too, and no index.
     wheels_uri = f"s3://{BUCKET}/titanic-lightning/wheels/{key}/"
     assert channels["wheels"] == wheels_uri
-    s3 = boto3.client("s3", region_name=REGION)
     assert s3.get_object(Bucket=BUCKET, Key=f"titanic-lightning/wheels/{key}/{wheel.name}")["Body"].read() == \
         wheel.read_bytes()
-    # The trials unpack the code in /opt/ml/code, away from the channels: requirements.txt names the
-    # wheels channel by its absolute path too, and no index.
-    source = definition["StaticHyperParameters"]["sagemaker_submit_directory"].strip('"')
-    bucket_name, _, source_key = source.removeprefix("s3://").partition("/")
-    archive = tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket_name, Key=source_key)["Body"].read()))
-    requirements = archive.extractfile("requirements.txt").read().decode().splitlines()
+    requirements = s3.get_object(Bucket=BUCKET, Key=f"{code_key}/requirements.txt")["Body"].read().decode().splitlines()
     assert requirements[:3] == ["--no-index", "--find-links ../wheels", "--find-links /opt/ml/input/data/wheels"]
+
+
+def _written_keys(entries: list[dict]) -> list[tuple[str, str]]:
+    """(bucket, key) of every S3 object moto was asked to write while recording."""
+    from urllib.parse import unquote, urlsplit
+
+    written = []
+    for entry in entries:
+        headers = {k.lower(): v for k, v in entry["headers"].items()}
+        # An S3 request signs for the service s3; SageMaker, IAM and STS requests share the endpoint.
+        if entry["method"] not in ("PUT", "POST") or "/s3/aws4_request" not in headers.get("authorization", ""):
+            continue
+        url = urlsplit(entry["url"])
+        if url.query and "uploadId" not in url.query and "uploads" not in url.query:
+            continue  # a bucket or object sub-resource (tagging, acl), not an object's content
+        path = unquote(url.path).lstrip("/")
+        host_bucket = url.hostname.split(".")[0] if url.hostname and url.hostname[0].isalpha() else None
+        bucket_name, _, key = (f"{host_bucket}/{path}" if host_bucket else path).partition("/")
+        written.append((bucket_name, key))
+    return written
+
+
+# A prefix given with a trailing slash, and one with every character --prefix lets through that an
+# S3 key may need escaping for.
+PREFIXES = {"trailing-slash": ("team/titanic/", "team/titanic"),
+            "odd-characters": ("a.b/c_d-e/f+g=h,(1)!*$@;:&", "a.b/c_d-e/f+g=h,(1)!*$@;:&")}
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+@pytest.mark.parametrize("command", ["tune", "tune --network-isolation", "submit", "submit --network-isolation"])
+def test_everything_a_tuning_or_a_training_job_uploads_is_under_the_prefix(command, prefix, fresh_aws, bucket, data_dir,
+                                                                           recording, capsys, tmp_path,
+                                                                           cached_wheelhouse):
+    """A role allowed only `s3://B/<prefix>/*` can submit: every object written goes under the prefix,
+    and every S3 URL the request gives SageMaker (channels, output, checkpoints, TensorBoard) too."""
+    from launch.submit import _main as submit_main
+
+    given, cleaned = PREFIXES[prefix]
+    name, *flags = command.split()
+    argv = ["--bucket", BUCKET, "--role", ROLE, "--data", str(data_dir), "--prefix", given, *flags, "--no-wait",
+            "--runs-dir", str(tmp_path / "r")]
+    main, argv, target = ((_main, [*argv, "--max-jobs", "2", "--out", str(tmp_path / "t")], "CreateHyperParameterTuningJob")
+                          if name == "tune" else (submit_main, argv, "CreateTrainingJob"))
+    rec = recording.start()
+    code, out, err = invoke(main, argv, capsys)
+    entries = rec.stop()
+    assert code == 0, err
+
+    written = _written_keys(entries)
+    assert {b for b, _ in written} == {BUCKET}
+    keys = sorted(k for _, k in written)
+    assert any(k.endswith("/entry/train.py") for k in keys) and any(k.endswith("/train_data.npz") for k in keys)
+    assert [k for k in keys if not k.startswith(cleaned + "/")] == []
+    # What the bucket holds afterwards, listed: the same.
+    listed = [o["Key"] for o in boto3.client("s3", region_name=REGION).list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert sorted(listed) == sorted(set(keys))
+
+    (request,) = Recording.sagemaker_calls(entries, target)
+    urls = _s3_urls(request)
+    assert urls and [(where, url) for where, url in urls if not url.startswith(f"s3://{BUCKET}/{cleaned}/")] == []

@@ -23,7 +23,8 @@ from titanic_lightning.sagemaker_facts import OPT_ML
 PACKAGES = ("titanic_lightning", "entry")
 ENTRY_SCRIPT = "entry/train.py"
 REQUIREMENTS_FILE = "requirements.txt"
-CODE_DIR_IN_CONTAINER = f"{OPT_ML}/input/data/code"  # sagemaker.train.constants.SM_CODE_CONTAINER_PATH
+CODE_CHANNEL = "code"  # sagemaker.train.constants.SM_CODE
+CODE_DIR_IN_CONTAINER = f"{OPT_ML}/input/data/{CODE_CHANNEL}"  # sagemaker.train.constants.SM_CODE_CONTAINER_PATH
 
 # The PyTorch training image already has torch (and numpy, pandas); listing torch here could make
 # pip replace the image's CUDA build, so it is left out: Lightning's own torch>=2.1 is satisfied.

@@ -158,6 +158,11 @@ class JobSpec:
             base = match["base"] if match else f"<base job name of {job_name}>"
         return self._s3(base, job_name, "checkpoints").removesuffix("/")
 
+    def job_input_s3_uri(self, job_name: str, channel: str) -> str:
+        """Where the SDK uploads a local folder given as channel `channel` of `job_name` (a training or
+        tuning job): `s3://B/P/<base job name>/<job name>/input/<channel>`, under the prefix."""
+        return self._s3(self.base_job_name, job_name, "input", channel).removesuffix("/")
+
     @property
     def checkpoint_s3_uri(self) -> str:
         """This job's own checkpoint URI; with `resume`, the resumed job's (so it restores them)."""

@@ -115,9 +115,9 @@ def key(requirements: list[str], target: Target, pip_args: tuple[str, ...] = ())
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-# A tuning job's trials get the code as the SDK's sourcedir.tar.gz in /opt/ml/code, where the
-# relative link names no folder: the channel's absolute path serves them (pip skips, with a warning,
-# a link to a folder that does not exist, as in `--local`'s job folders).
+# A tuning job's trials install from a copy of the code channel in /opt/ml/code (the image's
+# toolkit makes it), where the relative link names no folder: the channel's absolute path serves
+# them (pip skips, with a warning, a link to a folder that does not exist, as in `--local`'s job folders).
 CHANNEL_IN_CONTAINER = f"{OPT_ML}/input/data/{CHANNEL}"
 
 

@@ -206,7 +206,8 @@ def tune_local(ranges=None, *, trials: int | None = None, parallel: int = 1, hyp
                timeout_s: float | None = None, keep_models: bool = False, data: str | Path = "data",
                out: str | Path = "tuning", runs_dir: str | Path = "runs") -> Tuning:
     """The search on this machine, as `tune.py --local` runs it: each trial a `python -m entry.train`
-    process (Optuna's TPE sampler, median pruning on the epoch lines), `parallel` at a time.
+    process (Optuna's TPE sampler, random for its first max(2, min(10, trials // 3)) trials; median
+    pruning on the epoch lines, from epoch 5), `parallel` at a time.
 
     `trials` defaults to 10 (a grid: every combination); `hyperparameters` are fixed for every trial
     (`{"epochs": 30}`); no trial starts after `timeout_s`. Writes `out/<name>/` (tuning.json,

@@ -182,6 +182,19 @@ OBJECTIVES = {"val_loss": "Minimize", "val_acc": "Maximize", "val_auroc": "Maxim
 DEFAULT_MAX_JOBS = 10  # training jobs without --max-jobs (a grid: every combination)
 DEFAULT_TRIALS = 10  # a local search's trials without --trials (a grid: every combination)
 DEFAULT_PRUNE_AFTER_TRIALS = 5  # trials that run to their end before the median pruner stops any
+# The median pruner looks at a trial from this epoch on: the first epochs' losses depend more on the
+# learning rate's start than on where the trial ends.
+PRUNE_WARMUP_EPOCHS = 5
+
+
+def tpe_startup_trials(trials: int) -> int:
+    """Trials TPE samples at random before it models the results (a local Bayesian search).
+
+    A third of the trials, at least 2 and at most Optuna's default of 10: enough random points to
+    start a model from, and most of a small budget left to TPE (`--trials 10`: 3 random, then 7
+    TPE; Optuna's default would keep all 10 random).
+    """
+    return max(2, min(10, trials // 3))
 # Hyperband counts a trial's resource in epochs; SageMaker's MaxResource is at most this.
 HYPERBAND_MAX_EPOCHS = 20000
 

@@ -8,9 +8,17 @@ entry's metric lines, read by the same `METRIC_DEFINITIONS` regexes; the last va
 
 What the tuning request differs in, and why:
 
-* the SDK's tuner ships the code as `sourcedir.tar.gz` (the tuning API takes no container entry
-  point), so the image's own toolkit unpacks it into /opt/ml/code and runs `entry/train.py`
-  there: PYTHONPATH names that folder as well as the `code` channel's;
+* the code travels as a channel, `code`, as it does for a training job: the staged folder uploaded
+  by the SDK's `ModelTrainer.create_input_data_channel` to `s3://B/P/<base job name>/<tuning
+  name>/input/code`, under the prefix. The tuning API takes no container entry point, so a trial
+  runs the image's own toolkit, which copies the folder that `sagemaker_submit_directory` names
+  into /opt/ml/code, installs its requirements.txt and runs `sagemaker_program` there. That
+  hyperparameter names the channel's folder in the container (`/opt/ml/input/data/code`), never
+  an S3 URL: SageMaker itself delivers the channel, so a trial needs no network to get its code
+  (`--network-isolation`), and nothing is uploaded outside the prefix. (The SDK's own tuning path
+  for a `SourceCode` uploads a sourcedir.tar.gz outside the prefix and hands the container its S3
+  URL to download, so the trainer goes to the tuner without its `SourceCode`.) PYTHONPATH names
+  /opt/ml/code as well as the channel's folder;
 * no CheckpointConfig: a tuning job's definition gives every trial the same checkpoint URI, and a
   trial would then find another trial's `last.ckpt`, which the entry refuses (other settings). A
   spot trial that is interrupted retrains from its start;
@@ -38,10 +46,12 @@ from launch.jobs.spec import METRIC_DEFINITIONS, JobSpec
 from launch.tuning.result import TUNING_BASE, tuning_name
 from launch.tuning.space import CATEGORICAL, CONTINUOUS, STRATEGY_NAMES, Plan
 
-# Where the image's toolkit unpacks sourcedir.tar.gz, and the code channel's folder.
+# Where the image's toolkit copies the code channel, and the channel's own folder.
 TUNING_PYTHONPATH = f"/opt/ml/code:{code.CODE_DIR_IN_CONTAINER}"
 TUNING_JOB_PLACEHOLDER = "<tuning-job-name>"
-SOURCEDIR_PLACEHOLDER = "<s3 uri of the uploaded sourcedir.tar.gz>"
+# The toolkit's hyperparameters for the script to run and the code to run it from: a folder in
+# the container, filled by SageMaker from the code channel.
+TRIAL_CODE = {"sagemaker_program": code.ENTRY_SCRIPT, "sagemaker_submit_directory": code.CODE_DIR_IN_CONTAINER}
 POLL_S = 30.0
 TERMINAL = ("Completed", "Failed", "Stopped")
 
@@ -70,15 +80,16 @@ def tuning_config(plan: Plan) -> dict:
 def describe(spec: JobSpec, plan: Plan, hourly_usd: float | None) -> dict:
     """What `--dry-run` prints: the tuning request as it would be created (offline)."""
     job = spec.describe(hourly_usd)
-    static = {**plan.static, "sagemaker_program": code.ENTRY_SCRIPT, "sagemaker_submit_directory": SOURCEDIR_PLACEHOLDER}
+    static = {**plan.static, **TRIAL_CODE}
+    channels = {**spec.channels, code.CODE_CHANNEL: spec.job_input_s3_uri(TUNING_JOB_PLACEHOLDER, code.CODE_CHANNEL)}
     definition = {
         "StaticHyperParameters": static,
         "AlgorithmSpecification": {"TrainingImage": job["image_uri"], "TrainingInputMode": "File",
                                    "MetricDefinitions": METRIC_DEFINITIONS},
         "RoleArn": job["role"],
         "InputDataConfig": [{"ChannelName": name, "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}}}
-            for name, uri in spec.channels.items()],
+            "S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}},
+            "InputMode": "File"} for name, uri in channels.items()],
         "OutputDataConfig": {"S3OutputPath": spec.output_s3_uri},
         "ResourceConfig": {"InstanceType": spec.instance_type, "InstanceCount": spec.instance_count, "VolumeSizeInGB": 30},
         "StoppingCondition": spec.stopping_condition,
@@ -120,6 +131,16 @@ def parameter_ranges(plan: Plan) -> dict:
     return out
 
 
+def trial_channels(trainer, spec: JobSpec, code_dir: Path, name: str) -> list:
+    """The trials' channels: the data (and wheels) as the training job has them, and `code_dir`
+    uploaded by the SDK as the `code` channel of the tuning `name`, under the prefix."""
+    data = [trainer.create_input_data_channel(channel, uri) for channel, uri in spec.channels.items()]
+    # The session puts its prefix (--prefix) before the key prefix given: `spec.job_input_s3_uri`.
+    shipped = trainer.create_input_data_channel(code.CODE_CHANNEL, str(code_dir),
+                                                key_prefix=f"{spec.base_job_name}/{name}/input")
+    return [*data, shipped]
+
+
 def build_tuner(trainer, plan: Plan):
     """The SDK's HyperparameterTuner around `trainer` (from `remote.build_trainer`), as the module says."""
     from sagemaker.core.shapes import HyperbandStrategyConfig, HyperParameterTuningJobStrategyConfig
@@ -127,6 +148,8 @@ def build_tuner(trainer, plan: Plan):
 
     trainer.checkpoint_config = None
     trainer.environment = {"PYTHONPATH": TUNING_PYTHONPATH}
+    trainer.source_code = None  # the code goes as the `code` channel (`trial_channels`), run by TRIAL_CODE
+    trainer.hyperparameters = {**(trainer.hyperparameters or {}), **TRIAL_CODE}
     config = tuning_config(plan)
     strategy_config = None
     if plan.search == "hyperband":
@@ -171,11 +194,14 @@ def submit(aws, data_dir: Path, plan: Plan) -> Submitted:
     from launch.jobs import remote
 
     upload = remote.upload_inputs(aws, data_dir)
+    name = tuning_name()
     with tempfile.TemporaryDirectory(prefix="titanic-code-") as tmp:
         staged = code.stage(Path(tmp), wheelhouse=aws.spec.uses_wheelhouse)
-        tuner = build_tuner(remote.build_trainer(aws, staged), plan)
+        trainer = remote.build_trainer(aws, staged)
+        channels = trial_channels(trainer, aws.spec, staged, name)
+        tuner = build_tuner(trainer, plan)
         started = time.time()
-        tuner.tune(inputs=dict(aws.spec.channels), job_name=tuning_name(), wait=False)
+        tuner.tune(inputs=channels, job_name=name, wait=False)
     name = tuner.latest_tuning_job.hyper_parameter_tuning_job_name
     log(f"created tuning job {name}: {plan.search} search, up to {plan.max_jobs or _grid_jobs(plan)} training job(s), "
         f"{plan.max_parallel} at a time")
