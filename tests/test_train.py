@@ -332,3 +332,27 @@ def test_a_run_on_prepared_data_loads_no_data_tooling_before_fit(prepared, tmp_p
     lightning_alone = subprocess.run([sys.executable, "-c", "import sys, lightning; print('matplotlib' in sys.modules)"],
                                      env=clean_env(), capture_output=True, text=True, timeout=120)
     assert ("matplotlib" in loaded) <= (lightning_alone.stdout.strip() == "True")
+
+
+@pytest.mark.slow
+def test_a_run_prints_its_own_lines_only(tmp_path, tiny_channels):
+    """No Lightning notes or warnings a user cannot act on: not on a first run, not on a run into the
+    same folders with a checkpoint to resume, not under two processes, and not where `srun` is installed
+    but the run is no SLURM job. `--debug` still shows them."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "srun").chmod(0o755)
+    env = clean_env(PATH=f"{bin_dir}:{clean_env()['PATH']}")
+    channels = ["--train", str(tiny_channels["train"]), "--val", str(tiny_channels["val"])]
+    ours = ("process: ", "saved ", "resuming from ", "warning: no preprocessing.json")
+    for epochs, extra in (("2", []), ("3", []), ("2", ["--cpu_processes", "2", "--model_dir", "m2", "--output_dir", "o2", "--checkpoint_dir", "ck2"]),
+                          ("3", ["--cpu_processes", "2", "--model_dir", "m2", "--output_dir", "o2", "--checkpoint_dir", "ck2"])):
+        result = run_entry("train", *channels, "--epochs", epochs, *(extra or ["--checkpoint_dir", "ck"]), cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        lines = result.stderr.splitlines()
+        assert [line for line in lines if not line.startswith(ours)] == [], result.stderr
+        said = [line for line in lines if not line.startswith("process: ")]
+        assert len(said) == len(set(said)), result.stderr  # said once, not once per process
+    result = run_entry("train", *channels, "--epochs", "4", "--checkpoint_dir", "ck", "--debug", "true", cwd=tmp_path, env=env)
+    assert "GPU available" in result.stderr and "srun" in result.stderr

@@ -46,14 +46,15 @@ class MetricPrinter(Callback):
         if stage != "fit" or self.plan is None:
             return
         plan, strategy = self.plan, trainer.strategy
-        print(
+        # One write, newline included: the processes share stderr, and print's two writes interleave.
+        sys.stderr.write(
             f"process: world_size={trainer.world_size}; global_rank={trainer.global_rank}; "
             f"local_rank={trainer.local_rank}; node_rank={trainer.node_rank}; launcher={plan.launcher}; "
             f"accelerator={plan.accelerator}; devices={plan.devices}; num_nodes={plan.num_nodes}; "
             f"strategy={plan.strategy} ({type(strategy).__name__}); "
-            f"backend={getattr(strategy, 'process_group_backend', None) or 'none'};",
-            file=sys.stderr, flush=True,
+            f"backend={getattr(strategy, 'process_group_backend', None) or 'none'};\n"
         )
+        sys.stderr.flush()
 
     def on_train_epoch_end(self, trainer, pl_module):
         row = {"epoch": trainer.current_epoch + 1,

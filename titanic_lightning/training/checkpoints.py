@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from titanic_lightning import environment
 from titanic_lightning.contracts import CHECKPOINT_FILE
 from titanic_lightning.data.datamodule import DATA_SHA256
 from titanic_lightning.errors import UsageError
@@ -110,7 +111,8 @@ def checkpoint_to_resume(checkpoint_dir: Path | None, model, datamodule, world_s
             f"{path} was saved inside epoch {epochs + 1} by {saved_world_size} process(es) and this run has "
             f"{world_size}; resume with {saved_world_size}, or remove it to start afresh"
         )
-    print(f"resuming from {path}: {describe(checkpoint)}", file=sys.stderr, flush=True)
+    if environment.is_global_zero():  # said once, not once per process
+        print(f"resuming from {path}: {describe(checkpoint)}", file=sys.stderr, flush=True)
     return path
 
 

@@ -175,6 +175,7 @@ def resolve(cfg: TrainConfig, held: ExitStack | None = None) -> Layout:
         check_rows(preprocessing, f"{beside} (beside --train)", {"train": train, "val": val, "test": test})
     else:
         preprocessing = None
+    if preprocessing is None and environment.is_global_zero():  # said once, not once per process
         print(
             f"warning: no {PREPROCESSING_FILE} beside {train}; model.pt will hold the network but cannot score raw passenger rows",
             file=sys.stderr,

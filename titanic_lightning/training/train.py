@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 import warnings
@@ -51,24 +52,32 @@ from titanic_lightning.training.cluster import Plan, make_plan
 from titanic_lightning.training.layout import CSV_LOGS, TENSORBOARD_LOGS, Layout, resolve
 from titanic_lightning.training.strategies import build_strategy
 
-# Data already sits in memory: worker processes would only copy it. Lightning's hint says otherwise.
-warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-# Epoch values are reduced over ranks by torchmetrics before they are logged; Lightning's advice to
-# add sync_dist=True would average them a second time.
-warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
-# Lightning 2.6's own use of a torch API that torch deprecated: nothing a user of this project can act on.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+# What Lightning says on every run that a user of this entry cannot act on (`--debug` shows it all):
+QUIET_WARNINGS = (
+    r".*does not have many workers.*",  # the data sits in memory: worker processes would only copy it
+    # Epoch values are reduced over ranks by torchmetrics before they are logged; sync_dist=True
+    # would average them a second time.
+    r".*sync_dist=True.*",
+    r".*isinstance\(treespec, LeafSpec\).*",  # Lightning 2.6's own use of an API torch deprecated
+    # The folders are the run's own (`layout`): its logs and last.ckpt are meant to be replaced.
+    r".*exists and is not empty.*",
+    r".*dirpath has changed.*",
+)
 
 
-class _NoAdvertisement(logging.Filter):
-    """Drops Lightning's tip to install its hosted logger from every run's log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
-
-
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvertisement())
-
+def quiet_lightning(debug: bool) -> None:
+    """Leave a run's output to its own lines (process, epochs, final, saved): Lightning's notes
+    (GPU/TPU available, distributed banners, why fit stopped) go, and so do its warnings above,
+    and its hint to use `srun` outside a SLURM job. Warnings are filtered per run, not per import:
+    pytest restores the filters after each test."""
+    if debug:
+        return
+    for message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    if not os.environ.get("SLURM_JOB_ID"):
+        warnings.filterwarnings("ignore", message=r".*`srun` command is available.*")
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,7 @@ def train(cfg: TrainConfig, started: float | None = None, layout: Layout | None 
     wall time counts from (default: now); `layout` the folders already resolved and held by the
     caller (default: resolved and held here). Raises `UsageError` for a mistake in `cfg` or its files."""
     started = time.perf_counter() if started is None else started
+    quiet_lightning(cfg.debug)
     with ExitStack() as held:  # the folders the run writes and reads, locked until it ends
         layout = layout or resolve(cfg, held)
         plan = make_plan(
