@@ -1,4 +1,4 @@
-"""Fixtures: the real Titanic CSV (TITANIC_CSV or ../shared/data), the real data prepared once,
+"""Fixtures: the real Titanic CSV (found as the commands find it), the real data prepared once,
 tiny synthetic channels, and one moto S3/SageMaker server on 127.0.0.1 with the environment that
 points boto3 at it (helpers that are not fixtures are in tests/helpers.py)."""
 
@@ -11,15 +11,39 @@ import pytest
 
 pytest.register_assert_rewrite("tests.helpers")  # the helpers' asserts report their values too
 
-from tests.helpers import AWS_VARS, BUCKET, REGION, Recording, find_titanic_csv, write_channel  # noqa: E402
+from tests.helpers import AWS_VARS, BUCKET, REGION, Recording, write_channel  # noqa: E402
+
+# Why the CSV could not be found, once per session, for the end-of-run summary.
+_missing_csv: list[str] = []
 
 
 @pytest.fixture(scope="session")
 def titanic_csv() -> Path:
-    path = find_titanic_csv()
-    if path is None:
-        pytest.skip("the Titanic CSV is not available: set TITANIC_CSV to run this test")
-    return path
+    """The real CSV, found exactly as the commands find it: TITANIC_CSV, the user cache, the pinned
+    download. Where none of them gives it, each test that needs it fails: a suite that silently
+    skipped them would look green while proving nothing on the real data."""
+    from titanic_lightning import environment
+    from titanic_lightning.data.csv_source import resolve_csv
+    from titanic_lightning.errors import UsageError
+
+    try:
+        return resolve_csv(None).resolve()
+    except UsageError as exc:
+        error = str(exc)
+    variable = os.environ.get("TITANIC_CSV")
+    looked = (f"TITANIC_CSV={variable}" if variable else
+              f"TITANIC_CSV (unset), then the cache {environment.cache_dir() / 'titanic.csv'}, "
+              f"then the download {environment.titanic_csv_url()}")
+    reason = f"this test needs the real Titanic CSV, looked for as the commands do ({looked}): {error}"
+    _missing_csv.append(reason)
+    pytest.fail(reason, pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _missing_csv:
+        terminalreporter.section("the Titanic CSV", red=True, bold=True)
+        terminalreporter.write_line(_missing_csv[0], red=True, bold=True)
+        terminalreporter.write_line("every test that needs the real data ended in an error for this reason")
 
 
 @pytest.fixture(scope="session")

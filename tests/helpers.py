@@ -1,11 +1,10 @@
-"""Helpers shared by the tests (fixtures are in conftest.py): the real CSV's location, synthetic
-channels, runners for `python -m entry.*` commands and for `launch/submit.py` with a clean
-environment, moto's request recorder, and the processes of multi-process training runs."""
+"""Helpers shared by the tests (fixtures are in conftest.py): synthetic channels, runners for
+`python -m entry.*` commands and for `launch/submit.py` with a clean environment, moto's request
+recorder, and the processes of multi-process training runs."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -16,14 +15,6 @@ import numpy as np
 from titanic_lightning.environment import without_launcher
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def find_titanic_csv() -> Path | None:
-    candidates = [os.environ.get("TITANIC_CSV"), REPO.parent / "shared" / "data" / "titanic.csv"]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return Path(candidate).resolve()
-    return None
 
 
 def write_channel(path: Path, split: str, rows: int = 40, features: int = 5, seed: int = 0, **overrides) -> Path:

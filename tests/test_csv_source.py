@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import clean_env, run_entry
+from tests.helpers import REPO, clean_env, run_entry
 from titanic_lightning.data.csv_source import resolve_csv
 from titanic_lightning.errors import UsageError
 
@@ -68,3 +71,61 @@ def test_offline_with_nothing_found_names_the_three_ways(tmp_path):
     assert "\n" not in line and "Traceback" not in line
     assert "--csv PATH" in line and "TITANIC_CSV=PATH" in line and str(Path("titanic-lightning") / "titanic.csv") in line
     assert not (tmp_path / "d").exists()
+
+
+# --- the suite finds the CSV as the commands do -------------------------------------------------
+
+# Two quick tests that need the real CSV.
+NEEDS_CSV = ["tests/test_csv_source.py::test_flag_then_env_then_cache", "tests/test_prepare.py::test_test_split_is_stratified"]
+
+
+def _clone_alone(tmp_path: Path) -> Path:
+    """The repository's files (tracked, and untracked but not ignored) in a folder with nothing beside
+    it, so no data folder next to the repository can be found."""
+    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                             capture_output=True, check=True).stdout.decode()
+    clone = tmp_path / "alone" / "repo"
+    for name in filter(None, listing.split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, clone / name)
+    assert sorted(p.name for p in clone.parent.iterdir()) == ["repo"]
+    return clone
+
+
+def _suite_in(clone: Path, home: Path) -> subprocess.CompletedProcess:
+    """NEEDS_CSV run by pytest in `clone`, with HOME at `home`, no TITANIC_CSV or XDG_CACHE_HOME, and a
+    download address that refuses at once (there may be no network)."""
+    env = clean_env(PYTHONPATH=str(clone), HOME=str(home), TITANIC_CSV_URL="http://127.0.0.1:9/titanic.csv")
+    for name in ("TITANIC_CSV", "XDG_CACHE_HOME", "PYTEST_ADDOPTS"):
+        env.pop(name, None)
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA", *NEEDS_CSV],
+                          cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_suite_finds_the_csv_in_the_user_cache(tmp_path, titanic_csv):
+    clone = _clone_alone(tmp_path)
+    home = tmp_path / "home"
+    cached = home / ".cache" / "titanic-lightning" / "titanic.csv"
+    cached.parent.mkdir(parents=True)
+    shutil.copy(titanic_csv, cached)
+    result = _suite_in(clone, home)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert f"{len(NEEDS_CSV)} passed" in out and "skipped" not in out and "error" not in out.lower(), out
+
+
+def test_the_suite_without_the_csv_fails_naming_where_it_looked(tmp_path):
+    clone = _clone_alone(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    result = _suite_in(clone, home)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert f"{len(NEEDS_CSV)} error" in out and "passed" not in out and "skipped" not in out, out
+    assert "this test needs the real Titanic CSV" in out
+    for place in ("TITANIC_CSV (unset)", str(home / ".cache" / "titanic-lightning" / "titanic.csv"),
+                  "http://127.0.0.1:9/titanic.csv"):
+        assert place in out, place
+    assert " the Titanic CSV ===" in out  # the summary's own section, once
