@@ -346,8 +346,8 @@ def test_a_run_prints_its_own_lines_only(tmp_path, tiny_channels):
     env = clean_env(PATH=f"{bin_dir}:{clean_env()['PATH']}")
     channels = ["--train", str(tiny_channels["train"]), "--val", str(tiny_channels["val"])]
     ours = ("process: ", "saved ", "resuming from ", "warning: no preprocessing.json")
-    for epochs, extra in (("2", []), ("3", []), ("2", ["--cpu_processes", "2", "--model_dir", "m2", "--output_dir", "o2", "--checkpoint_dir", "ck2"]),
-                          ("3", ["--cpu_processes", "2", "--model_dir", "m2", "--output_dir", "o2", "--checkpoint_dir", "ck2"])):
+    two = ["--cpu_processes", "2", "--model_dir", "m2", "--output_dir", "o2", "--checkpoint_dir", "ck2"]
+    for epochs, extra in (("2", []), ("3", []), ("2", two), ("3", two)):
         result = run_entry("train", *channels, "--epochs", epochs, *(extra or ["--checkpoint_dir", "ck"]), cwd=tmp_path, env=env)
         assert result.returncode == 0, result.stderr
         lines = result.stderr.splitlines()
