@@ -10,14 +10,18 @@ removes partial files whose process no longer runs, and nothing else.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 PARTIAL_SUFFIX = ".partial"
+# A failed write into a folder with less free space than this is reported as a full disk.
+DISK_NEARLY_FULL = 1 << 20
 _PARTIAL = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.partial$")
 
 
@@ -66,11 +70,27 @@ def atomic_output(out: Path) -> Iterator[Path]:
     # Created with the permissions a plain open() would give (0666 less the umask).
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        yield tmp
+        try:
+            yield tmp
+        except (OSError, RuntimeError) as exc:
+            raise _disk_full(out, exc) or exc
         os.replace(tmp, out)
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
+
+
+def _disk_full(out: Path, exc: BaseException) -> OSError | None:
+    """The error to report when a write failed because the disk holding `out` is full: torch's own
+    reads `basic_ios::clear: iostream error` or `unexpected pos`, which names neither."""
+    try:
+        free = shutil.disk_usage(out.parent).free
+    except OSError:
+        return None
+    if getattr(exc, "errno", None) != errno.ENOSPC and free > DISK_NEARLY_FULL:
+        return None
+    return OSError(errno.ENOSPC, f"no space left on the disk holding {out.parent} ({free:,} bytes free) "
+                                 f"while writing {out.name}; free some space or choose another folder")
 
 
 def write_text(out: Path, text: str) -> Path:
