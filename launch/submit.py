@@ -8,6 +8,7 @@
     python launch/submit.py --hp epochs=200 --hp learning_rate=0.003 --no-wait
     python launch/submit.py --dry-run                # the job as JSON; no AWS call, no credentials
     python launch/submit.py --local --instance-count 2   # SageMaker's layout and SM_* env, no Docker
+    python launch/submit.py --local --json           # the job's summary as one JSON object instead of lines
     python launch/submit.py --network-isolation      # no network in the container: requirements from a wheelhouse
     python launch/submit.py --local --container-venv --wheelhouse   # install as the container does, timed
     python launch/submit.py --compare runs/*.json    # one table: time, billable seconds, cost, accuracy
@@ -47,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
                         "without it every job trains afresh")
     p.add_argument("--no-wait", action="store_true", help="submit and return without following the job")
     p.add_argument("--dry-run", action="store_true", help="print the job as one JSON object; no AWS call")
+    p.add_argument("--json", action="store_true",
+                   help="when the job ends, print one JSON object instead of the summary lines (--local: the job's "
+                        "summary.json; on SageMaker: the run record)")
     p.add_argument("--local", action="store_true", help="run the job here with SageMaker's layout and environment")
     p.add_argument("--container-venv", action="store_true",
                    help="with --local: give each host its own environment holding only what the training image "
@@ -80,13 +84,21 @@ def dry_run(args) -> None:
 def local(args) -> int:
     from launch import api
     from launch.jobs import prices
+    from launch.records import report
 
     table = prices.load(args.prices)
     run = api.run_local(_spec(args), data=args.data, jobs_dir=args.jobs_dir, runs_dir=args.runs_dir, prices=table,
                         container_venv=args.container_venv)
-    log(f"recorded in {run.record_path}")
     summary = run.summary
-    print(json.dumps(summary), flush=True)
+    if args.json:
+        log(f"recorded in {run.record_path}")
+        print(json.dumps(summary), flush=True)
+    else:
+        print(report.human(run.record), flush=True)
+        print(f"  job directory:    {summary['job_dir']}", flush=True)
+        for warning in summary.get("warnings") or []:
+            print(f"  warning:          {warning}", flush=True)
+        print(f"recorded in {run.record_path}", flush=True)
     if summary["stopped_by_signal"]:
         return 128 + signal.Signals[summary["stopped_by_signal"]].value  # what a shell reports for the signal
     return 0 if summary["status"] == "Completed" else 1
@@ -103,8 +115,12 @@ def remote(args) -> int:
     if args.no_wait:
         print(json.dumps({k: v for k, v in run.record.items() if k != "mode"}), flush=True)
         return 0
-    print(report.human(run.record), flush=True)
-    print(f"recorded in {run.record_path}", flush=True)
+    if args.json:
+        log(f"recorded in {run.record_path}")
+        print(json.dumps(run.record, default=str), flush=True)
+    else:
+        print(report.human(run.record), flush=True)
+        print(f"recorded in {run.record_path}", flush=True)
     return 0 if run.status == "Completed" else 1
 
 

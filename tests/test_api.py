@@ -268,3 +268,44 @@ def test_job_spec_network_isolation_implies_the_wheelhouse_and_bad_values_are_on
         launch.run_local(launch.job_spec(), data=tmp_path / "data", jobs_dir=tmp_path / "jobs", container_venv="yes")
     assert str(caught.value) == "run_local(container_venv='yes'): expected True or False"
     assert not (tmp_path / "jobs").exists() and not (tmp_path / "data").exists()
+
+
+def _drawn_runs() -> list[dict]:
+    return [{"job_name": "titanic-lightning-m5-large-x1-20261204190242-ab12", "wall_seconds": 30.2,
+             "emulated_cost_usd": 0.0008, "val_acc": 0.7902, "test_acc": 0.8212},
+            {"job_name": "titanic-lightning-g4dn-xlarge-x1-20261204190510-03fe", "wall_seconds": 41.0,
+             "estimated_cost_usd": 0.07, "val_acc": 0.8322, "test_acc": 0.8436},
+            {"job_name": "titanic-tune-261204-191200-9a0c/trial-13", "wall_seconds": 12.5, "val_acc": 0.8042,
+             "test_acc": None},
+            {"job_name": "cpu", "wall_seconds": 20.0, "val_acc": 0.8, "test_acc": 0.83}]
+
+
+def test_plot_zooms_the_accuracy_axes_to_the_accuracies_drawn():
+    from launch.records import charts
+
+    fig = charts.figure(_drawn_runs())
+    by_title = {ax.get_title(): ax for ax in fig.axes}
+    for title, drawn in (("Validation accuracy", [0.7902, 0.8322, 0.8042, 0.8]), ("Test accuracy", [0.8212, 0.8436, 0.83])):
+        low, high = by_title[title].get_xlim()
+        margin = 0.1
+        assert min(drawn) - margin <= low < min(drawn) and max(drawn) < high <= max(drawn) + margin, (title, low, high)
+    # A single value still gets a readable axis around it.
+    assert charts.accuracy_limits([0.8, None]) == pytest.approx((0.79, 0.82))
+    assert charts.accuracy_limits([None]) == (0.0, 1.0)
+
+
+def test_plot_shortens_long_run_names_and_keeps_them_apart():
+    from launch.records import charts
+
+    runs = _drawn_runs()
+    labels = [t.get_text() for t in charts.figure(runs).axes[0].get_yticklabels()]
+    assert labels == charts.short_names([r["job_name"] for r in runs])
+    assert len(set(labels)) == 4 and all(len(label) <= charts.NAME_CHARS for label in labels), labels
+    assert labels[3] == "cpu"  # a short name is drawn whole
+    assert labels[0].endswith("-ab12") and labels[1].endswith("-03fe") and labels[2].endswith("/trial-13")
+    # Runs of one project lose the prefix they share first.
+    local = ["titanic-lightning-m5-large-x1-20261204190242-ab12", "titanic-lightning-m5-xlarge-x2-20261204190510-03fe"]
+    assert charts.short_names(local) == ["…large-x1-20261204190242-ab12", "…xlarge-x2-20261204190510-03fe"]
+    # Names that would coincide once shortened stay whole.
+    alike = ["p-" + "a" * 20 + "1" + "b" * 20, "p-" + "a" * 20 + "2" + "b" * 20]
+    assert charts.short_names(alike) == alike

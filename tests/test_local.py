@@ -123,7 +123,7 @@ def test_the_job_is_stopped_at_its_time_limit(tmp_path):
 
 def test_failing_hosts_fail_the_job_with_a_one_line_reason(data_dir, tmp_path):
     # A value the submission accepts (the entry's parser takes any path) but every host refuses.
-    result = submit_subprocess(["--local", "--instance-count", "2", "--hp", "train=missing.npz", "--data", str(data_dir)],
+    result = submit_subprocess(["--local", "--json", "--instance-count", "2", "--hp", "train=missing.npz", "--data", str(data_dir)],
                                cwd=tmp_path, timeout=120)
     summary = _summary(result)
     assert result.returncode != 0
@@ -148,7 +148,7 @@ def test_two_hosts_train_one_model_with_world_size_2(data_dir, tmp_path):
     started = time.monotonic()
     # Credentials in the environment must not leak into logs, job files or artifacts.
     secret = "wJalrXUtnFEMI-sentinel-K7MDENG"
-    result = submit_subprocess(["--local", "--instance-count", "2", "--data", str(data_dir)], cwd=tmp_path,
+    result = submit_subprocess(["--local", "--json", "--instance-count", "2", "--data", str(data_dir)], cwd=tmp_path,
                                timeout=180, env={"AWS_SECRET_ACCESS_KEY": secret, "AWS_SESSION_TOKEN": secret,
                                                  "AWS_ACCESS_KEY_ID": "AKIASENTINEL"})
     elapsed = time.monotonic() - started
@@ -182,7 +182,7 @@ def test_two_hosts_train_one_model_with_world_size_2(data_dir, tmp_path):
 def test_the_same_command_trains_afresh_and_resume_is_explicit(data_dir, tmp_path):
     """Each job has its own checkpoint store: running a command again trains afresh; `--resume JOB`
     continues JOB from its store, and refuses a job with no checkpoint or trained on other data."""
-    command = ["--local", "--data", str(data_dir), "--hp", "epochs=3"]
+    command = ["--local", "--json", "--data", str(data_dir), "--hp", "epochs=3"]
     first, again = (_summary(submit_subprocess(command, cwd=tmp_path, timeout=180)) for _ in range(2))
     for summary in (first, again):
         assert summary["status"] == "Completed" and summary["resumed_from"] is None
@@ -209,7 +209,7 @@ def test_the_same_command_trains_afresh_and_resume_is_explicit(data_dir, tmp_pat
     with np.load(other / "train_data.npz") as npz:
         arrays = {k: npz[k][:-10] if k in ("X_train", "y_train") else npz[k] for k in npz.files}
     np.savez(other / "train_data.npz", **arrays)
-    refused = submit_subprocess(["--local", "--data", str(other), "--hp", "epochs=5", "--resume", first["job_name"]],
+    refused = submit_subprocess(["--local", "--json", "--data", str(other), "--hp", "epochs=5", "--resume", first["job_name"]],
                                 cwd=tmp_path, timeout=180)
     summary = _summary(refused)
     assert refused.returncode == 1 and summary["status"] == "Failed"
@@ -227,3 +227,51 @@ def test_the_same_command_trains_afresh_and_resume_is_explicit(data_dir, tmp_pat
         (line,) = result.stderr.strip().splitlines()
         assert line.startswith(f"error: --resume {name}: ") and expected in line
     assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == jobs_before
+
+
+def _finished_local_run(tmp_path, status="Completed", reason=None):
+    """A Run as `api.run_local` returns it for a finished one-host job (nothing trained)."""
+    from launch.api import Run
+    from launch.jobs import prices
+    from launch.records import report
+
+    job = "titanic-lightning-m5-large-x1-20260101000000-ab12"
+    summary = {"status": status, "job_name": job, "job_dir": str(tmp_path / "jobs" / job),
+               "model_artifact": str(tmp_path / "jobs" / job / "model.tar.gz") if status == "Completed" else None,
+               "output_artifact": str(tmp_path / "jobs" / job / "output.tar.gz"), "wall_seconds": 21.345,
+               "failure_reason": reason, "stopped_by_signal": None, "checkpoints": str(tmp_path / "jobs" / job / "checkpoints"),
+               "resumed_from": None, "instance_type": "ml.m5.large", "instance_count": 1, "spot": False,
+               "distributed": False, "network_isolation": False, "wheelhouse": False, "container_venv": False,
+               "hyperparameters": {"epochs": "3"}, "command": ["python", "entry/train.py", "--epochs", "3"],
+               "hosts": [{"host": "algo-1", "exit_code": 0, "stopped_by_launcher": False, "install_seconds": None,
+                          "failure_reason": None, "log": str(tmp_path / "jobs" / job / "logs" / "algo-1.log")}],
+               "metrics": {"val_loss": 0.4213456789, "val_acc": 0.8181818181818182, "test_acc": 0.8268156424581006,
+                           "best_epoch": 3, "epochs_run": 3, "wall_seconds": 20.1},
+               "warnings": []}
+    record = report.local_record(summary, prices.load())
+    return Run.of(record, tmp_path / "runs" / f"{job}.json", summary)
+
+
+@pytest.mark.parametrize("status", ["Completed", "Failed"])
+def test_a_local_job_ends_with_the_summary_lines_a_real_job_prints(status, tmp_path, monkeypatch, capsys):
+    from launch import api
+    from launch.records import report
+    from tests.helpers import submit_inprocess
+
+    run = _finished_local_run(tmp_path, status, None if status == "Completed" else "error: --train missing.npz: no such file")
+    monkeypatch.setattr(api, "run_local", lambda *args, **kwargs: run)
+    code, out, err = submit_inprocess(["--local", "--jobs-dir", str(tmp_path / "jobs"), "--runs-dir", str(tmp_path / "runs")],
+                                      capsys)
+    assert code == (0 if status == "Completed" else 1), err
+    assert out.startswith(report.human(run.record) + "\n")  # the lines `remote` prints after a SageMaker job
+    assert out.splitlines()[0] == f"job {run.job_name}: {status}" + (
+        "" if status == "Completed" else " (error: --train missing.npz: no such file)")
+    assert "val_acc=0.8182" in out and "nothing billed; ~$" in out
+    assert f"  job directory:    {run.summary['job_dir']}\n" in out and f"recorded in {run.record_path}\n" in out
+    assert "{" not in out and all(len(line) < 200 for line in out.splitlines())
+
+    code, out, err = submit_inprocess(["--local", "--json", "--jobs-dir", str(tmp_path / "jobs"),
+                                       "--runs-dir", str(tmp_path / "runs")], capsys)
+    assert code == (0 if status == "Completed" else 1), err
+    assert json.loads(out) == run.summary  # exactly one JSON object: summary.json
+    assert f"recorded in {run.record_path}" in err

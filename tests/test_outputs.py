@@ -542,3 +542,24 @@ def test_every_writer_removes_the_partial_files_a_killed_writer_left(tmp_path, s
     for folder in folders:
         assert not (folder / f".left.{gone.pid}-0badc0de.partial").exists(), folder
         assert (folder / ".notes.txt.partial").read_text() == "the user's, not of our form"
+
+
+def test_metrics_csv_counts_epochs_from_0_and_the_printed_lines_from_1_as_the_readme_says(tmp_path, channels,
+                                                                                           monkeypatch, capsys):
+    import csv
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = invoke("train", [*channel_flags(channels), *TRAIN_FAST], capsys)
+    assert code == 0, err
+    printed = [int(n) for n in re.findall(r"^epoch=(\d+);", out, flags=re.MULTILINE)]
+    with open(tmp_path / "outputs" / "csv" / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    trained = sorted({int(row["epoch"]) for row in rows if row["train_loss"]})
+    assert printed == [1, 2] and trained == [0, 1]
+    # After the epochs: the evaluation of the best weights, at Lightning's epoch count = epochs_run.
+    assert not rows[-1]["train_loss"] and int(rows[-1]["epoch"]) == model_pairs(tmp_path / "model")["epochs_run"] == 2
+    # The outputs table says which count each file uses, with the same example.
+    (row,) = [line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| `outputs/csv/metrics.csv`")]
+    assert "Lightning's count from 0" in row and "counts from 1" in row and "CSV epoch 0 is `epoch=1;`" in row
+    assert "at epoch = `epochs_run`" in row

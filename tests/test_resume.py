@@ -365,7 +365,7 @@ def test_emulated_two_host_job_stopped_and_resumed(tmp_path, channels):
         shutil.copy(channels[split], data)
     write_channel(data / "test_data.npz", "test", rows=32, seed=2)
     hp = ["--hp", f"epochs={EPOCHS}", "--hp", "early_stopping=false", "--hp", "batch_size=16", "--hp", "dropout=0.2"]
-    command = ["--local", "--instance-count", "2", "--data", str(data), *hp]
+    command = ["--local", "--json", "--instance-count", "2", "--data", str(data), *hp]
 
     whole = submit_subprocess([*command, "--jobs-dir", "whole-jobs"], cwd=tmp_path, timeout=300)
     assert whole.returncode == 0, whole.stderr[-3000:]

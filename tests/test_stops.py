@@ -129,7 +129,7 @@ def test_sigterm_while_a_file_is_read_is_a_stop_not_a_damaged_file(command, tmp_
 
 @pytest.mark.parametrize("delay", [0.3, 0.8])
 def test_ctrl_c_while_the_launcher_prepares_a_local_job(delay, tmp_path, prepared):
-    command = [sys.executable, str(REPO / "launch" / "submit.py"), "--local", "--data", str(prepared),
+    command = [sys.executable, str(REPO / "launch" / "submit.py"), "--local", "--json", "--data", str(prepared),
                "--jobs-dir", "jobs", "--hp", "epochs=300", "--hp", "early_stopping=false"]
     proc = subprocess.Popen(command, cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)

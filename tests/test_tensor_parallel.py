@@ -294,8 +294,9 @@ def test_two_local_hosts_of_two_processes_train_one_tensor_parallel_model(prepar
 
     data = tmp_path / "data"
     shutil.copytree(prepared, data)
-    result = submit_subprocess(["--local", "--instance-count", "2", "--data", str(data), "--hp", "strategy=tensor_parallel",
-                                "--hp", "cpu_processes=2", "--hp", "epochs=3"], cwd=tmp_path, timeout=180)
+    result = submit_subprocess(["--local", "--json", "--instance-count", "2", "--data", str(data),
+                                "--hp", "strategy=tensor_parallel", "--hp", "cpu_processes=2", "--hp", "epochs=3"],
+                               cwd=tmp_path, timeout=180)
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert result.returncode == 0 and summary["status"] == "Completed", result.stderr[-3000:]
     assert "--nproc_per_node=2" in summary["command"] and "--nnodes=2" in summary["command"]

@@ -649,3 +649,60 @@ def test_everything_a_tuning_or_a_training_job_uploads_is_under_the_prefix(comma
     (request,) = Recording.sagemaker_calls(entries, target)
     urls = _s3_urls(request)
     assert urls and [(where, url) for where, url in urls if not url.startswith(f"s3://{BUCKET}/{cleaned}/")] == []
+
+
+# --- what a tuning reports: the table and tuning.png ---------------------------------------------
+
+def _reported(ranges: list[str], values: list[dict[str, str]]) -> tuple[dict, object]:
+    plan = build_plan(ranges, {})
+    trials = [{"trial": n, "hyperparameters": hp, "status": "Completed", "val_loss": 0.45 + 0.01 * n, "val_acc": 0.8,
+               "wall_seconds": 10.0 + n} for n, hp in enumerate(values)]
+    return tuning_result.summary("titanic-tune-x", "local", plan, trials, 30.0, tuning_result.Path("t"), False), plan
+
+
+def test_the_table_shows_tuned_values_to_4_significant_digits_and_the_summary_keeps_them_whole():
+    hp = {"learning_rate": "0.0012345678901234567", "batch_size": "87", "dropout": "0.23456789012345678",
+          "weight_decay": "1.2345678901234567e-05", "hidden_sizes": "[64, 32]"}
+    result, plan = _reported([], [hp])
+    row = tuning_result.table(result, plan).splitlines()[2].split()
+    assert row[-6:] == ["0.001235", "87", "0.2346", "1.235e-05", "[64,", "32]"]
+    assert result["trials"][0]["hyperparameters"] == hp  # tuning.json and the last line keep every digit
+
+
+@pytest.mark.parametrize(("ranges", "trials"), [
+    ([], 12),                                                      # the default space: several decades
+    (["learning_rate=0.001:0.003:log"], 12),                       # under a decade: matplotlib labels minor ticks
+    (["learning_rate=0.0012:0.0013:log"], 2),                      # a sliver of a decade
+    (["weight_decay=0.00000001:1:log", "learning_rate=0.0009:0.0011:log"], 12),
+])
+def test_tuning_png_log_axes_have_tick_labels_that_do_not_overlap(ranges, trials):
+    import itertools
+    import random
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    plan = build_plan(ranges, {})
+    rng = random.Random(0)
+    values = []
+    for _ in range(trials):
+        hp = {}
+        for r in plan.ranges:
+            if r.log:
+                hp[r.name] = repr(math.exp(rng.uniform(math.log(r.low), math.log(r.high))))
+            else:
+                hp[r.name] = str(r.values[0]) if r.values else str(r.low)
+        values.append(hp)
+    result, plan = _reported(ranges, values)
+    fig = tuning_result.figure(result, plan)
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    log_axes = [ax for ax in fig.axes if ax.get_xscale() == "log"]
+    assert len(log_axes) == sum(r.log for r in plan.ranges) > 0
+    for ax in log_axes:
+        low, high = sorted(ax.get_xlim())
+        labels = [tick.label1 for tick in [*ax.xaxis.get_major_ticks(), *ax.xaxis.get_minor_ticks()]
+                  if tick.label1.get_visible() and tick.label1.get_text() and low <= tick.get_loc() <= high]
+        assert 2 <= len(labels) <= tuning_result.MAX_LOG_TICKS, [t.get_text() for t in labels]
+        boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in labels]
+        overlapping = [(a, b) for (a, box_a), (b, box_b) in itertools.combinations(boxes, 2) if box_a.overlaps(box_b)]
+        assert not overlapping, (ax.get_xlabel(), overlapping)

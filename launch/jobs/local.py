@@ -32,8 +32,8 @@ driver: `python entry/train.py --key value ...`, or with torchrun distribution
 --master_port=PORT --node_rank=R entry/train.py --key value ...`. When one host fails, the others
 are stopped; the job fails with the first failing host's `output/failure` as its reason. SIGTERM
 or Ctrl-C stops the job the way StopTrainingJob or a spot reclaim does: SIGTERM to every host,
-SIGKILL after a grace period, status Stopped. The last line printed is the summary as one JSON
-object.
+SIGKILL after a grace period, status Stopped. The summary is written to `summary.json`;
+`launch/submit.py --local` prints the run record's lines, and `--json` this summary.
 
 With a wheelhouse (`--wheelhouse`, `--network-isolation`) the job folder gets `wheels/` (built
 for this machine and Python, see `launch.jobs.wheelhouse`) and each host the `wheels` channel beside

@@ -1,5 +1,6 @@
 """The comparison of runs as a picture (`--compare ... --plot compare.png`, `Comparison.plot`):
 one bar chart per quantity — wall time, cost, validation and test accuracy — with a bar per run.
+The accuracy axes are zoomed to the accuracies drawn, and long run names are shortened.
 
 A local run's cost bar is its `emulated_cost_usd` (what its wall time would cost on the emulated
 instance type), drawn hatched and labelled as an estimate; a run with no figure for a quantity has
@@ -10,10 +11,13 @@ own backend is left alone) and written whole, into a file this command wrote or 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 ROLE = "compare"
 FORMATS = ("png", "svg", "pdf")
+NAME_CHARS = 32  # the longest run name drawn whole; the table beside the picture names every run in full
+ACCURACY_MARGIN = 0.5  # around the accuracies drawn, as a fraction of their spread (at least 0.02)
 
 
 def check_plot_path(path, flag: str = "--plot") -> Path:
@@ -51,6 +55,37 @@ def _panels(records: list[dict]) -> list[tuple[str, str, list[float | None], lis
     ]
 
 
+def short_names(names: list[str], most: int = NAME_CHARS) -> list[str]:
+    """Run names for the picture: a name over `most` characters loses the part it shares with every
+    other run (`titanic-lightning-`), then its middle; names that would then coincide stay whole."""
+    common = os.path.commonprefix(names) if len(set(names)) > 1 else ""
+    cut = max(common.rfind("-"), common.rfind("/")) + 1  # at a separator, so words stay whole
+    shown = []
+    for name in names:
+        short = name
+        if len(short) > most and 0 < cut < len(short):
+            short = "…" + short[cut:]
+        if len(short) > most:
+            head = (most - 1) // 2
+            short = short[:head] + "…" + short[len(short) - (most - 1 - head):]
+        shown.append(short)
+    if len(set(shown)) < len(set(names)):
+        return list(names)
+    return shown
+
+
+def accuracy_limits(values: list[float | None]) -> tuple[float, float]:
+    """The axis of an accuracy panel, zoomed to the values drawn: from ACCURACY_MARGIN of their
+    spread below the lowest to that above the highest plus room for the value written by each bar.
+    Drawn from 0 to 1, runs a point or two apart would look alike."""
+    drawn = [v for v in values if v is not None]
+    if not drawn:
+        return 0.0, 1.0
+    low, high = min(drawn), max(drawn)
+    margin = ACCURACY_MARGIN * max(high - low, 0.02)
+    return max(0.0, low - margin), high + 2 * margin
+
+
 def figure(records: list[dict]):
     """The comparison as a matplotlib Figure (not shown, not saved)."""
     from matplotlib.figure import Figure
@@ -61,12 +96,16 @@ def figure(records: list[dict]):
     axes = fig.subplots(1, len(panels), sharey=True)
     positions = list(range(len(names)))
     for ax, (title, label, values, estimated) in zip(axes, panels):
+        if title.endswith("accuracy"):
+            limits = accuracy_limits(values)
+        else:
+            limits = (0.0, max([v for v in values if v is not None] or [1.0]) * 1.3 or 1.0)
         shown = [v if v is not None else 0.0 for v in values]
         bars = ax.barh(positions, shown, color="tab:blue")
         for bar, value, guess in zip(bars, values, estimated):
             if value is None:
                 bar.set_visible(False)
-                ax.annotate("-", (0, bar.get_y() + bar.get_height() / 2), va="center", xytext=(3, 0),
+                ax.annotate("-", (limits[0], bar.get_y() + bar.get_height() / 2), va="center", xytext=(3, 0),
                             textcoords="offset points")
                 continue
             if guess:
@@ -74,12 +113,9 @@ def figure(records: list[dict]):
             text = f"{value:.4f}" if title != "Wall time" else f"{value:.1f}"
             ax.annotate(("~" if guess else "") + text, (value, bar.get_y() + bar.get_height() / 2), va="center",
                         xytext=(3, 0), textcoords="offset points", fontsize=8)
-        if title.endswith("accuracy"):
-            ax.set_xlim(0, 1.15)
-        else:
-            ax.set_xlim(0, max([v for v in values if v is not None] or [1.0]) * 1.3 or 1.0)
-        ax.set(title=title, xlabel=label)
-    axes[0].set_yticks(positions, names)
+        ax.set_xlim(*limits)
+        ax.set(title=title, xlabel=label + (" (zoomed)" if title.endswith("accuracy") else ""))
+    axes[0].set_yticks(positions, short_names(names))
     axes[0].invert_yaxis()  # first run on top, as in the table
     return fig
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from launch.records.report import fmt
-from launch.tuning.space import CATEGORICAL, Plan
+from launch.tuning.space import CATEGORICAL, CONTINUOUS, Plan
 
 SUMMARY_FILE = "tuning.json"
 PICTURE_FILE = "tuning.png"
@@ -81,10 +81,24 @@ def summary(name: str, mode: str, plan: Plan, trials: list[dict], wall_seconds: 
     }
 
 
+def shown_value(value, kind: str) -> str:
+    """A hyperparameter as the table shows it: a continuous value to 4 significant digits
+    (`0.001235`, `1.235e-05`; the summary keeps every digit), anything else as given."""
+    if kind == CONTINUOUS and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return str(value)
+        if math.isfinite(number):
+            return f"{number:.4g}"
+    return str(value)
+
+
 def table(result: dict, plan: Plan) -> str:
     """The trials as an aligned text table, best objective first (trials without one last)."""
     sign = 1 if plan.objective_type == "Minimize" else -1
     names = [r.name for r in plan.ranges]
+    kinds = {r.name: r.kind for r in plan.ranges}
 
     def key(t):
         value = t.get(plan.objective)
@@ -95,8 +109,10 @@ def table(result: dict, plan: Plan) -> str:
     rows = []
     for t in sorted(result["trials"], key=key):
         mark = "*" if t["trial"] == best else ""
+        values = t["hyperparameters"]
         rows.append([f"{t['trial']}{mark}", t["status"], fmt(t.get("val_loss"), "{:.4f}"), fmt(t.get("val_acc"), "{:.4f}"),
-                     fmt(t.get("wall_seconds"), "{:.1f}"), *(t["hyperparameters"].get(n, "-") for n in names)])
+                     fmt(t.get("wall_seconds"), "{:.1f}"),
+                     *(shown_value(values[n], kinds[n]) if n in values else "-" for n in names)])
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in [header, ["-" * w for w in widths], *rows]]
     lines.append(f"sorted by {plan.objective} ({plan.objective_type.lower()}d); * the best trial")
@@ -105,8 +121,13 @@ def table(result: dict, plan: Plan) -> str:
 
 
 def draw(result: dict, plan: Plan, target: Path) -> None:
-    """tuning.png: the objective per trial with the best-so-far line, and the objective against each
-    tuned hyperparameter (completed trials; a categorical one by category).
+    """tuning.png: `figure`, saved as a PNG into `target`."""
+    figure(result, plan).savefig(target, format="png", dpi=100)
+
+
+def figure(result: dict, plan: Plan):
+    """The objective per trial with the best-so-far line, and the objective against each tuned
+    hyperparameter (completed trials; a categorical one by category), as a matplotlib Figure.
 
     Drawn with matplotlib's object interface, not pyplot: a notebook's backend is left as it was."""
     from matplotlib.figure import Figure
@@ -145,13 +166,42 @@ def draw(result: dict, plan: Plan, target: Path) -> None:
             ax.plot([float(v) for v in raw], ys, "o")
             if r.log:
                 ax.set_xscale("log")
+                _few_log_ticks(ax)
         ax.set_xlabel(r.name)
         ax.set_ylabel(metric)
     for ax in flat[panels:]:
         ax.axis("off")
     fig.suptitle(f"tuning {result['tuning_job']}: {len(scored)} of {len(result['trials'])} trials completed", fontsize=10)
     fig.tight_layout()
-    fig.savefig(target, format="png", dpi=100)
+    return fig
+
+
+# Tick positions within a decade, coarsest first; the first set that puts at least 2 ticks in view is used.
+LOG_TICK_SUBS = ((1.0,), (1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0), tuple(x / 10 for x in range(10, 100, 2)))
+MAX_LOG_TICKS = 5
+
+
+def _few_log_ticks(ax) -> None:
+    """At most MAX_LOG_TICKS labelled ticks on a log x axis, written plainly (`0.001`, `1e-05`).
+
+    Matplotlib's log formatter labels the minor ticks too when the data span less than a decade or
+    so, and those long `1.4×10^-3` labels run into each other."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
+
+    low, high = sorted(ax.get_xlim())
+    ticks: list[float] = []
+    for subs in LOG_TICK_SUBS:
+        ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+                 for m in subs if low <= m * 10.0 ** e <= high]
+        if len(ticks) >= 2:
+            break
+    if len(ticks) < 2:  # a sliver of a decade: evenly spaced values
+        ticks = [t for t in MaxNLocator(nbins=3).tick_values(low, high) if low <= t <= high]
+    step = math.ceil(len(ticks) / MAX_LOG_TICKS)
+    ax.xaxis.set_major_locator(FixedLocator(ticks[::step]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.4g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.tick_params(axis="x", labelsize=7)
 
 
 def _order(trial) -> tuple:
