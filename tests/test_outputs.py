@@ -563,3 +563,26 @@ def test_metrics_csv_counts_epochs_from_0_and_the_printed_lines_from_1_as_the_re
     (row,) = [line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| `outputs/csv/metrics.csv`")]
     assert "Lightning's count from 0" in row and "counts from 1" in row and "CSV epoch 0 is `epoch=1;`" in row
     assert "at epoch = `epochs_run`" in row
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("basic_ios::clear: iostream error"),
+                                     OSError(28, "No space left on device")], ids=["torch", "errno"])
+def test_a_write_onto_a_full_disk_names_the_disk_and_leaves_no_partial(tmp_path, monkeypatch, failure):
+    from types import SimpleNamespace
+
+    from titanic_lightning.io import atomic
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9 - 4096, free=4096))
+    with pytest.raises(OSError, match=f"no space left on the disk holding {tmp_path} .4,096 bytes free. while writing m.pt"):
+        with atomic.atomic_output(tmp_path / "m.pt"):
+            raise failure
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_write_that_fails_with_room_on_the_disk_keeps_its_own_error(tmp_path):
+    from titanic_lightning.io import atomic
+
+    with pytest.raises(RuntimeError, match="something else"):
+        with atomic.atomic_output(tmp_path / "m.pt"):
+            raise RuntimeError("something else")
+    assert list(tmp_path.iterdir()) == []

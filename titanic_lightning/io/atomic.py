@@ -73,7 +73,10 @@ def atomic_output(out: Path) -> Iterator[Path]:
         try:
             yield tmp
         except (OSError, RuntimeError) as exc:
-            raise _disk_full(out, exc) or exc
+            full = _disk_full(out, exc)
+            if full is None:
+                raise
+            raise full from exc
         os.replace(tmp, out)
     finally:
         if os.path.lexists(tmp):
