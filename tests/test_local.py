@@ -4,8 +4,10 @@ subprocess per host, failures surfaced, artifacts packed."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import sys
 import tarfile
 import time
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from launch.jobs import container, processes
+from launch.jobs import container, descendants, processes
 from launch.jobs.checks import build_spec
 from tests.helpers import submit_subprocess
 
@@ -119,6 +121,67 @@ def test_the_job_is_stopped_at_its_time_limit(tmp_path):
     failed, timed_out = processes.supervise(hosts, timeout_s=1)
     assert failed is None and timed_out
     assert all(h.stopped and h.process.wait() < 0 for h in hosts)
+
+
+# A host that starts two processes in sessions of their own, as torch elastic starts its workers:
+# one ends on SIGTERM, one ignores it. The host itself ignores SIGTERM when asked to (`hold`), as
+# torchrun does while it waits for its workers.
+_SPAWNING_HOST = """
+import signal, subprocess, sys, time
+if sys.argv[1] == "hold":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+for ignore in ("", "signal.signal(signal.SIGTERM, signal.SIG_IGN); "):
+    subprocess.Popen([sys.executable, "-c", "import signal, time; " + ignore + "time.sleep(600)"], start_new_session=True)
+time.sleep(600)
+"""
+
+
+def _spawned(host: processes.Host) -> list[descendants.Process]:
+    """The two processes `host` started, once both are running."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = [p for p in descendants.marked([host.mark])[host.mark] if p.pid != host.process.pid and p.pgid == p.pid]
+        if len(found) == 2:
+            return found
+        time.sleep(0.05)
+    pytest.fail("the host's processes did not start")
+
+
+def _gone(spawned: list[descendants.Process]) -> bool:
+    """Whether each of `spawned` has ended and been reaped."""
+    return all(descendants.still(p) is None for p in spawned)
+
+
+def test_what_a_host_leaves_in_other_sessions_is_adopted_and_killed_when_it_ends(tmp_path):
+    host = _host(tmp_path, "algo-1", _SPAWNING_HOST)
+    host.command.append("plain")
+    with processes.held([host]):
+        processes.start(host, cwd=tmp_path)
+        spawned = _spawned(host)
+        host.process.kill()
+        host.process.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(descendants.still(p).ppid == os.getpid() for p in spawned):
+            time.sleep(0.05)
+        # Re-parented to this process, not to PID 1, where nothing of the job would look for them.
+        assert [descendants.still(p).ppid for p in spawned] == [os.getpid()] * 2
+        started = time.monotonic()
+        processes.stop_hosts([host])
+        assert time.monotonic() - started < 3  # the host has ended: what it left goes at once
+    assert _gone(spawned) and not host.stopped
+
+
+def test_processes_in_other_sessions_are_killed_after_the_grace_period(tmp_path):
+    host = _host(tmp_path, "algo-1", _SPAWNING_HOST)
+    host.command.append("hold")
+    with processes.held([host]):
+        processes.start(host, cwd=tmp_path)
+        spawned = _spawned(host)
+        started = time.monotonic()
+        processes.stop_hosts([host], grace_s=1)
+        assert 1 <= time.monotonic() - started < 4
+    assert host.stopped and host.process.wait() == -signal.SIGKILL
+    assert _gone(spawned)
 
 
 def test_failing_hosts_fail_the_job_with_a_one_line_reason(data_dir, tmp_path):

@@ -1,18 +1,24 @@
 """SIGTERM and Ctrl-C at the moments the training tests do not reach: while a command starts, during
-training with nowhere to keep a checkpoint, and while the launcher prepares a local job."""
+training with nowhere to keep a checkpoint, and while the launcher prepares a local job; and that
+a two-host local job, stopped or failed, leaves no process behind (torchrun's workers included)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, clean_env, write_channel
+from launch.jobs.processes import STOP_GRACE_S
+from tests.helpers import REPO, clean_env, submit_command, submit_env, write_channel
 
 
 def _handles(pid: int, sig: int) -> bool:
@@ -140,3 +146,136 @@ def test_ctrl_c_while_the_launcher_prepares_a_local_job(delay, tmp_path, prepare
     # Before the hosts started: no job at all; after: the job is Stopped, never Completed.
     assert err.strip().splitlines()[-1] == "error: interrupted" or '"status": "Stopped"' in out, out + err[-2000:]
     assert '"status": "Completed"' not in out
+
+
+# --- a two-host local job leaves no process behind ----------------------------------------------
+
+
+def _job_processes(jobs_dir: Path) -> dict[int, tuple[int, str]]:
+    """The living processes whose environment names `jobs_dir` (every process a host starts has its
+    folders in its SM_* variables): {pid: (parent pid, command line)}."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if str(jobs_dir).encode() not in (entry / "environ").read_bytes():
+                continue
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        state, ppid = stat[stat.rindex(")") + 2:].split()[:2]
+        if state not in "ZX":
+            found[int(entry.name)] = (int(ppid), cmdline.strip())
+    return found
+
+
+class _Job:
+    """`launch/submit.py --local --instance-count 2` running in the background, its stderr read as it comes."""
+
+    def __init__(self, tmp_path: Path):
+        data = tmp_path / "data"
+        for i, (split, rows) in enumerate((("train", 64), ("val", 32), ("test", 32))):
+            write_channel(data / f"{split}_data.npz", split, rows=rows, seed=i)
+        self.jobs_dir = tmp_path / "jobs"
+        command = submit_command(["--local", "--json", "--instance-count", "2", "--data", str(data),
+                                  "--jobs-dir", str(self.jobs_dir), "--hp", "epochs=100000", "--hp", "early_stopping=false", "--hp", "batch_size=16"])
+        self.proc = subprocess.Popen(command, cwd=tmp_path, env=submit_env(), stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._seen = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            with self._seen:
+                self.lines.append(line)
+                self._seen.notify_all()
+
+    def wait_for(self, prefix: str, timeout: float = 120) -> None:
+        with self._seen:
+            if not self._seen.wait_for(lambda: any(line.startswith(prefix) for line in self.lines)
+                                       or self.proc.poll() is not None, timeout):
+                pytest.fail(f"{prefix!r} never came")
+        assert self.proc.poll() is None, f"the job ended before printing {prefix!r}: {''.join(self.lines)[-3000:]}"
+
+    def end(self) -> tuple[dict | None, float, dict[int, tuple[int, str]]]:
+        """Wait for the launcher to end, watching the job's processes meanwhile: (its summary, if it
+        printed one, the seconds it took, the processes of the job seen with PID 1 as their parent)."""
+        started, adopted_by_init = time.monotonic(), {}
+        while self.proc.poll() is None and time.monotonic() - started < 120:
+            adopted_by_init.update({pid: p for pid, p in _job_processes(self.jobs_dir).items() if p[0] == 1})
+            time.sleep(0.05)
+        seconds = time.monotonic() - started
+        self.proc.wait(timeout=10)
+        out = self.proc.stdout.read()  # a few lines: the pipe never fills
+        lines = out.strip().splitlines()
+        return (json.loads(lines[-1]) if lines else None), seconds, adopted_by_init
+
+
+@pytest.fixture
+def stray_check(tmp_path):
+    """Whatever a test leaves running of its job is killed afterwards, so one failure does not slow the rest."""
+    yield
+    for pid in _job_processes(tmp_path / "jobs"):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["[algo-2] process:", "[algo-1] epoch=3;"], ids=["as the ranks start", "in training"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_two_host_job_leaves_no_process(sig, moment, tmp_path, stray_check):
+    """torch elastic starts each worker in a session of its own: stopping torchrun's process group
+    does not reach them, and a worker that does not stop in time must not outlive its torchrun.
+    Stopping as the ranks start is when Lightning's collective stop most often hangs."""
+    job = _Job(tmp_path)
+    job.wait_for(moment)
+    assert len([p for p in _job_processes(job.jobs_dir).values() if "entry/train.py" in p[1]]) == 4  # 2 torchruns, 2 workers
+    job.proc.send_signal(sig)
+    summary, seconds, adopted_by_init = job.end()
+    left = _job_processes(job.jobs_dir)
+    assert left == {} and adopted_by_init == {}, (left, adopted_by_init)
+    assert job.proc.returncode == 128 + sig and summary is not None, "".join(job.lines)[-3000:]
+    assert summary["status"] == "Stopped" and summary["stopped_by_signal"] == signal.Signals(sig).name
+    assert all(h["stopped_by_launcher"] for h in summary["hosts"])
+    assert seconds < STOP_GRACE_S + 15, f"took {seconds:.1f} s"
+
+
+@pytest.mark.slow
+def test_workers_whose_torchrun_died_end_with_the_job(tmp_path, stray_check):
+    """Both hosts' torchrun killed mid-training: the job fails, and the workers they leave (re-parented,
+    still training together) are ended at once, as their instances' containers would be."""
+    job = _Job(tmp_path)
+    job.wait_for("[algo-1] epoch=3;")
+    agents = [pid for pid, (_, cmdline) in _job_processes(job.jobs_dir).items() if "torch.distributed.run" in cmdline]
+    assert len(agents) == 2
+    for pid in agents:
+        os.kill(pid, signal.SIGKILL)
+    summary, seconds, adopted_by_init = job.end()
+    left = _job_processes(job.jobs_dir)
+    assert left == {} and adopted_by_init == {}, (left, adopted_by_init)
+    assert job.proc.returncode == 1 and summary is not None and summary["status"] == "Failed", "".join(job.lines)[-3000:]
+    assert re.fullmatch(r"algo-\d: training script exited with code -9; see .*", summary["failure_reason"])
+    assert seconds < STOP_GRACE_S, f"took {seconds:.1f} s"
+
+
+@pytest.mark.slow
+def test_a_launcher_that_fails_while_the_hosts_run_leaves_no_process(tmp_path, stray_check):
+    """The job's checkpoint store replaced by a file: the launcher's next copy into it fails, and the
+    launcher ends in one line, its hosts with it."""
+    job = _Job(tmp_path)
+    job.wait_for("[algo-1] epoch=3;")
+    (store,) = job.jobs_dir.glob("*/checkpoints")
+    shutil.rmtree(store)
+    store.write_text("not a folder\n")
+    summary, seconds, adopted_by_init = job.end()
+    left = _job_processes(job.jobs_dir)
+    assert left == {} and adopted_by_init == {}, (left, adopted_by_init)
+    own = [line for line in job.lines if not line.startswith("[algo-")]  # the launcher's lines, not the hosts'
+    assert job.proc.returncode == 1 and summary is None
+    assert own[-1].startswith("error: ") and "Traceback" not in "".join(own), "".join(job.lines)[-3000:]
+    assert seconds < STOP_GRACE_S + 15, f"took {seconds:.1f} s"

@@ -32,8 +32,10 @@ driver: `python entry/train.py --key value ...`, or with torchrun distribution
 --master_port=PORT --node_rank=R entry/train.py --key value ...`. When one host fails, the others
 are stopped; the job fails with the first failing host's `output/failure` as its reason. SIGTERM
 or Ctrl-C stops the job the way StopTrainingJob or a spot reclaim does: SIGTERM to every host,
-SIGKILL after a grace period, status Stopped. The summary is written to `summary.json`;
-`launch/submit.py --local` prints the run record's lines, and `--json` this summary.
+SIGKILL after a grace period, status Stopped. However the job ends, no process a host started
+(torchrun's workers included) outlives the command (`launch.jobs.descendants`). The summary is
+written to `summary.json`; `launch/submit.py --local` prints the run record's lines, and `--json`
+this summary.
 
 With a wheelhouse (`--wheelhouse`, `--network-isolation`) the job folder gets `wheels/` (built
 for this machine and Python, see `launch.jobs.wheelhouse`) and each host the `wheels` channel beside
@@ -52,7 +54,7 @@ from pathlib import Path
 
 from launch.console import log
 from launch.jobs import code, container, folder, s3data
-from launch.jobs.processes import Host, StopRequest, start, supervise
+from launch.jobs.processes import Host, StopRequest, held, start, supervise
 from launch.jobs.spec import JobSpec
 from titanic_lightning.contracts import METRICS_FILE
 
@@ -176,9 +178,10 @@ def supervise_job(job: _Job, max_run_s: float, stop: StopRequest) -> _Outcome:
                                           f"see {h.log}\n")
                 return _Outcome(first_failed=h, timed_out=False, stop_signal=stop.signal,
                                 wall_seconds=round(time.perf_counter() - started, 3))
-    for h in hosts:
-        start(h, cwd=h.dir / "input" / "data" / "code")  # the driver's `cd /opt/ml/input/data/code`
-    first_failed, timed_out = supervise(hosts, max_run_s, stop, sync_checkpoints)
+    with held(hosts):  # an error here, too, ends every process the hosts started
+        for h in hosts:
+            start(h, cwd=h.dir / "input" / "data" / "code")  # the driver's `cd /opt/ml/input/data/code`
+        first_failed, timed_out = supervise(hosts, max_run_s, stop, sync_checkpoints)
     wall = round(time.perf_counter() - started, 3)
     for h in hosts:
         h.exit_code = h.process.wait()

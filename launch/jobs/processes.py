@@ -1,7 +1,8 @@
 """The processes a launcher starts: an emulated host run and supervised (its output tagged on
 stderr and kept in its log), a stop request from SIGTERM or Ctrl-C, and stopping the way SageMaker
 stops a job's hosts: SIGTERM to each process group, SIGKILL to what is still running after a grace
-period."""
+period. A host's processes are all it started, torchrun's workers in their own sessions included
+(`launch.jobs.descendants`); none outlives the stop."""
 
 from __future__ import annotations
 
@@ -11,14 +12,18 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launch.console import log
+from launch.jobs import descendants
 from titanic_lightning.errors import Terminated, one_line
 from titanic_lightning.sagemaker_facts import FAILURE_REASON_LIMIT
 
 STOP_GRACE_S = 10.0
+KILL_WAIT_S = 5.0  # after SIGKILL, how long to wait for the processes to be gone before giving up on them
 POLL_S = 0.2
 
 
@@ -56,6 +61,7 @@ class Host:
     exit_code: int | None = None
     stopped: bool = False
     threads: list[threading.Thread] = field(default_factory=list)
+    mark: str = field(default_factory=lambda: uuid.uuid4().hex)  # in the environment of every process it starts
 
     @property
     def failure_file(self) -> Path:
@@ -80,9 +86,10 @@ def _pump(host: Host) -> None:
 
 
 def start(host: Host, cwd: Path) -> None:
+    env = {**(os.environ if host.env is None else host.env), descendants.MARK_VARIABLE: host.mark}
     host.process = subprocess.Popen(
-        host.command, cwd=cwd, env=host.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        errors="replace", start_new_session=True,  # its own process group: torchrun's workers stop with it
+        host.command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        errors="replace", start_new_session=True,  # Ctrl-C at the terminal reaches the launcher only; it stops the hosts
     )
     thread = threading.Thread(target=_pump, args=(host,), daemon=True)
     thread.start()
@@ -90,7 +97,7 @@ def start(host: Host, cwd: Path) -> None:
 
 
 def stop_running(items: list, mark) -> None:
-    """Stop the running process of each of `items` (hosts, trials; each with a `process`), `mark(item)`
+    """Stop the running process of each of `items` (trials; each with a `process`), `mark(item)`
     first: SIGTERM to its process group, SIGKILL to what is left after the grace period."""
     running = [i for i in items if i.process is not None and i.process.poll() is None]
     for item in running:
@@ -98,8 +105,58 @@ def stop_running(items: list, mark) -> None:
     stop_groups([i.process for i in running], STOP_GRACE_S, POLL_S)
 
 
-def stop_hosts(hosts: list[Host]) -> None:
-    stop_running(hosts, lambda h: setattr(h, "stopped", True))
+def stop_hosts(hosts: list[Host], grace_s: float = STOP_GRACE_S) -> None:
+    """End every process of `hosts`. A host still running gets SIGTERM (its process group, and each of
+    its processes whose parent is not one of them: a worker whose torchrun has ended) and SIGKILL for
+    what is left of it after `grace_s`; what is left of a host whose own process has ended is killed
+    at once, as it would be with the host's container. Returns when all are gone."""
+    for h in hosts:
+        if h.process is not None and h.process.poll() is None:
+            h.stopped = True
+    termed: set = set()  # the hosts' processes, and the (pid, start) of the others, once sent SIGTERM
+    seen: set[descendants.Process] = set()
+    deadline = time.monotonic() + grace_s
+    while True:
+        found = descendants.marked(h.mark for h in hosts)
+        left = False
+        for h in hosts:
+            running = h.process is not None and h.process.poll() is None
+            own = [p for p in found[h.mark] if h.process is None or p.pid != h.process.pid]
+            seen.update(own)
+            left = left or running or bool(own)
+            if running and time.monotonic() < deadline:
+                if h.process not in termed:
+                    signal_group(h.process, signal.SIGTERM)
+                    termed.add(h.process)
+                inside = {p.pid for p in found[h.mark]}
+                for p in own:
+                    if p.ppid not in inside and (p.pid, p.start) not in termed:
+                        descendants.send(p, signal.SIGTERM)
+                        termed.add((p.pid, p.start))
+            else:
+                if running:
+                    signal_group(h.process, signal.SIGKILL)
+                for p in own:
+                    descendants.send(p, signal.SIGKILL)
+        if not left:
+            break
+        if time.monotonic() > deadline + KILL_WAIT_S:
+            log(f"warning: processes of the job still there {KILL_WAIT_S:g} s after SIGKILL: "
+                f"{' '.join(str(p.pid) for ps in found.values() for p in ps)}")
+            break
+        time.sleep(POLL_S)
+    descendants.reap(seen)
+
+
+@contextmanager
+def held(hosts: list[Host]):
+    """While the block runs, an orphan of the hosts is this process's child (`descendants`); when it
+    ends, however it ends, what is left of the hosts is stopped."""
+    with descendants.adopting_orphans():
+        try:
+            yield
+        finally:
+            stop_hosts(hosts)
 
 
 class StopRequest:
