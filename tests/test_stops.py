@@ -180,7 +180,8 @@ class _Job:
             write_channel(data / f"{split}_data.npz", split, rows=rows, seed=i)
         self.jobs_dir = tmp_path / "jobs"
         command = submit_command(["--local", "--json", "--instance-count", "2", "--data", str(data),
-                                  "--jobs-dir", str(self.jobs_dir), "--hp", "epochs=100000", "--hp", "early_stopping=false", "--hp", "batch_size=16"])
+                                  "--jobs-dir", str(self.jobs_dir), "--hp", "epochs=100000",
+                                  "--hp", "early_stopping=false", "--hp", "batch_size=16"])
         self.proc = subprocess.Popen(command, cwd=tmp_path, env=submit_env(), stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
