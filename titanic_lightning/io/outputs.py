@@ -136,6 +136,16 @@ def owned(folder: Path, flag: str) -> list[Path]:
             if _stamp(folder / name) and _vouches(entry, folder / name, entry.get("role"))]
 
 
+_COMMANDS = {"train": "python -m entry.train", "prepare": "python -m entry.prepare",
+             "predict": "python -m entry.predict", "export": "python -m entry.export",
+             "record": "launch/ (a run record)", "compare": "launch/submit.py --compare", "tune": "launch/tune.py"}
+
+
+def _command(role: object) -> str:
+    """The command that writes as `role`, as a user would type it."""
+    return _COMMANDS.get(role, str(role))
+
+
 def _describe(path: Path) -> str:
     if path.is_symlink():
         return "a symbolic link"
@@ -195,6 +205,11 @@ def check_owned(folder: Path, names: Iterable[str], flag: str, role: str, record
             continue
         if path.is_symlink() or not path.is_file():
             problem = f"is {_describe(path)}, which this command would replace"
+        elif _vouches(record.get(name), path, record.get(name, {}).get("role")):
+            if record[name]["role"] == role:
+                continue
+            # ours, but another command's: replacing it would leave that command's folder inconsistent
+            problem = f"was written by {_command(record[name]['role'])}, which owns it; this command replaces only its own files"
         elif not _vouches(record.get(name), path, role):
             problem = f"exists and was not written by {PROJECT} (or was changed since)"
         else:
