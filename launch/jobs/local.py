@@ -55,6 +55,7 @@ from launch.jobs import code, container, folder, s3data
 from launch.jobs.processes import Host, StopRequest, start, supervise
 from launch.jobs.spec import JobSpec
 from titanic_lightning.contracts import METRICS_FILE
+from titanic_lightning.io.outputs import record_made
 
 CHECKPOINT_SYNC_S = 1.0
 
@@ -102,7 +103,10 @@ def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None =
     stop = stop or StopRequest()
     with stop.installed():
         job = lay_out_job(spec, data_dir, jobs_dir, container_venv=container_venv)
-        return summarise(job, spec, supervise_job(job, max_run_s, stop), max_run_s)
+        try:
+            return summarise(job, spec, supervise_job(job, max_run_s, stop), max_run_s)
+        finally:  # the hosts have ended: what is in the job folder now is the job's (see `make clean`)
+            record_made(job.dir, "--jobs-dir", "submit")
 
 
 def lay_out_job(spec: JobSpec, data_dir: Path, jobs_dir: Path, container_venv: bool = False) -> _Job:
