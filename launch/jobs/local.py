@@ -42,6 +42,7 @@ for this machine and Python, see `launch.jobs.wheelhouse`) and each host the `wh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -55,6 +56,7 @@ from launch.jobs import code, container, folder, s3data
 from launch.jobs.processes import Host, StopRequest, start, supervise
 from launch.jobs.spec import JobSpec
 from titanic_lightning.contracts import METRICS_FILE
+from titanic_lightning.errors import UsageError
 from titanic_lightning.io.outputs import record_made
 
 CHECKPOINT_SYNC_S = 1.0
@@ -106,7 +108,8 @@ def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None =
         try:
             return summarise(job, spec, supervise_job(job, max_run_s, stop), max_run_s)
         finally:  # the hosts have ended: what is in the job folder now is the job's (see `make clean`)
-            record_made(job.dir, "--jobs-dir", "submit")
+            with contextlib.suppress(OSError, UsageError):  # unrecorded, the files merely outlive `make clean`
+                record_made(job.dir, "--jobs-dir", "submit")
 
 
 def lay_out_job(spec: JobSpec, data_dir: Path, jobs_dir: Path, container_venv: bool = False) -> _Job:
