@@ -49,8 +49,9 @@ def main(argv: list[str]) -> int:
     root = Path(argv[0]) if argv else Path()
     try:
         removed = clean(root)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except UsageError as exc:  # a folder in use, or a record that is not ours: the rest stays for a rerun
+        line = str(exc).replace("wait until it ends or choose another make clean:", "run make clean when it has ended")
+        print(f"error: {line.replace('or choose another make clean:', 'and run make clean again')}", file=sys.stderr)
         return 2
     print(f"make clean: removed what titanic-lightning's commands wrote ({len(removed)} files and folders)"
           f"{' under ' + str(root) if argv else ''}; anything else is left as it was")
