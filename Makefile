@@ -49,5 +49,7 @@ test: $(VENV)/.dev
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 
+# Removes only the files this project's commands wrote (their folders' records say which) and the
+# folders that leaves empty; the user's own files stay, wherever they are.
 clean:
-	rm -rf data model outputs jobs runs .pytest_cache
+	$(PYTHON) -m titanic_lightning.io.clean

@@ -295,4 +295,4 @@ def compare(runs, prices: PriceTable | str | Path | None = None) -> Comparison:
             rows.extend(compare_runs.load_runs([item], table))
         else:
             raise UsageError(f"compare(): {item!r} is not a Run, a run record or a file name")
-    return Comparison(rows=rows)
+    return Comparison(rows=compare_runs.distinct(rows))

@@ -40,7 +40,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = ArgumentParser(prog="python launch/deploy.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-data", help="s3:// URI of the training job's model.tar.gz")
     parser.add_argument("--role", help="IAM role ARN that SageMaker assumes to read the model and pull the image")
-    parser.add_argument("--instance-type", default="ml.m5.large")
+    parser.add_argument("--instance-type", default="ml.m5.large",
+                        help="the endpoint's instance type (default ml.m5.large, about $0.115 per hour in us-east-1; "
+                             "an endpoint bills every hour it exists)")
     parser.add_argument("--endpoint-name", help="default: titanic-lightning-<UTC time>")
     parser.add_argument("--region", help="default: the AWS configuration's region")
     parser.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,

@@ -39,7 +39,8 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder with {train,val,test}_data.npz, prepared from the Titanic CSV if missing (default data)")
     p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                    help="a flag of entry/train.py, passed as a hyperparameter; repeatable")
-    p.add_argument("--strategy", metavar="NAME", help="the entry's --strategy (auto, ddp, ddp_smddp, fsdp, pkg.mod:fn)")
+    p.add_argument("--strategy", metavar="NAME",
+                   help="the entry's --strategy (auto, ddp, ddp_smddp, fsdp, tensor_parallel, pkg.mod:fn)")
     p.add_argument("--wheelhouse", action="store_true",
                    help="install the job's requirements from a wheels channel uploaded beside the code (built "
                         "once, cached, skipped when unchanged) instead of from the public index at start-up")

@@ -12,7 +12,7 @@
     python launch/submit.py --network-isolation      # no network in the container: requirements from a wheelhouse
     python launch/submit.py --local --container-venv --wheelhouse   # install as the container does, timed
     python launch/submit.py --compare runs/*.json    # one table: time, billable seconds, cost, accuracy
-    python launch/submit.py --compare runs/*.json jobs/*/summary.json tuning.json --plot compare.png
+    python launch/submit.py --compare runs/*.json jobs/*/summary.json tuning/*/tuning.json --plot runs/compare.png
 
 A real submission needs AWS credentials, a role (`--role`, else $SAGEMAKER_ROLE, else the
 execution role when run inside SageMaker) and a bucket (`--bucket`, else the session's default).

@@ -74,12 +74,13 @@ def test_run_local_returns_a_run_recorded_like_a_real_one(data_dir, tmp_path, mo
     assert run.job_dir == tmp_path / "jobs" / run.job_name and (run.job_dir / "model.tar.gz").is_file()
     assert run.model_artifact == str(run.job_dir / "model.tar.gz")
 
-    # The record, the run and the job's own summary.json compare alike.
-    comparison = launch.compare([run, run.record_path, run.job_dir / "summary.json"])
-    assert isinstance(comparison, launch.Comparison) and len(comparison.rows) == 3
-    for row in comparison.rows:
+    # The record, the run and the job's own summary.json compare alike, and together are one run.
+    for source in (run, run.record_path, run.job_dir / "summary.json"):
+        (row,) = launch.compare(source).rows
         assert (row["val_acc"], row["test_acc"], row["wall_seconds"]) == (run.val_acc, run.test_acc, run.wall_seconds)
         assert row["emulated_cost_usd"] == record["emulated_cost_usd"]
+    comparison = launch.compare([run, run.record_path, run.job_dir / "summary.json"])
+    assert isinstance(comparison, launch.Comparison) and len(comparison.rows) == 1
     assert comparison.table == str(comparison) and f"~{record['emulated_cost_usd']:.4f}" in comparison.table
     assert comparison.table.splitlines()[-1] == compare.COST_ESTIMATE_NOTE
     picture = comparison.plot(tmp_path / "compare.png")

@@ -76,7 +76,9 @@ def test_deploy_then_delete(deploy_module, aws, capsys):
 
 @pytest.mark.parametrize("args, words", [
     (["--model-data", "s3://models/job/output/absent.tar.gz", "--role", ROLE], ["absent.tar.gz", "no such object"]),
-    (["--model-data", "models/model.tar.gz", "--role", ROLE], ["not an S3 object URI"]),
+    (["--model-data", "models/model.tar.gz", "--role", ROLE], ["not an S3 object URI", "does not start with s3://"]),
+    (["--model-data", "s3://b/job/model.tar.gz", "--role", ROLE], ["'b' is not an S3 bucket name", "3 to 63"]),
+    (["--model-data", "s3://models/", "--role", ROLE], ["names no object"]),
     (["--model-data", DATA, "--role", "admin"], ["--role", "admin"]),
     (["--model-data", DATA], ["--role"]),
     (["--model-data", DATA, "--role", ROLE, "--endpoint-name", "bad_name"], ["--endpoint-name", "bad_name"]),
@@ -90,3 +92,21 @@ def test_errors_are_one_line_and_create_nothing(args, words, deploy_module, aws,
     for word in words:
         assert word in err
     assert aws.list_models()["Models"] == [] and aws.list_endpoints()["Endpoints"] == []
+
+
+def test_help_says_what_every_flag_is(deploy_module, capsys):
+    with pytest.raises(SystemExit):
+        deploy_module.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--instance-type INSTANCE_TYPE the endpoint's instance type (default ml.m5.large" in text, text
+
+
+@pytest.mark.parametrize("command", ["submit.py", "tune.py"])
+def test_the_strategies_in_help_are_the_entrys(command):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    text = " ".join(subprocess.run([sys.executable, f"launch/{command}", "--help"], cwd=root, capture_output=True,
+                                   text=True, check=True).stdout.split())
+    assert "(auto, ddp, ddp_smddp, fsdp, tensor_parallel, pkg.mod:fn)" in text, text

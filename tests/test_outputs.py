@@ -230,9 +230,9 @@ def test_a_file_edited_since_the_run_wrote_it_is_the_users(flag, rel, tmp_path, 
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize(("out", "rel"), [("model/metrics.json", "model/metrics.json"),
-                                          ("pdata/train_data.npz", "pdata/train_data.npz")])
-def test_predict_never_replaces_a_file_another_command_wrote(out, rel, tmp_path, prepared, titanic_csv, channels,
+@pytest.mark.parametrize(("out", "rel", "owner"), [("model/metrics.json", "model/metrics.json", "entry.train"),
+                                                   ("pdata/train_data.npz", "pdata/train_data.npz", "entry.prepare")])
+def test_predict_never_replaces_a_file_another_command_wrote(out, rel, owner, tmp_path, prepared, titanic_csv, channels,
                                                              monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     for command, argv in (("prepare", ["--csv", str(titanic_csv), "--out", "pdata"]),
@@ -242,7 +242,8 @@ def test_predict_never_replaces_a_file_another_command_wrote(out, rel, tmp_path,
     before = snapshot(tmp_path)
     code, _, err = invoke("predict", ["--model", "model", "--csv", str(prepared / "test_passengers.csv"), "--out", out],
                           capsys)
-    assert_usage_error(code, err, f"--out {rel}", "not written by titanic-lightning")
+    assert_usage_error(code, err, f"--out {rel}", f"was written by python -m {owner}, which owns it")
+    assert "not written by" not in err
     assert snapshot(tmp_path) == before
 
 

@@ -199,3 +199,32 @@ def test_tune_local_returns_the_summary_its_picture_and_the_best_model(data_dir,
     # A Tuning's record is what launch.compare reads: a row per trial.
     table = launch.compare(tuned.record).table
     assert f"{tuned.tuning_job}/trial-2" in table
+
+
+def test_the_compare_example_of_submit_help_counts_each_run_once(data_dir, tmp_path, monkeypatch, capsys):
+    """`--compare runs/*.json jobs/*/summary.json tuning/*/tuning.json` names a local job twice (its
+    record and its summary.json) and each local trial twice (its record and its row of tuning.json)."""
+    from launch import submit
+    from launch.jobs.prices import load as load_prices
+    from launch.records import report
+
+    monkeypatch.setattr(local_trials, "search", _fake_search())
+    monkeypatch.chdir(tmp_path)
+    tuned = launch.tune_local({"learning_rate": (1e-3, 1e-2, "log")}, trials=3, data=data_dir)
+    job = "titanic-lightning-m5-large-20250101000000-ab12"
+    summary = {"status": "Completed", "job_name": job, "job_dir": f"jobs/{job}", "wall_seconds": 20.0,
+               "model_artifact": f"jobs/{job}/model.tar.gz", "failure_reason": None, "instance_type": "ml.m5.large",
+               "instance_count": 1, "distributed": False, "hosts": [{"host": "algo-1", "exit_code": 0}],
+               "metrics": {"val_acc": 0.8, "test_acc": 0.79, "val_loss": 0.45}}
+    (tmp_path / "jobs" / job).mkdir(parents=True)
+    (tmp_path / "jobs" / job / "summary.json").write_text(json.dumps(summary))
+    report.save(report.local_record(summary, load_prices()), tmp_path / "runs")
+
+    example = [line for line in (submit.__doc__ or "").splitlines() if "--compare" in line and "tuning" in line]
+    assert example, "submit.py's help shows --compare over records, summaries and tuning results"
+    argv = example[0].split("#")[0].split()[2:]  # after `python launch/submit.py`
+    argv = [name for pattern in argv for name in (sorted(map(str, Path().glob(pattern))) if "*" in pattern else [pattern])]
+    code, out, err = invoke(submit._main, argv, capsys)
+    assert code == 0, err
+    rows = [line.split()[0] for line in out.splitlines() if line.startswith(("titanic-lightning-", tuned.tuning_job))]
+    assert sorted(rows) == sorted([job, *(f"{tuned.tuning_job}-{n:03d}" for n in range(3))]), out

@@ -10,7 +10,7 @@ Subpackages by role, each module with one:
                layout (where a run reads and writes), cluster (Lightning's cluster environments and
                SageMaker's → the plan), strategies, callbacks (and the `name=value;` lines), checkpoints
     io/        outputs (folder locks, which files are ours), atomic (whole-file writes), artifacts
-               (model.pt, metrics.json, curves.png)
+               (model.pt, metrics.json, curves.png), clean (make clean)
     serving/   the SageMaker handler written into model/code/ (inference), scoring, predict
                (entry.predict), export (entry.export), model_source (a model from a folder, tar or S3)
 

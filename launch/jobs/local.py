@@ -44,6 +44,7 @@ for this machine and Python, see `launch.jobs.wheelhouse`) and each host the `wh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -57,6 +58,8 @@ from launch.jobs import code, container, folder, s3data
 from launch.jobs.processes import Host, StopRequest, held, start, supervise
 from launch.jobs.spec import JobSpec
 from titanic_lightning.contracts import METRICS_FILE
+from titanic_lightning.errors import UsageError
+from titanic_lightning.io.outputs import record_made
 
 CHECKPOINT_SYNC_S = 1.0
 
@@ -104,7 +107,11 @@ def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None =
     stop = stop or StopRequest()
     with stop.installed():
         job = lay_out_job(spec, data_dir, jobs_dir, container_venv=container_venv)
-        return summarise(job, spec, supervise_job(job, max_run_s, stop), max_run_s)
+        try:
+            return summarise(job, spec, supervise_job(job, max_run_s, stop), max_run_s)
+        finally:  # the hosts have ended: what is in the job folder now is the job's (see `make clean`)
+            with contextlib.suppress(OSError, UsageError):  # unrecorded, the files merely outlive `make clean`
+                record_made(job.dir, "--jobs-dir", "submit")
 
 
 def lay_out_job(spec: JobSpec, data_dir: Path, jobs_dir: Path, container_venv: bool = False) -> _Job:

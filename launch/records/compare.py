@@ -89,7 +89,32 @@ def load_runs(paths, prices: PriceTable | None = None, flag: str = "--compare") 
         if not found:
             raise UsageError(f"{flag} {path}: holds no runs (a tuning result with no trials)")
         records.extend(found)
-    return records
+    return distinct(records)
+
+
+def _identity(record: dict):
+    """The run a record describes: a tuning result's row names its trial's training job, which the
+    trial's own record (runs/<tuning>-<n>.json) calls `job_name`; a local job's summary.json and its
+    runs/<job>.json share the job name."""
+    return record.get("training_job_name") or record.get("job_name")
+
+
+def distinct(records: list[dict]) -> list[dict]:
+    """Each run once, at its first place: `runs/*.json jobs/*/summary.json tuning/*/tuning.json`
+    describes most runs twice. A later record of the same run fills the columns the first left empty."""
+    kept: dict = {}
+    rows = []
+    for record in records:
+        key = _identity(record)
+        if key is None:
+            rows.append(record)
+        elif key in kept:
+            first = kept[key]
+            first.update({k: v for k, v in record.items() if first.get(k) is None and v is not None})
+        else:
+            kept[key] = dict(record)
+            rows.append(kept[key])
+    return rows
 
 
 COST_ESTIMATE_NOTE = ("~ a local run: the cost of its wall time on the emulated instance type at on-demand prices "

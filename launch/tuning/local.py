@@ -17,7 +17,8 @@ from launch.tuning import result as tuning_result
 from launch.tuning import trials
 from launch.tuning.space import DEFAULT_TRIALS, Plan, build_plan, grid_size
 from launch.tuning.trials import COMPLETED, PRUNED, Trial
-from titanic_lightning.io.outputs import RECORD, check_folder, owned
+from titanic_lightning.errors import UsageError
+from titanic_lightning.io.outputs import RECORD, check_folder, owned, record_made
 
 
 def local_plan(specs: list[str], static: dict[str, str], *, search: str, objective: str, trials: int | None,
@@ -51,6 +52,8 @@ def search_here(plan: Plan, data: Path, out: Path, runs_dir: Path, timeout_s: fl
         result = finish_local(name, plan, done, folder, runs_dir, round(time.perf_counter() - started, 1),
                               stopped=stop.signal is not None, keep_models=keep_models)
         tuning_result.write(folder, result, plan)
+        with contextlib.suppress(OSError, UsageError):  # unrecorded, the files merely outlive `make clean`
+            record_made(folder, "--out", tuning_result.ROLE)  # the trials' folders too (see `make clean`)
     return result, stop.signal
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from titanic_lightning.contracts import PROJECT
 from titanic_lightning.errors import UsageError
-from titanic_lightning.io.atomic import atomic_output, partial_path, remove_stale_partials, write_text
+from titanic_lightning.io.atomic import PARTIAL_SUFFIX, atomic_output, partial_path, remove_stale_partials, write_text
 
 RECORD = f".{PROJECT}-files"  # JSON; no .json suffix, so globs of runs/*.json do not match it
 RECORD_FORMAT = "titanic-lightning/folder-1"
@@ -136,6 +136,16 @@ def owned(folder: Path, flag: str) -> list[Path]:
             if _stamp(folder / name) and _vouches(entry, folder / name, entry.get("role"))]
 
 
+_COMMANDS = {"train": "python -m entry.train", "prepare": "python -m entry.prepare",
+             "predict": "python -m entry.predict", "export": "python -m entry.export",
+             "record": "launch/ (a run record)", "compare": "launch/submit.py --compare", "tune": "launch/tune.py"}
+
+
+def _command(role: object) -> str:
+    """The command that writes as `role`, as a user would type it."""
+    return _COMMANDS.get(role, str(role))
+
+
 def _describe(path: Path) -> str:
     if path.is_symlink():
         return "a symbolic link"
@@ -195,6 +205,11 @@ def check_owned(folder: Path, names: Iterable[str], flag: str, role: str, record
             continue
         if path.is_symlink() or not path.is_file():
             problem = f"is {_describe(path)}, which this command would replace"
+        elif _vouches(record.get(name), path, record.get(name, {}).get("role")):
+            if record[name]["role"] == role:
+                continue
+            # ours, but another command's: replacing it would leave that command's folder inconsistent
+            problem = f"was written by {_command(record[name]['role'])}, which owns it; this command replaces only its own files"
         elif not _vouches(record.get(name), path, role):
             problem = f"exists and was not written by {PROJECT} (or was changed since)"
         else:
@@ -251,16 +266,32 @@ class Writer:
         self.written.add(name)
 
 
+def _files_in(folder: Path, subfolders: Iterable[str]) -> set[str]:
+    """The regular files directly in `folder`'s `subfolders`, by their names relative to `folder`."""
+    found = set()
+    for sub in subfolders:
+        try:
+            entries = list(os.scandir(folder / sub))
+        except OSError:
+            continue
+        found.update(f"{sub}/{e.name}" for e in entries
+                     if e.is_file(follow_symlinks=False) and not e.name.endswith(PARTIAL_SUFFIX))
+    return found
+
+
 @contextmanager
 def writing(folder: Path, names: Iterable[str], flag: str, role: str, in_place: Iterable[str] = (),
-            wait_s: float = 0) -> Iterator[Writer]:
+            wait_s: float = 0, new_in: Iterable[str] = ()) -> Iterator[Writer]:
     """Lock `folder` (created if need be) for `role`, check `names` under the lock, and yield its `Writer`.
 
     Until the block ends the record marks `names` as this process's. At the end, however it ends,
     each name this block wrote, and each of `in_place` (written by a library), is recorded as it
-    is; any other name keeps what the record said before.
+    is; any other name keeps what the record said before. So is each file that appeared during
+    the block in the sub-folders `new_in`, where a library writes under names it makes up
+    (TensorBoard's event files).
     """
     folder, names, in_place = Path(folder), list(names), set(in_place)
+    found_before = _files_in(folder, new_in)
     created = not folder.is_dir()
     folder.mkdir(parents=True, exist_ok=True)
     key = _lock(folder, flag, exclusive=True, wait_s=wait_s)
@@ -283,6 +314,8 @@ def writing(folder: Path, names: Iterable[str], flag: str, role: str, in_place: 
                         files[name] = {"role": role, "stamp": stamp}
                     elif files.get(name, {}).get("pid") == os.getpid():
                         files[name] = before.get(name) if stamp else None
+                for name in _files_in(folder, new_in) - found_before - set(names):
+                    files[name] = {"role": role, "stamp": _stamp(folder / name)}
                 files = {name: entry for name, entry in files.items() if entry and entry.get("stamp", 1)}
                 if files:
                     _save_record(folder, files)
@@ -290,5 +323,73 @@ def writing(folder: Path, names: Iterable[str], flag: str, role: str, in_place: 
                     (folder / RECORD).unlink(missing_ok=True)
             if created and not any(folder.iterdir()):  # nothing is left in the folder this made
                 folder.rmdir()
+    finally:
+        _unlock(key)
+
+
+def record_made(folder: Path, flag: str, role: str) -> None:
+    """Record as `role`'s every file in `folder` that its record does not name yet.
+
+    For a folder a launcher made under a new name (a local job's `jobs/<job>/`, a tuning's
+    `tuning/<name>/`) and filled through other processes and libraries (staged code, host folders,
+    logs, archives): called when they have ended, so that `make clean` can tell these files from
+    any the user adds later.
+    """
+    folder = Path(folder)
+    key = _lock(folder, flag, exclusive=True)
+    try:
+        files = _read_record(folder, flag)
+        for parent, dirs, names in os.walk(folder):
+            dirs.sort()
+            rel = Path(parent).relative_to(folder).as_posix()
+            if not dirs and not names and rel not in files:  # made for a host, left empty (a channel)
+                files[rel] = {"role": role, "folder": True}
+            for name in sorted(dirs + names):  # a link made for a host (input/data/code -> the staged code)
+                path = Path(parent) / name
+                if path.is_symlink() and path.relative_to(folder).as_posix() not in files:
+                    files[path.relative_to(folder).as_posix()] = {"role": role, "link": os.readlink(path)}
+            for name in sorted(names):
+                path = Path(parent) / name
+                rel = path.relative_to(folder).as_posix()
+                if name == RECORD or name.endswith(PARTIAL_SUFFIX) or rel in files or not _stamp(path):
+                    continue
+                files[rel] = {"role": role, "stamp": _stamp(path)}
+        if files:
+            _save_record(folder, files)
+    finally:
+        _unlock(key)
+
+
+def remove_owned(folder: Path, flag: str) -> list[Path]:
+    """Remove the files in `folder` that its record says this project wrote and that are as it wrote
+    them, and the partial files of writers that have gone; keep everything else. Returns what went.
+
+    Under the folder's lock, so no command is writing it meanwhile: a name still marked with a pid
+    is what a killed run left, which the next run would take as its own too.
+    """
+    folder = Path(folder)
+    key = _lock(folder, flag, exclusive=True)
+    try:
+        removed = remove_stale_partials(folder)
+        files = _read_record(folder, flag)
+        for name, entry in files.items():
+            path = folder / name
+            if _stamp(path) and _vouches(entry, path, entry.get("role")):
+                path.unlink()
+                removed.append(path)
+            elif "link" in entry and path.is_symlink() and os.readlink(path) == entry["link"]:
+                path.unlink()
+                removed.append(path)
+        for name in sorted((n for n, e in files.items() if e.get("folder")), key=lambda n: -n.count("/")):
+            path = folder / name
+            if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+                path.rmdir()
+                removed.append(path)
+        # Every name left is the user's now (edited since, or put where ours was): the record has
+        # nothing more to say, and a command writing here later finds the folder as a new one.
+        if os.path.lexists(folder / RECORD):
+            (folder / RECORD).unlink()
+            removed.append(folder / RECORD)
+        return removed
     finally:
         _unlock(key)

@@ -24,7 +24,16 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     """`s3://bucket/key` → (bucket, key), or a UsageError saying what is wrong with it."""
     match = _S3_URI.match(uri)
     if match is None or match.group(2).endswith("/"):
-        raise UsageError(f"{uri}: not an S3 object URI (expected s3://bucket/path/model.tar.gz)")
+        # say which part is wrong: the whole form alone reads as a contradiction when only the bucket is
+        bucket, slash, key = uri[len("s3://"):].partition("/") if uri.startswith("s3://") else ("", "", "")
+        if not uri.startswith("s3://"):
+            why = "it does not start with s3://"
+        elif not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", bucket):
+            why = (f"{bucket!r} is not an S3 bucket name (3 to 63 lowercase letters, digits, dots and hyphens, "
+                   "starting and ending with a letter or digit)")
+        else:
+            why = "it names no object (the key after the bucket is empty or ends with /)"
+        raise UsageError(f"{uri}: not an S3 object URI: {why}; expected s3://bucket/path/model.tar.gz")
     return match.group(1), match.group(2)
 
 

@@ -66,7 +66,8 @@ def hold_outputs(held: ExitStack, model_dir: Path, output_dir: Path, checkpoint_
     outputs.check_owned(model_dir, model_dir_files(), FLAG, ROLE)  # both before either folder is made
     outputs.check_owned(output_dir, output_dir_files(), "--output_dir", ROLE)
     held.enter_context(outputs.writing(model_dir, [], FLAG, ROLE))  # its files are recorded as they are written
-    held.enter_context(outputs.writing(output_dir, output_dir_files(), "--output_dir", ROLE, in_place=LOG_FILES))
+    held.enter_context(outputs.writing(output_dir, output_dir_files(), "--output_dir", ROLE, in_place=LOG_FILES,
+                                       new_in=[TENSORBOARD_LOGS]))
     if checkpoint_dir is not None:
         held.enter_context(outputs.writing(checkpoint_dir, [], "--checkpoint_dir", ROLE))
 
