@@ -59,7 +59,7 @@ from launch.jobs.processes import Host, StopRequest, held, start, supervise
 from launch.jobs.spec import JobSpec
 from titanic_lightning.contracts import METRICS_FILE
 from titanic_lightning.errors import UsageError
-from titanic_lightning.io.outputs import record_made
+from titanic_lightning.io.clean import record_made
 
 CHECKPOINT_SYNC_S = 1.0
 

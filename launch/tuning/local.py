@@ -18,7 +18,8 @@ from launch.tuning import trials
 from launch.tuning.space import DEFAULT_TRIALS, Plan, build_plan, grid_size
 from launch.tuning.trials import COMPLETED, PRUNED, Trial
 from titanic_lightning.errors import UsageError
-from titanic_lightning.io.outputs import RECORD, check_folder, owned, record_made
+from titanic_lightning.io.clean import record_made
+from titanic_lightning.io.outputs import RECORD, check_folder, owned
 
 
 def local_plan(specs: list[str], static: dict[str, str], *, search: str, objective: str, trials: int | None,
