@@ -698,3 +698,12 @@ def test_yaml_aliases_in_a_config_file_are_refused_at_once(text, work, failure_f
     (work / "in" / "run.yaml").write_text(text)
     check_case("train", ["--config", str(work / "in" / "run.yaml")], ["--config", "run.yaml", "aliases"],
                work, failure_file, capsys)
+
+
+@pytest.mark.parametrize("text", ['model_dir: "#exp1"\n', "output_dir: '~'\n", "checkpoint_dir: ''\n"],
+                         ids=["comment", "tilde", "empty"])
+def test_a_config_file_path_that_yaml_reads_again_as_null_is_refused(text, work, failure_file, capsys):
+    (work / "in" / "run.yaml").write_text(text)
+    flag = "--" + text.split(":")[0]
+    check_case("train", ["--config", str(work / "in" / "run.yaml")], ["--config", "run.yaml", flag],
+               work, failure_file, capsys)

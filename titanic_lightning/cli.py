@@ -70,16 +70,18 @@ class _ConfigFile(ActionConfigFile):
 
     def __call__(self, parser, cfg, values, option_string=None):
         try:
-            _refuse_aliases(values)
+            _check_config_text(values, getattr(parser, "text_flags", ()))
             super().__call__(parser, cfg, values, option_string)
             parser.validate(cfg, skip_required=True)
         except Exception as exc:  # noqa: BLE001 - jsonargparse raises TypeError, KeyError, ArgumentError, ...
             raise TypeError(f"{option_string} {values}: {_config_message(str(exc))}") from None
 
 
-def _refuse_aliases(source: str) -> None:
-    """A mapping of flags needs no YAML aliases, and nested aliases can expand a few lines into
-    gigabytes once the configuration is copied (a "billion laughs"): refuse any, before loading."""
+def _check_config_text(source: str, text_flags) -> None:
+    """Refuse, before loading: YAML aliases (a mapping of flags needs none, and nested ones can
+    expand a few lines into gigabytes once the configuration is copied, a "billion laughs"), and a
+    text flag whose string jsonargparse would read again as null (`"#exp1"`, `"~"`), as on the
+    command line."""
     import os
 
     import yaml
@@ -91,8 +93,25 @@ def _refuse_aliases(source: str) -> None:
     try:
         if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
             raise TypeError("YAML aliases (*name) are not accepted; write each value out")
+        values = yaml.safe_load(text)
     except yaml.YAMLError:
-        pass  # jsonargparse reports what is wrong with the YAML
+        return  # jsonargparse reports what is wrong with the YAML
+    for flag in text_flags:
+        value = values.get(flag[2:]) if isinstance(values, dict) else None
+        if isinstance(value, str):
+            _check_text_value(flag, value)
+
+
+def _check_text_value(flag: str, value: str) -> None:
+    if not value.strip():
+        raise UsageError(f"{flag}: empty; give a path, or leave the flag out for the default")
+    try:
+        is_null = get_loader("yaml")(value) is None
+    except Exception:  # noqa: BLE001 - not YAML: jsonargparse keeps it as text
+        is_null = False
+    if is_null:
+        raise UsageError(f"{flag} {value!r}: YAML reads this as no value; write it as ./{value}, "
+                         "or leave the flag out for the default")
 
 
 def _config_message(text: str) -> str:
@@ -111,31 +130,24 @@ def parser(cls: type, prog: str, checks=()) -> ArgumentParser:
     parser.add_argument("--config", action=_ConfigFile,
                         help="A YAML file of flag values, as --print_config writes it; later flags override it.")
     parser.add_class_arguments(cls, nested_key=None, as_group=False)
+    parser.text_flags = _text_flags(cls)
     return parser
+
+
+def _text_flags(cls: type) -> set[str]:
+    """The flags that take free text (paths): the configuration's `Optional[str]` fields."""
+    return {f"--{name}" for name, hint in typing.get_type_hints(cls).items() if hint == typing.Optional[str]}
 
 
 def _check_text_values(cls: type, argv: list[str]) -> None:
     """Refuse a path typed on the command line that YAML would read as no value at all: jsonargparse
     reads values as YAML, where `#exp1` (a comment), `~` and `null` are null, and a null path silently
     means the default folder. (In a --config file, null keeps meaning the default.)"""
-    flags = {f"--{name}" for name, hint in typing.get_type_hints(cls).items() if hint == typing.Optional[str]}
-    load = get_loader("yaml")
+    flags = _text_flags(cls)
     for i, token in enumerate(argv):
         flag, eq, value = token.partition("=")
-        if not eq and (token not in flags or i + 1 == len(argv)):
-            continue
-        if flag not in flags:
-            continue
-        value = value if eq else argv[i + 1]
-        if not value.strip():
-            raise UsageError(f"{flag}: empty; give a path, or leave the flag out for the default")
-        try:
-            is_null = load(value) is None
-        except Exception:  # noqa: BLE001 - not YAML: jsonargparse keeps it as text
-            is_null = False
-        if is_null:
-            raise UsageError(f"{flag} {value!r}: YAML reads this as no value; write it as ./{value}, "
-                             "or leave the flag out for the default")
+        if flag in flags and (eq or (token in flags and i + 1 < len(argv))):
+            _check_text_value(flag, value if eq else argv[i + 1])
 
 
 def parse(cls: type, prog: str, argv: list[str], checks=()):
