@@ -324,6 +324,10 @@ HYPERPARAMETER_CASES = {
     "checkpoint dir a YAML comment": (["--checkpoint_dir", "#ck"], ["--checkpoint_dir", "#ck"]),
     "csv Null": (["--csv", "Null"], ["--csv", "'Null'"]),
     "model dir empty": (["--model_dir", ""], ["--model_dir", "empty"]),
+    # Limits that would otherwise fail after training, when the files are written.
+    "model dir name too long": (["--model_dir", "m" * 300], ["--model_dir", "300 bytes", "allows 255"]),
+    "output dir path too long": (["--output_dir", "/".join(["o" * 200] * 20)], ["--output_dir", "at most 3840"]),
+    "checkpoint dir path too long": (["--checkpoint_dir", "/".join(["c" * 200] * 20)], ["--checkpoint_dir", "3840"]),
     "output dir blank": (["--output_dir", "  "], ["--output_dir", "empty"]),
 }
 
@@ -660,8 +664,9 @@ def test_process_runtime_failure_shows_traceback_only_with_debug(tmp_path, debug
 @pytest.mark.parametrize("argv", [
     ["--model", "m", "--csv", "c.csv", "--out", "#run1.csv"],
     ["--model", "m", "--csv", "c.csv", "--out=~"],
-], ids=["comment", "tilde"])
-def test_predict_out_that_yaml_reads_as_null_is_refused(argv, work, failure_file, capsys):
+    ["--model", "m", "--csv", "c.csv", "--out", "p" * 240 + ".csv"],
+], ids=["comment", "tilde", "name too long for its partial file"])
+def test_predict_out_that_cannot_be_taken_as_typed_is_refused(argv, work, failure_file, capsys):
     check_case("predict", argv, ["--out"], work, failure_file, capsys)
 
 

@@ -104,16 +104,39 @@ def _probe(folder: Path, flag: str, shown: Path) -> None:
 def check_folder(path: Path, flag: str) -> Path:
     """`path` is a folder, or can be created as one, and a file can be written in it."""
     path = Path(path)
+    existing = _nearest_existing(path)
+    _check_length(path, existing, flag)  # first: a name too long fails every other check with an OSError
     if path.is_symlink() and not path.exists():
         raise UsageError(f"{flag} {path}: is a symbolic link to nothing")
     if path.exists() and not path.is_dir():
         raise UsageError(f"{flag} {path}: exists and is not a folder")
-    existing = _nearest_existing(path)
     if not existing.is_dir():
         what = "a symbolic link to nothing" if existing.is_symlink() and not existing.exists() else "a file"
         raise UsageError(f"{flag} {path}: cannot be created, {existing} is {what}")
     _probe(existing, flag, path)
     return path
+
+
+# Room a folder's path leaves for what the commands write below it: the deepest is the serving
+# code's partial files (code/titanic_lightning/serving/.NAME.PID-TOKEN.partial), then TensorBoard's
+# event files, whose names carry the host name.
+PATH_ROOM = 256
+
+
+def _check_length(path: Path, existing: Path, flag: str, file: bool = False) -> None:
+    """Refuse, before any work, a folder (or a `file`) whose files would pass the system's path
+    limits when they are written at the end (Lightning's checkpoints are written by absolute path)."""
+    folder = existing if existing.is_dir() else existing.parent
+    name_max, path_max = os.pathconf(folder, "PC_NAME_MAX"), os.pathconf(folder, "PC_PATH_MAX")
+    # A file is first written under its partial name (`atomic.partial_path`), 32 bytes longer at most.
+    for part, room in [(part, 0) for part in path.parts[:-1]] + [(path.name, 32 if file else 0)]:
+        if len(os.fsencode(part)) + room > name_max:
+            raise UsageError(f"{flag} {path}: a name of {len(os.fsencode(part))} bytes; "
+                             f"this file system allows {name_max - room}")
+    length = len(os.fsencode(os.path.abspath(path)))
+    if length + PATH_ROOM > path_max:
+        raise UsageError(f"{flag} {path}: {length} bytes as an absolute path; the files written below it would "
+                         f"pass the system's limit of {path_max}, so at most {path_max - PATH_ROOM}")
 
 
 def check_owned(folder: Path, names: Iterable[str], flag: str, role: str, record: dict | None = None) -> None:
@@ -151,6 +174,7 @@ def check_owned(folder: Path, names: Iterable[str], flag: str, role: str, record
 def check_output_file(path: Path, flag: str, role: str, inputs: Iterable[tuple[str, Path]] = ()) -> Path:
     """An output file: its folder exists and is writable, it is no input, and it is absent or ours."""
     path = Path(path)
+    _check_length(path, _nearest_existing(path), flag, file=True)
     if path.is_dir():
         raise UsageError(f"{flag} {path}: is a folder; give a file name")
     parent = path.parent
