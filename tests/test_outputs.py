@@ -29,7 +29,7 @@ import entry.train
 from tests import helpers
 from tests.helpers import REPO, clean_env, write_channel
 from titanic_lightning.io import artifacts, outputs
-from titanic_lightning.io.atomic import partial_path, remove_stale_partials
+from titanic_lightning.io.atomic import PARTIAL_MARK, partial_path, remove_stale_partials, write_text
 
 COMMANDS = {"prepare": entry.prepare.main, "train": entry.train.main, "predict": entry.predict.main,
             "export": entry.export.main}
@@ -458,17 +458,33 @@ def test_a_write_that_fails_part_way_never_pairs_files_of_two_runs(fail_at, tmp_
 # --- killed while preparing: nothing half-written is left ---------------------------------------------
 
 
-def test_a_partial_file_is_removed_only_when_its_writer_is_gone(tmp_path):
+def left_partial(path: Path, data: str = "cut short") -> Path:
+    """A partial file as a killed writer of this project leaves it: our form and our mark."""
+    path.write_text(data)
+    os.setxattr(path, PARTIAL_MARK, b"partial")
+    return path
+
+
+def test_a_partial_file_is_removed_only_when_its_writer_is_gone_and_it_is_ours(tmp_path):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    dead = tmp_path / f".train_data.npz.{gone.pid}-0123abcd.partial"
-    alive = tmp_path / f".train_data.npz.{os.getppid()}-0123abcd.partial"  # a running process's
+    dead = left_partial(tmp_path / f".train_data.npz.{gone.pid}-0123abcd.partial")
+    alive = left_partial(tmp_path / f".train_data.npz.{os.getppid()}-0123abcd.partial")  # a running process's
     look_alike = tmp_path / ".notes.txt.partial"  # not of our form: the user's
-    for path in (dead, alive, look_alike):
-        path.write_text("x")
+    look_alike.write_text("x")
+    users = tmp_path / f".notes.txt.{gone.pid}-0123abcd.partial"  # our form, but the user's file: no mark
+    users.write_text("x")
+    folder = tmp_path / f".model.pt.{gone.pid}-0123abcd.partial"  # our form, a folder
+    folder.mkdir()
     assert remove_stale_partials(tmp_path) == [dead]
-    assert alive.exists() and look_alike.exists() and not dead.exists()
+    assert alive.exists() and look_alike.exists() and users.exists() and folder.is_dir() and not dead.exists()
     assert partial_path(tmp_path / "model.pt").name.startswith(f".model.pt.{os.getpid()}-")
+
+
+def test_a_finished_file_carries_no_partial_mark(tmp_path):
+    write_text(tmp_path / "a.txt", "done")
+    with pytest.raises(OSError):
+        os.getxattr(tmp_path / "a.txt", PARTIAL_MARK)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
@@ -525,8 +541,9 @@ def test_every_writer_removes_the_partial_files_a_killed_writer_left(tmp_path, s
     folders = [work, work / "model", work / "model" / "code", work / "outputs", work / "data"]
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f".left.{gone.pid}-0badc0de.partial").write_text("cut short")
+        left_partial(folder / f".left.{gone.pid}-0badc0de.partial")
         (folder / ".notes.txt.partial").write_text("the user's, not of our form")
+        (folder / f".mine.{gone.pid}-0badc0de.partial").write_text("the user's, in our form but not marked")
     monkeypatch.chdir(work)
     for command, argv in (
         ("predict", ["--model", "model", "--csv", str(prepared / "test_passengers.csv"), "--out", "p.csv"]),
@@ -543,6 +560,7 @@ def test_every_writer_removes_the_partial_files_a_killed_writer_left(tmp_path, s
     for folder in folders:
         assert not (folder / f".left.{gone.pid}-0badc0de.partial").exists(), folder
         assert (folder / ".notes.txt.partial").read_text() == "the user's, not of our form"
+        assert (folder / f".mine.{gone.pid}-0badc0de.partial").read_text() == "the user's, in our form but not marked"
 
 
 def test_metrics_csv_counts_epochs_from_0_and_the_printed_lines_from_1_as_the_readme_says(tmp_path, channels,

@@ -24,6 +24,7 @@ from tests.helpers import clean_env, sagemaker_host_env, submit_command, submit_
 from titanic_lightning.config import TrainConfig
 from titanic_lightning.data.channels import training_data_sha256
 from titanic_lightning.errors import Terminated, UsageError
+from titanic_lightning.io.atomic import PARTIAL_MARK
 from titanic_lightning.training import checkpoints as resume
 from titanic_lightning.training import layout
 from titanic_lightning.training import train as training_run
@@ -285,7 +286,9 @@ def test_sigkill_resumes_from_the_last_timed_checkpoint(tmp_path, channels, whol
     assert proc.returncode == -signal.SIGKILL and not (run / "model" / "model.pt").exists()
     epochs_done, _, step = saved_position(run / "ckpt" / "last.ckpt")
     assert 39 * BATCHES_PER_EPOCH <= step < EPOCHS * BATCHES_PER_EPOCH
-    (run / "ckpt" / f".last.ckpt.{proc.pid}-0badc0de.partial").write_bytes(b"PK")  # a write the kill cut short
+    cut = run / "ckpt" / f".last.ckpt.{proc.pid}-0badc0de.partial"  # a write the kill cut short
+    cut.write_bytes(b"PK")
+    os.setxattr(cut, PARTIAL_MARK, b"partial")
 
     resumed = complete(argv, env, tmp_path)
     assert [p.name for p in (run / "ckpt").iterdir()] == ["last.ckpt"]  # the partial file was cleared

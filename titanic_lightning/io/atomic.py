@@ -5,7 +5,10 @@ over the target when complete. The rename never leaves the folder, so it never c
 boundary (SageMaker mounts /opt/ml/model, /opt/ml/output and /opt/ml/checkpoints separately) and a
 reader sees the old file or the new one, never a part. A process killed before the rename (SIGKILL,
 or SIGTERM outside training) leaves its partial file behind; the next writer into the same folder
-removes partial files whose process no longer runs, and nothing else.
+removes partial files whose process no longer runs and that carry this project's mark (an extended
+attribute set when the partial file is created), and nothing else: a user's file or folder that
+merely has such a name stays. Where the file system keeps no extended attributes, a killed
+writer's partial file stays too.
 """
 
 from __future__ import annotations
@@ -23,6 +26,16 @@ PARTIAL_SUFFIX = ".partial"
 # A failed write into a folder with less free space than this is reported as a full disk.
 DISK_NEARLY_FULL = 1 << 20
 _PARTIAL = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.partial$")
+
+
+PARTIAL_MARK = "user.titanic-lightning"  # on a partial file while it is written, taken off before the rename
+
+
+def _marked(path: Path) -> bool:
+    try:
+        return os.getxattr(path, PARTIAL_MARK, follow_symlinks=False) == b"partial"
+    except OSError:
+        return False
 
 
 def partial_path(target: Path) -> Path:
@@ -49,8 +62,9 @@ def remove_stale_partials(folder: Path) -> list[Path]:
         return removed
     for name in names:
         match = _PARTIAL.match(name)
-        if match and int(match.group(1)) != os.getpid() and not _running(int(match.group(1))):
-            path = Path(folder) / name
+        path = Path(folder) / name
+        if (match and int(match.group(1)) != os.getpid() and not _running(int(match.group(1)))
+                and not path.is_symlink() and path.is_file() and _marked(path)):
             try:
                 path.unlink()
                 removed.append(path)
@@ -70,6 +84,10 @@ def atomic_output(out: Path) -> Iterator[Path]:
     # Created with the permissions a plain open() would give (0666 less the umask).
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
+        os.setxattr(tmp, PARTIAL_MARK, b"partial", follow_symlinks=False)
+    except OSError:
+        pass  # no extended attributes here: a killed writer's partial file is then left in place
+    try:
         try:
             yield tmp
         except (OSError, RuntimeError) as exc:
@@ -77,6 +95,8 @@ def atomic_output(out: Path) -> Iterator[Path]:
             if full is None:
                 raise
             raise full from exc
+        if _marked(tmp):
+            os.removexattr(tmp, PARTIAL_MARK, follow_symlinks=False)
         os.replace(tmp, out)
     finally:
         if os.path.lexists(tmp):
