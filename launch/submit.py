@@ -6,7 +6,7 @@
     python launch/submit.py --spot --max-run 1800    # managed spot: a restart resumes from its checkpoints
     python launch/submit.py --resume JOB_NAME        # continue a stopped or failed job from its checkpoints
     python launch/submit.py --hp epochs=200 --hp learning_rate=0.003 --no-wait
-    python launch/submit.py --dry-run                # the job as JSON; no AWS call, no credentials
+    python launch/submit.py --dry-run                # the exact CreateTrainingJob request; no AWS call, no credentials
     python launch/submit.py --local --instance-count 2   # SageMaker's layout and SM_* env, no Docker
     python launch/submit.py --local --json           # the job's summary as one JSON object instead of lines
     python launch/submit.py --network-isolation      # no network in the container: requirements from a wheelhouse
@@ -47,7 +47,9 @@ def parser() -> argparse.ArgumentParser:
                    help="continue that stopped or failed job from its checkpoints (same --hp and data); "
                         "without it every job trains afresh")
     p.add_argument("--no-wait", action="store_true", help="submit and return without following the job")
-    p.add_argument("--dry-run", action="store_true", help="print the job as one JSON object; no AWS call")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the CreateTrainingJob request the SDK would send (JSON, stdout) and a one-line "
+                        "summary (stderr); no AWS call, no credentials")
     p.add_argument("--json", action="store_true",
                    help="when the job ends, print one JSON object instead of the summary lines (--local: the job's "
                         "summary.json; on SageMaker: the run record)")
@@ -72,13 +74,17 @@ def _spec(args):
 
 def dry_run(args) -> None:
     from launch import api
-    from launch.jobs import prices
+    from launch.jobs import prices, request
 
     table = prices.load(args.prices)
-    # Anything a library prints goes to stderr: stdout carries exactly one JSON object.
+    # Anything a library prints goes to stderr: stdout carries exactly the request.
     with contextlib.redirect_stdout(sys.stderr):
-        described = api.dry_run(_spec(args), table)
-    print(json.dumps(described, indent=2))
+        spec = _spec(args)
+        described = api.dry_run(spec, table)
+        created = request.training_job(spec)
+    print(json.dumps(created, indent=2))
+    # The summary (price, distribution, placeholders), one line on stderr after the request.
+    print(json.dumps(described), file=sys.stderr)
 
 
 def local(args) -> int:

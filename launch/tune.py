@@ -1,6 +1,6 @@
 """Tune the Titanic MLP's hyperparameters: a SageMaker tuning job, or the same search here.
 
-    python launch/tune.py --dry-run                          # the tuning request as JSON; no AWS call
+    python launch/tune.py --dry-run                          # the exact CreateHyperParameterTuningJob request; no AWS call
     python launch/tune.py --max-jobs 20 --max-parallel-jobs 3 # SageMaker: Bayesian search of the default space
     python launch/tune.py --range learning_rate=0.0001:0.1:log --range "hidden_sizes=[64, 32]|[32]" \\
         --objective val_acc --search random --hp epochs=100 --spot
@@ -86,7 +86,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"training jobs in all (default {DEFAULT_MAX_JOBS}; grid: every combination)")
     s.add_argument("--max-parallel-jobs", type=integer, default=None, metavar="K", help="training jobs at a time (default 1)")
     s.add_argument("--no-wait", action="store_true", help="create the tuning job and return")
-    s.add_argument("--dry-run", action="store_true", help="print the tuning request as one JSON object; no AWS call")
+    s.add_argument("--dry-run", action="store_true", help="print the CreateHyperParameterTuningJob request the SDK would "
+                   "send (JSON, stdout) and a one-line summary (stderr); no AWS call")
     h = p.add_argument_group("here (--local)")
     h.add_argument("--local", action="store_true", help="run the search on this machine with Optuna")
     h.add_argument("--trials", type=integer, metavar="N",
@@ -142,15 +143,18 @@ def plan_from_args(args, static: dict[str, str]):
 
 
 def dry_run(args) -> None:
-    from launch.jobs import prices
+    from launch.jobs import prices, request
     from launch.tuning import tuner
 
     table = prices.load(args.prices)
-    with contextlib.redirect_stdout(sys.stderr):  # stdout carries exactly one JSON object
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries exactly the request
         spec = spec_from_args(args)
         plan = plan_from_args(args, spec.hyperparameters)
-        request = tuner.describe(spec, plan, table.hourly(spec.instance_type))
-    print(json.dumps(request, indent=2))
+        described = tuner.describe(spec, plan, table.hourly(spec.instance_type))
+        created = request.tuning_job(spec, plan)
+    print(json.dumps(created, indent=2))
+    # The summary (price, number of training jobs, placeholders), one line on stderr after the request.
+    print(json.dumps(described), file=sys.stderr)
 
 
 def _exit_code(result: dict, stop_signal: int | None) -> int:

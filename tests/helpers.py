@@ -287,3 +287,10 @@ def fake_wheel(folder: Path, name: str, version: str = "1.0", requires: tuple[st
         archive.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
         archive.writestr(f"{info}/RECORD", "")
     return path
+
+
+def dry_run_summary(err: str) -> dict:
+    """The summary `--dry-run` prints as the last line of stderr (stdout holds the request)."""
+    import json
+
+    return json.loads(err.strip().splitlines()[-1])

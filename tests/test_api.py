@@ -13,7 +13,7 @@ import pytest
 import launch
 from launch.jobs.prices import load as load_prices
 from launch.records import compare, report
-from tests.helpers import BUCKET, REGION, ROLE, submit_inprocess
+from tests.helpers import BUCKET, REGION, ROLE, dry_run_summary, submit_inprocess
 
 RECORD_KEYS = {"mode", "job_name", "status", "failure_reason", "instance_type", "instance_count", "spot",
                "training_seconds", "billable_seconds", "billable_instance_seconds", "spot_saving_percent", "wall_seconds",
@@ -38,7 +38,7 @@ def test_job_spec_and_dry_run_are_the_flags_checks_and_output(capsys, monkeypatc
     code, out, err = submit_inprocess(["--dry-run", "--instance-count", "2", "--spot", "--hp", "epochs=40",
                                        "--hp", "hidden_sizes=[64, 32]", "--hp", "early_stopping=false"], capsys)
     assert code == 0, err
-    assert plan == json.loads(out)
+    assert plan == dry_run_summary(err)
     for options, message in (
         ({"instance_count": 0}, "--instance-count 0: must be at least 1"),
         ({"instance_count": "2"}, "job_spec(instance_count='2'): expected an integer"),

@@ -11,7 +11,7 @@ import pytest
 
 from launch.jobs import checks
 from launch.jobs.container import _sdk_environment_script
-from tests.helpers import BUCKET, ROLE, Recording, submit_inprocess, submit_subprocess
+from tests.helpers import BUCKET, ROLE, Recording, dry_run_summary, submit_inprocess, submit_subprocess
 
 BAD_VALUES = [
     ("epochs=abc", "--epochs"),
@@ -52,7 +52,7 @@ def test_good_values_pass_unchanged(capsys):
     code, out, err = submit_inprocess(["--dry-run", "--hp", "learning_rate=1e-3", "--hp", "hidden_sizes=[64, 32]",
                                        "--hp", "early_stopping=false", "--strategy", "ddp"], capsys)
     assert code == 0, err
-    assert json.loads(out)["hyperparameters"] == {"learning_rate": "1e-3", "hidden_sizes": "[64, 32]",
+    assert dry_run_summary(err)["hyperparameters"] == {"learning_rate": "1e-3", "hidden_sizes": "[64, 32]",
                                                   "early_stopping": "false", "strategy": "ddp"}
 
 

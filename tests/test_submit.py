@@ -15,7 +15,7 @@ import pytest
 from launch.jobs import checks, spec
 from launch.jobs.prices import load as load_prices
 from launch.records import report
-from tests.helpers import BUCKET, REGION, ROLE, Recording, submit_inprocess, submit_subprocess
+from tests.helpers import BUCKET, REGION, ROLE, Recording, dry_run_summary, submit_inprocess, submit_subprocess
 from titanic_lightning.errors import UsageError
 
 DATA_KEYS = {
@@ -188,7 +188,8 @@ def test_dry_run_needs_no_endpoint_and_no_credentials(tmp_path):
     result = submit_subprocess(["--dry-run", "--instance-count", "2", "--spot", "--hp", "epochs=40"], cwd=tmp_path,
                                env=env)
     assert result.returncode == 0, result.stderr
-    plan = json.loads(result.stdout)  # exactly one JSON object, nothing else
+    json.loads(result.stdout)  # the request: exactly one JSON object, nothing else
+    plan = dry_run_summary(result.stderr)
     assert {"instance_type", "instance_count", "image_uri", "distributed", "hyperparameters", "channels",
             "metric_definitions", "stopping_condition", "checkpoint_s3_uri", "output_s3_uri", "spot",
             "estimated_usd_per_hour"} <= set(plan)
@@ -217,7 +218,7 @@ def test_dry_run_instance_and_distribution_choice(flags, instance, distributed, 
     monkeypatch.delenv("SAGEMAKER_ROLE", raising=False)
     code, out, err = submit_inprocess(["--dry-run", "--bucket", BUCKET, *flags], capsys)
     assert code == 0, err
-    plan = json.loads(out)
+    plan = dry_run_summary(err)
     assert plan["instance_type"] == instance
     assert (plan["distributed"] is not None) is distributed
     assert f"-{image_kind}-py312" in plan["image_uri"]
@@ -395,7 +396,7 @@ def test_dry_run_shows_the_checkpoint_uri_a_resume_restores(capsys, monkeypatch)
     name = "titanic-lightning-m5-large-x1-spot-20250102030405"
     code, out, err = submit_inprocess(["--dry-run", "--bucket", BUCKET, "--resume", name], capsys)
     assert code == 0, err
-    plan = json.loads(out)
+    plan = dry_run_summary(err)
     # Derived from the name: the resumed job was a spot job, this one is not.
     assert plan["resume"] == name and plan["base_job_name"] == "titanic-lightning-m5-large-x1"
     assert plan["checkpoint_s3_uri"] == f"s3://{BUCKET}/titanic-lightning/titanic-lightning-m5-large-x1-spot/{name}/checkpoints"
@@ -454,7 +455,7 @@ def test_dry_run_shows_network_isolation_and_the_wheelhouse(flags, isolated, whe
     monkeypatch.delenv("SAGEMAKER_ROLE", raising=False)
     code_, out, err = submit_inprocess(["--dry-run", "--bucket", BUCKET, *flags], capsys)
     assert code_ == 0, err
-    plan = json.loads(out)
+    plan = dry_run_summary(err)
     assert plan["network_isolation"] is isolated and plan["wheelhouse"] is wheels
     key = wheelhouse.key(code.requirements(), wheelhouse.Target.image(spec.PY_VERSION))
     assert plan["channels"].get("wheels") == (f"s3://{BUCKET}/titanic-lightning/wheels/{key}/" if wheels else None)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from launch.jobs.container import free_port
-from tests.helpers import clean_env, finish_all, id_channels, start
+from tests.helpers import clean_env, dry_run_summary, finish_all, id_channels, start
 from tests.test_environment import plan_in
 from titanic_lightning.errors import UsageError
 from titanic_lightning.model import parallel
@@ -270,11 +270,11 @@ def test_the_real_submission_runs_cpu_processes_per_instance_under_torchrun(caps
     code, out, err = submit_inprocess(["--dry-run", "--bucket", BUCKET, "--instance-count", "2", "--hp",
                                        "strategy=tensor_parallel", "--hp", "cpu_processes=2"], capsys)
     assert code == 0, err
-    assert json.loads(out)["distributed"] == {"type": "torchrun", "process_count_per_node": 2}
+    assert dry_run_summary(err)["distributed"] == {"type": "torchrun", "process_count_per_node": 2}
     # Data parallelism keeps the driver's default, one process per GPU, else one.
     code, out, err = submit_inprocess(["--dry-run", "--bucket", BUCKET, "--instance-count", "2", "--hp",
                                        "strategy=ddp", "--hp", "cpu_processes=2"], capsys)
-    assert json.loads(out)["distributed"] == {"type": "torchrun", "process_count_per_node": None}
+    assert dry_run_summary(err)["distributed"] == {"type": "torchrun", "process_count_per_node": None}
 
 
 def test_torchrun_gets_cpu_processes_only_when_it_starts_the_processes():

@@ -23,7 +23,7 @@ from launch.tune import _main
 from launch.tuning import result as tuning_result
 from launch.tuning import tuner
 from launch.tuning.space import PRUNE_WARMUP_EPOCHS, build_plan
-from tests.helpers import BUCKET, REGION, REPO, ROLE, Recording, clean_env, invoke, run_entry
+from tests.helpers import BUCKET, REGION, REPO, ROLE, Recording, clean_env, dry_run_summary, invoke, run_entry
 
 TUNE = REPO / "launch" / "tune.py"
 
@@ -118,7 +118,7 @@ def test_dry_run_prints_the_request_with_the_default_space(capsys, monkeypatch):
     code, out, err = _dry(["--objective", "val_acc", "--max-jobs", "12", "--max-parallel-jobs", "3", "--hp", "epochs=40",
                            "--spot"], capsys)
     assert code == 0, err
-    request = json.loads(out)  # the whole of stdout is one JSON object
+    request = dry_run_summary(err)  # the whole of stdout is one JSON object
     config = request["HyperParameterTuningJobConfig"]
     assert config["Strategy"] == "Bayesian"
     assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize", "MetricName": "val_acc"}
@@ -145,7 +145,7 @@ def test_dry_run_prints_the_request_with_the_default_space(capsys, monkeypatch):
 def test_dry_run_hyperband_grid_and_no_early_stopping(capsys):
     code, out, err = _dry(["--search", "hyperband", "--hp", "epochs=60", "--range", "learning_rate=0.001:0.1:log"], capsys)
     assert code == 0, err
-    config = json.loads(out)["HyperParameterTuningJobConfig"]
+    config = dry_run_summary(err)["HyperParameterTuningJobConfig"]
     # Hyperband stops trials itself: SageMaker requires early stopping Off with it.
     assert config["TrainingJobEarlyStoppingType"] == "Off"
     assert config["StrategyConfig"] == {"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 60}}
@@ -153,14 +153,14 @@ def test_dry_run_hyperband_grid_and_no_early_stopping(capsys):
     code, out, err = _dry(["--search", "grid", "--range", "optimizer=adam|adamw", "--range", "hidden_sizes=[32]|[64, 32]|[8]"],
                           capsys)
     assert code == 0, err
-    request = json.loads(out)
+    request = dry_run_summary(err)
     assert request["HyperParameterTuningJobConfig"]["ResourceLimits"] == {"MaxParallelTrainingJobs": 1}
     assert request["HyperParameterTuningJobConfig"]["TrainingJobEarlyStoppingType"] == "Auto"
     assert request["training_jobs"] == 6
 
     code, out, err = _dry(["--search", "random", "--no-early-stopping", "--range", "dropout=0:0.3"], capsys)
     assert code == 0, err
-    assert json.loads(out)["HyperParameterTuningJobConfig"]["TrainingJobEarlyStoppingType"] == "Off"
+    assert dry_run_summary(err)["HyperParameterTuningJobConfig"]["TrainingJobEarlyStoppingType"] == "Off"
 
 
 # --- against moto's SageMaker --------------------------------------------------------------------
@@ -190,7 +190,7 @@ def test_the_tuning_job_moto_receives_is_the_dry_run(case, fresh_aws, bucket, da
     argv = ["--bucket", BUCKET, "--role", ROLE, "--data", str(data_dir), *CASES[case]]
     code, out, err = _dry(argv, capsys)
     assert code == 0, err
-    planned = json.loads(out)
+    planned = dry_run_summary(err)
 
     rec = recording.start()
     code, out, err = invoke(_main, [*argv, "--no-wait", "--out", str(tmp_path / "t"), "--runs-dir", str(tmp_path / "r")],
@@ -557,7 +557,7 @@ def test_a_network_isolated_tuning_job_gives_its_trials_everything_as_channels(f
             "--no-wait", "--out", str(tmp_path / "t"), "--runs-dir", str(tmp_path / "r")]
     code, out, err = _dry(argv[:-5], capsys)
     assert code == 0, err
-    assert json.loads(out)["TrainingJobDefinition"]["EnableNetworkIsolation"] is True
+    assert dry_run_summary(err)["TrainingJobDefinition"]["EnableNetworkIsolation"] is True
     code, out, err = invoke(_main, argv, capsys)
     assert code == 0, err
     name = json.loads(out.strip().splitlines()[-1])["tuning_job"]

@@ -15,7 +15,7 @@ import launch
 from launch.tune import _main
 from launch.tuning import local as local_search
 from launch.tuning import trials as local_trials
-from tests.helpers import BUCKET, REGION, ROLE, invoke
+from tests.helpers import BUCKET, REGION, ROLE, dry_run_summary, invoke
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def test_the_tuning_request_is_tune_py_dry_run(capsys, monkeypatch):
                                     "--max-jobs", "7", "--max-parallel-jobs", "3", "--objective", "val_acc",
                                     "--search", "random"], capsys)
     assert code == 0, err
-    assert request == json.loads(out)
+    assert request == dry_run_summary(err)
     assert request["HyperParameterTuningJobConfig"]["ParameterRanges"]["CategoricalParameterRanges"] == [
         {"Name": "hidden_sizes", "Values": ["[64, 32]", "[32]"]}, {"Name": "early_stopping", "Values": ["true", "false"]}]
     # --range strings are taken as they are, and None is the default space less the fixed flags.
