@@ -18,7 +18,7 @@ from titanic_lightning.errors import UsageError
 # Values chosen to survive a YAML round trip only if they are quoted and typed right: strings that
 # read as booleans, null or numbers, quotes, colons, a comment sign, non-ASCII, extreme floats.
 TRAIN_FLAGS = [
-    "--train", "data dir/it's: #1 \"x\".npz", "--val", "null", "--test", "yes", "--csv", "1e3",
+    "--train", "data dir/it's: #1 \"x\".npz", "--val", "null.npz", "--test", "yes", "--csv", "1e3",
     "--model_dir", "módel", "--output_dir", "- item", "--checkpoint_dir", "~/ck",
     "--checkpoint_every_n_epochs", "3", "--checkpoint_every_n_seconds", "0.5", "--epochs", str(10**30),
     "--learning_rate", "1e308", "--weight_decay", "1e-300", "--optimizer", "adamw", "--batch_size", "7",
@@ -31,7 +31,7 @@ TRAIN_FLAGS = [
 COMMANDS = {
     "train": (config.parse_train_args, TRAIN_FLAGS),
     "prepare": (config.parse_prepare_args, ["--csv", "a: b.csv", "--out", "true", "--features", "basic"]),
-    "predict": (config.parse_predict_args, ["--model", "s3://b/k.tar.gz", "--csv", "'q'.csv", "--out", "~"]),
+    "predict": (config.parse_predict_args, ["--model", "s3://b/k.tar.gz", "--csv", "'q'.csv", "--out", "[a]"]),
     "export": (config.parse_export_args, ["--model", "model/", "--format", "onnx", "--out", "1.0"]),
 }
 
