@@ -13,6 +13,7 @@ writer's partial file stays too.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -95,7 +96,7 @@ def atomic_output(out: Path) -> Iterator[Path]:
             if full is None:
                 raise
             raise full from exc
-        if _marked(tmp):
+        with contextlib.suppress(OSError):  # not marked: no extended attributes here
             os.removexattr(tmp, PARTIAL_MARK, follow_symlinks=False)
         os.replace(tmp, out)
     finally:
