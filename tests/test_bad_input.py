@@ -311,6 +311,8 @@ HYPERPARAMETER_CASES = {
     "non-numeric value": (["--epochs", "ten"], ["--epochs", "ten"]),
     "learning rate zero": (["--learning_rate", "0"], ["--learning_rate"]),
     "learning rate negative": (["--learning_rate", "-0.1"], ["--learning_rate"]),
+    "learning rate beyond float32": (["--learning_rate", "1e308"], ["--learning_rate", "1e308"]),
+    "weight decay beyond float32": (["--weight_decay", "1e39"], ["--weight_decay", "1e39"]),
     "zero epochs": (["--epochs", "0"], ["--epochs"]),
     "zero batch size": (["--batch_size", "0"], ["--batch_size"]),
     "hidden size 0": (["--hidden_sizes", "[64, 0]"], ["--hidden_sizes"]),

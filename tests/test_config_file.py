@@ -21,7 +21,7 @@ TRAIN_FLAGS = [
     "--train", "data dir/it's: #1 \"x\".npz", "--val", "null.npz", "--test", "yes", "--csv", "1e3",
     "--model_dir", "módel", "--output_dir", "- item", "--checkpoint_dir", "~/ck",
     "--checkpoint_every_n_epochs", "3", "--checkpoint_every_n_seconds", "0.5", "--epochs", str(10**30),
-    "--learning_rate", "1e308", "--weight_decay", "1e-300", "--optimizer", "adamw", "--batch_size", "7",
+    "--learning_rate", "3e38", "--weight_decay", "1e-300", "--optimizer", "adamw", "--batch_size", "7",
     "--hidden_sizes", "[4096, 1, 3]", "--dropout", "0.999", "--early_stopping", "false", "--patience", "2",
     "--seed", str(2**32 - 1), "--accelerator", "cpu", "--devices", "2", "--num_nodes", "3",
     "--strategy", "pkg.mod:factory", "--cpu_processes", "4", "--process_group_timeout", "2419200",

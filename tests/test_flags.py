@@ -38,7 +38,7 @@ def test_out_of_range_values_are_refused_naming_the_flag(flag, value):
 
 
 @pytest.mark.parametrize("flag, value", [
-    ("--seed", "0"), ("--seed", str(2**32 - 1)), ("--learning_rate", "1e308"), ("--weight_decay", "0"),
+    ("--seed", "0"), ("--seed", str(2**32 - 1)), ("--learning_rate", "3.4e38"), ("--weight_decay", "0"),
     ("--checkpoint_every_n_seconds", str(config.LONGEST_JOB_S)), ("--process_group_timeout", str(config.LONGEST_JOB_S)),
     ("--hidden_sizes", str([config.MAX_HIDDEN_WIDTH] * config.MAX_HIDDEN_LAYERS)),
     # Enormous counts are legitimate: full batch, and epochs bounded by early stopping.
@@ -61,7 +61,8 @@ def test_the_entry_refuses_a_non_finite_learning_rate_before_any_work(tmp_path, 
                        "--model_dir", "model", "--output_dir", "out", "--learning_rate", "1e400", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: --learning_rate: Not of type FinitePositiveFloat: 1e400 does not conform to restriction v>0.0 and v<inf"]
+        "error: --learning_rate: Not of type FinitePositiveFloat: 1e400 does not conform to restriction "
+        "v>0.0 and v<=3.4028234663852886e+38"]
     assert not (tmp_path / "model").exists() and not (tmp_path / "out").exists()
 
 

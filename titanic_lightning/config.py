@@ -13,7 +13,6 @@ configuration as YAML and exits: fed back with `--config`, it gives the same con
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
@@ -31,8 +30,10 @@ MAX_HIDDEN_LAYERS = 16
 MAX_SEED = 2**32 - 1  # numpy's seed range, which seed_everything would otherwise replace by 0
 
 Dropout = restricted_number_type("Dropout", float, [(">=", 0.0), ("<", 1.0)])
-FinitePositiveFloat = restricted_number_type("FinitePositiveFloat", float, [(">", 0.0), ("<", math.inf)])
-FiniteNonNegativeFloat = restricted_number_type("FiniteNonNegativeFloat", float, [(">=", 0.0), ("<", math.inf)])
+# The optimiser's values become float32 tensors (torch's default dtype): a larger one overflows there.
+FLOAT32_MAX = 3.4028234663852886e38
+FinitePositiveFloat = restricted_number_type("FinitePositiveFloat", float, [(">", 0.0), ("<=", FLOAT32_MAX)])
+FiniteNonNegativeFloat = restricted_number_type("FiniteNonNegativeFloat", float, [(">=", 0.0), ("<=", FLOAT32_MAX)])
 # No interval needs more than SageMaker's longest training job (LONGEST_JOB_S, 2,419,200 s).
 Seconds = restricted_number_type("Seconds", float, [(">", 0.0), ("<=", float(LONGEST_JOB_S))])
 WholeSeconds = restricted_number_type("WholeSeconds", int, [(">", 0), ("<=", LONGEST_JOB_S)])
