@@ -706,3 +706,88 @@ def test_tuning_png_log_axes_have_tick_labels_that_do_not_overlap(ranges, trials
         boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in labels]
         overlapping = [(a, b) for (a, box_a), (b, box_b) in itertools.combinations(boxes, 2) if box_a.overlaps(box_b)]
         assert not overlapping, (ax.get_xlabel(), overlapping)
+
+
+def _marked(mark: str) -> list:
+    from launch.jobs import descendants
+
+    return descendants.marked([mark])[mark]
+
+
+def _gone(mark: str, within_s: float = 20) -> bool:
+    deadline = time.monotonic() + within_s
+    while _marked(mark) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not _marked(mark)
+
+
+def _trial_pids(folder, numbers, mark: str) -> dict[int, int]:
+    """The pid of each numbered trial of the search carrying `mark`, found by its working folder."""
+    pids = {}
+    for p in _marked(mark):
+        try:
+            cwd = os.readlink(f"/proc/{p.pid}/cwd")
+        except OSError:
+            continue
+        for n in numbers:
+            if cwd.endswith(f"/trials/{n}"):
+                pids[n] = p.pid
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the trials' processes in /proc")
+def test_a_killed_or_signalled_trial_fails_alone_and_the_search_goes_on(data_dir, tmp_path):
+    from launch.jobs.descendants import MARK_VARIABLE
+
+    mark = f"search-{os.getpid()}-{time.monotonic_ns()}"
+    # A grid in the order given: trials 0 and 1 train long enough to be ended by hand; 2 and 3 are short.
+    proc = subprocess.Popen([sys.executable, str(TUNE), "--local", "--search", "grid", "--range", "epochs=400|401|3|4",
+                             "--parallel", "2", "--data", str(data_dir), "--hp", "early_stopping=false"],
+                            cwd=tmp_path, env=clean_env(**{MARK_VARIABLE: mark}), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline, pids = time.monotonic() + 90, {}
+    while time.monotonic() < deadline and proc.poll() is None:
+        logs = list(tmp_path.glob("tuning/*/trials/[01]/train.log"))
+        if len(logs) == 2 and all("epoch=1;" in p.read_text() for p in logs):
+            pids = _trial_pids(logs[0].parents[1], (0, 1), mark)
+            break
+        time.sleep(0.2)
+    assert set(pids) == {0, 1}, "the two long trials did not start"
+    os.kill(pids[0], signal.SIGKILL)  # as the kernel's OOM killer would
+    os.kill(pids[1], signal.SIGTERM)  # stopped from outside the search
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["status"] == "Completed"
+    assert [t["status"] for t in result["trials"]] == ["Failed", "Failed", "Completed", "Completed"]
+    assert result["best"]["trial"] in (2, 3)
+    records = {json.loads(p.read_text())["trial"]: json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")}
+    assert "exit code -9" in records[0]["failure_reason"]
+    assert "stopped by SIGTERM" in records[1]["failure_reason"]
+    assert not _partials(tmp_path)
+    assert _gone(mark), f"processes left behind: {_marked(mark)}"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the trials' parent-death signal is Linux's")
+def test_a_killed_search_leaves_no_trial_running(data_dir, tmp_path):
+    from launch.jobs.descendants import MARK_VARIABLE
+
+    mark = f"search-{os.getpid()}-{time.monotonic_ns()}"
+    proc = subprocess.Popen([sys.executable, str(TUNE), "--local", "--trials", "4", "--parallel", "2", "--data",
+                             str(data_dir), "--hp", "epochs=400", "--hp", "early_stopping=false"],
+                            cwd=tmp_path, env=clean_env(**{MARK_VARIABLE: mark}), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        logs = list(tmp_path.glob("tuning/*/trials/*/train.log"))
+        if len(logs) == 2 and all("epoch=1;" in p.read_text() for p in logs):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the trials did not start")
+    assert len(_trial_pids(logs[0].parents[1], (0, 1), mark)) == 2
+    proc.kill()
+    proc.wait(timeout=10)
+    assert _gone(mark), f"processes left behind: {_marked(mark)}"

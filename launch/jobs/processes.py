@@ -6,6 +6,7 @@ period. A host's processes are all it started, torchrun's workers in their own s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -27,12 +28,15 @@ KILL_WAIT_S = 5.0  # after SIGKILL, how long to wait for the processes to be gon
 POLL_S = 0.2
 
 
-def signal_group(process: subprocess.Popen, sig: int) -> None:
-    """Send `sig` to the process group `process` leads; one that has already ended is left alone."""
+def signal_group(process, sig: int) -> None:
+    """Send `sig` to the process group `process` (a Popen or `launch.jobs.warm.WarmProcess`) leads;
+    one that has already ended is left alone."""
     try:
         os.killpg(process.pid, sig)
     except ProcessLookupError:
-        pass
+        # Not (yet) its own group's leader: a warm trial between its fork and its setsid.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, sig)
 
 
 def stop_groups(processes: list[subprocess.Popen], grace_s: float = STOP_GRACE_S, poll_s: float = 0.1) -> None:

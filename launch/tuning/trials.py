@@ -1,6 +1,6 @@
 """The search run on this machine (`tune.py --local`): Optuna chooses, the entry trains.
 
-Each trial is a real run of `python -m entry.train`, one subprocess per trial, with the trial's
+Each trial is a real run of `python -m entry.train`, one process per trial, with the trial's
 hyperparameters in the form SageMaker's container would hand them over (`launch.jobs.checks.container_forms`),
 the tuning's fixed `--hp` values, and its own `--model_dir` and `--output_dir`:
 
@@ -8,7 +8,10 @@ the tuning's fixed `--hp` values, and its own `--model_dir` and `--output_dir`:
     <tuning folder>/trials/<n>/output/     its logs and curves.png
     <tuning folder>/trials/<n>/train.log   everything it printed
 
-Why a subprocess and not the training function in this process: pruning needs the epoch lines
+Each trial process is forked from a warm interpreter that has imported torch and Lightning once
+(`launch.jobs.warm`), so a search pays those imports once, not once per trial.
+
+Why a process and not the training function in this process: pruning needs the epoch lines
 while the trial runs, and those are exactly what SageMaker's tuner reads from a job's log (the
 same `METRIC_DEFINITIONS` regexes parse them here); a process can be stopped at any moment with
 SIGTERM, which the entry answers by exiting cleanly with 143, leaving no half-written file; trials
@@ -36,7 +39,6 @@ import itertools
 import os
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -47,10 +49,12 @@ from launch.console import log
 from launch.jobs.checks import container_forms
 from launch.jobs.processes import signal_group, stop_running
 from launch.jobs.spec import METRIC_DEFINITIONS
+from launch.jobs.warm import WarmProcess, warm_up
 from launch.tuning.space import CATEGORICAL, INTEGER, PRUNE_WARMUP_EPOCHS, Plan, Range, number_text, tpe_startup_trials
 from titanic_lightning.contracts import MODEL_FILE, npz_name
 
 POLL_S = 0.1
+TRIAL_MODULE = "entry.train"
 _PATTERNS = [(m["Name"], re.compile(m["Regex"])) for m in METRIC_DEFINITIONS]
 
 COMPLETED, PRUNED, FAILED, STOPPED = "Completed", "Pruned", "Failed", "Stopped"
@@ -76,7 +80,7 @@ class Trial:
     epochs: int = 0
     exit_code: int | None = None
     wall_seconds: float | None = None
-    process: subprocess.Popen | None = None
+    process: WarmProcess | None = None
     stop_reason: str | None = None  # "pruned" or "stopped", set before the process is signalled
     error: str | None = None  # the entry's last `error: ...` line
 
@@ -107,7 +111,7 @@ def trial_command(trial: Trial, data_dir: Path, static: dict[str, str]) -> list[
             args += [flag, str(path.resolve())]
     for key, value in {**static, **trial.hyperparameters}.items():
         args += [f"--{key}", container_forms(value)[0]]
-    return [sys.executable, "-m", "entry.train", "--model_dir", str(trial.model_dir.resolve()),
+    return [sys.executable, "-m", TRIAL_MODULE, "--model_dir", str(trial.model_dir.resolve()),
             "--output_dir", str(trial.output_dir.resolve()), *args]
 
 
@@ -137,10 +141,9 @@ def run_trial(trial: Trial, optuna_trial, plan: Plan, data_dir: Path, env: dict[
     started = time.perf_counter()
     with trial.log_file.open("w", encoding="utf-8") as out:
         out.write("$ " + " ".join(command) + "\n")
-        trial.process = subprocess.Popen(
-            command, cwd=trial.folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            errors="replace", start_new_session=True,  # Ctrl-C at the terminal reaches the tuner only; it stops trials itself
-        )
+        out.flush()
+        # In its own session: Ctrl-C at the terminal reaches the tuner only; it stops trials itself.
+        trial.process = WarmProcess(TRIAL_MODULE, command[3:], cwd=trial.folder, env=env)
         for line in trial.process.stdout:
             out.write(line)
             out.flush()
@@ -230,6 +233,7 @@ def search(plan: Plan, data_dir: Path, folder: Path, trials: int, parallel: int,
     """
     import optuna
 
+    warm_up()  # the trials' imports load while the study is built
     study = study_for(plan)
     space = distributions(plan.ranges)
     env = trial_env(parallel)

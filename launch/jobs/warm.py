@@ -1,0 +1,106 @@
+"""`python -m <module> args...` started from a warm interpreter: the local search's trials.
+
+Importing torch and Lightning takes seconds, longer than a Titanic trial's training. The first
+trial starts one fork server (Python's `multiprocessing` "forkserver") that imports the training
+modules once; every trial after it is a fork of that server, so a search pays the imports once.
+The server forks from a clean state (it never trains), so trials share no torch, Lightning or
+signal state, and each is still a process of its own:
+
+- it leads its own session, as `subprocess.Popen(start_new_session=True)` makes it: Ctrl-C at the
+  terminal reaches the search only, and a signal to its process group reaches all of it;
+- its standard output and error go to one pipe, read line by line while it runs;
+- it runs in its own folder with its own environment, and exits with the entry's own code
+  (0, 1, 2, 143), or minus the signal that killed it, as `Popen.returncode` reads;
+- it gets SIGTERM if the server ends (the search was killed), so no trial outlives a search.
+
+`WarmProcess` offers the part of `subprocess.Popen` the supervisors use: `pid`, `stdout`, `poll()`
+and `wait()`. POSIX only, as the searches' process groups already are.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import runpy
+import signal
+import sys
+from pathlib import Path
+
+# What each trial would otherwise import itself: the entry's parser, the library, Lightning. (Not
+# the entry itself, which `runpy` runs afresh as `__main__`, as `python -m` does.)
+PRELOAD = ["__main__", "launch.jobs.warm", "titanic_lightning.command", "titanic_lightning.config",
+           "titanic_lightning.training.layout", "titanic_lightning.training.train"]
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _context():
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
+
+
+def warm_up() -> None:
+    """Start the fork server (and its imports) now, alongside the caller's own work."""
+    _context()
+    multiprocessing.forkserver.ensure_running()
+
+
+def _end_with_server() -> None:
+    """SIGTERM this process when its parent, the fork server, ends (Linux; elsewhere a no-op)."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the server ended before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _child(module: str, args: list[str], cwd: str, env: dict[str, str], out) -> None:
+    os.setsid()
+    for fd in (1, 2):
+        os.dup2(out.fileno(), fd)
+    out.close()
+    # Line-buffered, as PYTHONUNBUFFERED makes a cold run's output: the reader sees each epoch's line.
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, errors="backslashreplace")
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="backslashreplace")
+    _end_with_server()
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    if "OMP_NUM_THREADS" in env:
+        import torch
+
+        # torch read the variable when the server imported it; the trial's own value applies from here.
+        torch.set_num_threads(max(1, int(env["OMP_NUM_THREADS"])))
+    sys.argv = [module, *args]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+class WarmProcess:
+    """`python -m module args...` in `cwd` with `env`, forked from the warm server (see the module's docstring)."""
+
+    def __init__(self, module: str, args: list[str], cwd: Path, env: dict[str, str]):
+        context = _context()
+        reader, writer = context.Pipe(duplex=False)
+        self._process = context.Process(target=_child, args=(module, list(args), str(cwd), dict(env), writer),
+                                        name=f"{module} in {cwd}", daemon=False)
+        try:
+            self._process.start()
+        finally:
+            writer.close()
+        self.pid = self._process.pid
+        self.stdout = io.TextIOWrapper(io.FileIO(os.dup(reader.fileno()), "r"), errors="replace")
+        reader.close()
+
+    def poll(self) -> int | None:
+        return self._process.exitcode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self._process.join(timeout)
+        return self._process.exitcode
