@@ -21,6 +21,8 @@ Every case runs as separate processes, interleaved (ours, reference, template, o
 6. job start-up — a host's install of the job's requirements.txt with the SDK's own script, in an
    environment holding only what the training image holds: from the wheelhouse against the index
    (`bench/startup.py`; CPU only)
+7. local search — `launch/tune.py --local --trials 8 --parallel 2` against one run of
+   `python -m entry.train` with its defaults, both whole commands on the same prepared data (CPU only)
 
 `--quick` (under 3 minutes on 2 cores) runs every case with 0.5 M rows and one epoch, and times
 the imports once; the full run uses 2 M rows (3 epochs) and 20 M rows (1 epoch). `--cases` runs
@@ -244,6 +246,23 @@ def install_case(table: Table, pairs: int, raw: dict) -> None:
               "(context: wheelhouse needs no index)")
 
 
+TUNE = Path(__file__).resolve().parents[1] / "launch" / "tune.py"
+SEARCH_TRIALS, SEARCH_PARALLEL = 8, 2
+
+
+def search_case(table: Table, data: Path, work: Path, pairs: int, raw: dict) -> None:
+    """An 8-trial local search (2 at a time) against one default training run, interleaved."""
+    runs = {"search": [], "one run": []}
+    for i in range(pairs):
+        runs["one run"].append(measure(ours(data, work, device="cpu"))["wall"])
+        search = [str(TUNE), "--local", "--data", str(data), "--trials", str(SEARCH_TRIALS), "--parallel",
+                  str(SEARCH_PARALLEL), "--out", str(work / "tuning"), "--runs-dir", str(work / f"runs-{i}")]
+        runs["search"].append(measure(search)["wall"])
+    raw["search"] = runs
+    table.add("7 local search", f"{SEARCH_TRIALS} trials, {SEARCH_PARALLEL} at a time: s", median(runs["search"]),
+              median(runs["one run"]), None, "≤ 2.0 (reference: one run)")
+
+
 def machine(device: str) -> str:
     import torch
 
@@ -261,7 +280,7 @@ def machine(device: str) -> str:
     return text
 
 
-CASES = frozenset(range(1, 7))
+CASES = frozenset(range(1, 8))
 
 
 def cases_list(text: str) -> frozenset[int]:
@@ -270,7 +289,7 @@ def cases_list(text: str) -> frozenset[int]:
     except ValueError:
         chosen = frozenset()
     if not chosen or not chosen <= CASES:
-        raise argparse.ArgumentTypeError(f"expected case numbers 1-6 separated by commas, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected case numbers 1-7 separated by commas, got {text!r}")
     return chosen
 
 
@@ -316,6 +335,10 @@ def main(argv: list[str] | None = None) -> None:
             startup_case(table, args.pairs, raw)
         if 6 in cases and args.device == "cpu":
             install_case(table, args.pairs, raw)
+        if 7 in cases and args.device == "cpu":
+            search_data = work / "prepared"
+            prepare(resolve_csv(args.csv), search_data)
+            search_case(table, search_data, work, args.pairs, raw)
     print(f"machine: {machine(args.device)}; device {args.device}; {args.pairs} interleaved rounds; "
           f"{time.strftime('%Y-%m-%d')}; {time.perf_counter() - started:.0f} s")
     table.print()
