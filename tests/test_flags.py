@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 
 import pytest
@@ -209,19 +208,45 @@ def test_lightnings_exit_after_ctrl_c_is_exit_130(capsys):
     assert capsys.readouterr().err == "error: interrupted\n"
 
 
-def test_ctrl_c_during_training_ends_with_one_line_and_exit_130(tmp_path, tiny_channels):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "entry.train", "--train", str(tiny_channels["train"]), "--val", str(tiny_channels["val"]),
-         "--model_dir", "model", "--output_dir", "out", "--epochs", "100000", "--early_stopping", "false"],
-        cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_ctrl_c_during_fit_is_noted_and_raised_at_the_next_batch_start():
+    from titanic_lightning.command import interrupt_noted, stops_deferred
+    from titanic_lightning.training.callbacks import StopWhenNoted
+
+    class Trainer:
+        world_size, received_sigterm = 1, False
+
+    with stops_deferred():
+        os.kill(os.getpid(), signal.SIGINT)  # wherever it lands, nothing is raised there
+        assert interrupt_noted()
+        with pytest.raises(KeyboardInterrupt):
+            StopWhenNoted().on_train_batch_start(Trainer(), None, None, 0)
+        with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C interrupts at once
+            os.kill(os.getpid(), signal.SIGINT)
+    assert not interrupt_noted() and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("delay_s", [0, 0.02, 0.05, 0.1, 0.2])
+def test_ctrl_c_during_training_ends_with_one_line_and_exit_130(delay_s, tmp_path, tiny_channels):
+    # Ctrl-C at several moments of an epoch: raised where it landed, it could stall the shutdown
+    # inside TensorBoard's writer for two minutes.
+    import time
+
+    from launch.jobs.warm import WarmProcess
+
+    args = ["--train", str(tiny_channels["train"]), "--val", str(tiny_channels["val"]), "--model_dir", "model",
+            "--output_dir", "out", "--epochs", "100000", "--early_stopping", "false"]
+    process = WarmProcess("entry.train", args, cwd=tmp_path, env=clean_env(), stderr_apart=True)
     try:
         for line in process.stdout:
             if line.startswith("epoch="):
                 break
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=60)
+        time.sleep(delay_s)
+        os.kill(process.pid, signal.SIGINT)
+        code = process.wait(timeout=20)
+        err = process.stderr.read()
     finally:
-        process.kill()
-    assert process.returncode == 130, err
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+    assert code == 130, err
     assert [line for line in err.splitlines() if line.startswith("error:")] == ["error: interrupted"]
     assert err.strip().splitlines()[-1] == "error: interrupted" and "Traceback" not in err

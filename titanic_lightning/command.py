@@ -81,31 +81,53 @@ def _debug_in_config(config: str, current):
 
 
 class DeferredStop:
-    """Whether a SIGTERM arrived while the command's handler was deferred."""
+    """Whether a SIGTERM, or a Ctrl-C, arrived while the command's handlers were deferred."""
 
     def __init__(self):
         self.received = False
+        self.interrupted = False
 
 
 _deferred: DeferredStop | None = None
 
 
 @contextmanager
-def sigterm_deferred() -> Iterator[DeferredStop]:
+def stops_deferred() -> Iterator[DeferredStop]:
     """While Lightning trains, its own handler turns SIGTERM into a stop at a batch boundary (and a
     checkpoint); the command's handler, which Lightning calls too, then only notes the signal, which
-    the caller checks afterwards (Lightning's handler is not in place for all of `fit`)."""
+    the caller checks afterwards (Lightning's handler is not in place for all of `fit`).
+
+    Ctrl-C is noted the same way and raised as KeyboardInterrupt at the next batch start
+    (`training.callbacks.StopWhenNoted`), where Lightning's own shutdown runs: raised wherever the
+    signal lands, it can land inside TensorBoard's writer and lose the wake-up its shutdown waits
+    for, which stalls the command for the writer's 120 s flush interval. A second Ctrl-C interrupts at once.
+    """
     global _deferred
     previous, _deferred = _deferred, DeferredStop()
+    main = threading.current_thread() is threading.main_thread()
+    previous_sigint = signal.signal(signal.SIGINT, _on_sigint) if main else None
     try:
         yield _deferred
     finally:
         _deferred = previous
+        if main:
+            signal.signal(signal.SIGINT, previous_sigint)
 
 
 def stop_noted() -> bool:
-    """Whether a SIGTERM arrived while the command's handler was deferred (see `sigterm_deferred`)."""
+    """Whether a SIGTERM arrived while the command's handler was deferred (see `stops_deferred`)."""
     return _deferred is not None and _deferred.received
+
+
+def interrupt_noted() -> bool:
+    """Whether a Ctrl-C arrived while the command's handler was deferred (see `stops_deferred`)."""
+    return _deferred is not None and _deferred.interrupted
+
+
+def _on_sigint(signum, frame) -> None:
+    if _deferred is None or _deferred.interrupted:
+        raise KeyboardInterrupt
+    _deferred.interrupted = True
 
 
 def _on_sigterm(signum, frame) -> None:

@@ -121,7 +121,8 @@ def find_callback(trainer: pl.Trainer, kind: type[CallbackT]) -> CallbackT:
 class StopWhenNoted(Callback):
     """Stops training at the next batch boundary, as Lightning's SIGTERM handling does (the checkpoint
     is saved and the run ends), for what Lightning does not see itself: a SIGTERM that arrived while
-    its handler was not yet in place (fit's set-up), and SLURM's SIGUSR1 warning before the time limit.
+    its handler was not yet in place (fit's set-up), SLURM's SIGUSR1 warning before the time limit,
+    and Ctrl-C, raised here as the KeyboardInterrupt Lightning shuts down on (see `command.stops_deferred`).
 
     With several processes, Lightning's own SIGTERM handler is replaced: it broadcasts from inside
     the handler, wherever each rank was interrupted, so that collective pairs with another one and
@@ -149,11 +150,12 @@ class StopWhenNoted(Callback):
 
         from titanic_lightning import command
 
-        stop = command.stop_noted() and not trainer.received_sigterm
+        interrupted = command.interrupt_noted()
+        stop = interrupted or (command.stop_noted() and not trainer.received_sigterm)
         if trainer.world_size > 1:
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if stop:
-            raise SIGTERMException
+            raise KeyboardInterrupt if interrupted else SIGTERMException
         if command.requeue_watched() and trainer.strategy.reduce_boolean_decision(command.requeue_asked(), all=False):
             command.ask_requeue()  # the ranks that did not get the signal requeue too (rank 0 asks SLURM)
             raise SIGTERMException

@@ -31,7 +31,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from titanic_lightning import environment
-from titanic_lightning.command import sigterm_deferred
+from titanic_lightning.command import stops_deferred
 from titanic_lightning.config import TrainConfig
 from titanic_lightning.contracts import CURVES_FILE, FINAL_LINE, FINAL_METRICS, METRICS_FILE, MODEL_FILE
 from titanic_lightning.data.datamodule import TitanicDataModule, data_parallel_rank
@@ -184,10 +184,12 @@ def fit(cfg: TrainConfig, layout: Layout, plan: Plan):
     where = (f"the last checkpoint is in {layout.checkpoint_dir}: run the same command again to resume from it"
              if layout.checkpoint_dir is not None else "no --checkpoint_dir was given, so nothing was kept to resume from")
     try:
-        with sigterm_deferred() as stop:
+        with stops_deferred() as stop:
             trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     except SIGTERMException:
         raise Terminated(f"stopped by SIGTERM; {where}") from None
+    if stop.interrupted:  # noted after the last batch started
+        raise KeyboardInterrupt
     if trainer.received_sigterm or stop.received:
         # Lightning stops only between batches, and its handler is in place only for part of fit:
         # a SIGTERM at the end is noted, then dropped when fit returns. The run is saved by then.
