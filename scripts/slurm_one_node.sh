@@ -5,6 +5,8 @@
 #   scripts/slurm_one_node.sh stop    # stop, by PID, the daemons that `start` started (none that it found running)
 #
 # Needs root and Debian's packages. The cluster has one partition, `debug`, with this host's CPUs.
+# cred_expire is also how long a requeued job waits before it may start again: 15 s, not the
+# default 120 s, so the requeue tests do not idle for two minutes each.
 set -eu
 STATE=${SLURM_ONE_NODE_STATE:-/tmp/slurm}
 STARTED="$STATE/started.pids"
@@ -50,6 +52,7 @@ SelectTypeParameters=CR_Core
 SlurmctldLogFile=$STATE/log/slurmctld.log
 SlurmdLogFile=$STATE/log/slurmd.log
 MpiDefault=none
+AuthInfo=cred_expire=15
 NodeName=$host CPUs=$cpus State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
