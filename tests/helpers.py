@@ -5,6 +5,7 @@ recorder, and the processes of multi-process training runs."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import zipfile
@@ -65,12 +66,33 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_entry(module: str, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300):
-    """Run `python -m entry.<module> args...` in `cwd`; return the CompletedProcess."""
-    return subprocess.run(
-        [sys.executable, "-m", f"entry.{module}", *args],
-        cwd=cwd, env=env if env is not None else clean_env(), capture_output=True, text=True, timeout=timeout,
-    )
+def run_entry(module: str, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300,
+              warm: bool = True) -> subprocess.CompletedProcess:
+    """Run `python -m entry.<module> args...` in `cwd`; return the CompletedProcess.
+
+    The process is forked from the warm interpreter that has imported the project and Lightning
+    (`launch.jobs.warm`, as a local search's trials are): its own folder, environment, session and
+    exit code, without paying the imports again. `warm=False` starts a fresh interpreter, for what
+    depends on the imports themselves; the suite's end-to-end tests start theirs fresh too.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from launch.jobs.processes import signal_group
+    from launch.jobs.warm import WarmProcess
+
+    argv = [sys.executable, "-m", f"entry.{module}", *args]
+    env = env if env is not None else clean_env()
+    if not warm:
+        return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    process = WarmProcess(f"entry.{module}", list(args), cwd=cwd, env=env, stderr_apart=True)
+    with ThreadPoolExecutor(2) as pool:
+        out, err = pool.submit(process.stdout.read), pool.submit(process.stderr.read)
+        code = process.wait(timeout)
+        if code is None:
+            signal_group(process, signal.SIGKILL)
+            process.wait()
+            raise subprocess.TimeoutExpired(argv, timeout)
+        return subprocess.CompletedProcess(argv, code, out.result(), err.result())
 
 
 def invoke(main, argv: list[str], capsys) -> tuple[int, str, str]:

@@ -61,11 +61,12 @@ def _end_with_server() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _child(module: str, args: list[str], cwd: str, env: dict[str, str], out) -> None:
+def _child(module: str, args: list[str], cwd: str, env: dict[str, str], out, err) -> None:
     os.setsid()
-    for fd in (1, 2):
-        os.dup2(out.fileno(), fd)
-    out.close()
+    for fd, pipe in ((1, out), (2, err or out)):
+        os.dup2(pipe.fileno(), fd)
+    for pipe in filter(None, (out, err)):
+        pipe.close()
     # Line-buffered, as PYTHONUNBUFFERED makes a cold run's output: the reader sees each epoch's line.
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, errors="backslashreplace")
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="backslashreplace")
@@ -82,21 +83,30 @@ def _child(module: str, args: list[str], cwd: str, env: dict[str, str], out) -> 
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
-class WarmProcess:
-    """`python -m module args...` in `cwd` with `env`, forked from the warm server (see the module's docstring)."""
+def _text_reader(connection) -> io.TextIOWrapper:
+    reader = io.TextIOWrapper(io.FileIO(os.dup(connection.fileno()), "r"), errors="replace")
+    connection.close()
+    return reader
 
-    def __init__(self, module: str, args: list[str], cwd: Path, env: dict[str, str]):
+
+class WarmProcess:
+    """`python -m module args...` in `cwd` with `env`, forked from the warm server (see the module's
+    docstring): its standard output and error in `stdout`, or apart in `stdout` and `stderr`."""
+
+    def __init__(self, module: str, args: list[str], cwd: Path, env: dict[str, str], stderr_apart: bool = False):
         context = _context()
-        reader, writer = context.Pipe(duplex=False)
-        self._process = context.Process(target=_child, args=(module, list(args), str(cwd), dict(env), writer),
+        pipes = [context.Pipe(duplex=False) for _ in range(2 if stderr_apart else 1)]
+        writers = [w for _, w in pipes] + [None] * (2 - len(pipes))
+        self._process = context.Process(target=_child, args=(module, list(args), str(cwd), dict(env), *writers),
                                         name=f"{module} in {cwd}", daemon=False)
         try:
             self._process.start()
         finally:
-            writer.close()
+            for _, writer in pipes:
+                writer.close()
         self.pid = self._process.pid
-        self.stdout = io.TextIOWrapper(io.FileIO(os.dup(reader.fileno()), "r"), errors="replace")
-        reader.close()
+        readers = [_text_reader(r) for r, _ in pipes]
+        self.stdout, self.stderr = readers[0], (readers[1] if stderr_apart else None)
 
     def poll(self) -> int | None:
         return self._process.exitcode
