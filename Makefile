@@ -1,6 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make train   — create .venv, install, and run `python -m entry.train` on the Titanic data
 #   make test    — create .venv, install with the test and launch extras, and run the test suite
+#   make test-fast — the same set-up; only the tests that start no training process, SLURM job,
+#                    package build or server (`-m "not slow"`), on every core
 #
 # TORCH is installed first, on its own, so the build is chosen on purpose. Its default pin takes
 # the CPU wheel where pip's index or cache has one; on a GPU machine the same pin from PyPI is the
@@ -17,7 +19,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 TORCH_PIP_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 
-.PHONY: train test install dev prepare lint clean
+.PHONY: train test test-fast install dev prepare lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +47,9 @@ prepare: $(VENV)/.core
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.dev
+	$(BIN)/python -m pytest -m "not slow" -n auto $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

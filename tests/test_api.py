@@ -55,6 +55,7 @@ def test_job_spec_and_dry_run_are_the_flags_checks_and_output(capsys, monkeypatc
         launch.dry_run({"instance_type": "ml.m5.large"})
 
 
+@pytest.mark.slow
 def test_run_local_returns_a_run_recorded_like_a_real_one(data_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = launch.run_local(launch.job_spec(hyperparameters={"epochs": 2, "hidden_sizes": [8]}), data=data_dir)
@@ -223,6 +224,7 @@ def test_plot_draws_the_comparison_and_never_replaces_a_file_it_did_not_write(tm
     _check_png(launch.compare([odd, *files]).plot(tmp_path / "odd.png"))
 
 
+@pytest.mark.slow
 def test_run_sagemaker_without_waiting_then_wait_records_the_job(bucket, data_dir, tmp_path):
     spec = launch.job_spec(bucket=BUCKET, role=ROLE, hyperparameters={"epochs": 3})
     submitted = launch.run_sagemaker(spec, data=data_dir, wait=False, runs_dir=tmp_path / "runs")

@@ -606,6 +606,7 @@ def _process_env(failure: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_processes_report_one_line_usage_errors(tmp_path, titanic_csv):
     failure = tmp_path / "sagemaker" / "failure"
     env = _process_env(failure)
@@ -643,6 +644,7 @@ run_command(main, sys.argv[1:])
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("debug", [False, True])
 def test_process_runtime_failure_shows_traceback_only_with_debug(tmp_path, debug):
     failure = tmp_path / "sagemaker" / "failure"

@@ -187,6 +187,7 @@ def test_print_config_answers_without_torch(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_the_entry_trains_from_a_config_file(tmp_path, tiny_channels):
     """The SageMaker form and the file form together: strings for every value, the file underneath."""
     (tmp_path / "run.yaml").write_text(

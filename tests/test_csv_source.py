@@ -62,6 +62,7 @@ def test_hash_mismatch_is_an_error_and_nothing_is_cached(tmp_path, served):
     assert not cache.exists() or not any(cache.iterdir())
 
 
+@pytest.mark.slow
 def test_offline_with_nothing_found_names_the_three_ways(tmp_path):
     env = clean_env(XDG_CACHE_HOME=str(tmp_path / "cache"), TITANIC_CSV_URL="http://127.0.0.1:9/titanic.csv")
     env.pop("TITANIC_CSV", None)
@@ -104,6 +105,7 @@ def _suite_in(clone: Path, home: Path) -> subprocess.CompletedProcess:
                           cwd=clone, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_the_suite_finds_the_csv_in_the_user_cache(tmp_path, titanic_csv):
     clone = _clone_alone(tmp_path)
     home = tmp_path / "home"

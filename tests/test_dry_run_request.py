@@ -133,6 +133,7 @@ def _same_job(dry: dict, sent: dict, dry_name: str, sent_name: str) -> None:
     assert json.loads(json.dumps(dry).replace(dry_name, sent_name)) == sent
 
 
+@pytest.mark.slow
 def test_the_training_dry_run_is_what_moto_receives(bucket, prepared, recording, capsys, monkeypatch, tmp_path):
     argv = ["--bucket", BUCKET, "--role", ROLE, "--instance-count", "2", "--spot", "--hp", "epochs=30"]
     code, out, err = invoke(submit_main, ["--dry-run", *argv], capsys)

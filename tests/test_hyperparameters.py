@@ -96,6 +96,7 @@ def _snapshot(root):
     return sorted(p.relative_to(root) for p in root.rglob("*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["--dry-run", "--local"])
 def test_a_payload_runs_nothing_and_writes_nothing(mode, prepared, tmp_path, monkeypatch, capsys):
     cwd = tmp_path / "cwd"

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
+
 from tests.helpers import REPO, clean_env
 
 HEAVY = ("sagemaker", "boto3", "botocore", "torch", "lightning", "matplotlib", "pandas")
@@ -59,6 +61,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_the_wheel_installs_launch_entry_and_prices_and_stages_a_jobs_code(tmp_path):
     source = tmp_path / "source"
     source.mkdir()

@@ -184,6 +184,7 @@ def test_processes_in_other_sessions_are_killed_after_the_grace_period(tmp_path)
     assert _gone(spawned)
 
 
+@pytest.mark.slow
 def test_failing_hosts_fail_the_job_with_a_one_line_reason(data_dir, tmp_path):
     # A value the submission accepts (the entry's parser takes any path) but every host refuses.
     result = submit_subprocess(["--local", "--json", "--instance-count", "2", "--hp", "train=missing.npz", "--data", str(data_dir)],

@@ -27,6 +27,7 @@ def readme_command(prefix: str) -> list[str]:
     return shlex.split(lines[0].split("#")[0])
 
 
+@pytest.mark.slow
 def test_the_lessons_command_runs_as_the_readme_writes_it(tmp_path, prepared):
     argv = readme_command("python -m entry.train --train")
     assert argv[3:] == ["--train", "data/train_data.npz", "--val", "data/val_data.npz", "--epochs", "1000",
@@ -118,6 +119,7 @@ def test_fast_dev_run_plain_process(tiny, tmp_path):
     _fast_dev_run_checks(result, tmp_path, 1, "local")
 
 
+@pytest.mark.slow
 def test_fast_dev_run_under_torchrun(tiny, tmp_path):
     argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
             "-m", "entry.train", "--fast_dev_run", "2", "--train", str(tiny["train"]), "--val", str(tiny["val"]),
@@ -126,6 +128,7 @@ def test_fast_dev_run_under_torchrun(tiny, tmp_path):
     _fast_dev_run_checks(result, tmp_path, 2, "torchrun")
 
 
+@pytest.mark.slow
 def test_fast_dev_run_on_a_sagemaker_host(tiny, tmp_path):
     env = clean_env(SM_HOSTS='["algo-1"]', SM_CURRENT_HOST="algo-1", SM_NUM_GPUS="0",
                     SM_MASTER_ADDR="127.0.0.1", SM_MASTER_PORT=str(free_port()),

@@ -362,6 +362,7 @@ def in_mount_namespace(script: str, cwd: Path, timeout: float = 300) -> subproce
                           env=clean_env(PY=sys.executable), capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 @needs_unshare
 def test_model_output_and_checkpoint_folders_that_are_mount_points(tmp_path, channels):
     # As SageMaker's local container mode mounts /opt/ml/model, /opt/ml/output and /opt/ml/checkpoints.
@@ -487,6 +488,7 @@ def test_a_finished_file_carries_no_partial_mark(tmp_path):
         os.getxattr(tmp_path / "a.txt", PARTIAL_MARK)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_prepare_killed_at_any_moment_leaves_nothing_half_written(sig, tmp_path, titanic_csv):
     env = clean_env(TITANIC_CSV=str(titanic_csv))

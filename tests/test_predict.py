@@ -267,6 +267,7 @@ def test_cli_error_has_no_traceback(model_dir, tmp_path):
     assert not (tmp_path / "predictions.csv").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reader", ["head -1", "true"])
 def test_output_cut_short_by_its_reader_ends_quietly(reader, model_dir, titanic_csv, tmp_path):
     """`entry.predict ... | head -1` in a real shell pipeline: no error line, and the command's own

@@ -45,6 +45,7 @@ def _train(channels: list[str], tmp_path: Path, *extra: str) -> subprocess.Popen
                             cwd=tmp_path / "cwd", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_sigterm_while_the_command_starts_is_one_line_and_a_failure_reason(tmp_path, channels):
     (tmp_path / "cwd").mkdir()
     proc = _train(channels, tmp_path)
@@ -59,6 +60,7 @@ def test_sigterm_while_the_command_starts_is_one_line_and_a_failure_reason(tmp_p
     assert "epoch=" not in out and list((tmp_path / "cwd").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_sigterm_during_training_without_a_checkpoint_folder_says_nothing_was_kept(tmp_path, channels):
     (tmp_path / "cwd").mkdir()
     proc = _train(channels, tmp_path, "--model_dir", "m", "--output_dir", "o")

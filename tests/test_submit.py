@@ -43,6 +43,7 @@ def _args(data_dir, *extra):
     return ["--bucket", BUCKET, "--role", ROLE, "--data", str(data_dir), *extra]
 
 
+@pytest.mark.slow
 def test_submit_uploads_channels_and_creates_the_intended_job(bucket, data_dir, recording, capsys, tmp_path):
     rec = recording.start()
     code, out, err = submit_inprocess(
@@ -120,6 +121,7 @@ def test_single_cpu_instance_is_not_distributed(bucket, data_dir, capsys):
     assert json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()) == {}
 
 
+@pytest.mark.slow
 def test_second_submit_with_unchanged_data_uploads_nothing(bucket, data_dir, recording, capsys):
     code, out, err = submit_inprocess(_args(data_dir, "--no-wait"), capsys)
     assert code == 0, err
@@ -180,6 +182,7 @@ def test_error_from_the_command_line_is_one_line_without_traceback(tmp_path):
     assert result.stderr.strip().splitlines() == ["error: --instance-count 0: must be at least 1"]
 
 
+@pytest.mark.slow
 def test_dry_run_needs_no_endpoint_and_no_credentials(tmp_path):
     env = {"HOME": str(tmp_path / "home"), "AWS_CONFIG_FILE": str(tmp_path / "none"),
            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
@@ -279,6 +282,7 @@ def test_metric_regexes_read_the_lines_the_entry_prints():
         assert not any(p.search(noise) for p in regex.values())
 
 
+@pytest.mark.slow
 def test_wait_records_the_run_and_compare_prints_one_table(bucket, data_dir, tmp_path, capsys):
     runs = tmp_path / "runs"
     code, out, err = submit_inprocess(_args(data_dir, "--runs-dir", str(runs)), capsys)
@@ -337,6 +341,7 @@ def _next_second() -> None:
     time.sleep(1.05 - time.time() % 1)
 
 
+@pytest.mark.slow
 def test_each_job_checkpoints_under_its_own_name_and_resume_names_the_job(bucket, data_dir, recording, capsys):
     """The same command twice: two jobs, two checkpoint URIs. `--resume JOB` gives the new job JOB's URI."""
     sagemaker, s3 = boto3.client("sagemaker", region_name=REGION), boto3.client("s3", region_name=REGION)

@@ -263,6 +263,7 @@ def test_the_saved_model_scores_held_out_passengers_as_the_split_one_did_and_res
 # --- the launcher -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_real_submission_runs_cpu_processes_per_instance_under_torchrun(capsys, monkeypatch):
     from tests.helpers import BUCKET, submit_inprocess
 
@@ -277,6 +278,7 @@ def test_the_real_submission_runs_cpu_processes_per_instance_under_torchrun(caps
     assert dry_run_summary(err)["distributed"] == {"type": "torchrun", "process_count_per_node": None}
 
 
+@pytest.mark.slow
 def test_torchrun_gets_cpu_processes_only_when_it_starts_the_processes():
     from launch.jobs.checks import build_spec
 

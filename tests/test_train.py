@@ -56,6 +56,7 @@ def test_lesson_command_unchanged(tmp_path, prepared):
         "feature_names"]
 
 
+@pytest.mark.slow
 def test_fresh_clone_with_no_arguments_does_the_whole_job(tmp_path, titanic_csv):
     result = run_entry("train", cwd=tmp_path, env=clean_env(TITANIC_CSV=str(titanic_csv)))
     assert result.returncode == 0, result.stderr
@@ -317,6 +318,7 @@ runpy.run_module("entry.train", run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_a_run_on_prepared_data_loads_no_data_tooling_before_fit(prepared, tmp_path):
     import subprocess
     import sys

@@ -185,6 +185,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_the_tuning_job_moto_receives_is_the_dry_run(case, fresh_aws, bucket, data_dir, recording, capsys, tmp_path):
     argv = ["--bucket", BUCKET, "--role", ROLE, "--data", str(data_dir), *CASES[case]]
@@ -347,6 +348,7 @@ def test_tpe_starts_from_a_third_of_the_trials_at_random():
         1: 2, 2: 2, 3: 2, 5: 2, 9: 3, 10: 3, 20: 6, 30: 10, 100: 10}
 
 
+@pytest.mark.slow
 def test_the_local_bayesian_search_chooses_from_its_results_after_the_random_start():
     """`--trials 10`: after the random start, TPE's proposals score better than a random search's
     with the same seed (on a smooth objective, over 20 seeds). Were TPE still starting at random
@@ -617,6 +619,7 @@ PREFIXES = {"trailing-slash": ("team/titanic/", "team/titanic"),
             "odd-characters": ("a.b/c_d-e/f+g=h,(1)!*$@;:&", "a.b/c_d-e/f+g=h,(1)!*$@;:&")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prefix", PREFIXES)
 @pytest.mark.parametrize("command", ["tune", "tune --network-isolation", "submit", "submit --network-isolation"])
 def test_everything_a_tuning_or_a_training_job_uploads_is_under_the_prefix(command, prefix, fresh_aws, bucket, data_dir,

@@ -88,6 +88,7 @@ RANGE_FLAGS = ["--range", "learning_rate=0.0001:0.1:log", "--range", "batch_size
                "--range", "hidden_sizes=[64, 32]|[32]", "--range", "early_stopping=true|false"]
 
 
+@pytest.mark.slow
 def test_the_tuning_request_is_tune_py_dry_run(capsys, monkeypatch):
     monkeypatch.delenv("SAGEMAKER_ROLE", raising=False)
     spec = launch.job_spec(instance_count=2, spot=True, hyperparameters={"epochs": 30})
@@ -135,6 +136,7 @@ def test_tune_local_plans_the_search_tune_py_local_plans(monkeypatch, capsys, tm
     assert launch.tune_local({"optimizer": ["adam", "adamw"]}, search="grid").plan.max_jobs is None
 
 
+@pytest.mark.slow
 def test_tune_sagemaker_creates_the_tuning_job_the_request_shows(fresh_aws, bucket, data_dir, tmp_path):
     spec = launch.job_spec(bucket=BUCKET, role=ROLE, hyperparameters={"epochs": 30})
     planned = launch.tuning_request(spec, RANGES, max_jobs=4, objective="val_acc")

@@ -82,6 +82,7 @@ def test_build_holds_the_closure_minus_what_the_target_provides_and_is_cached(tm
     assert wheelhouse.key(["tinyapp>=1.0"], target, _offline(index)) == built.key
 
 
+@pytest.mark.slow
 def test_a_half_built_wheelhouse_is_built_again(tmp_path, index):
     target = wheelhouse.Target()
     built = wheelhouse.build(["tinydep"], target, cache=tmp_path, pip_args=_offline(index))
@@ -104,6 +105,7 @@ def test_image_target_is_python_312_on_manylinux_with_its_torch():
     assert target.provided == ("torch==2.8.0",)
 
 
+@pytest.mark.slow
 def test_the_sdks_install_script_installs_from_the_wheelhouse_into_a_clean_host_environment(tmp_path):
     """What sm_train.sh runs on every host, `install_requirements.py requirements.txt` in the code
     folder, against a host environment that sees a base environment's packages but not this one's."""
@@ -132,6 +134,7 @@ def emulated_image(monkeypatch):
     monkeypatch.setattr(container, "image_venv", lambda cache=None: Path(sys.executable))
 
 
+@pytest.mark.slow
 def test_local_container_venv_installs_on_the_host_then_runs_there(prepared, tmp_path, emulated_image):
     import launch
 

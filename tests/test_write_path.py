@@ -86,6 +86,7 @@ def refused(result_code: int, err: str, *words: str) -> str:
     return line
 
 
+@pytest.mark.slow
 def test_two_trainings_on_one_folder_one_runs_the_other_is_refused_before_it_trains(tmp_path, data):
     first = start("entry.train", [*channels(data), *slow(600)], tmp_path)  # still training when the second starts
     try:
@@ -107,6 +108,7 @@ def test_two_trainings_on_one_folder_one_runs_the_other_is_refused_before_it_tra
     assert json.loads((tmp_path / "m" / "metrics.json").read_text())["epochs_run"] == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_a_stopped_run_then_a_new_one_keeps_the_users_files(sig, tmp_path, data):
     (tmp_path / "o" / "csv").mkdir(parents=True)
@@ -136,6 +138,7 @@ def test_a_stopped_run_then_a_new_one_keeps_the_users_files(sig, tmp_path, data)
     assert (tmp_path / "o" / "notes.txt").read_text() == "the user's notes\n"
 
 
+@pytest.mark.slow
 def test_a_training_and_a_prepare_on_one_data_folder_never_mix(tmp_path, titanic_csv):
     data = tmp_path / "pdata"
     first = run("entry.prepare", ["--csv", str(titanic_csv), "--out", "pdata"], tmp_path)
@@ -160,6 +163,7 @@ def test_a_training_and_a_prepare_on_one_data_folder_never_mix(tmp_path, titanic
     assert "epoch=" not in result.stdout and not (tmp_path / "m" / "model.pt").exists()
 
 
+@pytest.mark.slow
 def test_runs_started_together_on_a_fresh_clone_prepare_the_data_once(tmp_path, titanic_csv):
     procs = [start("entry.train", ["--epochs", "2", "--model_dir", f"m{i}", "--output_dir", f"o{i}"], tmp_path,
                    TITANIC_CSV=str(titanic_csv)) for i in (1, 2)]
@@ -173,6 +177,7 @@ def test_runs_started_together_on_a_fresh_clone_prepare_the_data_once(tmp_path, 
     assert metrics[0]["val_loss"] == metrics[1]["val_loss"]
 
 
+@pytest.mark.slow
 def test_torchrun_on_a_fresh_clone_prepares_the_data_once(tmp_path, titanic_csv):
     from launch.jobs.container import free_port
 
