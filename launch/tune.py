@@ -19,7 +19,7 @@ The objective is the metric the entry prints (val_loss minimised; val_acc and va
 maximised), read from its `final:` line. Poor trials stop early (SageMaker's Auto early stopping,
 or Hyperband's own; median pruning here) unless --no-early-stopping. Waiting, the command prints
 the trials sorted by the objective, writes tuning.json and tuning.png into --out/<tuning name>/,
-and its last line is the summary as one JSON object (see launch/tuning_result.py).
+and its last line is the summary as one JSON object (see launch/tuning/result.py).
 Mistakes end as one line on stderr with exit code 2, before anything starts.
 
 Here (--local), the Bayesian search is Optuna's TPE: its first max(2, min(10, N // 3)) of the N
