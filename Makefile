@@ -45,11 +45,13 @@ train: $(VENV)/.core
 prepare: $(VENV)/.core
 	$(BIN)/python -m entry.prepare $(ARGS)
 
+# On every core (pytest-xdist), each test file on one worker: a file's tests share its fixtures, and
+# the SLURM tests, which share the one-node cluster, run one after another. PYTEST_ARGS="-n 0": one process.
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.dev
-	$(BIN)/python -m pytest -m "not slow" -n auto $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" -n auto --dist loadfile $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

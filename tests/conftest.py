@@ -5,6 +5,7 @@ points boto3 at it (helpers that are not fixtures are in tests/helpers.py)."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,14 @@ pytest.register_assert_rewrite("tests.helpers")  # the helpers' asserts report t
 
 from tests.helpers import AWS_VARS, BUCKET, REGION, Recording, write_channel  # noqa: E402
 
-# Why the CSV could not be found, once per session, for the end-of-run summary.
-_missing_csv: list[str] = []
+NO_CSV = "this test needs the real Titanic CSV"
+
+
+def pytest_configure(config):
+    # pytest-xdist's workers ignore Ctrl-C (the controller stops them), and an ignored signal stays
+    # ignored in every process they start: the Ctrl-C tests' commands would never see theirs.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
@@ -34,15 +41,16 @@ def titanic_csv() -> Path:
     looked = (f"TITANIC_CSV={variable}" if variable else
               f"TITANIC_CSV (unset), then the cache {environment.cache_dir() / 'titanic.csv'}, "
               f"then the download {environment.titanic_csv_url()}")
-    reason = f"this test needs the real Titanic CSV, looked for as the commands do ({looked}): {error}"
-    _missing_csv.append(reason)
-    pytest.fail(reason, pytrace=False)
+    pytest.fail(f"{NO_CSV}, looked for as the commands do ({looked}): {error}", pytrace=False)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if _missing_csv:
+    # From the reports, which reach this process from pytest-xdist's workers too.
+    reasons = [str(r.longrepr) for key in ("error", "failed") for r in terminalreporter.stats.get(key, [])
+               if str(r.longrepr).startswith(NO_CSV)]
+    if reasons:
         terminalreporter.section("the Titanic CSV", red=True, bold=True)
-        terminalreporter.write_line(_missing_csv[0], red=True, bold=True)
+        terminalreporter.write_line(reasons[0], red=True, bold=True)
         terminalreporter.write_line("every test that needs the real data ended in an error for this reason")
 
 

@@ -95,13 +95,13 @@ def _clone_alone(tmp_path: Path) -> Path:
     return clone
 
 
-def _suite_in(clone: Path, home: Path) -> subprocess.CompletedProcess:
+def _suite_in(clone: Path, home: Path, *pytest_args: str) -> subprocess.CompletedProcess:
     """NEEDS_CSV run by pytest in `clone`, with HOME at `home`, no TITANIC_CSV or XDG_CACHE_HOME, and a
     download address that refuses at once (there may be no network)."""
     env = clean_env(PYTHONPATH=str(clone), HOME=str(home), TITANIC_CSV_URL="http://127.0.0.1:9/titanic.csv")
     for name in ("TITANIC_CSV", "XDG_CACHE_HOME", "PYTEST_ADDOPTS"):
         env.pop(name, None)
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA", *NEEDS_CSV],
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA", *pytest_args, *NEEDS_CSV],
                           cwd=clone, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -118,11 +118,13 @@ def test_the_suite_finds_the_csv_in_the_user_cache(tmp_path, titanic_csv):
     assert f"{len(NEEDS_CSV)} passed" in out and "skipped" not in out and "error" not in out.lower(), out
 
 
-def test_the_suite_without_the_csv_fails_naming_where_it_looked(tmp_path):
+@pytest.mark.parametrize("workers", [pytest.param([], id="one process"),
+                                     pytest.param(["-n", "2"], id="two workers", marks=pytest.mark.slow)])
+def test_the_suite_without_the_csv_fails_naming_where_it_looked(workers, tmp_path):
     clone = _clone_alone(tmp_path)
     home = tmp_path / "home"
     home.mkdir()
-    result = _suite_in(clone, home)
+    result = _suite_in(clone, home, *workers)
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
     assert f"{len(NEEDS_CSV)} error" in out and "passed" not in out and "skipped" not in out, out
