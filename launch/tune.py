@@ -164,10 +164,12 @@ def _exit_code(result: dict, stop_signal: int | None) -> int:
 
 
 def local(args) -> int:
+    from launch.jobs.warm import warm_up
     from launch.tuning import local as local_search
     from launch.tuning import result as tuning_result
     from launch.tuning.api import static_hyperparameters
 
+    warm_up()  # the trials' server imports torch and Lightning while this process checks the space
     plan = plan_from_args(args, static_hyperparameters(args.hp, args.strategy))
     result, stop_signal = local_search.search_here(plan, Path(args.data), Path(args.out), Path(args.runs_dir),
                                                    timeout_s=args.timeout, keep_models=args.keep_models)

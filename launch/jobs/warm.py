@@ -19,6 +19,7 @@ and `wait()`. POSIX only, as the searches' process groups already are.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import io
 import multiprocessing
@@ -29,10 +30,12 @@ import signal
 import sys
 from pathlib import Path
 
-# What each trial would otherwise import itself: the entry's parser, the library, Lightning. (Not
-# the entry itself, which `runpy` runs afresh as `__main__`, as `python -m` does.)
+# What each trial would otherwise import itself: the entry's parser, the library, Lightning,
+# TensorBoard's writer and matplotlib for curves.png. (Not the entry itself, which `runpy` runs
+# afresh as `__main__`, as `python -m` does.)
 PRELOAD = ["__main__", "launch.jobs.warm", "titanic_lightning.command", "titanic_lightning.config",
-           "titanic_lightning.training.layout", "titanic_lightning.training.train"]
+           "titanic_lightning.training.layout", "titanic_lightning.training.train", "torch.utils.tensorboard",
+           "matplotlib.pyplot"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -43,10 +46,25 @@ def _context():
     return context
 
 
+# In the fork server's environment only (see `warm_up`).
+_SERVER_VARIABLE = "TITANIC_LIGHTNING_WARM_SERVER"
+
+
 def warm_up() -> None:
     """Start the fork server (and its imports) now, alongside the caller's own work."""
     _context()
-    multiprocessing.forkserver.ensure_running()
+    os.environ[_SERVER_VARIABLE] = "1"
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        os.environ.pop(_SERVER_VARIABLE, None)
+
+
+if os.environ.get(_SERVER_VARIABLE) == "1":
+    # Imported by the fork server, which shares the caller's standard output: when the caller ends,
+    # the server ends at once, instead of spending a second unloading torch while a reader of that
+    # output (`tune.py ... | tee log`) still waits for it. Its children never run atexit handlers.
+    atexit.register(os._exit, 0)
 
 
 def _end_with_server() -> None:
@@ -94,6 +112,7 @@ class WarmProcess:
     docstring): its standard output and error in `stdout`, or apart in `stdout` and `stderr`."""
 
     def __init__(self, module: str, args: list[str], cwd: Path, env: dict[str, str], stderr_apart: bool = False):
+        warm_up()
         context = _context()
         pipes = [context.Pipe(duplex=False) for _ in range(2 if stderr_apart else 1)]
         writers = [w for _, w in pipes] + [None] * (2 - len(pipes))

@@ -233,7 +233,7 @@ def search(plan: Plan, data_dir: Path, folder: Path, trials: int, parallel: int,
     """
     import optuna
 
-    warm_up()  # the trials' imports load while the study is built
+    warm_up()  # the trials' imports load while the study is built (unless `tune.py` started them already)
     study = study_for(plan)
     space = distributions(plan.ranges)
     env = trial_env(parallel)
