@@ -213,6 +213,9 @@ def tune_local(ranges=None, *, trials: int | None = None, parallel: int = 1, hyp
     (`{"epochs": 30}`); no trial starts after `timeout_s`. Writes `out/<name>/` (tuning.json,
     tuning.png, trials/<n>/) and records each trial in `runs_dir`; only the best trial's model is
     kept unless `keep_models`. `data` is prepared from the Titanic CSV when it has no channels yet.
+    The trials are forked from a server Python's multiprocessing starts (`launch.jobs.warm`): a
+    script that calls this runs its code under `if __name__ == "__main__":`, as any multiprocessing
+    program does; a notebook needs nothing.
     Ctrl-C (a notebook's interrupt) or SIGTERM stops the running trials: status "Stopped".
     """
     fn = "tune_local"
