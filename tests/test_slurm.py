@@ -1,8 +1,9 @@
 """Under a real SLURM scheduler, `srun --ntasks-per-node=2 python -m entry.train` is one DDP run.
 
 Needs a running cluster (`scripts/slurm_one_node.sh start` brings up a one-node one here; `.ci/run`
-does so). Without `srun` or an idle node the tests skip and say why; under CI (`CI=true`) a missing
-cluster fails instead, so the proof cannot quietly disappear.
+does so), except the launcher's dry run and its refusals, which are in the fast tier. Without
+`srun` or an idle node the tests skip and say why; under CI (`CI=true`) a missing cluster fails
+instead, so the proof cannot quietly disappear.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import check_probe, clean_env, id_channels, train_args
-
-pytestmark = pytest.mark.slow
 
 
 def _cluster_problem() -> str | None:
@@ -45,6 +44,7 @@ def srun(tasks_per_node: int, argv: list[str], env: dict[str, str], cwd, timeout
                            "--time=10", *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_srun_two_tasks_train_one_ddp_run(cluster, tmp_path):
     channels, probe = id_channels(tmp_path / "data"), tmp_path / "probe"
     probe.mkdir()
@@ -61,6 +61,7 @@ def test_srun_two_tasks_train_one_ddp_run(cluster, tmp_path):
     check_probe(probe, tmp_path / "model", channels)  # identical weights on both ranks, disjoint shards
 
 
+@pytest.mark.slow
 def test_srun_on_a_fresh_folder_prepares_the_data_once(cluster, tmp_path, titanic_csv):
     """`srun ... python -m entry.train` with no arguments: both tasks start at once, one prepares data/."""
     done = srun(2, [sys.executable, "-m", "entry.train", "--epochs", "2"],
@@ -71,6 +72,7 @@ def test_srun_on_a_fresh_folder_prepares_the_data_once(cluster, tmp_path, titani
     assert json.loads((tmp_path / "model" / "metrics.json").read_text())["world_size"] == 2
 
 
+@pytest.mark.slow
 def test_srun_tasks_without_a_count_per_node_are_refused_in_one_line(cluster, tmp_path):
     channels = id_channels(tmp_path / "data")
     env = clean_env(OMP_NUM_THREADS="1")
@@ -136,6 +138,7 @@ def test_no_sbatch_on_path_is_one_line(tmp_path):
     assert done.returncode == 2 and done.stderr.startswith("error: sbatch is not on PATH"), done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "message"), [
     (["--partition", "nosuch"], "--partition nosuch: no such partition; sinfo lists debug"),
     (["--tasks-per-node", str(os.cpu_count() + 1)], f"--tasks-per-node {os.cpu_count() + 1} x --cpus-per-task 1: more CPUs"),
@@ -153,6 +156,7 @@ def test_what_the_cluster_cannot_hold_is_refused_in_one_line(cluster, tmp_path, 
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == before
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_waiting_says_the_job_goes_on(cluster, tmp_path, prepared):
     import signal
 
@@ -180,6 +184,7 @@ def _weights(model_dir: Path) -> dict:
     return torch.load(model_dir / "model.pt", weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow
 def test_launcher_waits_records_and_compares_a_two_task_run(cluster, tmp_path, titanic_csv):
     """The command as a user types it in a fresh folder: the job's entry prepares data/ itself."""
     done = launcher("--tasks-per-node", "2", "--wait", "--hp", "epochs=5", cwd=tmp_path,
@@ -203,6 +208,7 @@ def test_launcher_waits_records_and_compares_a_two_task_run(cluster, tmp_path, t
     assert (tmp_path / "compare.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_sbatch_wait_runs_the_batch_script_as_typed(cluster, tmp_path, prepared):
     env = clean_env(OMP_NUM_THREADS="1", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     done = subprocess.run(["sbatch", "--wait", str(REPO / "launch" / "slurm.sbatch"), "--epochs", "5",
@@ -229,6 +235,7 @@ def uninterrupted(cluster, tmp_path_factory, prepared) -> dict:
     return _weights(job_dir / "model")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("interruption", [["scontrol", "requeue"], ["scancel", "--signal=USR1"]],
                          ids=["scontrol requeue", "SIGUSR1 before the time limit"])
 def test_a_requeued_job_ends_with_the_weights_of_an_uninterrupted_one(cluster, tmp_path, prepared, uninterrupted,
@@ -258,6 +265,7 @@ def test_a_requeued_job_ends_with_the_weights_of_an_uninterrupted_one(cluster, t
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
 
 
+@pytest.mark.slow
 def test_run_slurm_from_python_returns_a_run(cluster, tmp_path, prepared, monkeypatch):
     import launch
 
