@@ -1,15 +1,13 @@
 """The search run on this machine (`tune.py --local`): Optuna chooses, the entry trains.
 
-Each trial is a real run of `python -m entry.train`, one process per trial, with the trial's
+Each trial is a real run of `python -m entry.train`, one process per trial, forked from a warm
+interpreter that has imported torch and Lightning once (`launch.jobs.warm`), with the trial's
 hyperparameters in the form SageMaker's container would hand them over (`launch.jobs.checks.container_forms`),
 the tuning's fixed `--hp` values, and its own `--model_dir` and `--output_dir`:
 
     <tuning folder>/trials/<n>/model/      the trial's model (kept for the best trial only)
     <tuning folder>/trials/<n>/output/     its logs and curves.png
     <tuning folder>/trials/<n>/train.log   everything it printed
-
-Each trial process is forked from a warm interpreter that has imported torch and Lightning once
-(`launch.jobs.warm`), so a search pays those imports once, not once per trial.
 
 Why a process and not the training function in this process: pruning needs the epoch lines
 while the trial runs, and those are exactly what SageMaker's tuner reads from a job's log (the
