@@ -488,6 +488,40 @@ def test_a_finished_file_carries_no_partial_mark(tmp_path):
         os.getxattr(tmp_path / "a.txt", PARTIAL_MARK)
 
 
+def test_a_partial_file_is_marked_from_its_first_name_and_a_kill_after_the_rename_leaves_none(tmp_path, monkeypatch):
+    from titanic_lightning.io import atomic
+
+    links = []
+    real_link = os.link
+    monkeypatch.setattr(os, "link", lambda *a, **k: (links.append(a), real_link(*a, **k))[1])
+    with atomic.atomic_output(tmp_path / "a.txt") as tmp:
+        # Linked in from an unnamed file that was marked first (O_TMPFILE): never named unmarked.
+        assert links and links[0][0].startswith("/proc/self/fd/")
+        assert os.getxattr(tmp, PARTIAL_MARK) == b"partial" and tmp.stat().st_size == 0
+        assert tmp.stat().st_mode & 0o777 == 0o666 & ~_umask()
+        tmp.write_text("done")
+
+    # The mark comes off after the rename: a writer killed in between leaves the whole target (with
+    # a stray mark), never an unmarked partial file that no later run would remove.
+    seen = []
+
+    def killed(path, *args, **kwargs):
+        seen.append((Path(path), sorted(p.name for p in tmp_path.iterdir())))
+        raise SystemExit(137)
+
+    monkeypatch.setattr(os, "removexattr", killed)
+    with pytest.raises(SystemExit), atomic.atomic_output(tmp_path / "b.txt") as tmp:
+        tmp.write_text("whole")
+    assert seen == [(tmp_path / "b.txt", ["a.txt", "b.txt"])]
+    assert (tmp_path / "b.txt").read_text() == "whole"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_prepare_killed_at_any_moment_leaves_nothing_half_written(sig, tmp_path, titanic_csv):

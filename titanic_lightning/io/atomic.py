@@ -6,9 +6,10 @@ boundary (SageMaker mounts /opt/ml/model, /opt/ml/output and /opt/ml/checkpoints
 reader sees the old file or the new one, never a part. A process killed before the rename (SIGKILL,
 or SIGTERM outside training) leaves its partial file behind; the next writer into the same folder
 removes partial files whose process no longer runs and that carry this project's mark (an extended
-attribute set when the partial file is created), and nothing else: a user's file or folder that
-merely has such a name stays. Where the file system keeps no extended attributes, a killed
-writer's partial file stays too.
+attribute the partial file has from the moment it has a name: it is made unnamed with O_TMPFILE,
+marked, then linked in; the mark comes off the target after the rename), and nothing else: a
+user's file or folder that merely has such a name stays. Where the file system keeps no extended
+attributes, a killed writer's partial file stays too.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ DISK_NEARLY_FULL = 1 << 20
 _PARTIAL = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.partial$")
 
 
-PARTIAL_MARK = "user.titanic-lightning"  # on a partial file while it is written, taken off before the rename
+PARTIAL_MARK = "user.titanic-lightning"  # on a partial file while it is written, taken off after the rename
 
 
 def _marked(path: Path) -> bool:
@@ -74,6 +75,34 @@ def remove_stale_partials(folder: Path) -> list[Path]:
     return removed
 
 
+def _create_marked(tmp: Path) -> None:
+    """Create `tmp` empty, with the permissions a plain open() gives (0666 less the umask), carrying
+    the mark from the moment it has a name, so that a writer killed at any moment leaves no unmarked
+    partial file. Where the file system cannot (no O_TMPFILE or no extended attributes), the file is
+    created, then marked where it can be."""
+    if hasattr(os, "O_TMPFILE"):
+        try:
+            fd = os.open(tmp.parent, os.O_TMPFILE | os.O_WRONLY, 0o666)
+        except OSError:
+            fd = None
+        if fd is not None:
+            try:
+                os.setxattr(fd, PARTIAL_MARK, b"partial")
+                folder = os.open(tmp.parent, os.O_RDONLY | os.O_DIRECTORY)
+                try:  # linkat(AT_SYMLINK_FOLLOW) through /proc, as open(2) shows for O_TMPFILE
+                    os.link(f"/proc/self/fd/{fd}", tmp.name, dst_dir_fd=folder, follow_symlinks=True)
+                finally:
+                    os.close(folder)
+                return
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    with contextlib.suppress(OSError):  # no extended attributes here: a killed writer's partial file stays
+        os.setxattr(tmp, PARTIAL_MARK, b"partial", follow_symlinks=False)
+
+
 @contextmanager
 def atomic_output(out: Path) -> Iterator[Path]:
     """Yield a partial path beside `out`; on success it becomes `out`, on failure it is removed.
@@ -82,12 +111,7 @@ def atomic_output(out: Path) -> Iterator[Path]:
     """
     out = Path(out)
     tmp = partial_path(out)
-    # Created with the permissions a plain open() would give (0666 less the umask).
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        os.setxattr(tmp, PARTIAL_MARK, b"partial", follow_symlinks=False)
-    except OSError:
-        pass  # no extended attributes here: a killed writer's partial file is then left in place
+    _create_marked(tmp)
     try:
         try:
             yield tmp
@@ -96,9 +120,11 @@ def atomic_output(out: Path) -> Iterator[Path]:
             if full is None:
                 raise
             raise full from exc
-        with contextlib.suppress(OSError):  # not marked: no extended attributes here
-            os.removexattr(tmp, PARTIAL_MARK, follow_symlinks=False)
+        # Renamed still marked: a writer killed in between leaves a whole target with a stray mark,
+        # never an unmarked partial file that no later run would remove.
         os.replace(tmp, out)
+        with contextlib.suppress(OSError):  # not marked: no extended attributes here
+            os.removexattr(out, PARTIAL_MARK, follow_symlinks=False)
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
