@@ -40,24 +40,21 @@ PRELOAD = ["__main__", "launch.jobs.warm", "titanic_lightning.command", "titanic
 _PR_SET_PDEATHSIG = 1
 
 
-def _context():
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
-    return context
-
-
 # In the fork server's environment only (see `warm_up`).
 _SERVER_VARIABLE = "TITANIC_LIGHTNING_WARM_SERVER"
 
 
-def warm_up() -> None:
-    """Start the fork server (and its imports) now, alongside the caller's own work."""
-    _context()
+def warm_up():
+    """Start the fork server (and its imports) now, alongside the caller's own work; return its
+    multiprocessing context."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
     os.environ[_SERVER_VARIABLE] = "1"
     try:
         multiprocessing.forkserver.ensure_running()
     finally:
         os.environ.pop(_SERVER_VARIABLE, None)
+    return context
 
 
 if os.environ.get(_SERVER_VARIABLE) == "1":
@@ -112,8 +109,7 @@ class WarmProcess:
     docstring): its standard output and error in `stdout`, or apart in `stdout` and `stderr`."""
 
     def __init__(self, module: str, args: list[str], cwd: Path, env: dict[str, str], stderr_apart: bool = False):
-        warm_up()
-        context = _context()
+        context = warm_up()
         pipes = [context.Pipe(duplex=False) for _ in range(2 if stderr_apart else 1)]
         writers = [w for _, w in pipes] + [None] * (2 - len(pipes))
         self._process = context.Process(target=_child, args=(module, list(args), str(cwd), dict(env), *writers),

@@ -100,7 +100,8 @@ class Trial:
         return str(self.model_dir.resolve()) if (self.model_dir / MODEL_FILE).is_file() else None
 
 
-def trial_command(trial: Trial, data_dir: Path, static: dict[str, str]) -> list[str]:
+def trial_args(trial: Trial, data_dir: Path, static: dict[str, str]) -> list[str]:
+    """The flags of the trial's `python -m entry.train`."""
     data = [f"--{split}" for split in ("train", "val", "test")]
     args = []
     for flag, split in zip(data, ("train", "val", "test")):
@@ -109,8 +110,7 @@ def trial_command(trial: Trial, data_dir: Path, static: dict[str, str]) -> list[
             args += [flag, str(path.resolve())]
     for key, value in {**static, **trial.hyperparameters}.items():
         args += [f"--{key}", container_forms(value)[0]]
-    return [sys.executable, "-m", TRIAL_MODULE, "--model_dir", str(trial.model_dir.resolve()),
-            "--output_dir", str(trial.output_dir.resolve()), *args]
+    return ["--model_dir", str(trial.model_dir.resolve()), "--output_dir", str(trial.output_dir.resolve()), *args]
 
 
 def trial_env(parallel: int) -> dict[str, str]:
@@ -135,13 +135,13 @@ def run_trial(trial: Trial, optuna_trial, plan: Plan, data_dir: Path, env: dict[
         trial.status = STOPPED
         return
     trial.folder.mkdir(parents=True)
-    command = trial_command(trial, data_dir, plan.static)
+    args = trial_args(trial, data_dir, plan.static)
     started = time.perf_counter()
     with trial.log_file.open("w", encoding="utf-8") as out:
-        out.write("$ " + " ".join(command) + "\n")
+        out.write("$ " + " ".join([sys.executable, "-m", TRIAL_MODULE, *args]) + "\n")
         out.flush()
         # In its own session: Ctrl-C at the terminal reaches the tuner only; it stops trials itself.
-        trial.process = WarmProcess(TRIAL_MODULE, command[3:], cwd=trial.folder, env=env)
+        trial.process = WarmProcess(TRIAL_MODULE, args, cwd=trial.folder, env=env)
         for line in trial.process.stdout:
             out.write(line)
             out.flush()

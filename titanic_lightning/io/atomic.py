@@ -78,29 +78,29 @@ def remove_stale_partials(folder: Path) -> list[Path]:
 def _create_marked(tmp: Path) -> None:
     """Create `tmp` empty, with the permissions a plain open() gives (0666 less the umask), carrying
     the mark from the moment it has a name, so that a writer killed at any moment leaves no unmarked
-    partial file. Where the file system cannot (no O_TMPFILE or no extended attributes), the file is
-    created, then marked where it can be."""
-    if hasattr(os, "O_TMPFILE"):
+    partial file. Where the file system cannot (no O_TMPFILE, /proc or extended attributes), the
+    file is created, then marked where it can be."""
+    try:
+        _link_marked(tmp)
+    except (OSError, AttributeError):  # AttributeError: no os.O_TMPFILE on this system
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        with contextlib.suppress(OSError):  # no extended attributes here: a killed writer's partial file stays
+            os.setxattr(tmp, PARTIAL_MARK, b"partial", follow_symlinks=False)
+
+
+def _link_marked(tmp: Path) -> None:
+    """An unnamed file in `tmp`'s folder (O_TMPFILE), marked, then linked in as `tmp`."""
+    folder = os.open(tmp.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o666, dir_fd=folder)
         try:
-            fd = os.open(tmp.parent, os.O_TMPFILE | os.O_WRONLY, 0o666)
-        except OSError:
-            fd = None
-        if fd is not None:
-            try:
-                os.setxattr(fd, PARTIAL_MARK, b"partial")
-                folder = os.open(tmp.parent, os.O_RDONLY | os.O_DIRECTORY)
-                try:  # linkat(AT_SYMLINK_FOLLOW) through /proc, as open(2) shows for O_TMPFILE
-                    os.link(f"/proc/self/fd/{fd}", tmp.name, dst_dir_fd=folder, follow_symlinks=True)
-                finally:
-                    os.close(folder)
-                return
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    with contextlib.suppress(OSError):  # no extended attributes here: a killed writer's partial file stays
-        os.setxattr(tmp, PARTIAL_MARK, b"partial", follow_symlinks=False)
+            os.setxattr(fd, PARTIAL_MARK, b"partial")
+            # With a folder descriptor os.link is linkat(AT_SYMLINK_FOLLOW): through /proc, as open(2) shows.
+            os.link(f"/proc/self/fd/{fd}", tmp.name, dst_dir_fd=folder)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(folder)
 
 
 @contextmanager
