@@ -21,6 +21,8 @@ functions load what they use.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,14 +122,10 @@ class Comparison:
 
         return charts.figure(self.rows)
 
-    def __str__(self) -> str:
-        return self.table
-
     def __repr__(self) -> str:  # a notebook shows the table
         return self.table
 
-
-# --- building a job -----------------------------------------------------------------------------
+    __str__ = __repr__
 
 
 def job_spec(*, gpu: bool = False, instance_type: str | None = None, instance_count: int = 1, spot: bool = False,
@@ -171,15 +169,10 @@ def dry_run(spec: JobSpec, prices: PriceTable | str | Path | None = None) -> dic
 
     No AWS call and no credentials; the role is the spec's, else $SAGEMAKER_ROLE, else a placeholder.
     """
-    import os
-
     spec, table = _spec(spec), price_tables.table(prices)
-    if spec.role is None and os.environ.get("SAGEMAKER_ROLE"):
-        spec = spec.with_(role=os.environ["SAGEMAKER_ROLE"])
+    if spec.role is None:
+        spec = dataclasses.replace(spec, role=os.environ.get("SAGEMAKER_ROLE") or None)
     return spec.describe(table.hourly(spec.instance_type))
-
-
-# --- running it ---------------------------------------------------------------------------------
 
 
 def _check_runs_dir(runs_dir) -> Path | None:
@@ -222,8 +215,7 @@ def run_local(spec: JobSpec, data: str | Path = "data", jobs_dir: str | Path = "
         summary = emulator.run(spec, data_dir, Path(jobs_dir), timeout_s=timeout_s, stop=stop,
                                container_venv=container_venv)
     record = report.local_record(summary, table)
-    path = _save(record, runs)
-    return Run.of(record, path, summary)
+    return Run.of(record, _save(record, runs), summary)
 
 
 def run_sagemaker(spec: JobSpec, data: str | Path = "data", wait: bool = True, runs_dir: str | Path | None = "runs",
@@ -251,10 +243,9 @@ def _run_sagemaker(spec: JobSpec, data, wait: bool, runs_dir, prices, role_flag:
         known = {"mode": "sagemaker", "job_name": submitted.job_name, "status": "Submitted",
                  "checkpoint_s3_uri": submitted.checkpoint_s3_uri, "resume": aws.spec.resume, **submitted.upload}
         return Run.of(known)
-    record = report.summarize(remote.describe(aws, submitted.job_name), table,
-                              wall_seconds=round(time.time() - submitted.submitted_at, 1))
-    path = _save(record, runs)
-    return Run.of(record, path)
+    described = aws.boto_session.client("sagemaker").describe_training_job(TrainingJobName=submitted.job_name)
+    record = report.summarize(described, table, wall_seconds=round(time.time() - submitted.submitted_at, 1))
+    return Run.of(record, _save(record, runs))
 
 
 def wait(job_name: str, region: str | None = None, runs_dir: str | Path | None = "runs",
@@ -270,11 +261,7 @@ def wait(job_name: str, region: str | None = None, runs_dir: str | Path | None =
     remote.wait(session, job_name, logs=logs)
     described = session.client("sagemaker").describe_training_job(TrainingJobName=job_name)
     record = report.summarize(described, table, wall_seconds=None)
-    path = _save(record, runs)
-    return Run.of(record, path)
-
-
-# --- comparing runs -----------------------------------------------------------------------------
+    return Run.of(record, _save(record, runs))
 
 
 def compare(runs, prices: PriceTable | str | Path | None = None) -> Comparison:

@@ -1,13 +1,14 @@
 """Submit a `JobSpec` as a SageMaker training job with the SDK's `ModelTrainer`.
 
-`resolve_aws` checks credentials, region, role and bucket (and the job `--resume` names) before
-anything is uploaded; `submit` uploads the data channels (skipping unchanged objects) and, with a
-wheelhouse, the wheels channel, stages the code and calls `ModelTrainer.train`. Endpoints follow botocore's configuration
-(`AWS_ENDPOINT_URL` included), which is how the tests point it at a local S3/SageMaker emulator.
+`resolve_aws` checks credentials, region, role, bucket and `--resume` before anything is uploaded;
+`submit` uploads the channels (skipping unchanged objects), stages the code and calls `ModelTrainer.train`.
+Endpoints follow botocore's configuration (`AWS_ENDPOINT_URL` included), which is how the tests reach an emulator.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import tempfile
 import time
@@ -21,6 +22,9 @@ from launch.jobs.spec import METRIC_DEFINITIONS, PY_VERSION, TENSORBOARD_LOCAL_P
 from titanic_lightning.contracts import CHECKPOINT_FILE
 from titanic_lightning.errors import UsageError
 from titanic_lightning.sagemaker_facts import CHECKPOINT_DIR
+
+NO_ROLE = ("no IAM role for the job: pass --role arn:aws:iam::<account>:role/<name> or set SAGEMAKER_ROLE "
+           "(only inside SageMaker is the execution role found by itself)")
 
 
 @dataclass
@@ -48,36 +52,43 @@ def open_session(region_flag: str | None):
 def resolve_aws(spec: JobSpec, role_flag: str | None, region_flag: str | None) -> Aws:
     """Credentials → region → role → bucket, each a one-line error when missing."""
     from botocore.exceptions import BotoCoreError, ClientError
+    from sagemaker.core.helper.session_helper import Session
 
     boto_session = open_session(region_flag)
-    region = boto_session.region_name
-
-    from sagemaker.core.helper.session_helper import Session
 
     def session(bucket: str | None) -> Session:
         return Session(boto_session=boto_session, default_bucket=bucket, default_bucket_prefix=spec.prefix)
 
     role = role_flag or os.environ.get("SAGEMAKER_ROLE")
-    source = "--role" if role_flag else "SAGEMAKER_ROLE"
+    bucket = spec.bucket
     try:
         if role:
-            check_role(role, source)
+            check_role(role, "--role" if role_flag else "SAGEMAKER_ROLE")
         else:
-            role = _execution_role(session(spec.bucket))
-        bucket = spec.bucket
+            role = _execution_role(session(bucket))
         if bucket is None:
             bucket = session(None).default_bucket()
         else:
             _check_bucket_reachable(boto_session, bucket)
     except (ClientError, BotoCoreError) as exc:
         raise UsageError(f"AWS refused a check before submitting: {' '.join(str(exc).split())}") from None
-    spec = spec.with_(region=region, role=role, bucket=bucket)
+    spec = dataclasses.replace(spec, region=boto_session.region_name, role=role, bucket=bucket)
     if spec.resume is not None:
-        spec = spec.with_(resume_checkpoint_s3_uri=resumable_checkpoints(boto_session, spec.resume))
+        spec = dataclasses.replace(spec, resume_checkpoint_s3_uri=resumable_checkpoints(boto_session, spec.resume))
     return Aws(boto_session=boto_session, session=session(bucket), spec=spec)
 
 
-_RUNNING = ("InProgress", "Stopping")
+@contextlib.contextmanager
+def _known_job(source: str, region: str):
+    """AWS's answer for a training job that does not exist, as one line naming `source`."""
+    from botocore.exceptions import ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("ValidationException", "ResourceNotFound"):
+            raise UsageError(f"{source}: no such training job in {region}") from None
+        raise
 
 
 def resumable_checkpoints(boto_session, job_name: str) -> str:
@@ -86,16 +97,10 @@ def resumable_checkpoints(boto_session, job_name: str) -> str:
     Read from the job's description, not derived from its name: a job that itself resumed
     another carries on in that one's URI.
     """
-    from botocore.exceptions import ClientError
-
-    try:
+    with _known_job(f"--resume {job_name}", boto_session.region_name):
         described = boto_session.client("sagemaker").describe_training_job(TrainingJobName=job_name)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("ValidationException", "ResourceNotFound"):
-            raise UsageError(f"--resume {job_name}: no such training job in {boto_session.region_name}") from None
-        raise
     status = described.get("TrainingJobStatus")
-    if status in _RUNNING:
+    if status in ("InProgress", "Stopping"):
         raise UsageError(f"--resume {job_name}: the job is {status}; a resume would share its checkpoints while it "
                          "writes them, so stop it or let it end first")
     uri = (described.get("CheckpointConfig") or {}).get("S3Uri")
@@ -110,25 +115,12 @@ def resumable_checkpoints(boto_session, job_name: str) -> str:
     return uri
 
 
-NO_ROLE = (
-    "no IAM role for the job: pass --role arn:aws:iam::<account>:role/<name> or set SAGEMAKER_ROLE "
-    "(only inside SageMaker is the execution role found by itself)"
-)
-
-
-def inside_sagemaker() -> bool:
-    """A SageMaker notebook or Studio app (its metadata file), or a SageMaker job."""
-    from sagemaker.core.helper.session_helper import NOTEBOOK_METADATA_FILE
-
-    return os.path.exists(NOTEBOOK_METADATA_FILE) or bool(os.environ.get("TRAINING_JOB_NAME"))
-
-
 def _execution_role(session) -> str:
-    """Inside SageMaker the caller's own role (the SDK's lookup); elsewhere a clear error."""
-    if not inside_sagemaker():
-        raise UsageError(NO_ROLE)
-    from sagemaker.core.helper.session_helper import get_execution_role
+    """Inside SageMaker (a notebook's metadata file, or a job) the caller's own role; elsewhere a clear error."""
+    from sagemaker.core.helper.session_helper import NOTEBOOK_METADATA_FILE, get_execution_role
 
+    if not (os.path.exists(NOTEBOOK_METADATA_FILE) or os.environ.get("TRAINING_JOB_NAME")):
+        raise UsageError(NO_ROLE)
     try:
         return get_execution_role(session)
     except ValueError:
@@ -151,59 +143,45 @@ def _check_bucket_reachable(boto_session, bucket: str) -> None:
 
 def build_trainer(aws: Aws, code_dir: Path):
     """The SDK's ModelTrainer for this spec: image, code, compute, distribution, data and outputs."""
-    from sagemaker.core.training.configs import (
-        CheckpointConfig,
-        Compute,
-        MetricDefinition,
-        Networking,
-        OutputDataConfig,
-        SourceCode,
-        StoppingCondition,
-        Tag,
-        TensorBoardOutputConfig,
-    )
+    from sagemaker.core.training import configs
     from sagemaker.train import ModelTrainer
     from sagemaker.train.distributed import Torchrun
 
     spec = aws.spec
     trainer = ModelTrainer(
         training_image=spec.image_uri(),
-        source_code=SourceCode(source_dir=str(code_dir), entry_script=code.ENTRY_SCRIPT,
-                               requirements=code.REQUIREMENTS_FILE),
-        compute=Compute(instance_type=spec.instance_type, instance_count=spec.instance_count,
-                        enable_managed_spot_training=spec.spot or None),
+        source_code=configs.SourceCode(source_dir=str(code_dir), entry_script=code.ENTRY_SCRIPT,
+                                       requirements=code.REQUIREMENTS_FILE),
+        compute=configs.Compute(instance_type=spec.instance_type, instance_count=spec.instance_count,
+                                enable_managed_spot_training=spec.spot or None),
         distributed=Torchrun(process_count_per_node=spec.process_count_per_node) if spec.distributed else None,
-        networking=Networking(enable_network_isolation=True) if spec.network_isolation else None,
+        networking=configs.Networking(enable_network_isolation=True) if spec.network_isolation else None,
         hyperparameters=dict(spec.hyperparameters),
         environment={"PYTHONPATH": code.CODE_DIR_IN_CONTAINER},
         role=spec.role,
         sagemaker_session=aws.session,
         base_job_name=spec.base_job_name,
-        stopping_condition=StoppingCondition(max_runtime_in_seconds=spec.max_run_s,
-                                             max_wait_time_in_seconds=spec.max_wait_s),
+        stopping_condition=configs.StoppingCondition(max_runtime_in_seconds=spec.max_run_s,
+                                                     max_wait_time_in_seconds=spec.max_wait_s),
         # No URI for a new job: the SDK gives it its own, under the job's name. A resume names
         # the resumed job's URI, which SageMaker restores into the local path at the start.
-        checkpoint_config=CheckpointConfig(s3_uri=spec.resume_checkpoint_s3_uri if spec.resume else None,
-                                           local_path=CHECKPOINT_DIR),
-        output_data_config=OutputDataConfig(s3_output_path=spec.output_s3_uri),
-        tags=[Tag(key=k, value=v) for k, v in spec.tags.items()],
+        checkpoint_config=configs.CheckpointConfig(s3_uri=spec.resume_checkpoint_s3_uri if spec.resume else None,
+                                                   local_path=CHECKPOINT_DIR),
+        output_data_config=configs.OutputDataConfig(s3_output_path=spec.output_s3_uri),
+        tags=[configs.Tag(key=k, value=v) for k, v in spec.tags.items()],
     )
     return trainer.with_metric_definitions(
-        [MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in METRIC_DEFINITIONS]
+        [configs.MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in METRIC_DEFINITIONS]
     ).with_tensorboard_output_config(
-        TensorBoardOutputConfig(s3_output_path=spec.tensorboard_s3_uri, local_path=TENSORBOARD_LOCAL_PATH)
+        configs.TensorBoardOutputConfig(s3_output_path=spec.tensorboard_s3_uri, local_path=TENSORBOARD_LOCAL_PATH)
     )
 
 
 def input_data(spec: JobSpec) -> list:
-    from sagemaker.core.training.configs import InputData, S3DataSource
+    """The channels as S3 prefixes; the SDK makes each FullyReplicated (the entry shards by rank itself)."""
+    from sagemaker.core.training.configs import InputData
 
-    # FullyReplicated: every instance gets all rows; the entry shards by rank itself.
-    return [
-        InputData(channel_name=name, data_source=S3DataSource(
-            s3_data_type="S3Prefix", s3_uri=uri, s3_data_distribution_type="FullyReplicated"))
-        for name, uri in spec.channels.items()
-    ]
+    return [InputData(channel_name=name, data_source=uri) for name, uri in spec.channels.items()]
 
 
 @dataclass
@@ -215,18 +193,17 @@ class Submitted:
 
 
 def upload_inputs(aws: Aws, data_dir: Path) -> dict:
-    """Upload the data channels and, in wheelhouse mode, the wheels (built first, since that may
-    fail), skipping unchanged objects; what was uploaded and skipped."""
+    """Upload the data channels and, in wheelhouse mode, the wheels, skipping unchanged objects;
+    what was uploaded and what was unchanged."""
     from launch.jobs import wheelhouse
 
     s3data.ensure_prepared(data_dir)
-    # The training image's wheelhouse, from the cache or built, before any upload: building it may fail.
+    # The wheelhouse is built (or found in the cache) before any upload: building it may fail.
     built = wheelhouse.build(code.requirements(), wheelhouse.Target.image(PY_VERSION)) if aws.spec.uses_wheelhouse else None
     s3 = aws.boto_session.client("s3")
     upload = s3data.upload_channels(s3, data_dir, aws.spec.channels)
     if built is not None:
-        wheels = s3data.upload_files(s3, built.files, aws.spec.channels[wheelhouse.CHANNEL],
-                                     lambda path: "application/octet-stream")
+        wheels = s3data.upload_files(s3, built.files, aws.spec.channels[wheelhouse.CHANNEL])
         for outcome in upload:
             upload[outcome] += wheels[outcome]
     return upload
@@ -240,38 +217,26 @@ def submit(aws: Aws, data_dir: Path, wait: bool) -> Submitted:
         started = time.time()
         trainer.train(input_data_config=input_data(aws.spec), wait=False, logs=False)
         job = trainer._latest_training_job  # the SDK keeps the created job here; no public getter
-        name = job.training_job_name
         checkpoints = trainer.checkpoint_config.s3_uri  # the SDK filled in this job's own URI
-        log(f"submitted training job {name}; checkpoints in {checkpoints}")
+        log(f"submitted training job {job.training_job_name}; checkpoints in {checkpoints}")
         if wait:
-            _follow(job, logs=True)
-    return Submitted(job_name=name, submitted_at=started, upload=upload, checkpoint_s3_uri=checkpoints)
+            _follow(job)
+    return Submitted(job_name=job.training_job_name, submitted_at=started, upload=upload, checkpoint_s3_uri=checkpoints)
 
 
-def _follow(job, logs: bool) -> None:
+def _follow(job, logs: bool = True) -> None:
     """Wait for the SDK's TrainingJob to end, printing its logs; a failed job ends the wait like any
     other (its record says why), where the SDK raises."""
     from sagemaker.core.utils.exceptions import FailedStatusError
 
-    try:
+    with contextlib.suppress(FailedStatusError):
         job.wait(logs=logs)
-    except FailedStatusError:
-        pass
 
 
 def wait(session, job_name: str, logs: bool = True) -> None:
     """Follow the training job `job_name` (submitted earlier, by any means) until it ends."""
-    from botocore.exceptions import ClientError
     from sagemaker.core.resources import TrainingJob
 
-    try:
+    with _known_job(job_name, session.region_name):
         job = TrainingJob.get(training_job_name=job_name, session=session, region=session.region_name)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("ValidationException", "ResourceNotFound"):
-            raise UsageError(f"{job_name}: no such training job in {session.region_name}") from None
-        raise
     _follow(job, logs=logs)
-
-
-def describe(aws: Aws, job_name: str) -> dict:
-    return aws.boto_session.client("sagemaker").describe_training_job(TrainingJobName=job_name)

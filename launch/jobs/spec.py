@@ -1,32 +1,8 @@
-"""The job specification: one description of a training job, shared by `--dry-run`, a real
-SageMaker submission and `--local`, so all three run the same hyperparameters, channels and
-distribution.
-
-Decisions made here:
-
-* instance type: `--instance-type`, else ml.g4dn.xlarge with `--gpu`, else ml.m5.large;
-* distribution: torchrun (`sagemaker.train.distributed.Torchrun`) when there is more than one
-  instance or the instance has more than one GPU, one process per GPU (with `strategy=tensor_parallel`
-  on CPU instances, `cpu_processes` per instance); otherwise the entry runs as one plain process;
-* hyperparameters: `--hp key=value` (each key must be a flag of `python -m entry.train`) plus
-  `--strategy`, all strings, as SageMaker passes them; each value is parsed here by the entry's own
-  parser, in the form the container will hand it over, and must be carried safely (see
-  `check_hyperparameter`);
-* channels `train` (train_data.npz + preprocessing.json), `val`, `test` under `s3://B/P/data/`, and
-  with a wheelhouse `wheels` under `s3://B/P/wheels/<key>/` (see `launch.jobs.wheelhouse`);
-* network isolation (`--network-isolation`): the container reaches nothing but its channels, so it
-  implies the wheelhouse; SageMaker itself still syncs checkpoints, TensorBoard logs and the model;
-* metric definitions whose regexes read the entry's `name=value;` lines;
-* stopping condition, TensorBoard and output paths;
-* checkpoints: each job its own URI, the SDK's `s3://B/P/<base job name>/<job name>/checkpoints`
-  (a spot restart of the job gets the same URI back); with `--resume JOB` the new job uses JOB's.
-
-Nothing here calls AWS.
-"""
+"""The job specification shared by `--dry-run`, a SageMaker submission and `--local`, so all three run
+the same hyperparameters, channels and distribution. Nothing here calls AWS."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -37,11 +13,9 @@ from titanic_lightning.sagemaker_facts import OUTPUT_DIR
 DEFAULT_PREFIX = PROJECT
 DEFAULT_MAX_RUN_S = 3600
 DEFAULT_REGION = "us-east-1"
-FRAMEWORK = "pytorch"
 FRAMEWORK_VERSION = "2.8"  # inside Lightning 2.6's supported torch range; its images are py312
 PY_VERSION = "py312"
-# The entry writes TensorBoard logs under $SM_OUTPUT_DATA_DIR/tensorboard.
-TENSORBOARD_LOCAL_PATH = f"{OUTPUT_DIR}/data/tensorboard"
+TENSORBOARD_LOCAL_PATH = f"{OUTPUT_DIR}/data/tensorboard"  # where the entry writes TensorBoard logs
 BILLING_PLACEHOLDER_BUCKET = "<session-default-bucket>"
 JOB_NAME_PLACEHOLDER = "<job-name>"  # the SDK names the job when it creates it
 ROLE_PLACEHOLDER = "<execution-role-arn>"
@@ -68,8 +42,6 @@ METRIC_DEFINITIONS: list[dict[str, str]] = [
 _UNIQUE_NAME = re.compile(r"^(?P<base>.+)-\d{14}(-[0-9a-f]{4})?$")
 
 
-
-
 @dataclass(frozen=True)
 class JobSpec:
     instance_type: str
@@ -81,10 +53,10 @@ class JobSpec:
     prefix: str = DEFAULT_PREFIX
     region: str = DEFAULT_REGION
     role: str | None = None
-    hyperparameters: dict[str, str] = field(default_factory=dict)
+    hyperparameters: dict[str, str] = field(default_factory=dict)  # all strings, as SageMaker passes them
     resume: str | None = None  # the job whose checkpoints this one continues from
     resume_checkpoint_s3_uri: str | None = None  # that job's checkpoint URI, as AWS describes it
-    network_isolation: bool = False
+    network_isolation: bool = False  # SageMaker still syncs checkpoints, TensorBoard logs and the model
     wheelhouse: bool = False  # install the requirements from a wheels channel, with no index
 
     @property
@@ -93,7 +65,7 @@ class JobSpec:
 
     @property
     def distributed(self) -> bool:
-        """torchrun when processes must cooperate across instances or GPUs."""
+        """torchrun when processes must cooperate across instances or GPUs; else one plain process."""
         return self.instance_count > 1 or self.gpus_per_instance > 1
 
     @property
@@ -101,7 +73,7 @@ class JobSpec:
         """torchrun's processes per instance; None for the driver's default (one per GPU, else one).
 
         Tensor parallelism on CPU instances splits each layer among `cpu_processes` processes per
-        instance, so torchrun must start that many (the entry's default tensor-parallel size).
+        instance (the entry's default tensor-parallel size), so torchrun must start that many.
         """
         if (self.distributed and self.gpus_per_instance == 0
                 and self.hyperparameters.get("strategy") == "tensor_parallel"):
@@ -120,9 +92,8 @@ class JobSpec:
         return 2 * self.max_run_s if self.spot else None
 
     def _s3(self, *parts: str) -> str:
-        bucket = self.bucket or BILLING_PLACEHOLDER_BUCKET
         path = "/".join(p.strip("/") for p in (self.prefix, *parts) if p)
-        return f"s3://{bucket}/{path}/"
+        return f"s3://{self.bucket or BILLING_PLACEHOLDER_BUCKET}/{path}/"
 
     @property
     def uses_wheelhouse(self) -> bool:
@@ -130,27 +101,20 @@ class JobSpec:
         return self.wheelhouse or self.network_isolation
 
     @property
-    def wheelhouse_key(self) -> str:
-        """The wheelhouse this job's requirements need on the training image (offline)."""
-        from launch.jobs import code, wheelhouse
-
-        return wheelhouse.key(code.requirements(), wheelhouse.Target.image(PY_VERSION))
-
-    @property
     def channels(self) -> dict[str, str]:
+        """`train` (with preprocessing.json), `val`, `test` under `s3://B/P/data/`; with a wheelhouse,
+        `wheels` under `s3://B/P/wheels/<key>/`, the key that of this job's requirements on the image."""
         data = {name: self._s3("data", name) for name in SPLITS}
         if self.uses_wheelhouse:
-            from launch.jobs import wheelhouse
+            from launch.jobs import code, wheelhouse
 
-            data[wheelhouse.CHANNEL] = self._s3(wheelhouse.CHANNEL, self.wheelhouse_key)
+            key = wheelhouse.key(code.requirements(), wheelhouse.Target.image(PY_VERSION))
+            data[wheelhouse.CHANNEL] = self._s3(wheelhouse.CHANNEL, key)
         return data
 
     def job_checkpoint_s3_uri(self, job_name: str) -> str:
-        """Where the SDK keeps the checkpoints of `job_name` when CheckpointConfig names no URI.
-
-        Its layout, `s3://B/P/<base job name>/<job name>/checkpoints`, beside the job's uploaded
-        code; the base is the name without the SDK's timestamp.
-        """
+        """Where the SDK keeps the checkpoints of `job_name` when CheckpointConfig names no URI:
+        `s3://B/P/<base job name>/<job name>/checkpoints` (a spot restart gets the same one back)."""
         if job_name == JOB_NAME_PLACEHOLDER:
             base = self.base_job_name
         else:
@@ -160,7 +124,7 @@ class JobSpec:
 
     def job_input_s3_uri(self, job_name: str, channel: str) -> str:
         """Where the SDK uploads a local folder given as channel `channel` of `job_name` (a training or
-        tuning job): `s3://B/P/<base job name>/<job name>/input/<channel>`, under the prefix."""
+        tuning job): `s3://B/P/<base job name>/<job name>/input/<channel>`."""
         return self._s3(self.base_job_name, job_name, "input", channel).removesuffix("/")
 
     @property
@@ -193,10 +157,8 @@ class JobSpec:
         """The PyTorch training image, resolved offline from the SDK's bundled image table."""
         from sagemaker.core import image_uris
 
-        return image_uris.retrieve(
-            FRAMEWORK, self.region, version=FRAMEWORK_VERSION, py_version=PY_VERSION,
-            instance_type=self.instance_type, image_scope="training",
-        )
+        return image_uris.retrieve("pytorch", self.region, version=FRAMEWORK_VERSION, py_version=PY_VERSION,
+                                   instance_type=self.instance_type, image_scope="training")
 
     def describe(self, hourly_usd: float | None) -> dict:
         """What `--dry-run` prints: the job as it would be submitted."""
@@ -223,6 +185,3 @@ class JobSpec:
             "role": self.role or ROLE_PLACEHOLDER,
             "tags": self.tags,
         }
-
-    def with_(self, **changes) -> JobSpec:
-        return dataclasses.replace(self, **changes)
