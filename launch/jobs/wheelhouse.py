@@ -1,30 +1,15 @@
-"""A wheelhouse: the wheels a job's requirements.txt needs, so that its hosts install with no index.
+"""A wheelhouse: the wheels a job's requirements.txt needs, so that its hosts install with no index
+(no billed start-up time on the public index; possible with network isolation or in a VPC without a NAT).
 
-Without it every host of a job runs `pip install -r requirements.txt` against the public index at
-start-up (billed time, and impossible with network isolation or in a VPC without a NAT). With it
-the job's requirements.txt reads
+The wheels travel as the job's `wheels` channel beside the code channel, whose requirements.txt then
+starts with `requirements_lines`'s `--no-index` and `--find-links` lines. pip resolves the requirements
+together with what the target image provides (`Target.provided`: torch at the image's version) for the
+target's platform and Python; every wheel of that resolution goes in except the provided packages and
+what they pin exactly (a torch build's CUDA libraries and triton). numpy, pandas and the like stay in:
+pip keeps the image's copy when it satisfies the bounds, so the install never needs the internet.
 
-    --no-index
-    --find-links ../wheels
-    --find-links /opt/ml/input/data/wheels
-    lightning>=2.6,<2.7
-    ...
-
-and the wheels travel as the job's `wheels` channel, `/opt/ml/input/data/wheels`, beside the code
-channel `/opt/ml/input/data/code` that holds requirements.txt (pip reads a relative --find-links in
-a requirements file relative to that file, so the same file serves `--local`'s job folders too).
-
-What goes in: pip resolves the requirements together with what the target image provides
-(`Target.provided`, torch at the image's version) for the target's platform and Python, and every
-wheel of that resolution is downloaded except the provided packages and what they pin exactly (the
-CUDA libraries and triton of a torch build: the image holds them for its own torch). numpy,
-pandas, scikit-learn and the smaller shared dependencies stay in: pip keeps the image's copy when it
-satisfies the bounds and takes the wheel only when not, so the install never needs the internet
-whatever the image's minor versions are.
-
-The wheelhouse is cached under `<cache>/wheelhouse/<key>/`, the key a hash of the requirements, the
-target and the pip options (`key`), so it is built once per requirement set; `manifest.json` is
-written last and marks it complete.
+Each wheelhouse is cached under `<cache>/wheelhouse/<key>/`, `key` a hash of the requirements, target and
+pip options, and built once; `manifest.json`, written last, marks it complete.
 """
 
 from __future__ import annotations
@@ -32,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -41,12 +25,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 from launch.console import log
 from titanic_lightning.errors import UsageError
 from titanic_lightning.sagemaker_facts import OPT_ML
 
 CHANNEL = "wheels"
-FIND_LINKS = f"../{CHANNEL}"  # from the code channel's requirements.txt to the wheels channel
 MANIFEST = "manifest.json"
 CACHE_VARIABLE = "TITANIC_LIGHTNING_CACHE"
 
@@ -57,13 +43,6 @@ IMAGE_TORCH = "torch==2.8.0"
 IMAGE_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
                    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64")
 
-_NAME = re.compile(r"[-_.]+")
-
-
-def canonical(name: str) -> str:
-    """PEP 503's normalised project name."""
-    return _NAME.sub("-", name).lower()
-
 
 @dataclass(frozen=True)
 class Target:
@@ -72,7 +51,6 @@ class Target:
 
     python_version: str | None = None
     platforms: tuple[str, ...] = ()
-    implementation: str = "cp"
     provided: tuple[str, ...] = ()
 
     @classmethod
@@ -91,7 +69,7 @@ class Target:
     def pip_options(self) -> list[str]:
         options = ["--only-binary=:all:"]
         if self.python_version:
-            options += ["--python-version", self.python_version, "--implementation", self.implementation]
+            options += ["--python-version", self.python_version, "--implementation", "cp"]
         for platform in self.platforms:
             options += ["--platform", platform]
         return options
@@ -115,15 +93,14 @@ def key(requirements: list[str], target: Target, pip_args: tuple[str, ...] = ())
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-# A tuning job's trials install from a copy of the code channel in /opt/ml/code (the image's
-# toolkit makes it), where the relative link names no folder: the channel's absolute path serves
-# them (pip skips, with a warning, a link to a folder that does not exist, as in `--local`'s job folders).
-CHANNEL_IN_CONTAINER = f"{OPT_ML}/input/data/{CHANNEL}"
-
-
 def requirements_lines(requirements: list[str]) -> list[str]:
-    """requirements.txt's lines in wheelhouse mode: no index, the wheels channel as the only source."""
-    return ["--no-index", f"--find-links {FIND_LINKS}", f"--find-links {CHANNEL_IN_CONTAINER}", *requirements]
+    """requirements.txt's lines in wheelhouse mode: no index, the wheels channel as the only source.
+
+    pip reads the relative link from the requirements file's folder (the code channel, or a `--local`
+    job folder); a tuning job's trials install from a copy of the code in /opt/ml/code, which the
+    channel's absolute path serves (pip skips, with a warning, a link to a folder that does not exist).
+    """
+    return ["--no-index", f"--find-links ../{CHANNEL}", f"--find-links {OPT_ML}/input/data/{CHANNEL}", *requirements]
 
 
 @dataclass
@@ -132,7 +109,6 @@ class Wheelhouse:
     key: str
     wheels: list[str] = field(default_factory=list)
     built: bool = False  # False: found complete in the cache
-    seconds: float = 0.0
 
     @property
     def files(self) -> list[Path]:
@@ -148,14 +124,12 @@ def _pip(args: list[str], what: str) -> None:
 
 
 def _exact_pins(item: dict) -> set[str]:
-    """The projects an item's metadata requires with `==` (a torch build's CUDA libraries, triton)."""
+    """The projects an item's metadata requires with `==`, outside extras (a torch build's CUDA libraries, triton)."""
     pins = set()
-    for requirement in item["metadata"].get("requires_dist") or []:
-        if "extra ==" in requirement:
-            continue
-        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*\(?\s*==", requirement)
-        if match:
-            pins.add(canonical(match[1]))
+    for text in item["metadata"].get("requires_dist") or []:
+        requirement = Requirement(text)
+        if "extra" not in str(requirement.marker or "") and any(s.operator == "==" for s in requirement.specifier):
+            pins.add(canonicalize_name(requirement.name))
     return pins
 
 
@@ -167,13 +141,13 @@ def resolve(requirements: list[str], target: Target, pip_args: tuple[str, ...] =
               "--target", str(Path(tmp) / "target"), *target.pip_options(), *pip_args,
               *requirements, *target.provided], "resolving the requirements")
         items = json.loads(report.read_text())["install"]
-    provided = {canonical(re.split(r"[\[<>=!~;\s]", r, maxsplit=1)[0]) for r in target.provided}
+    provided = {canonicalize_name(Requirement(r).name) for r in target.provided}
     skipped = set(provided)
     for item in items:
-        if canonical(item["metadata"]["name"]) in provided:
+        if canonicalize_name(item["metadata"]["name"]) in provided:
             skipped |= _exact_pins(item)
     return sorted((item["metadata"]["name"], item["metadata"]["version"]) for item in items
-                  if canonical(item["metadata"]["name"]) not in skipped)
+                  if canonicalize_name(item["metadata"]["name"]) not in skipped)
 
 
 def _complete(path: Path) -> list[str] | None:
@@ -222,4 +196,4 @@ def build(requirements: list[str], target: Target, cache: Path | None = None,
     seconds = round(time.perf_counter() - started, 1)
     size = sum((path / w).stat().st_size for w in wheels) / 2**20
     log(f"wheelhouse built: {len(wheels)} wheels, {size:.0f} MiB, {seconds} s")
-    return Wheelhouse(path=path, key=name, wheels=wheels, built=True, seconds=seconds)
+    return Wheelhouse(path=path, key=name, wheels=wheels, built=True)
