@@ -1,9 +1,5 @@
-"""The job's values checked offline, each a one-line UsageError naming the flag at fault:
-hyperparameters (keys the entry's flags, values what its parser accepts in the form the container
-hands them over, and carried safely through sm_training.env), bucket, role, prefix, job name,
-region, instance count and run time; `build_spec` turns the command line's job options into a
-`JobSpec`.
-"""
+"""The job's values checked offline, each a one-line UsageError naming the flag at fault;
+`build_spec` turns the command line's job options into a `JobSpec`."""
 
 from __future__ import annotations
 
@@ -16,25 +12,21 @@ from launch.jobs.spec import DEFAULT_MAX_RUN_S, DEFAULT_PREFIX, DEFAULT_REGION, 
 from titanic_lightning.errors import UsageError
 from titanic_lightning.sagemaker_facts import LONGEST_JOB_S
 
-# SageMaker's limit on one hyperparameter value.
-HP_VALUE_LIMIT = 2500
+HP_VALUE_LIMIT = 2500  # SageMaker's limit on one hyperparameter value
 # More instances than this is refused as a likely typo: with about 700 training rows and the default
 # batch size of 32, twenty instances already leave each process one batch per epoch, and
 # `--local` starts every instance as processes on this one machine.
 MAX_INSTANCE_COUNT = 20
-# What a hyperparameter value may hold: printable ASCII except the single quote and the backslash.
-# The SDK's container driver writes every value into sm_training.env as `export SM_HP_<KEY>='<value>'`
-# (and inside the JSON of SM_HPS and SM_TRAINING_ENV), and its sm_train.sh sources that file: a
-# single quote would end the quoting and run the rest as shell code on every host, a newline would
-# break the file's lines, and a backslash lets JSON escapes (\u0027, \n) smuggle either in.
+# Printable ASCII except ' and \. The SDK's container driver writes every value into sm_training.env as
+# `export SM_HP_<KEY>='<value>'` (and inside JSON), and its sm_train.sh sources that file: a single quote
+# would end the quoting and run the rest as shell code on every host, a newline would break the file's
+# lines, and a backslash lets JSON escapes (\u0027, \n) smuggle either in.
 _HP_VALUE = re.compile(r"[ -&(-\[\]-~]*")
-
 # S3 bucket naming rules (general purpose buckets).
 _BUCKET = re.compile(r"^(?!xn--)(?!sthree-)(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ROLE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 _HP_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
-# CreateTrainingJob's TrainingJobName pattern.
-JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # CreateTrainingJob's TrainingJobName pattern
 
 
 def entry_flags() -> set[str]:
@@ -62,12 +54,9 @@ def parse_hyperparameters(pairs: list[str], strategy: str | None = None) -> dict
 
 
 def container_forms(value: str) -> tuple[str, str]:
-    """How the SDK's container driver hands a hyperparameter over: the string in SM_HP_<KEY> and on
-    the entry's command line, and its JSON inside SM_HPS and SM_TRAINING_ENV.
-
-    The driver decodes each value as JSON when it can (so `1e-3` arrives as `0.001` and `1e400` as
-    `Infinity`) and writes it back: these functions are its own.
-    """
+    """How the SDK's container driver hands a hyperparameter over, with its own functions: the string in
+    SM_HP_<KEY> and on the entry's command line, and its JSON inside SM_HPS and SM_TRAINING_ENV.
+    Each value is decoded as JSON when it can be (`1e-3` arrives as `0.001`, `1e400` as `Infinity`)."""
     from sagemaker.train.container_drivers.common.utils import safe_deserialize, safe_serialize
 
     decoded = safe_deserialize(value)
@@ -149,23 +138,11 @@ def check_region(region: str, instance_type: str) -> str:
     return region
 
 
-def build_spec(
-    *,
-    gpu: bool = False,
-    instance_type: str | None = None,
-    instance_count: int = 1,
-    spot: bool = False,
-    max_run: int = DEFAULT_MAX_RUN_S,
-    bucket: str | None = None,
-    prefix: str = DEFAULT_PREFIX,
-    region: str = DEFAULT_REGION,
-    role: str | None = None,
-    hp: list[str] | None = None,
-    strategy: str | None = None,
-    resume: str | None = None,
-    network_isolation: bool = False,
-    wheelhouse: bool = False,
-) -> JobSpec:
+def build_spec(*, gpu: bool = False, instance_type: str | None = None, instance_count: int = 1, spot: bool = False,
+               max_run: int = DEFAULT_MAX_RUN_S, bucket: str | None = None, prefix: str = DEFAULT_PREFIX,
+               region: str = DEFAULT_REGION, role: str | None = None, hp: list[str] | None = None,
+               strategy: str | None = None, resume: str | None = None, network_isolation: bool = False,
+               wheelhouse: bool = False) -> JobSpec:
     """Validate the command line's job options (offline) and return the spec."""
     chosen = instance_type or (instances.DEFAULT_GPU_INSTANCE if gpu else instances.DEFAULT_CPU_INSTANCE)
     instances.check(chosen)
@@ -185,17 +162,9 @@ def build_spec(
         raise UsageError(f"--max-run {max_run}: SageMaker runs a job for at most {LONGEST_JOB_S} seconds (28 days)")
     check_region(region, chosen)
     return JobSpec(
-        instance_type=chosen,
-        instance_count=instance_count,
-        gpu=gpu or instances.gpus(chosen) > 0,
-        spot=spot,
-        max_run_s=max_run,
-        bucket=check_bucket(bucket) if bucket is not None else None,
-        prefix=check_prefix(prefix),
-        region=region,
-        role=role,
-        hyperparameters=parse_hyperparameters(hp or [], strategy),
+        instance_type=chosen, instance_count=instance_count, gpu=gpu or instances.gpus(chosen) > 0, spot=spot,
+        max_run_s=max_run, bucket=check_bucket(bucket) if bucket is not None else None, prefix=check_prefix(prefix),
+        region=region, role=role, hyperparameters=parse_hyperparameters(hp or [], strategy),
         resume=check_job_name(resume, f"--resume {resume}") if resume is not None else None,
-        network_isolation=network_isolation,
-        wheelhouse=wheelhouse,
+        network_isolation=network_isolation, wheelhouse=wheelhouse,
     )

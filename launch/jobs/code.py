@@ -1,14 +1,9 @@
 """Stage the code a training job ships: `titanic_lightning/`, `entry/` and a requirements.txt.
 
-The requirements carry the bounds pyproject.toml declares, read when the code is staged; the
-staged package also gets them as `titanic_lightning/dependencies.txt`, since the container, which
-writes the model's serving requirements, has no pyproject.toml (see `titanic_lightning.dependencies`).
-
-The SDK uploads this folder as the job's `code` channel; in the container it lands at
-`/opt/ml/input/data/code`, which is also the working directory of the entry script. With a
-wheelhouse (`launch.jobs.wheelhouse`) requirements.txt names no index but the `wheels` channel beside it. Because the
-script runs by path (`python entry/train.py`), the package is found through PYTHONPATH, which the
-job sets to that folder (`CODE_DIR_IN_CONTAINER`).
+The SDK uploads the folder as the job's `code` channel, `/opt/ml/input/data/code` in the container: the
+working directory of the entry script, which runs by path, so the job sets PYTHONPATH to that folder.
+The requirements are pyproject.toml's bounds; the staged package gets them too, as
+`titanic_lightning/dependencies.txt`, since the container has no pyproject.toml (`titanic_lightning.dependencies`).
 """
 
 from __future__ import annotations
@@ -46,15 +41,13 @@ def requirements() -> list[str]:
 
 def stage(dest: Path, wheelhouse: bool = False) -> Path:
     """Copy the shipped code into `dest` (created) and return it; with `wheelhouse`, its
-    requirements.txt installs from the job's wheels channel with no index (`launch.jobs.wheelhouse`)."""
+    requirements.txt installs from the job's wheels channel with no index."""
     from launch.jobs import wheelhouse as wheels
 
-    dest.mkdir(parents=True, exist_ok=True)
     for package in PACKAGES:
         shutil.copytree(package_dir(package), dest / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
                         dirs_exist_ok=True)
-    declared = dependencies.declared()
     lines = wheels.requirements_lines(requirements()) if wheelhouse else requirements()
     (dest / REQUIREMENTS_FILE).write_text("\n".join(lines) + "\n")
-    (dest / dependencies.PACKAGE.name / dependencies.STAGED.name).write_text("\n".join(declared) + "\n")
+    (dest / dependencies.PACKAGE.name / dependencies.STAGED.name).write_text("\n".join(dependencies.declared()) + "\n")
     return dest

@@ -1,10 +1,6 @@
-"""The dated on-demand price table (`launch/prices.json`, or the file `--prices FILE` names) and
-the cost of a job from its billable seconds.
-
-AWS bills `BillableTimeInSeconds` per instance, so a job's cost is billable seconds × instance
-count × hourly price / 3600. With managed spot the billable time is already reduced by the spot
-discount, so the same formula with the on-demand price estimates what was paid.
-"""
+"""The dated on-demand price table (`launch/prices.json`, or the file `--prices FILE` names), and a job's
+cost: AWS bills `BillableTimeInSeconds` per instance (already reduced by the discount under managed spot),
+so the cost is billable seconds × instance count × on-demand hourly price / 3600."""
 
 from __future__ import annotations
 
@@ -12,7 +8,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch.jobs.spec import DEFAULT_REGION
 from titanic_lightning.errors import UsageError
 
 DEFAULT_PRICES = Path(__file__).parents[1] / "prices.json"
@@ -21,7 +16,6 @@ DEFAULT_PRICES = Path(__file__).parents[1] / "prices.json"
 @dataclass(frozen=True)
 class PriceTable:
     as_of: str
-    region: str
     usd_per_hour: dict[str, float]
 
     def hourly(self, instance_type: str) -> float | None:
@@ -38,9 +32,7 @@ def load(path: str | Path | None = None) -> PriceTable:
     path = Path(path) if path is not None else DEFAULT_PRICES
     try:
         data = json.loads(path.read_text())
-        table = {str(k): float(v) for k, v in data["usd_per_hour"].items()}
-        return PriceTable(as_of=str(data["as_of"]), region=str(data.get("region", DEFAULT_REGION)),
-                          usd_per_hour=table)
+        return PriceTable(as_of=str(data["as_of"]), usd_per_hour={str(k): float(v) for k, v in data["usd_per_hour"].items()})
     except FileNotFoundError:
         raise UsageError(f"--prices {path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
