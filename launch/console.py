@@ -1,5 +1,4 @@
-"""The launcher's console: progress lines, one per event, on stderr (stdout keeps only results), and
-the argument parser its commands share."""
+"""The launcher's console: progress lines on stderr (stdout keeps only results), its commands' parser and one-line errors."""
 
 from __future__ import annotations
 
@@ -32,8 +31,7 @@ def command_parser(prog: str, doc: str) -> ArgumentParser:
                           epilog=doc.split("\n\n", 1)[1], allow_abbrev=False, hint=f" (see {prog} --help)")
 
 
-# What the launcher needs beyond the training set-up: the `launch` extra.
-LAUNCH_PACKAGES = ("sagemaker", "boto3", "botocore", "optuna")
+LAUNCH_PACKAGES = ("sagemaker", "boto3", "botocore", "optuna")  # the `launch` extra
 
 
 def launcher_errors(main, argv: list[str]) -> None:

@@ -5,11 +5,9 @@ Run:
         [--instance-type ml.m5.large] [--endpoint-name N] [--region us-east-1] [--no-wait]
     python launch/deploy.py --delete --endpoint-name N
 
-The archive is what a training job uploads: model.pt beside code/inference.py (the handler) and
-code/requirements.txt. It is served by AWS's PyTorch inference image; the model, the endpoint
-configuration and the endpoint all take the endpoint's name, and are created with the SDK v3
-resource classes (sagemaker.core.resources Model / EndpointConfig / Endpoint). A failure part way
-removes what was already created. An endpoint bills for every hour it exists: delete it.
+The archive is what a training job uploads (model.pt beside code/inference.py and code/requirements.txt),
+served by AWS's PyTorch inference image. The model, endpoint configuration and endpoint all take the
+endpoint's name; a failure part way removes what was already created. An endpoint bills every hour it exists.
 """
 
 from __future__ import annotations
@@ -78,21 +76,16 @@ def _check_model_data(session, uri: str) -> None:
         raise UsageError(f"--model-data {uri}: {'no such object' if code in ('404', 'NoSuchKey') else code}") from None
 
 
-def image_uri(region: str, instance_type: str) -> str:
-    from sagemaker.core import image_uris
-
-    return image_uris.retrieve("pytorch", region, version=FRAMEWORK_VERSION, py_version=PY_VERSION,
-                               instance_type=instance_type, image_scope="inference")
-
-
 def deploy(session, model_data: str, role: str, instance_type: str, name: str, wait: bool = True):
     """Create model, endpoint configuration and endpoint named `name`; return the Endpoint."""
+    from sagemaker.core import image_uris
     from sagemaker.core.resources import Endpoint, EndpointConfig, Model
     from sagemaker.core.shapes import ContainerDefinition, ProductionVariant
 
     region = session.region_name
     container = ContainerDefinition(
-        image=image_uri(region, instance_type),
+        image=image_uris.retrieve("pytorch", region, version=FRAMEWORK_VERSION, py_version=PY_VERSION,
+                                  instance_type=instance_type, image_scope="inference"),
         model_data_url=model_data,
         # The PyTorch serving toolkit loads SAGEMAKER_PROGRAM from SAGEMAKER_SUBMIT_DIRECTORY.
         environment={"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": CODE_DIR,

@@ -1,9 +1,5 @@
-"""The job flags `submit.py` and `tune.py` share, and the `JobSpec` they describe; and the checks of
-the Python API's arguments that stand for the same flags.
-
-Each command adds its own flags beside these; both build the same job from them, so a tuning
-trial runs exactly what `submit.py` would have run with the same flags.
-"""
+"""The job flags `submit.py` and `tune.py` share (so a tuning trial runs exactly what `submit.py` would
+with the same flags), the `JobSpec` they describe, and the checks of the Python API's arguments for them."""
 
 from __future__ import annotations
 
@@ -17,10 +13,9 @@ from titanic_lightning.errors import UsageError
 
 def integer(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    return value
 
 
 def add_job_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,9 +56,7 @@ def spec_from_args(args, **extra):
     return checks.build_spec(
         gpu=args.gpu, instance_type=args.instance_type, instance_count=args.instance_count, spot=args.spot,
         max_run=args.max_run, bucket=args.bucket, prefix=args.prefix, region=region_or_default(args.region), role=args.role,
-        hp=args.hp, strategy=args.strategy, network_isolation=args.network_isolation, wheelhouse=args.wheelhouse,
-        **extra,
-    )
+        hp=args.hp, strategy=args.strategy, network_isolation=args.network_isolation, wheelhouse=args.wheelhouse, **extra)
 
 
 def check_type(function: str, name: str, value, kinds: tuple[type, ...], what: str, optional: bool = False) -> None:

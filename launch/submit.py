@@ -34,7 +34,9 @@ if __package__ in (None, ""):
     # Run by path (`python launch/submit.py`): make the repository importable as the module form is.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from launch import api  # noqa: E402
 from launch.console import command_parser, launcher_errors, log  # noqa: E402
+from launch.jobs import prices  # noqa: E402
 from launch.options import add_job_arguments, spec_from_args  # noqa: E402
 from titanic_lightning.command import run_command  # noqa: E402
 from titanic_lightning.errors import UsageError  # noqa: E402
@@ -73,8 +75,7 @@ def _spec(args):
 
 
 def dry_run(args) -> None:
-    from launch import api
-    from launch.jobs import prices, request
+    from launch.jobs import request
 
     table = prices.load(args.prices)
     # Anything a library prints goes to stderr: stdout carries exactly the request.
@@ -87,52 +88,41 @@ def dry_run(args) -> None:
     print(json.dumps(described), file=sys.stderr)
 
 
-def local(args) -> int:
-    from launch import api
-    from launch.jobs import prices
+def _show(run, as_json: bool, shown: dict, lines: list[str]) -> None:
+    """The ended job: `shown` as one JSON object, or the record's summary lines and `lines`."""
     from launch.records import report
 
+    if as_json:
+        log(f"recorded in {run.record_path}")
+        print(json.dumps(shown, default=str), flush=True)
+    else:
+        print("\n".join([report.human(run.record), *lines, f"recorded in {run.record_path}"]), flush=True)
+
+
+def local(args) -> int:
     table = prices.load(args.prices)
     run = api.run_local(_spec(args), data=args.data, jobs_dir=args.jobs_dir, runs_dir=args.runs_dir, prices=table,
                         container_venv=args.container_venv)
     summary = run.summary
-    if args.json:
-        log(f"recorded in {run.record_path}")
-        print(json.dumps(summary), flush=True)
-    else:
-        print(report.human(run.record), flush=True)
-        print(f"  job directory:    {summary['job_dir']}", flush=True)
-        for warning in summary.get("warnings") or []:
-            print(f"  warning:          {warning}", flush=True)
-        print(f"recorded in {run.record_path}", flush=True)
+    _show(run, args.json, summary, [f"  job directory:    {summary['job_dir']}",
+                                    *(f"  warning:          {w}" for w in summary.get("warnings") or [])])
     if summary["stopped_by_signal"]:
         return 128 + signal.Signals[summary["stopped_by_signal"]].value  # what a shell reports for the signal
     return 0 if summary["status"] == "Completed" else 1
 
 
 def remote(args) -> int:
-    from launch import api
-    from launch.jobs import prices
-    from launch.records import report
-
     table = prices.load(args.prices)
     run = api._run_sagemaker(_spec(args), args.data, not args.no_wait, args.runs_dir, table, role_flag=args.role,
                              region_flag=args.region)
     if args.no_wait:
         print(json.dumps({k: v for k, v in run.record.items() if k != "mode"}), flush=True)
         return 0
-    if args.json:
-        log(f"recorded in {run.record_path}")
-        print(json.dumps(run.record, default=str), flush=True)
-    else:
-        print(report.human(run.record), flush=True)
-        print(f"recorded in {run.record_path}", flush=True)
+    _show(run, args.json, run.record, [])
     return 0 if run.status == "Completed" else 1
 
 
 def compare(args) -> None:
-    from launch import api
-    from launch.jobs import prices
     from launch.records import charts
 
     if args.plot:
