@@ -1,9 +1,6 @@
-"""Submit a `JobSpec` as a SageMaker training job with the SDK's `ModelTrainer`.
-
-`resolve_aws` checks credentials, region, role, bucket and `--resume` before anything is uploaded;
-`submit` uploads the channels (skipping unchanged objects), stages the code and calls `ModelTrainer.train`.
-Endpoints follow botocore's configuration (`AWS_ENDPOINT_URL` included), which is how the tests reach an emulator.
-"""
+"""Submit a `JobSpec` as a SageMaker training job with the SDK's `ModelTrainer`, after `resolve_aws` has
+checked credentials, region, role, bucket and `--resume`. Endpoints follow botocore's configuration
+(`AWS_ENDPOINT_URL` included), which is how the tests reach an emulator."""
 
 from __future__ import annotations
 
@@ -38,12 +35,10 @@ def open_session(region_flag: str | None):
     """A boto3 session with credentials and a region, each a one-line error when missing."""
     import boto3
 
-    session = boto3.Session(region_name=region_flag) if region_flag else boto3.Session()
+    session = boto3.Session(region_name=region_flag or None)
     if session.get_credentials() is None:
-        raise UsageError(
-            "no AWS credentials: run `aws configure` (or `aws sso login`), or set AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; --dry-run needs none"
-        )
+        raise UsageError("no AWS credentials: run `aws configure` (or `aws sso login`), or set AWS_ACCESS_KEY_ID and "
+                         "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; --dry-run needs none")
     if not session.region_name:
         raise UsageError("no AWS region: pass --region us-east-1 (or set AWS_DEFAULT_REGION)")
     return session
@@ -92,11 +87,8 @@ def _known_job(source: str, region: str):
 
 
 def resumable_checkpoints(boto_session, job_name: str) -> str:
-    """The checkpoint URI of `job_name`, which must have ended and left a last.ckpt there.
-
-    Read from the job's description, not derived from its name: a job that itself resumed
-    another carries on in that one's URI.
-    """
+    """The checkpoint URI of `job_name`, which must have ended and left a last.ckpt there; read from its
+    description, since a job that itself resumed another carries on in that one's URI."""
     with _known_job(f"--resume {job_name}", boto_session.region_name):
         described = boto_session.client("sagemaker").describe_training_job(TrainingJobName=job_name)
     status = described.get("TrainingJobStatus")
@@ -134,11 +126,10 @@ def _check_bucket_reachable(boto_session, bucket: str) -> None:
         boto_session.client("s3").head_bucket(Bucket=bucket)
     except ClientError as exc:
         code_ = exc.response.get("Error", {}).get("Code", "")
-        raise UsageError(
-            f"--bucket {bucket}: " + ("no such bucket; create it or omit --bucket for the session's default bucket"
-                                      if code_ in ("404", "NoSuchBucket", "NotFound")
-                                      else f"not accessible ({code_}); check the bucket's region and your permissions")
-        ) from None
+        if code_ in ("404", "NoSuchBucket", "NotFound"):
+            raise UsageError(f"--bucket {bucket}: no such bucket; create it or omit --bucket for the session's "
+                             "default bucket") from None
+        raise UsageError(f"--bucket {bucket}: not accessible ({code_}); check the bucket's region and your permissions") from None
 
 
 def build_trainer(aws: Aws, code_dir: Path):
@@ -193,20 +184,15 @@ class Submitted:
 
 
 def upload_inputs(aws: Aws, data_dir: Path) -> dict:
-    """Upload the data channels and, in wheelhouse mode, the wheels, skipping unchanged objects;
-    what was uploaded and what was unchanged."""
+    """Upload the data channels (and the wheels), skipping unchanged objects; what was uploaded and unchanged."""
     from launch.jobs import wheelhouse
 
     s3data.ensure_prepared(data_dir)
-    # The wheelhouse is built (or found in the cache) before any upload: building it may fail.
-    built = wheelhouse.build(code.requirements(), wheelhouse.Target.image(PY_VERSION)) if aws.spec.uses_wheelhouse else None
-    s3 = aws.boto_session.client("s3")
-    upload = s3data.upload_channels(s3, data_dir, aws.spec.channels)
-    if built is not None:
-        wheels = s3data.upload_files(s3, built.files, aws.spec.channels[wheelhouse.CHANNEL])
-        for outcome in upload:
-            upload[outcome] += wheels[outcome]
-    return upload
+    channels = aws.spec.channels
+    files = {channels[name]: paths for name, paths in s3data.channel_files(data_dir).items()}
+    if aws.spec.uses_wheelhouse:  # built (or found in the cache) before any upload: building it may fail
+        files[channels[wheelhouse.CHANNEL]] = wheelhouse.build(code.requirements(), wheelhouse.Target.image(PY_VERSION)).files
+    return s3data.upload(aws.boto_session.client("s3"), files)
 
 
 def submit(aws: Aws, data_dir: Path, wait: bool) -> Submitted:
@@ -225,8 +211,7 @@ def submit(aws: Aws, data_dir: Path, wait: bool) -> Submitted:
 
 
 def _follow(job, logs: bool = True) -> None:
-    """Wait for the SDK's TrainingJob to end, printing its logs; a failed job ends the wait like any
-    other (its record says why), where the SDK raises."""
+    """Wait for the SDK's TrainingJob to end, printing its logs; a failed one too (its record says why)."""
     from sagemaker.core.utils.exceptions import FailedStatusError
 
     with contextlib.suppress(FailedStatusError):

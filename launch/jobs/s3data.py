@@ -40,41 +40,31 @@ def ensure_prepared(data_dir: Path) -> Path:
     return data_dir
 
 
-def upload_files(s3, files: list[Path], prefix_uri: str) -> dict[str, list[str]]:
-    """Upload each file under `prefix_uri` unless the object there already holds the same content;
+def upload(s3, files: dict[str, list[Path]]) -> dict[str, list[str]]:
+    """Upload each S3 prefix's files under it unless the object there already holds the same content;
     return {"uploaded": [...], "unchanged": [...]}."""
     from botocore.exceptions import ClientError
 
     result: dict[str, list[str]] = {"uploaded": [], "unchanged": []}
-    bucket, _, prefix = prefix_uri.removeprefix("s3://").partition("/")
-    for path in files:
-        key = prefix + path.name
-        uri = f"s3://{bucket}/{key}"
-        digest = sha256_of(path)
-        try:
-            existing = s3.head_object(Bucket=bucket, Key=key).get("Metadata", {}).get("sha256")
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
-                raise
-            existing = None
-        if existing == digest:
-            log(f"unchanged, not uploaded: {uri}")
-            result["unchanged"].append(uri)
-            continue
-        content_type = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
-        s3.upload_file(str(path), bucket, key, ExtraArgs={"Metadata": {"sha256": digest}, "ContentType": content_type})
-        log(f"uploaded {path} -> {uri}")
-        result["uploaded"].append(uri)
-    return result
-
-
-def upload_channels(s3, data_dir: Path, channels: dict[str, str]) -> dict[str, list[str]]:
-    """Upload every channel's files under its S3 URI; return {"uploaded": [...], "unchanged": [...]}."""
-    result: dict[str, list[str]] = {"uploaded": [], "unchanged": []}
-    for name, files in channel_files(data_dir).items():
-        done = upload_files(s3, files, channels[name])
-        for outcome in result:
-            result[outcome] += done[outcome]
+    for prefix_uri, paths in files.items():
+        bucket, _, prefix = prefix_uri.removeprefix("s3://").partition("/")
+        for path in paths:
+            key, digest = prefix + path.name, sha256_of(path)
+            uri = f"s3://{bucket}/{key}"
+            try:
+                existing = s3.head_object(Bucket=bucket, Key=key).get("Metadata", {}).get("sha256")
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                    raise
+                existing = None
+            if existing == digest:
+                log(f"unchanged, not uploaded: {uri}")
+                result["unchanged"].append(uri)
+                continue
+            extra = {"Metadata": {"sha256": digest}, "ContentType": CONTENT_TYPES.get(path.suffix, "application/octet-stream")}
+            s3.upload_file(str(path), bucket, key, ExtraArgs=extra)
+            log(f"uploaded {path} -> {uri}")
+            result["uploaded"].append(uri)
     return result
 
 
