@@ -40,13 +40,17 @@ __all__ = ["Comparison", "JobSpec", "Run", "UsageError", "compare", "dry_run", "
            "run_sagemaker", "wait"]
 
 
+def _recorded(key: str, doc: str | None = None) -> property:
+    return property(lambda self: self.record.get(key), doc=doc)
+
+
 @dataclass(frozen=True)
 class Run:
-    """One training job, run here (`mode` "local") or on SageMaker ("sagemaker").
+    """One training job, run here (`mode` "local"), on SageMaker ("sagemaker") or with SLURM ("slurm").
 
-    `record` is the run record (the content of `runs/<job>.json`, shape in `launch.records.report`); for a
-    job submitted without waiting it holds what is known yet (status "Submitted", checkpoint URI,
-    uploads). `summary` is a local job's full summary (hosts, logs, command, metrics.json).
+    `record` is the run record (`runs/<job>.json`, shape in `launch.records.report`); for a job submitted
+    without waiting it holds what is known yet (status "Submitted", checkpoint URI, uploads). `summary` is
+    a local job's full summary (hosts, logs, command, metrics.json).
     """
 
     job_name: str
@@ -56,11 +60,16 @@ class Run:
     record_path: Path | None = None
     summary: dict | None = field(default=None, repr=False)
 
+    val_acc = _recorded("val_acc")
+    test_acc = _recorded("test_acc")
+    wall_seconds = _recorded("wall_seconds")
+    cost_usd = _recorded("estimated_cost_usd", "The estimated billed cost; None for a local run (`record['emulated_cost_usd']`).")
+    model_artifact = _recorded("model_artifact", "model.tar.gz: a local path (what `entry.predict --model` takes) or an S3 URI.")
+
     @classmethod
     def of(cls, record: dict, record_path: Path | None = None, summary: dict | None = None) -> Run:
         """The Run a run record describes (its name, status and mode)."""
-        return cls(job_name=record["job_name"], status=record["status"], mode=record["mode"], record=record,
-                   record_path=record_path, summary=summary)
+        return cls(record["job_name"], record["status"], record["mode"], record, record_path, summary)
 
     @property
     def ok(self) -> bool:
@@ -70,28 +79,6 @@ class Run:
     def metrics(self) -> dict:
         """The final metrics (val_* and test_* of the best weights, best_epoch, ...)."""
         return dict(self.record.get("final_metrics") or {})
-
-    @property
-    def val_acc(self) -> float | None:
-        return self.record.get("val_acc")
-
-    @property
-    def test_acc(self) -> float | None:
-        return self.record.get("test_acc")
-
-    @property
-    def wall_seconds(self) -> float | None:
-        return self.record.get("wall_seconds")
-
-    @property
-    def cost_usd(self) -> float | None:
-        """The estimated billed cost; None for a local run (see `record["emulated_cost_usd"]`)."""
-        return self.record.get("estimated_cost_usd")
-
-    @property
-    def model_artifact(self) -> str | None:
-        """model.tar.gz: a local path or an S3 URI; what `entry.predict --model` takes (local)."""
-        return self.record.get("model_artifact")
 
     @property
     def job_dir(self) -> Path | None:
@@ -133,14 +120,10 @@ def job_spec(*, gpu: bool = False, instance_type: str | None = None, instance_co
              region: str | None = None, role: str | None = None, hyperparameters: dict | list | None = None,
              strategy: str | None = None, resume: str | None = None, network_isolation: bool = False,
              wheelhouse: bool = False) -> JobSpec:
-    """The validated job these options describe, as `submit.py`'s flags of the same names do (offline).
-
-    `hyperparameters` are flags of `python -m entry.train`: `{"epochs": 20, "learning_rate": 0.003}`,
-    or the command line's `["epochs=20", ...]`. `region` defaults to $AWS_REGION, $AWS_DEFAULT_REGION,
-    else us-east-1. `wheelhouse` installs the requirements from a wheels channel with no index;
-    `network_isolation` cuts the container off the network and implies it. Raises `UsageError`
-    naming the option at fault.
-    """
+    """The validated job these options describe, as `submit.py`'s flags of the same names do (offline);
+    a `UsageError` names the option at fault. `hyperparameters` are flags of `python -m entry.train`:
+    `{"epochs": 20, "learning_rate": 0.003}`, or the command line's `["epochs=20", ...]`. `region` defaults
+    to $AWS_REGION, $AWS_DEFAULT_REGION, else us-east-1."""
     fn = "job_spec"
     for name, value in (("gpu", gpu), ("spot", spot), ("network_isolation", network_isolation),
                         ("wheelhouse", wheelhouse)):
@@ -165,10 +148,8 @@ def _spec(spec) -> JobSpec:
 
 
 def dry_run(spec: JobSpec, prices: PriceTable | str | Path | None = None) -> dict:
-    """What `--dry-run` prints: the job as it would be submitted, with its on-demand USD per hour.
-
-    No AWS call and no credentials; the role is the spec's, else $SAGEMAKER_ROLE, else a placeholder.
-    """
+    """What `--dry-run` prints: the job as it would be submitted, with its on-demand USD per hour (no AWS
+    call); the role is the spec's, else $SAGEMAKER_ROLE, else a placeholder."""
     spec, table = _spec(spec), price_tables.table(prices)
     if spec.role is None:
         spec = dataclasses.replace(spec, role=os.environ.get("SAGEMAKER_ROLE") or None)
@@ -191,19 +172,17 @@ def run_local(spec: JobSpec, data: str | Path = "data", jobs_dir: str | Path = "
               container_venv: bool = False) -> Run:
     """Run the job here as SageMaker would (`--local`): one process per host in `jobs_dir/<job>/`.
 
-    `data` is prepared from the Titanic CSV when it has no channels yet. The run is recorded in
+    `data` is prepared from the Titanic CSV when it has no channels yet; the run is recorded in
     `runs_dir/<job>.json` (None: not recorded). Ctrl-C or SIGTERM stops the job as StopTrainingJob
-    would: the Run comes back with status "Stopped". `timeout_s` defaults to the spec's max run.
-    `container_venv` gives each host an environment holding only what the training image holds and
-    installs requirements.txt into it first, as the container does (`install_seconds` per host).
+    would (status "Stopped"). `timeout_s` defaults to the spec's max run. `container_venv` installs
+    requirements.txt first into each host's own environment, holding only what the training image holds.
     """
     from launch.jobs import local as emulator
     from launch.jobs import s3data
     from titanic_lightning.io.outputs import check_folder
 
     spec, table = _spec(spec), price_tables.table(prices)
-    if not isinstance(container_venv, bool):
-        raise UsageError(f"run_local(container_venv={container_venv!r}): expected True or False")
+    check_type("run_local", "container_venv", container_venv, (bool,), "True or False")
     # From here on Ctrl-C and SIGTERM are recorded, not raised inside library code: before the job
     # starts they end the call, after it they stop the job as StopTrainingJob would.
     stop = emulator.StopRequest()
@@ -220,12 +199,9 @@ def run_local(spec: JobSpec, data: str | Path = "data", jobs_dir: str | Path = "
 
 def run_sagemaker(spec: JobSpec, data: str | Path = "data", wait: bool = True, runs_dir: str | Path | None = "runs",
                   prices: PriceTable | str | Path | None = None) -> Run:
-    """Submit the job to SageMaker in the spec's region (needs AWS credentials, a role and a bucket:
-    the spec's, else $SAGEMAKER_ROLE / the session's default bucket).
-
-    With `wait`, follow its logs to the end and record it in `runs_dir/<job>.json`; without, return
-    at once with status "Submitted" (then `wait(run.job_name)`).
-    """
+    """Submit the job to SageMaker in the spec's region (needs AWS credentials, a role and a bucket: the
+    spec's, else $SAGEMAKER_ROLE / the session's default bucket). With `wait`, follow its logs to the end
+    and record it in `runs_dir/<job>.json`; without, return at once with status "Submitted"."""
     return _run_sagemaker(_spec(spec), data, wait, runs_dir, prices, role_flag=spec.role, region_flag=spec.region)
 
 
@@ -250,8 +226,8 @@ def _run_sagemaker(spec: JobSpec, data, wait: bool, runs_dir, prices, role_flag:
 
 def wait(job_name: str, region: str | None = None, runs_dir: str | Path | None = "runs",
          prices: PriceTable | str | Path | None = None, logs: bool = True) -> Run:
-    """Follow the SageMaker training job `job_name` until it ends (printing its logs), record it in
-    `runs_dir/<job>.json` and return it. Its wall time is SageMaker's, from creation to end."""
+    """Follow the SageMaker training job `job_name` to its end (printing its logs), record it in
+    `runs_dir/<job>.json` and return it."""
     from launch.jobs import remote
 
     check_job_name(job_name, f"wait({job_name!r})")
