@@ -47,10 +47,8 @@ def launcher_errors(main, argv: list[str]) -> None:
         package = (exc.name or "").split(".")[0]
         if package not in LAUNCH_PACKAGES or debug_requested(argv):
             raise
-        raise UsageError(
-            f"this launcher command needs the `launch` extra ({package} is not installed): "
-            "run `make dev`, or `.venv/bin/python -m pip install -e '.[launch]'`"
-        ) from None
+        raise UsageError(f"this launcher command needs the `launch` extra ({package} is not installed): "
+                         "run `make dev`, or `.venv/bin/python -m pip install -e '.[launch]'`") from None
     except Exception as exc:
         try:
             from botocore.exceptions import BotoCoreError, ClientError

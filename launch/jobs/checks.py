@@ -71,10 +71,8 @@ def check_carried(value: str, source: str) -> str:
     arrives, in_json = container_forms(value)
     if bad or not _HP_VALUE.fullmatch(arrives) or not _HP_VALUE.fullmatch(in_json):
         shown = ", ".join(sorted({repr(c) for c in bad})) or "an escape that decodes to one"
-        raise UsageError(
-            f"{source}: holds {shown}; a hyperparameter value may hold printable ASCII characters other "
-            "than ' and \\ (the job's container writes it between single quotes into a shell file)"
-        )
+        raise UsageError(f"{source}: holds {shown}; a hyperparameter value may hold printable ASCII characters other "
+                         "than ' and \\ (the job's container writes it between single quotes into a shell file)")
     return value
 
 
@@ -94,10 +92,8 @@ def check_hyperparameter(key: str, value: str, source: str) -> str:
 
 def check_bucket(bucket: str) -> str:
     if not _BUCKET.match(bucket):
-        raise UsageError(
-            f"--bucket {bucket}: not a valid S3 bucket name (3-63 characters: lowercase letters, digits, "
-            "dots and hyphens, starting and ending with a letter or digit)"
-        )
+        raise UsageError(f"--bucket {bucket}: not a valid S3 bucket name (3-63 characters: lowercase letters, digits, "
+                         "dots and hyphens, starting and ending with a letter or digit)")
     return bucket
 
 
@@ -115,13 +111,10 @@ def check_job_name(name: str, source: str) -> str:
 
 def check_prefix(prefix: str) -> str:
     cleaned = prefix.strip("/")
-    unsafe = (not cleaned or any(c in cleaned for c in "\\{}^%`[]\"<>~#|") or "//" in cleaned or ".." in cleaned
-              or any(c.isspace() or not c.isprintable() for c in cleaned))
-    if unsafe:
-        raise UsageError(
-            f"--prefix {prefix!r}: use a plain S3 key prefix such as {DEFAULT_PREFIX} "
-            "(no '..', whitespace, control characters or any of \\{}^%`[]\"<>~#|)"
-        )
+    if (not cleaned or any(c in cleaned for c in "\\{}^%`[]\"<>~#|") or "//" in cleaned or ".." in cleaned
+            or any(c.isspace() or not c.isprintable() for c in cleaned)):
+        raise UsageError(f"--prefix {prefix!r}: use a plain S3 key prefix such as {DEFAULT_PREFIX} "
+                         "(no '..', whitespace, control characters or any of \\{}^%`[]\"<>~#|)")
     return cleaned
 
 
@@ -147,10 +140,8 @@ def build_spec(*, gpu: bool = False, instance_type: str | None = None, instance_
     chosen = instance_type or (instances.DEFAULT_GPU_INSTANCE if gpu else instances.DEFAULT_CPU_INSTANCE)
     instances.check(chosen)
     if gpu and instances.gpus(chosen) == 0:
-        raise UsageError(
-            f"--gpu with --instance-type {chosen}: that type has no GPU; drop --gpu or pick a GPU type "
-            f"such as {instances.DEFAULT_GPU_INSTANCE}"
-        )
+        raise UsageError(f"--gpu with --instance-type {chosen}: that type has no GPU; drop --gpu or pick a GPU type "
+                         f"such as {instances.DEFAULT_GPU_INSTANCE}")
     if instance_count < 1:
         raise UsageError(f"--instance-count {instance_count}: must be at least 1")
     if instance_count > MAX_INSTANCE_COUNT:

@@ -36,10 +36,8 @@ def load(path: str | Path | None = None) -> PriceTable:
     except FileNotFoundError:
         raise UsageError(f"--prices {path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise UsageError(
-            f"--prices {path}: not a price table ({type(exc).__name__}: {exc}); expected "
-            '{"as_of": "YYYY-MM-DD", "usd_per_hour": {"ml.m5.large": 0.115, ...}}'
-        ) from None
+        raise UsageError(f"--prices {path}: not a price table ({type(exc).__name__}: {exc}); expected "
+                         '{"as_of": "YYYY-MM-DD", "usd_per_hour": {"ml.m5.large": 0.115, ...}}') from None
 
 
 def table(prices: PriceTable | str | Path | None) -> PriceTable:

@@ -60,22 +60,15 @@ class JobSpec:
     wheelhouse: bool = False  # install the requirements from a wheels channel, with no index
 
     @property
-    def gpus_per_instance(self) -> int:
-        return instances.gpus(self.instance_type)
-
-    @property
     def distributed(self) -> bool:
         """torchrun when processes must cooperate across instances or GPUs; else one plain process."""
-        return self.instance_count > 1 or self.gpus_per_instance > 1
+        return self.instance_count > 1 or instances.gpus(self.instance_type) > 1
 
     @property
     def process_count_per_node(self) -> int | None:
-        """torchrun's processes per instance; None for the driver's default (one per GPU, else one).
-
-        Tensor parallelism on CPU instances splits each layer among `cpu_processes` processes per
-        instance (the entry's default tensor-parallel size), so torchrun must start that many.
-        """
-        if (self.distributed and self.gpus_per_instance == 0
+        """torchrun's processes per instance; None for the driver's default (one per GPU, else one). Tensor
+        parallelism on CPU splits each layer among `cpu_processes` processes, so torchrun starts that many."""
+        if (self.distributed and instances.gpus(self.instance_type) == 0
                 and self.hyperparameters.get("strategy") == "tensor_parallel"):
             return int(self.hyperparameters.get("cpu_processes", "1"))
         return None

@@ -1,15 +1,10 @@
-"""A wheelhouse: the wheels a job's requirements.txt needs, so that its hosts install with no index
-(no billed start-up time on the public index; possible with network isolation or in a VPC without a NAT).
+"""A wheelhouse: the wheels a job's requirements.txt needs, travelling as its `wheels` channel, so that
+its hosts install with no index (no billed time on the public index; works with network isolation).
 
-The wheels travel as the job's `wheels` channel beside the code channel, whose requirements.txt then
-starts with `requirements_lines`'s `--no-index` and `--find-links` lines. pip resolves the requirements
-together with what the target image provides (`Target.provided`: torch at the image's version) for the
-target's platform and Python; every wheel of that resolution goes in except the provided packages and
-what they pin exactly (a torch build's CUDA libraries and triton). numpy, pandas and the like stay in:
-pip keeps the image's copy when it satisfies the bounds, so the install never needs the internet.
-
-Each wheelhouse is cached under `<cache>/wheelhouse/<key>/`, `key` a hash of the requirements, target and
-pip options, and built once; `manifest.json`, written last, marks it complete.
+pip resolves the requirements with what the target image provides (its torch) for the target's platform
+and Python; every wheel goes in but the provided packages and what they pin exactly (CUDA libraries,
+triton). numpy, pandas and the like stay in: pip keeps the image's copy when it satisfies the bounds.
+Cached under `<cache>/wheelhouse/<key>/`; `manifest.json`, written last, marks one complete.
 """
 
 from __future__ import annotations
