@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launch.console import log
-from launch.jobs import code, s3data
+from launch.jobs import code, s3data, wheelhouse
 from launch.jobs.checks import check_role
 from launch.jobs.spec import METRIC_DEFINITIONS, PY_VERSION, TENSORBOARD_LOCAL_PATH, JobSpec
 from titanic_lightning.contracts import CHECKPOINT_FILE
-from titanic_lightning.errors import UsageError
+from titanic_lightning.errors import UsageError, one_line
 from titanic_lightning.sagemaker_facts import CHECKPOINT_DIR
 
 NO_ROLE = ("no IAM role for the job: pass --role arn:aws:iam::<account>:role/<name> or set SAGEMAKER_ROLE "
@@ -66,7 +66,7 @@ def resolve_aws(spec: JobSpec, role_flag: str | None, region_flag: str | None) -
         else:
             _check_bucket_reachable(boto_session, bucket)
     except (ClientError, BotoCoreError) as exc:
-        raise UsageError(f"AWS refused a check before submitting: {' '.join(str(exc).split())}") from None
+        raise UsageError(f"AWS refused a check before submitting: {one_line(exc)}") from None
     spec = dataclasses.replace(spec, region=boto_session.region_name, role=role, bucket=bucket)
     if spec.resume is not None:
         spec = dataclasses.replace(spec, resume_checkpoint_s3_uri=resumable_checkpoints(boto_session, spec.resume))
@@ -185,8 +185,6 @@ class Submitted:
 
 def upload_inputs(aws: Aws, data_dir: Path) -> dict:
     """Upload the data channels (and the wheels), skipping unchanged objects; what was uploaded and unchanged."""
-    from launch.jobs import wheelhouse
-
     s3data.ensure_prepared(data_dir)
     channels = aws.spec.channels
     files = {channels[name]: paths for name, paths in s3data.channel_files(data_dir).items()}

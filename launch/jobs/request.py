@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 from unittest import mock
 
 from launch.jobs import code, remote
@@ -30,17 +31,11 @@ def placeholder_bucket(region: str) -> str:
 
 
 class _Captured(Exception):
-    def __init__(self, request: dict):
-        super().__init__("request captured")
-        self.request = request
+    """Carries the request body that was about to be sent (its one argument)."""
 
 
-class _Answered:
-    """The HTTP half of a response botocore takes from a `before-call` handler."""
-
-    status_code = 200
-    headers: dict = {}
-    content = b""
+# The HTTP half of a response botocore takes from a `before-call` handler.
+_ANSWERED = SimpleNamespace(status_code=200, headers={}, content=b"")
 
 
 def _offline_session(region: str, bucket: str, operation: str):
@@ -55,11 +50,11 @@ def _offline_session(region: str, bucket: str, operation: str):
         if model.service_model.service_name == "sagemaker" and model.name == operation:
             raise _Captured(json.loads(params["body"]))
         if model.name == "GetCallerIdentity":
-            return _Answered(), {"Account": PLACEHOLDER_ACCOUNT, "Arn": f"arn:aws:iam::{PLACEHOLDER_ACCOUNT}:user/dry-run",
-                                 "UserId": "DRYRUN"}
+            arn = f"arn:aws:iam::{PLACEHOLDER_ACCOUNT}:user/dry-run"
+            return _ANSWERED, {"Account": PLACEHOLDER_ACCOUNT, "Arn": arn, "UserId": "DRYRUN"}
         if model.name == "ListBuckets":
-            return _Answered(), {"Buckets": [{"Name": bucket, "CreationDate": datetime.datetime(2020, 1, 1)}]}
-        return _Answered(), {"ETag": '"0"'} if model.name in ("PutObject", "UploadPart") else {}
+            return _ANSWERED, {"Buckets": [{"Name": bucket, "CreationDate": datetime.datetime(2020, 1, 1)}]}
+        return _ANSWERED, {"ETag": '"0"'} if model.name in ("PutObject", "UploadPart") else {}
 
     session.events.register("before-call", answer)
     return session
@@ -85,7 +80,7 @@ def _request(spec: JobSpec, operation: str, create) -> dict:
         try:
             create(aws, staged, remote.build_trainer(aws, staged))
         except _Captured as captured:
-            return captured.request
+            return captured.args[0]
     raise RuntimeError(f"the SDK returned without sending {operation}")
 
 
