@@ -90,13 +90,6 @@ def check_hyperparameter(key: str, value: str, source: str) -> str:
     return value
 
 
-def check_bucket(bucket: str) -> str:
-    if not _BUCKET.match(bucket):
-        raise UsageError(f"--bucket {bucket}: not a valid S3 bucket name (3-63 characters: lowercase letters, digits, "
-                         "dots and hyphens, starting and ending with a letter or digit)")
-    return bucket
-
-
 def check_role(role: str, source: str) -> str:
     if not _ROLE.match(role):
         raise UsageError(f"{source} {role}: not an IAM role ARN (arn:aws:iam::<account>:role/<name>)")
@@ -107,28 +100,6 @@ def check_job_name(name: str, source: str) -> str:
     if not isinstance(name, str) or not JOB_NAME.match(name):
         raise UsageError(f"{source}: not a training job name (letters, digits and hyphens, at most 63 characters)")
     return name
-
-
-def check_prefix(prefix: str) -> str:
-    cleaned = prefix.strip("/")
-    if (not cleaned or any(c in cleaned for c in "\\{}^%`[]\"<>~#|") or "//" in cleaned or ".." in cleaned
-            or any(c.isspace() or not c.isprintable() for c in cleaned)):
-        raise UsageError(f"--prefix {prefix!r}: use a plain S3 key prefix such as {DEFAULT_PREFIX} "
-                         "(no '..', whitespace, control characters or any of \\{}^%`[]\"<>~#|)")
-    return cleaned
-
-
-def check_region(region: str, instance_type: str) -> str:
-    """A region the SDK's table has the PyTorch training image for (offline)."""
-    try:
-        JobSpec(instance_type=instance_type, region=region).image_uri()
-    except ValueError as exc:
-        if "region" not in str(exc).lower():
-            raise
-        known = str(exc).partition("Supported region(s):")[2].strip().rstrip(".")
-        raise UsageError(f"--region {region!r}: not a region SageMaker's PyTorch training image is known in"
-                         f"{'; choose from ' + known if known else ''}") from None
-    return region
 
 
 def build_spec(*, gpu: bool = False, instance_type: str | None = None, instance_count: int = 1, spot: bool = False,
@@ -151,11 +122,26 @@ def build_spec(*, gpu: bool = False, instance_type: str | None = None, instance_
         raise UsageError(f"--max-run {max_run}: must be at least 60 seconds")
     if max_run > LONGEST_JOB_S:
         raise UsageError(f"--max-run {max_run}: SageMaker runs a job for at most {LONGEST_JOB_S} seconds (28 days)")
-    check_region(region, chosen)
+    try:  # a region the SDK's table has the PyTorch training image for (offline)
+        JobSpec(instance_type=chosen, region=region).image_uri()
+    except ValueError as exc:
+        if "region" not in str(exc).lower():
+            raise
+        known = str(exc).partition("Supported region(s):")[2].strip().rstrip(".")
+        raise UsageError(f"--region {region!r}: not a region SageMaker's PyTorch training image is known in"
+                         f"{'; choose from ' + known if known else ''}") from None
+    if bucket is not None and not _BUCKET.match(bucket):
+        raise UsageError(f"--bucket {bucket}: not a valid S3 bucket name (3-63 characters: lowercase letters, digits, "
+                         "dots and hyphens, starting and ending with a letter or digit)")
+    cleaned = prefix.strip("/")
+    if (not cleaned or any(c in cleaned for c in "\\{}^%`[]\"<>~#|") or "//" in cleaned or ".." in cleaned
+            or any(c.isspace() or not c.isprintable() for c in cleaned)):
+        raise UsageError(f"--prefix {prefix!r}: use a plain S3 key prefix such as {DEFAULT_PREFIX} "
+                         "(no '..', whitespace, control characters or any of \\{}^%`[]\"<>~#|)")
     return JobSpec(
         instance_type=chosen, instance_count=instance_count, gpu=gpu or instances.gpus(chosen) > 0, spot=spot,
-        max_run_s=max_run, bucket=check_bucket(bucket) if bucket is not None else None, prefix=check_prefix(prefix),
-        region=region, role=role, hyperparameters=parse_hyperparameters(hp or [], strategy),
+        max_run_s=max_run, bucket=bucket, prefix=cleaned, region=region, role=role,
+        hyperparameters=parse_hyperparameters(hp or [], strategy),
         resume=check_job_name(resume, f"--resume {resume}") if resume is not None else None,
         network_isolation=network_isolation, wheelhouse=wheelhouse,
     )
