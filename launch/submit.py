@@ -36,8 +36,9 @@ if __package__ in (None, ""):
 
 from launch import api  # noqa: E402
 from launch.console import command_parser, launcher_errors, log  # noqa: E402
-from launch.jobs import prices  # noqa: E402
+from launch.jobs import prices, request  # noqa: E402
 from launch.options import add_job_arguments, spec_from_args  # noqa: E402
+from launch.records import charts, report  # noqa: E402
 from titanic_lightning.command import run_command  # noqa: E402
 from titanic_lightning.errors import UsageError  # noqa: E402
 
@@ -49,23 +50,24 @@ def parser() -> argparse.ArgumentParser:
                    help="continue that stopped or failed job from its checkpoints (same --hp and data); "
                         "without it every job trains afresh")
     p.add_argument("--no-wait", action="store_true", help="submit and return without following the job")
-    p.add_argument("--dry-run", action="store_true",
+    modes = p.add_mutually_exclusive_group()
+    modes.add_argument("--dry-run", action="store_true",
                    help="print the CreateTrainingJob request the SDK would send (JSON, stdout) and a one-line "
                         "summary (stderr); no AWS call, no credentials")
     p.add_argument("--json", action="store_true",
                    help="when the job ends, print one JSON object instead of the summary lines (--local: the job's "
                         "summary.json; on SageMaker: the run record)")
-    p.add_argument("--local", action="store_true", help="run the job here with SageMaker's layout and environment")
+    modes.add_argument("--local", action="store_true", help="run the job here with SageMaker's layout and environment")
     p.add_argument("--container-venv", action="store_true",
                    help="with --local: give each host its own environment holding only what the training image "
                         "holds, and install requirements.txt into it as the container does (timed)")
     p.add_argument("--jobs-dir", default="jobs", metavar="DIR", help="where --local puts job directories (default jobs)")
     p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where finished jobs are recorded (default runs)")
     p.add_argument("--prices", metavar="FILE", help="on-demand price table (default launch/prices.json)")
-    p.add_argument("--compare", nargs="+", metavar="FILE",
+    modes.add_argument("--compare", nargs="+", metavar="FILE",
                    help="print one table of runs and exit: runs/*.json, jobs/<job>/summary.json, tuning results")
-    p.add_argument("--plot", metavar="FILE", help="with --compare: draw time, cost and accuracy per run into FILE "
-                                                   "(.png, .svg or .pdf)")
+    p.add_argument("--plot", metavar="FILE",
+                   help="with --compare: draw time, cost and accuracy per run into FILE (.png, .svg or .pdf)")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return p
 
@@ -75,8 +77,6 @@ def _spec(args):
 
 
 def dry_run(args) -> None:
-    from launch.jobs import request
-
     table = prices.load(args.prices)
     # Anything a library prints goes to stderr: stdout carries exactly the request.
     with contextlib.redirect_stdout(sys.stderr):
@@ -90,8 +90,6 @@ def dry_run(args) -> None:
 
 def _show(run, as_json: bool, shown: dict, lines: list[str]) -> None:
     """The ended job: `shown` as one JSON object, or the record's summary lines and `lines`."""
-    from launch.records import report
-
     if as_json:
         log(f"recorded in {run.record_path}")
         print(json.dumps(shown, default=str), flush=True)
@@ -123,8 +121,6 @@ def remote(args) -> int:
 
 
 def compare(args) -> None:
-    from launch.records import charts
-
     if args.plot:
         charts.check_plot_path(args.plot)  # before anything is read
     comparison = api.compare(args.compare, prices.load(args.prices))
@@ -135,9 +131,6 @@ def compare(args) -> None:
 
 def main(argv: list[str]) -> None:
     args = parser().parse_args(argv)
-    modes = [name for name in ("dry_run", "local", "compare") if getattr(args, name)]
-    if len(modes) > 1:
-        raise UsageError(f"--{modes[0].replace('_', '-')} and --{modes[1].replace('_', '-')} cannot be combined")
     if args.container_venv and not args.local:
         raise UsageError("--container-venv sets up the hosts of --local: add --local")
     if args.plot and not args.compare:
