@@ -4,9 +4,14 @@ From Python (a notebook, a script; see `launch.api`, `launch.tuning.api`, `launc
 
     import launch
 
-    spec = launch.job_spec(instance_count=2, hyperparameters={"epochs": 20})
-    run = launch.run_local(spec)                  # or launch.run_sagemaker(spec) on AWS
-    launch.compare("runs/*.json").plot("compare.png")
+    spec = launch.job_spec(instance_count=2, hyperparameters={"epochs": 20, "hidden_sizes": [64, 32]})
+    launch.dry_run(spec)              # the job as it would be submitted (dict): image, channels, USD/hour
+    run = launch.run_local(spec)      # emulated here; recorded in runs/<job>.json
+    run.status, run.val_acc, run.wall_seconds, run.model_artifact
+    real = launch.run_sagemaker(launch.job_spec(gpu=True, bucket="my-bucket", role="arn:aws:iam::..."))
+    later = launch.run_sagemaker(spec, wait=False); launch.wait(later.job_name)
+    runs = launch.compare("runs/*.json")   # also jobs/<job>/summary.json, tuning results, Run objects
+    print(runs.table); runs.plot("compare.png")
     tuned = launch.tune_local(trials=4, parallel=2)  # or launch.tune_sagemaker(spec, max_jobs=20)
     tuned.best, tuned.best_model, tuned.picture
     on_slurm = launch.run_slurm(tasks_per_node=2, hyperparameters={"epochs": 5})   # sbatch, followed to the end

@@ -1,22 +1,7 @@
-"""The launcher as Python functions that return result objects: build a job, see what it would run,
-run it here or on SageMaker, wait for it, compare runs. `python launch/submit.py` is a command line
-over these; a notebook calls them directly.
-
-    import launch
-
-    spec = launch.job_spec(instance_count=2, hyperparameters={"epochs": 20, "hidden_sizes": [64, 32]})
-    launch.dry_run(spec)              # the job as it would be submitted (dict): image, channels, USD/hour
-    run = launch.run_local(spec)      # emulated here; recorded in runs/<job>.json
-    run.status, run.val_acc, run.wall_seconds, run.model_artifact
-    real = launch.run_sagemaker(launch.job_spec(gpu=True, bucket="my-bucket", role="arn:aws:iam::..."))
-    later = launch.run_sagemaker(spec, wait=False); launch.wait(later.job_name)
-    runs = launch.compare("runs/*.json")   # also jobs/<job>/summary.json, tuning results, Run objects
-    print(runs.table); runs.plot("compare.png")
-
-A mistake in an argument raises `UsageError` before any work starts, with the one line the command
-line would print (it names the matching flag: `job_spec(instance_count=0)` → `--instance-count 0:
-must be at least 1`). Importing this module loads neither the SageMaker SDK nor torch; the
-functions load what they use.
+"""The launcher as Python functions that return result objects (`import launch` shows them in use): build
+a job, see what it would run, run it here or on SageMaker, wait for it, compare runs. `python launch/submit.py`
+is a command line over these. A mistake in an argument raises `UsageError` before any work starts, with the
+line the command line would print (`job_spec(instance_count=0)` → `--instance-count 0: must be at least 1`).
 """
 
 from __future__ import annotations
@@ -27,17 +12,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launch.jobs import local as emulator
 from launch.jobs import prices as price_tables
+from launch.jobs import remote, s3data
 from launch.jobs.checks import build_spec, check_job_name
 from launch.jobs.prices import PriceTable
 from launch.jobs.spec import DEFAULT_MAX_RUN_S, DEFAULT_PREFIX, JobSpec
 from launch.options import check_type, hp_pairs, region_or_default
+from launch.records import charts, report
 from launch.records import compare as compare_runs
-from launch.records import report
 from titanic_lightning.errors import UsageError
+from titanic_lightning.io.outputs import check_folder
 
-__all__ = ["Comparison", "JobSpec", "Run", "UsageError", "compare", "dry_run", "job_spec", "run_local",
-           "run_sagemaker", "wait"]
+__all__ = ["Comparison", "JobSpec", "Run", "UsageError", "compare", "dry_run", "job_spec", "run_local", "run_sagemaker", "wait"]
 
 
 def _recorded(key: str, doc: str | None = None) -> property:
@@ -46,12 +33,9 @@ def _recorded(key: str, doc: str | None = None) -> property:
 
 @dataclass(frozen=True)
 class Run:
-    """One training job, run here (`mode` "local"), on SageMaker ("sagemaker") or with SLURM ("slurm").
-
-    `record` is the run record (`runs/<job>.json`, shape in `launch.records.report`); for a job submitted
-    without waiting it holds what is known yet (status "Submitted", checkpoint URI, uploads). `summary` is
-    a local job's full summary (hosts, logs, command, metrics.json).
-    """
+    """One training job, run here (`mode` "local"), on SageMaker ("sagemaker") or with SLURM ("slurm"). `record` is
+    its run record (`runs/<job>.json`; without waiting, what is known yet: status "Submitted", checkpoint URI,
+    uploads); `summary` a local job's full summary (hosts, logs, command, metrics.json)."""
 
     job_name: str
     status: str
@@ -99,14 +83,10 @@ class Comparison:
     def plot(self, path: str | Path = "compare.png") -> Path:
         """Bar charts of wall time, cost and accuracy per run, written to `path` (.png, .svg or .pdf);
         refused (UsageError) when `path` is a file this launcher did not write."""
-        from launch.records import charts
-
         return charts.plot(self.rows, path)
 
     def figure(self):
         """The same picture as a matplotlib Figure, for a notebook to show or restyle."""
-        from launch.records import charts
-
         return charts.figure(self.rows)
 
     def __repr__(self) -> str:  # a notebook shows the table
@@ -157,8 +137,6 @@ def dry_run(spec: JobSpec, prices: PriceTable | str | Path | None = None) -> dic
 
 
 def _check_runs_dir(runs_dir) -> Path | None:
-    from titanic_lightning.io.outputs import check_folder
-
     return None if runs_dir is None else check_folder(Path(runs_dir), "--runs-dir")
 
 
@@ -177,10 +155,6 @@ def run_local(spec: JobSpec, data: str | Path = "data", jobs_dir: str | Path = "
     would (status "Stopped"). `timeout_s` defaults to the spec's max run. `container_venv` installs
     requirements.txt first into each host's own environment, holding only what the training image holds.
     """
-    from launch.jobs import local as emulator
-    from launch.jobs import s3data
-    from titanic_lightning.io.outputs import check_folder
-
     spec, table = _spec(spec), price_tables.table(prices)
     check_type("run_local", "container_venv", container_venv, (bool,), "True or False")
     # From here on Ctrl-C and SIGTERM are recorded, not raised inside library code: before the job
@@ -191,8 +165,7 @@ def run_local(spec: JobSpec, data: str | Path = "data", jobs_dir: str | Path = "
         runs = _check_runs_dir(runs_dir)
         data_dir = s3data.check_data_dir(Path(data))
         stop.raise_if_requested()
-        summary = emulator.run(spec, data_dir, Path(jobs_dir), timeout_s=timeout_s, stop=stop,
-                               container_venv=container_venv)
+        summary = emulator.run(spec, data_dir, Path(jobs_dir), timeout_s=timeout_s, stop=stop, container_venv=container_venv)
     record = report.local_record(summary, table)
     return Run.of(record, _save(record, runs), summary)
 
@@ -208,8 +181,6 @@ def run_sagemaker(spec: JobSpec, data: str | Path = "data", wait: bool = True, r
 def _run_sagemaker(spec: JobSpec, data, wait: bool, runs_dir, prices, role_flag: str | None,
                    region_flag: str | None) -> Run:
     """`run_sagemaker`, with the role and region as the command line gives them (None: AWS's configuration)."""
-    from launch.jobs import remote, s3data
-
     table = price_tables.table(prices)
     runs = _check_runs_dir(runs_dir)
     data_dir = s3data.check_data_dir(Path(data))
@@ -228,8 +199,6 @@ def wait(job_name: str, region: str | None = None, runs_dir: str | Path | None =
          prices: PriceTable | str | Path | None = None, logs: bool = True) -> Run:
     """Follow the SageMaker training job `job_name` to its end (printing its logs), record it in
     `runs_dir/<job>.json` and return it."""
-    from launch.jobs import remote
-
     check_job_name(job_name, f"wait({job_name!r})")
     table = price_tables.table(prices)
     runs = _check_runs_dir(runs_dir)
@@ -241,9 +210,8 @@ def wait(job_name: str, region: str | None = None, runs_dir: str | Path | None =
 
 
 def compare(runs, prices: PriceTable | str | Path | None = None) -> Comparison:
-    """Runs side by side, in the order given. `runs`: one or a list of `Run` objects, run records
-    (dicts), and files — `runs/<job>.json`, `jobs/<job>/summary.json`, tuning results (a row per
-    trial) — or patterns such as "runs/*.json"."""
+    """Runs side by side, in the order given: one or a list of `Run` objects, run records (dicts), files
+    (`runs/<job>.json`, `jobs/<job>/summary.json`, tuning results: a row per trial) or patterns ("runs/*.json")."""
     items = [runs] if isinstance(runs, (str, Path, Run, dict)) else list(runs)
     if not items:
         raise UsageError("compare() needs runs: Run objects, records, or files such as runs/*.json")
