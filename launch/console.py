@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from titanic_lightning.errors import UsageError
+from titanic_lightning.errors import UsageError, one_line
 
 
 def log(message: str) -> None:
@@ -13,8 +13,7 @@ def log(message: str) -> None:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose mistakes end as one `error: ...` line and exit 2 through `run_command`, not
-    argparse's usage dump; `hint` is appended to the message."""
+    """argparse whose mistakes end as one `error: ...` line (and `hint`), exit 2, through `run_command`."""
 
     def __init__(self, *args, hint: str = "", **kwargs):
         super().__init__(*args, **kwargs)
@@ -25,8 +24,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def command_parser(prog: str, doc: str) -> ArgumentParser:
-    """The parser of a launcher command: its docstring's first paragraph as the description, the
-    rest as the epilog, no abbreviated flags, and mistakes pointing at `--help`."""
+    """A launcher command's parser: `doc`'s first paragraph the description, the rest the epilog; no abbreviations."""
     return ArgumentParser(prog=prog, description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                           epilog=doc.split("\n\n", 1)[1], allow_abbrev=False, hint=f" (see {prog} --help)")
 
@@ -35,11 +33,9 @@ LAUNCH_PACKAGES = ("sagemaker", "boto3", "botocore", "optuna")  # the `launch` e
 
 
 def launcher_errors(main, argv: list[str]) -> None:
-    """Run a launcher command's `main(argv)`, turning the mistakes that are the user's to fix into one
-    line: a missing `launch` extra, and botocore's own errors (endpoint, credentials, permissions).
-    With --debug they are raised as they are."""
+    """Run a launcher command's `main(argv)`; a missing `launch` extra and botocore's errors (endpoint,
+    credentials, permissions) end as one line, except with --debug."""
     from titanic_lightning.command import debug_requested
-    from titanic_lightning.errors import one_line
 
     try:
         main(argv)
@@ -50,10 +46,7 @@ def launcher_errors(main, argv: list[str]) -> None:
         raise UsageError(f"this launcher command needs the `launch` extra ({package} is not installed): "
                          "run `make dev`, or `.venv/bin/python -m pip install -e '.[launch]'`") from None
     except Exception as exc:
-        try:
-            from botocore.exceptions import BotoCoreError, ClientError
-        except ImportError:
-            raise exc from None
-        if isinstance(exc, (BotoCoreError, ClientError)) and not debug_requested(argv):
+        botocore = sys.modules.get("botocore.exceptions")  # loaded wherever botocore raised the error
+        if botocore and isinstance(exc, (botocore.BotoCoreError, botocore.ClientError)) and not debug_requested(argv):
             raise UsageError(f"AWS: {one_line(exc)}") from None
         raise

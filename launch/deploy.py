@@ -23,6 +23,7 @@ if __package__ in (None, ""):
 
 from launch.console import ArgumentParser, launcher_errors  # noqa: E402
 from launch.jobs.checks import JOB_NAME, check_role  # noqa: E402
+from launch.jobs.remote import open_session  # noqa: E402
 from titanic_lightning.command import run_command  # noqa: E402
 from titanic_lightning.contracts import PROJECT  # noqa: E402
 from titanic_lightning.errors import UsageError  # noqa: E402
@@ -123,8 +124,8 @@ def delete(session, name: str) -> list[str]:
     try:
         endpoint = Endpoint.get(endpoint_name=name, session=session, region=region)
     except ClientError as exc:
-        raise UsageError(f"--endpoint-name {name}: no such endpoint in {region} ({exc.response['Error']['Code']})") \
-            from None
+        code = exc.response["Error"]["Code"]
+        raise UsageError(f"--endpoint-name {name}: no such endpoint in {region} ({code})") from None
     config = EndpointConfig.get(endpoint_config_name=endpoint.endpoint_config_name, session=session, region=region)
     models = [v.model_name for v in config.production_variants]
     endpoint.delete()
@@ -136,8 +137,6 @@ def delete(session, name: str) -> list[str]:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    from launch.jobs.remote import open_session
-
     session = open_session(args.region)
     if args.delete:
         print("deleted " + ", ".join(delete(session, args.endpoint_name)))

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 
+from launch.jobs import checks
 from launch.jobs.spec import DEFAULT_MAX_RUN_S, DEFAULT_PREFIX, DEFAULT_REGION
 from titanic_lightning.errors import UsageError
 
@@ -51,8 +52,6 @@ def region_or_default(region: str | None) -> str:
 
 def spec_from_args(args, **extra):
     """The validated `JobSpec` the job flags describe (offline); `extra` passes further `build_spec` options."""
-    from launch.jobs import checks
-
     return checks.build_spec(
         gpu=args.gpu, instance_type=args.instance_type, instance_count=args.instance_count, spot=args.spot,
         max_run=args.max_run, bucket=args.bucket, prefix=args.prefix, region=region_or_default(args.region), role=args.role,
@@ -75,8 +74,7 @@ def hp_value(key: str, value, function: str = "job_spec") -> str:
     try:
         return json.dumps(value)
     except (TypeError, ValueError):
-        raise UsageError(f"{function}(hyperparameters={{{key!r}: {value!r}}}): not a string, number, boolean or "
-                         "list") from None
+        raise UsageError(f"{function}(hyperparameters={{{key!r}: {value!r}}}): not a string, number, boolean or list") from None
 
 
 def hp_pairs(function: str, hyperparameters) -> list[str]:

@@ -1,10 +1,6 @@
-"""Stage the code a training job ships: `titanic_lightning/`, `entry/` and a requirements.txt.
-
-The SDK uploads the folder as the job's `code` channel, `/opt/ml/input/data/code` in the container: the
-working directory of the entry script, which runs by path, so the job sets PYTHONPATH to that folder.
-The requirements are pyproject.toml's bounds; the staged package gets them too, as
-`titanic_lightning/dependencies.txt`, since the container has no pyproject.toml (`titanic_lightning.dependencies`).
-"""
+"""Stage the code a training job ships: `titanic_lightning/`, `entry/` and a requirements.txt of pyproject.toml's
+bounds (also staged as `titanic_lightning/dependencies.txt`: the container has no pyproject.toml). The SDK uploads
+it as the `code` channel, the entry script's working directory, which the job puts on PYTHONPATH."""
 
 from __future__ import annotations
 
@@ -12,6 +8,7 @@ import importlib.util
 import shutil
 from pathlib import Path
 
+from launch.jobs import wheelhouse as wheels
 from titanic_lightning import dependencies
 from titanic_lightning.sagemaker_facts import OPT_ML
 
@@ -42,8 +39,6 @@ def requirements() -> list[str]:
 def stage(dest: Path, wheelhouse: bool = False) -> Path:
     """Copy the shipped code into `dest` (created) and return it; with `wheelhouse`, its
     requirements.txt installs from the job's wheels channel with no index."""
-    from launch.jobs import wheelhouse as wheels
-
     for package in PACKAGES:
         shutil.copytree(package_dir(package), dest / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
                         dirs_exist_ok=True)

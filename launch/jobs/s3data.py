@@ -1,9 +1,5 @@
-"""The job's data channels: prepare the npz files locally if missing, upload them to S3 once.
-
-Each channel is a folder `s3://B/P/data/<channel>/` holding its npz file (and, for train,
-preprocessing.json). Each object carries its sha256 in metadata (`x-amz-meta-sha256`); an upload
-is skipped when the object already holds the same content.
-"""
+"""The job's data channels: prepare the npz files locally if missing, upload them to S3 once (each object
+carries its sha256 in metadata, `x-amz-meta-sha256`, and is not uploaded again with the same content)."""
 
 from __future__ import annotations
 
@@ -41,8 +37,7 @@ def ensure_prepared(data_dir: Path) -> Path:
 
 
 def upload(s3, files: dict[str, list[Path]]) -> dict[str, list[str]]:
-    """Upload each S3 prefix's files under it unless the object there already holds the same content;
-    return {"uploaded": [...], "unchanged": [...]}."""
+    """Upload each S3 prefix's files under it, skipping unchanged objects; {"uploaded": [...], "unchanged": [...]}."""
     from botocore.exceptions import ClientError
 
     result: dict[str, list[str]] = {"uploaded": [], "unchanged": []}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from launch.jobs import instances
+from launch.jobs import code, instances, wheelhouse
 from titanic_lightning.contracts import EPOCH_METRICS, FINAL_METRICS, PROJECT, SPLITS
 from titanic_lightning.sagemaker_facts import OUTPUT_DIR
 
@@ -99,8 +99,6 @@ class JobSpec:
         `wheels` under `s3://B/P/wheels/<key>/`, the key that of this job's requirements on the image."""
         data = {name: self._s3("data", name) for name in SPLITS}
         if self.uses_wheelhouse:
-            from launch.jobs import code, wheelhouse
-
             key = wheelhouse.key(code.requirements(), wheelhouse.Target.image(PY_VERSION))
             data[wheelhouse.CHANNEL] = self._s3(wheelhouse.CHANNEL, key)
         return data
@@ -137,10 +135,8 @@ class JobSpec:
 
     @property
     def stopping_condition(self) -> dict[str, int]:
-        out = {"MaxRuntimeInSeconds": self.max_run_s}
-        if self.max_wait_s is not None:
-            out["MaxWaitTimeInSeconds"] = self.max_wait_s
-        return out
+        wait = {} if self.max_wait_s is None else {"MaxWaitTimeInSeconds": self.max_wait_s}
+        return {"MaxRuntimeInSeconds": self.max_run_s, **wait}
 
     @property
     def tags(self) -> dict[str, str]:
@@ -155,26 +151,15 @@ class JobSpec:
 
     def describe(self, hourly_usd: float | None) -> dict:
         """What `--dry-run` prints: the job as it would be submitted."""
+        distributed = {"type": "torchrun", "process_count_per_node": self.process_count_per_node} if self.distributed else None
+        hourly = None if hourly_usd is None else round(hourly_usd * self.instance_count, 4)
         return {
-            "instance_type": self.instance_type,
-            "instance_count": self.instance_count,
-            "image_uri": self.image_uri(),
-            "distributed": ({"type": "torchrun", "process_count_per_node": self.process_count_per_node}
-                            if self.distributed else None),
-            "hyperparameters": dict(self.hyperparameters),
-            "channels": self.channels,
-            "network_isolation": self.network_isolation,
-            "wheelhouse": self.uses_wheelhouse,
-            "metric_definitions": METRIC_DEFINITIONS,
-            "stopping_condition": self.stopping_condition,
-            "checkpoint_s3_uri": self.checkpoint_s3_uri,
-            "resume": self.resume,
-            "output_s3_uri": self.output_s3_uri,
-            "tensorboard_s3_uri": self.tensorboard_s3_uri,
-            "spot": self.spot,
-            "estimated_usd_per_hour": None if hourly_usd is None else round(hourly_usd * self.instance_count, 4),
-            "base_job_name": self.base_job_name,
-            "region": self.region,
-            "role": self.role or ROLE_PLACEHOLDER,
+            "instance_type": self.instance_type, "instance_count": self.instance_count, "image_uri": self.image_uri(),
+            "distributed": distributed, "hyperparameters": dict(self.hyperparameters), "channels": self.channels,
+            "network_isolation": self.network_isolation, "wheelhouse": self.uses_wheelhouse,
+            "metric_definitions": METRIC_DEFINITIONS, "stopping_condition": self.stopping_condition,
+            "checkpoint_s3_uri": self.checkpoint_s3_uri, "resume": self.resume, "output_s3_uri": self.output_s3_uri,
+            "tensorboard_s3_uri": self.tensorboard_s3_uri, "spot": self.spot, "estimated_usd_per_hour": hourly,
+            "base_job_name": self.base_job_name, "region": self.region, "role": self.role or ROLE_PLACEHOLDER,
             "tags": self.tags,
         }

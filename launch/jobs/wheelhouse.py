@@ -31,9 +31,8 @@ CHANNEL = "wheels"
 MANIFEST = "manifest.json"
 CACHE_VARIABLE = "TITANIC_LIGHTNING_CACHE"
 
-# The PyTorch 2.8 training image's torch, and the platforms its wheels may carry (the image is
-# Ubuntu 22.04, glibc 2.35: manylinux_2_28 and older). pip 23 does not widen one manylinux tag to
-# the older ones by itself, so each is named.
+# The PyTorch 2.8 training image's torch, and the platforms its wheels may carry (Ubuntu 22.04, glibc 2.35:
+# manylinux_2_28 and older; pip 23 does not widen one manylinux tag to the older ones, so each is named).
 IMAGE_TORCH = "torch==2.8.0"
 IMAGE_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
                    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64")
@@ -41,8 +40,7 @@ IMAGE_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_
 
 @dataclass(frozen=True)
 class Target:
-    """Where the wheels will be installed: platform tags and Python (empty: this interpreter's own),
-    and the requirements the environment already satisfies (`provided`)."""
+    """Where the wheels go: platform tags and Python (empty: this interpreter's), and what is already `provided`."""
 
     python_version: str | None = None
     platforms: tuple[str, ...] = ()
@@ -83,18 +81,14 @@ def default_cache() -> Path:
 
 def key(requirements: list[str], target: Target, pip_args: tuple[str, ...] = ()) -> str:
     """The wheelhouse's name: the same requirements for the same target share one."""
-    text = json.dumps({"requirements": list(requirements), "target": target.describe(), "pip": list(pip_args)},
-                      sort_keys=True)
+    text = json.dumps({"requirements": list(requirements), "target": target.describe(), "pip": list(pip_args)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def requirements_lines(requirements: list[str]) -> list[str]:
-    """requirements.txt's lines in wheelhouse mode: no index, the wheels channel as the only source.
-
-    pip reads the relative link from the requirements file's folder (the code channel, or a `--local`
-    job folder); a tuning job's trials install from a copy of the code in /opt/ml/code, which the
-    channel's absolute path serves (pip skips, with a warning, a link to a folder that does not exist).
-    """
+    """requirements.txt's lines in wheelhouse mode: no index, the wheels channel as the only source. pip
+    reads the relative link from the file's folder (the code channel, or a `--local` job's); the absolute
+    one serves a tuning job's trials, which install from a copy in /opt/ml/code (pip skips a missing one)."""
     return ["--no-index", f"--find-links ../{CHANNEL}", f"--find-links {OPT_ML}/input/data/{CHANNEL}", *requirements]
 
 
@@ -156,8 +150,7 @@ def _complete(path: Path) -> list[str] | None:
 
 def build(requirements: list[str], target: Target, cache: Path | None = None,
           pip_args: tuple[str, ...] = ()) -> Wheelhouse:
-    """The wheelhouse for `requirements` on `target`: from the cache, else resolved and downloaded
-    with pip (its index configuration and `pip_args`) and put in the cache."""
+    """The wheelhouse for `requirements` on `target`: cached, else resolved and downloaded by pip (with `pip_args`)."""
     name = key(requirements, target, pip_args)
     root = (cache or default_cache()) / "wheelhouse"
     path = root / name
