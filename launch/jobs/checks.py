@@ -13,16 +13,13 @@ from titanic_lightning.errors import UsageError
 from titanic_lightning.sagemaker_facts import LONGEST_JOB_S
 
 HP_VALUE_LIMIT = 2500  # SageMaker's limit on one hyperparameter value
-# More instances than this is refused as a likely typo: with about 700 training rows and the default
-# batch size of 32, twenty instances already leave each process one batch per epoch, and
-# `--local` starts every instance as processes on this one machine.
+# More instances than this is refused as a likely typo: with about 700 training rows and batches of 32, twenty
+# instances already leave each process one batch per epoch, and `--local` runs every instance on this machine.
 MAX_INSTANCE_COUNT = 20
-# Printable ASCII except ' and \. The SDK's container driver writes every value into sm_training.env as
-# `export SM_HP_<KEY>='<value>'` (and inside JSON), and its sm_train.sh sources that file: a single quote
-# would end the quoting and run the rest as shell code on every host, a newline would break the file's
-# lines, and a backslash lets JSON escapes (\u0027, \n) smuggle either in.
+# Printable ASCII except ' and \. The SDK's container driver writes each value into sm_training.env as `export
+# SM_HP_<KEY>='<value>'` (and inside JSON), and its sm_train.sh sources that file: a ' would end the quoting and run
+# the rest as shell code on every host, a newline break the file's lines, a \ let JSON escapes (\u0027, \n) smuggle either in.
 _HP_VALUE = re.compile(r"[ -&(-\[\]-~]*")
-# S3 bucket naming rules (general purpose buckets).
 _BUCKET = re.compile(r"^(?!xn--)(?!sthree-)(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ROLE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 _HP_KEY = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -114,12 +114,9 @@ def _pip(args: list[str], what: str) -> None:
 
 def _exact_pins(item: dict) -> set[str]:
     """The projects an item's metadata requires with `==`, outside extras (a torch build's CUDA libraries, triton)."""
-    pins = set()
-    for text in item["metadata"].get("requires_dist") or []:
-        requirement = Requirement(text)
-        if "extra" not in str(requirement.marker or "") and any(s.operator == "==" for s in requirement.specifier):
-            pins.add(canonicalize_name(requirement.name))
-    return pins
+    requirements = [Requirement(text) for text in item["metadata"].get("requires_dist") or []]
+    return {canonicalize_name(r.name) for r in requirements
+            if "extra" not in str(r.marker or "") and any(s.operator == "==" for s in r.specifier)}
 
 
 def resolve(requirements: list[str], target: Target, pip_args: tuple[str, ...] = ()) -> list[tuple[str, str]]:
@@ -131,10 +128,7 @@ def resolve(requirements: list[str], target: Target, pip_args: tuple[str, ...] =
               *requirements, *target.provided], "resolving the requirements")
         items = json.loads(report.read_text())["install"]
     provided = {canonicalize_name(Requirement(r).name) for r in target.provided}
-    skipped = set(provided)
-    for item in items:
-        if canonicalize_name(item["metadata"]["name"]) in provided:
-            skipped |= _exact_pins(item)
+    skipped = provided.union(*(_exact_pins(item) for item in items if canonicalize_name(item["metadata"]["name"]) in provided))
     return sorted((item["metadata"]["name"], item["metadata"]["version"]) for item in items
                   if canonicalize_name(item["metadata"]["name"]) not in skipped)
 
