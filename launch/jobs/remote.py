@@ -200,7 +200,7 @@ def submit(aws: Aws, data_dir: Path, wait: bool) -> Submitted:
         trainer = build_trainer(aws, code.stage(Path(tmp), wheelhouse=aws.spec.uses_wheelhouse))
         started = time.time()
         trainer.train(input_data_config=input_data(aws.spec), wait=False, logs=False)
-        job = trainer._latest_training_job  # the SDK keeps the created job here; no public getter
+        job = trainer._latest_training_job  # how the SDK's own ModelTrainer docstring reaches the created job
         checkpoints = trainer.checkpoint_config.s3_uri  # the SDK filled in this job's own URI
         log(f"submitted training job {job.training_job_name}; checkpoints in {checkpoints}")
         if wait:
