@@ -1,9 +1,8 @@
 """One emulated host of `--local` (`launch.jobs.local`): its `/opt/ml` folders and channels, its
 environment, the command the SDK's driver would run there, and the Python it runs with.
 
-The environment of each host is computed by the SDK's own container script
-(`sagemaker.train.container_drivers.scripts.environment.set_env`), then its `/opt/ml` paths are
-moved into the host folder. The variables it sets:
+The environment is the SDK's own container script's (`sagemaker.train.container_drivers.scripts.
+environment.set_env`), its `/opt/ml` paths moved into the host folder:
 
     SM_MODEL_DIR SM_INPUT_DIR SM_INPUT_DATA_DIR SM_INPUT_CONFIG_DIR SM_OUTPUT_DIR SM_OUTPUT_DATA_DIR
     SM_OUTPUT_FAILURE SM_LOG_LEVEL SM_MASTER_ADDR SM_MASTER_PORT SM_CHANNEL_<NAME> SM_CHANNELS
@@ -12,19 +11,12 @@ moved into the host folder. The variables it sets:
     SM_INPUT_DATA_CONFIG SM_TRAINING_ENV
 
 plus, as the driver adds them, `SM_SOURCE_DIR`, `SM_ENTRY_SCRIPT`, `SM_DISTRIBUTED_DRIVER_DIR` and
-`SM_DISTRIBUTED_CONFIG` (torchrun only), and `TRAINING_JOB_NAME`. Differences from a real
-instance, all because the hosts share this machine: `SM_MASTER_ADDR` is 127.0.0.1 and
-`SM_MASTER_PORT` a free port (algo-N names do not resolve here), the network interface is `lo`,
-`SM_NUM_CPUS`/`SM_NUM_GPUS` are this machine's, and PYTHONPATH is the staged code folder (what
-the real job sets it to).
+`SM_DISTRIBUTED_CONFIG` (torchrun only), and `TRAINING_JOB_NAME`. As the hosts share this machine,
+the master is 127.0.0.1 at a free port, the interface `lo`, and the CPU/GPU counts this machine's.
 
-Nothing is installed unless `container_venv` (`--container-venv`): then each host gets its
-own virtual environment, `algo-N/venv`, holding only what the PyTorch training image holds (torch,
-numpy, pandas, scikit-learn, from a base environment built once in the cache and seen through a
-.pth file), the SDK's own `install_requirements.py` installs the staged requirements.txt into it
-from the host's code folder as the container does on every host, timed (`install_seconds` in the
-summary), and the host runs with that environment's Python. A failed install fails the job, as
-the container's error trap does.
+With `--container-venv` each host gets its own venv, `algo-N/venv`, seeing only what the PyTorch
+training image holds (`IMAGE_PACKAGES`, from a base environment built once in the cache), and the
+SDK's `install_requirements.py` installs requirements.txt into it, timed, as the container does.
 """
 
 from __future__ import annotations
@@ -58,7 +50,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-
 def hosts_for(count: int) -> list[str]:
     return [f"algo-{i + 1}" for i in range(count)]
 
@@ -76,11 +67,6 @@ def resource_config(spec: JobSpec, host: str) -> dict:
     }
 
 
-def input_data_config(channels: list[str]) -> dict:
-    return {name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
-            for name in channels}
-
-
 def lay_out_host(host_dir: Path, spec: JobSpec, host: str, data_dir: Path, code_dir: Path,
                  wheels_dir: Path | None = None) -> dict:
     """Create one host's /opt/ml tree; return its input data config."""
@@ -88,17 +74,16 @@ def lay_out_host(host_dir: Path, spec: JobSpec, host: str, data_dir: Path, code_
     config.mkdir(parents=True)
     for sub in ("model", "output/data", "checkpoints"):
         (host_dir / sub).mkdir(parents=True)
-    data = host_dir / "input" / "data"
-    for name, files in s3data.channel_files(data_dir).items():
+    data, files = host_dir / "input" / "data", s3data.channel_files(data_dir)
+    for name, paths in files.items():
         (data / name).mkdir(parents=True)
-        for path in files:
+        for path in paths:
             shutil.copy2(path, data / name / path.name)
-    (data / "code").symlink_to(os.path.relpath(code_dir, data))
-    extra = ["code"]
-    if wheels_dir is not None:
-        (data / wheels_dir.name).symlink_to(os.path.relpath(wheels_dir, data))
-        extra.append(wheels_dir.name)
-    channels = input_data_config([*s3data.channel_files(data_dir), *extra])
+    links = {"code": code_dir} if wheels_dir is None else {"code": code_dir, wheels_dir.name: wheels_dir}
+    for name, target in links.items():
+        (data / name).symlink_to(os.path.relpath(target, data))
+    channels = {name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+                for name in [*files, *links]}
     (config / "resourceconfig.json").write_text(json.dumps(resource_config(spec, host), indent=2))
     (config / "hyperparameters.json").write_text(json.dumps(spec.hyperparameters, indent=2))
     (config / "inputdataconfig.json").write_text(json.dumps(channels, indent=2))
@@ -113,18 +98,8 @@ def _sdk_environment_script():
         from sagemaker.train.container_drivers.scripts import environment as sm_env
     finally:
         sys.path[:] = saved
-    # It logs every variable to stdout; here stdout carries the job summary.
-    logging.getLogger(sm_env.__name__).setLevel(logging.WARNING)
+    logging.getLogger(sm_env.__name__).setLevel(logging.WARNING)  # it logs every variable; stdout carries the summary
     yield sm_env
-
-
-def _read_env_file(path: Path) -> dict[str, str]:
-    env = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export "):
-            key, _, value = shlex.split(line[len("export "):])[0].partition("=")
-            env[key] = value
-    return env
 
 
 def sagemaker_env(spec: JobSpec, job_name: str, host: str, host_dir: Path, channels: dict, port: int) -> dict[str, str]:
@@ -138,16 +113,14 @@ def sagemaker_env(spec: JobSpec, job_name: str, host: str, host_dir: Path, chann
             hyperparameters_config=json.loads((config / "hyperparameters.json").read_text()),
             output_file=str(env_file),
         )
-    env = _read_env_file(env_file)
+    env = dict(shlex.split(line)[1].split("=", 1) for line in env_file.read_text().splitlines() if line.startswith("export "))
     env["SM_SOURCE_DIR"] = code.CODE_DIR_IN_CONTAINER
     env["SM_ENTRY_SCRIPT"] = code.ENTRY_SCRIPT
     if spec.distributed:
         env["SM_DISTRIBUTED_DRIVER_DIR"] = f"{OPT_ML}/input/data/sm_drivers/distributed_drivers"
         env["SM_DISTRIBUTED_CONFIG"] = json.dumps({"process_count_per_node": spec.process_count_per_node, "smp": None})
     env["SM_MASTER_ADDR"], env["SM_MASTER_PORT"] = "127.0.0.1", str(port)
-    training_env = json.loads(env["SM_TRAINING_ENV"])
-    training_env.update(master_addr="127.0.0.1", master_port=port)
-    env["SM_TRAINING_ENV"] = json.dumps(training_env)
+    env["SM_TRAINING_ENV"] = json.dumps({**json.loads(env["SM_TRAINING_ENV"]), "master_addr": "127.0.0.1", "master_port": port})
     env["TRAINING_JOB_NAME"] = job_name
     root = str(host_dir)
     env = {k: _rerooted(v, root) for k, v in env.items()}
@@ -203,16 +176,9 @@ def process_env(sm: dict[str, str], code_dir: Path, distributed: bool, checkpoin
     return env
 
 
-# --- the container's Python: only what the training image holds, then requirements.txt -------
-
-# What the PyTorch training image holds that the job relies on; the base environment gets this
-# machine's versions of them (from its pip cache or index).
+# What the PyTorch training image holds that the job relies on, at this machine's versions.
 IMAGE_PACKAGES = ("torch", "numpy", "pandas", "scikit-learn")
 VENV_PYTHON = Path("bin") / "python"
-
-
-def _site_packages(venv: Path) -> Path:
-    return venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 
 
 def _run(command: list[str], what: str, **kwargs) -> None:
@@ -249,7 +215,8 @@ def host_venv(path: Path, base_python: Path) -> Path:
     _run([sys.executable, "-m", "venv", "--without-pip", str(path)], "creating the host environment")
     base = subprocess.run([str(base_python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    (_site_packages(path) / "_training_image.pth").write_text(base + "\n")
+    site_packages = path / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    (site_packages / "_training_image.pth").write_text(base + "\n")
     return path / VENV_PYTHON
 
 

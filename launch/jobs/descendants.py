@@ -1,25 +1,17 @@
-"""Every process an emulated host starts, found wherever it now sits in the process tree.
+"""Every process an emulated host starts, found wherever it now sits in the process tree (Linux).
 
-A host's process group is not all of it: torch elastic starts each worker in a session of its own
-(`start_new_session=True`), so a signal to torchrun's group misses the workers, and a worker whose
-torchrun ends is re-parented, by default to PID 1, where nothing of the job would look for it.
-Two things keep them in hand, on Linux:
-
-* each host is started with a mark in its environment (`MARK_VARIABLE`, unique to the host),
-  which every process it starts inherits, whatever its session or parent: the processes with a
-  host's mark are that host's, found in /proc. Walking the tree down from torchrun would miss a
-  worker already orphaned, and recording pids as they appear would miss one started and orphaned
-  between two looks;
-* while the hosts run, the launcher is a child subreaper (`prctl(PR_SET_CHILD_SUBREAPER)`): an
-  orphan anywhere below it is re-parented to the launcher, not to PID 1, so the launcher can reap
-  what it stops, and nothing of the job is left to an init that may not reap at all.
-
-Without /proc nothing is found here and a host is its process group; without prctl an orphan is
-still found by its mark, under PID 1.
+A host's process group is not all of it: torch elastic starts each worker in a session of its own,
+and a worker whose torchrun ends is re-parented, by default to PID 1. So each host is started with
+a mark in its environment (`MARK_VARIABLE`, unique to the host) that every process it starts
+inherits, found in /proc whatever its session or parent (walking down from torchrun would miss a
+worker already orphaned); and while the hosts run the launcher is a child subreaper, so an orphan
+below it becomes its child, to be reaped once stopped. Without /proc a host is its process group;
+without prctl an orphan is still found by its mark, under PID 1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
@@ -31,8 +23,7 @@ from pathlib import Path
 
 MARK_VARIABLE = "TITANIC_LOCAL_HOST_MARK"
 PROC = Path("/proc")
-_PR_SET_CHILD_SUBREAPER = 36
-_PR_GET_CHILD_SUBREAPER = 37
+PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER, _PR_GET_CHILD_SUBREAPER = 1, 36, 37
 
 
 @dataclass(frozen=True)
@@ -44,7 +35,8 @@ class Process:
     zombie: bool
 
 
-def _prctl(option: int, arg) -> bool:
+def prctl(option: int, arg) -> bool:
+    """Linux's prctl(option, arg); False where it failed or there is none."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(ctypes.c_int(option), arg, ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)) == 0
@@ -52,34 +44,9 @@ def _prctl(option: int, arg) -> bool:
         return False
 
 
-class _Subreaper:
-    """The process's subreaper setting, held while any job of this process runs (jobs run in threads
-    of one process share it): the last one to end restores it."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.jobs = 0
-        self.restore = False
-
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        with self.lock:
-            if self.jobs == 0:
-                previous = ctypes.c_int(0)
-                _prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(previous))
-                self.restore = not previous.value and _prctl(_PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1))
-            self.jobs += 1
-        try:
-            yield
-        finally:
-            with self.lock:
-                self.jobs -= 1
-                if self.jobs == 0 and self.restore:
-                    _prctl(_PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(0))
-                    self.restore = False
-
-
-_subreaper = _Subreaper()
+# The subreaper setting is the process's: jobs run in threads of one process share it, and the last to end restores it.
+_subreaper_lock = threading.Lock()
+_subreaper = {"jobs": 0, "restore": False}
 
 
 @contextmanager
@@ -88,8 +55,20 @@ def adopting_orphans() -> Iterator[None]:
     if not sys.platform.startswith("linux"):
         yield
         return
-    with _subreaper.held():
+    with _subreaper_lock:
+        if _subreaper["jobs"] == 0:
+            previous = ctypes.c_int(0)
+            prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(previous))
+            _subreaper["restore"] = not previous.value and prctl(_PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1))
+        _subreaper["jobs"] += 1
+    try:
         yield
+    finally:
+        with _subreaper_lock:
+            _subreaper["jobs"] -= 1
+            if _subreaper["jobs"] == 0 and _subreaper["restore"]:
+                prctl(_PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(0))
+                _subreaper["restore"] = False
 
 
 def _stat(pid: int) -> Process | None:
@@ -101,33 +80,22 @@ def _stat(pid: int) -> Process | None:
     return Process(pid=pid, ppid=int(fields[1]), pgid=int(fields[2]), start=int(fields[19]), zombie=fields[0] in "ZX")
 
 
-def _table() -> list[Process]:
-    try:
-        names = os.listdir(PROC)
-    except OSError:
-        return []
-    return [p for p in (_stat(int(n)) for n in names if n.isdigit()) if p is not None]
-
-
 def _mark_of(pid: int) -> str | None:
     try:
         environ = (PROC / str(pid) / "environ").read_bytes()
     except OSError:
         return None
     prefix = f"{MARK_VARIABLE}=".encode()
-    for entry in environ.split(b"\0"):
-        if entry.startswith(prefix):
-            return entry[len(prefix):].decode(errors="replace")
-    return None
+    return next((e[len(prefix):].decode(errors="replace") for e in environ.split(b"\0") if e.startswith(prefix)), None)
 
 
 def marked(marks: Iterable[str]) -> dict[str, list[Process]]:
     """The living processes that carry one of `marks`, by mark (random values: no other process has one)."""
-    wanted = set(marks)
-    found: dict[str, list[Process]] = {m: [] for m in wanted}
-    for p in _table():
-        if not p.zombie and (mark := _mark_of(p.pid)) in wanted:
-            found[mark].append(p)
+    found: dict[str, list[Process]] = {m: [] for m in marks}
+    with contextlib.suppress(OSError):
+        for p in filter(None, (_stat(int(n)) for n in os.listdir(PROC) if n.isdigit())):
+            if not p.zombie and (mark := _mark_of(p.pid)) in found:
+                found[mark].append(p)
     return found
 
 
@@ -139,13 +107,8 @@ def still(p: Process) -> Process | None:
 
 def send(p: Process, sig: int) -> None:
     """`sig` to `p`'s whole group when it leads one, else to `p`; one that has ended is left alone."""
-    try:
-        if p.pgid == p.pid:
-            os.killpg(p.pid, sig)
-        else:
-            os.kill(p.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        (os.killpg if p.pgid == p.pid else os.kill)(p.pid, sig)
 
 
 def reap(processes: Iterable[Process]) -> None:
@@ -154,7 +117,5 @@ def reap(processes: Iterable[Process]) -> None:
     for p in processes:
         now = still(p)
         if now is not None and now.zombie and now.ppid == os.getpid():
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(p.pid, os.WNOHANG)
-            except ChildProcessError:
-                pass

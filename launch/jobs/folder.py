@@ -5,6 +5,7 @@ output.tar.gz, and the fresh folder a job gets."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 import tarfile
@@ -17,17 +18,16 @@ from titanic_lightning.io.atomic import atomic_output
 
 STORE = "checkpoints"
 
+
 def new_folder(parent: Path, name) -> tuple[str, Path]:
     """A fresh name from `name()` and its folder under `parent`, made by this call (never an existing
     folder: every file in it is then this run's)."""
     parent.mkdir(parents=True, exist_ok=True)
     while True:
         fresh = name()
-        try:
+        with contextlib.suppress(FileExistsError):
             (parent / fresh).mkdir()
             return fresh, parent / fresh
-        except FileExistsError:
-            continue
 
 
 def new_job_dir(jobs_dir: Path, base_job_name: str) -> tuple[str, Path]:
@@ -60,32 +60,25 @@ def copy_tree(source: Path, target: Path) -> None:
         if not path.is_file() or path.name.startswith("."):  # partial files being written start with "."
             continue
         dest = target / path.relative_to(source)
-        try:
+        with contextlib.suppress(FileNotFoundError):  # replaced while we looked; the next sync takes the new one
             stat = path.stat()
             if dest.is_file() and (dest.stat().st_size, dest.stat().st_mtime) == (stat.st_size, stat.st_mtime):
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
             with atomic_output(dest) as partial:
                 shutil.copy2(path, partial)
-        except FileNotFoundError:  # replaced while we looked; the next sync takes the new one
-            continue
-
-
 
 
 def pack(dirs: list[Path], target: Path) -> list[str]:
     """Tar the union of `dirs` into `target`; return names written by more than one host."""
-    seen: dict[str, Path] = {}
-    clashes = []
+    seen, clashes = set(), []
     with tarfile.open(target, "w:gz") as tar:
         for root in dirs:
-            for path in sorted(root.rglob("*")):
-                if path.is_dir():
-                    continue
+            for path in sorted(p for p in root.rglob("*") if not p.is_dir()):
                 name = path.relative_to(root).as_posix()
                 if name in seen:
                     clashes.append(name)
-                    continue
-                seen[name] = path
-                tar.add(path, arcname=name)
+                else:
+                    seen.add(name)
+                    tar.add(path, arcname=name)
     return clashes

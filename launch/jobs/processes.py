@@ -1,8 +1,6 @@
-"""The processes a launcher starts: an emulated host run and supervised (its output tagged on
-stderr and kept in its log), a stop request from SIGTERM or Ctrl-C, and stopping the way SageMaker
-stops a job's hosts: SIGTERM to each process group, SIGKILL to what is still running after a grace
-period. A host's processes are all it started, torchrun's workers in their own sessions included
-(`launch.jobs.descendants`); none outlives the stop."""
+"""The processes a launcher starts and how they are stopped, the way SageMaker stops a job's hosts:
+SIGTERM to each process group, SIGKILL to what is left after a grace period. A host's processes
+are all it started, torchrun's workers in their own sessions included (`launch.jobs.descendants`)."""
 
 from __future__ import annotations
 
@@ -39,18 +37,20 @@ def signal_group(process, sig: int) -> None:
             os.kill(process.pid, sig)
 
 
-def stop_groups(processes: list[subprocess.Popen], grace_s: float = STOP_GRACE_S, poll_s: float = 0.1) -> None:
-    """SIGTERM each running process's group, then SIGKILL what is left after `grace_s`."""
-    running = [p for p in processes if p.poll() is None]
+def stop_running(items: list, mark) -> None:
+    """Stop the running process of each of `items` (trials; each with a `process`), `mark(item)`
+    first: SIGTERM to its process group, SIGKILL to what is left after the grace period."""
+    running = [i for i in items if i.process is not None and i.process.poll() is None]
+    for item in running:
+        mark(item)
+    running = [i.process for i in running]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for process in running:
             signal_group(process, sig)
-        deadline = time.monotonic() + grace_s
+        deadline = time.monotonic() + STOP_GRACE_S
         while time.monotonic() < deadline and any(p.poll() is None for p in running):
-            time.sleep(poll_s)
+            time.sleep(POLL_S)
         running = [p for p in running if p.poll() is None]
-        if not running:
-            return
 
 
 @dataclass
@@ -58,13 +58,13 @@ class Host:
     name: str
     dir: Path
     command: list[str]
-    env: dict[str, str]
+    env: dict[str, str] | None
     log: Path
     process: subprocess.Popen | None = None
     install_seconds: float | None = None
     exit_code: int | None = None
     stopped: bool = False
-    threads: list[threading.Thread] = field(default_factory=list)
+    pump: threading.Thread | None = None  # copies its output to its log and stderr
     mark: str = field(default_factory=lambda: uuid.uuid4().hex)  # in the environment of every process it starts
 
     @property
@@ -73,10 +73,9 @@ class Host:
 
     def failure_reason(self) -> str | None:
         try:
-            text = self.failure_file.read_text(errors="replace")
+            return one_line(self.failure_file.read_text(errors="replace"))[:FAILURE_REASON_LIMIT] or None
         except OSError:
             return None
-        return one_line(text)[:FAILURE_REASON_LIMIT] or None
 
 
 def _pump(host: Host) -> None:
@@ -90,23 +89,12 @@ def _pump(host: Host) -> None:
 
 
 def start(host: Host, cwd: Path) -> None:
+    """Start `host` in a session of its own (Ctrl-C at the terminal reaches the launcher only), its output pumped."""
     env = {**(os.environ if host.env is None else host.env), descendants.MARK_VARIABLE: host.mark}
-    host.process = subprocess.Popen(
-        host.command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        errors="replace", start_new_session=True,  # Ctrl-C at the terminal reaches the launcher only; it stops the hosts
-    )
-    thread = threading.Thread(target=_pump, args=(host,), daemon=True)
-    thread.start()
-    host.threads.append(thread)
-
-
-def stop_running(items: list, mark) -> None:
-    """Stop the running process of each of `items` (trials; each with a `process`), `mark(item)`
-    first: SIGTERM to its process group, SIGKILL to what is left after the grace period."""
-    running = [i for i in items if i.process is not None and i.process.poll() is None]
-    for item in running:
-        mark(item)
-    stop_groups([i.process for i in running], STOP_GRACE_S, POLL_S)
+    host.process = subprocess.Popen(host.command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, errors="replace", start_new_session=True)
+    host.pump = threading.Thread(target=_pump, args=(host,), daemon=True)
+    host.pump.start()
 
 
 def stop_hosts(hosts: list[Host], grace_s: float = STOP_GRACE_S) -> None:
@@ -154,8 +142,8 @@ def stop_hosts(hosts: list[Host], grace_s: float = STOP_GRACE_S) -> None:
 
 @contextmanager
 def held(hosts: list[Host]):
-    """While the block runs, an orphan of the hosts is this process's child (`descendants`); when it
-    ends, however it ends, what is left of the hosts is stopped."""
+    """While the block runs, an orphan of the hosts is this process's child; however it ends, what is
+    left of the hosts is stopped."""
     with descendants.adopting_orphans():
         try:
             yield
@@ -193,27 +181,20 @@ class StopRequest:
 
 
 def supervise(hosts: list[Host], timeout_s: float, stop: StopRequest | None = None,
-               every_poll=None) -> tuple[Host | None, bool]:
-    """Wait for every host; stop the rest when one fails. Return (first failed host, timed out).
-
-    A stop request stops every host; `every_poll` runs between polls (the checkpoint sync).
-    """
+              every_poll=None) -> tuple[Host | None, bool]:
+    """Wait for every host; stop them all when one fails, at `timeout_s` or on a stop request.
+    Return (first failed host, timed out). `every_poll` runs between polls (the checkpoint sync)."""
     deadline = time.monotonic() + timeout_s
     while True:
         for h in hosts:
             h.exit_code = h.process.poll()
-        failed = [h for h in hosts if h.exit_code not in (None, 0)]
-        if failed:
-            stop_hosts(hosts)
-            return failed[0], False
-        if all(h.exit_code == 0 for h in hosts):
+        failed = next((h for h in hosts if h.exit_code not in (None, 0)), None)
+        if failed is None and all(h.exit_code == 0 for h in hosts):
             return None, False
-        if time.monotonic() > deadline:
+        timed_out = failed is None and time.monotonic() > deadline
+        if failed is not None or timed_out or (stop is not None and stop.signal is not None):
             stop_hosts(hosts)
-            return None, True
-        if stop is not None and stop.signal is not None:
-            stop_hosts(hosts)
-            return None, False
+            return failed, timed_out
         if every_poll is not None:
             every_poll()
         time.sleep(POLL_S)

@@ -1,26 +1,18 @@
-"""`python -m <module> args...` started from a warm interpreter: the local search's trials.
+"""`python -m <module> args...` forked from a warm interpreter: the local search's trials.
 
-Importing torch and Lightning takes seconds, longer than a Titanic trial's training. The first
-trial starts one fork server (Python's `multiprocessing` "forkserver") that imports the training
-modules once; every trial after it is a fork of that server, so a search pays the imports once.
-The server forks from a clean state (it never trains), so trials share no torch, Lightning or
-signal state, and each is still a process of its own:
-
-- it leads its own session, as `subprocess.Popen(start_new_session=True)` makes it: Ctrl-C at the
-  terminal reaches the search only, and a signal to its process group reaches all of it;
-- its standard output and error go to one pipe, read line by line while it runs;
-- it runs in its own folder with its own environment, and exits with the entry's own code
-  (0, 1, 2, 143), or minus the signal that killed it, as `Popen.returncode` reads;
-- it gets SIGTERM if the server ends (the search was killed), so no trial outlives a search.
-
-`WarmProcess` offers the part of `subprocess.Popen` the supervisors use: `pid`, `stdout`, `poll()`
-and `wait()`. POSIX only, as the searches' process groups already are.
+Importing torch and Lightning takes longer than a Titanic trial's training, so the first trial
+starts one fork server (`multiprocessing`'s "forkserver") that imports the training modules once,
+and every trial is a fork of it. The server never trains, so trials share no torch, Lightning or
+signal state, and each is a process of its own: it leads its own session (as
+`Popen(start_new_session=True)`), its output and error go to one pipe (or two), it runs in its own
+folder and environment, exits with the entry's code (or minus the killing signal, as
+`Popen.returncode` reads), and gets SIGTERM if the server ends, so no trial outlives a search.
+`WarmProcess` offers the part of `subprocess.Popen` the supervisors use. POSIX only.
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import io
 import multiprocessing
 import multiprocessing.forkserver
@@ -30,18 +22,13 @@ import signal
 import sys
 from pathlib import Path
 
-# What each trial would otherwise import itself: the entry's parser, the library, Lightning,
-# TensorBoard's writer and matplotlib for curves.png. (Not the entry itself, which `runpy` runs
-# afresh as `__main__`, as `python -m` does.)
+from launch.jobs.descendants import PR_SET_PDEATHSIG, prctl
+
+# What each trial would otherwise import itself (not the entry, which `runpy` runs afresh as `__main__`).
 PRELOAD = ["__main__", "launch.jobs.warm", "titanic_lightning.command", "titanic_lightning.config",
            "titanic_lightning.training.layout", "titanic_lightning.training.train", "torch.utils.tensorboard",
            "matplotlib.pyplot"]
-
-_PR_SET_PDEATHSIG = 1
-
-
-# In the fork server's environment only (see `warm_up`).
-_SERVER_VARIABLE = "TITANIC_LIGHTNING_WARM_SERVER"
+_SERVER_VARIABLE = "TITANIC_LIGHTNING_WARM_SERVER"  # in the fork server's environment only
 
 
 def warm_up():
@@ -58,22 +45,9 @@ def warm_up():
 
 
 if os.environ.get(_SERVER_VARIABLE) == "1":
-    # Imported by the fork server, which shares the caller's standard output: when the caller ends,
-    # the server ends at once, instead of spending a second unloading torch while a reader of that
-    # output (`tune.py ... | tee log`) still waits for it. Its children never run atexit handlers.
+    # The server shares the caller's standard output: it ends at once with the caller instead of
+    # unloading torch while a reader (`tune.py ... | tee log`) waits. Its children never run atexit handlers.
     atexit.register(os._exit, 0)
-
-
-def _end_with_server() -> None:
-    """SIGTERM this process when its parent, the fork server, ends (Linux; elsewhere a no-op)."""
-    parent = os.getppid()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the server ended before the request took effect
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _child(module: str, args: list[str], cwd: str, env: dict[str, str], out, err) -> None:
@@ -85,7 +59,10 @@ def _child(module: str, args: list[str], cwd: str, env: dict[str, str], out, err
     # Line-buffered, as PYTHONUNBUFFERED makes a cold run's output: the reader sees each epoch's line.
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, errors="backslashreplace")
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="backslashreplace")
-    _end_with_server()
+    parent = os.getppid()
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the server ended before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
@@ -98,15 +75,9 @@ def _child(module: str, args: list[str], cwd: str, env: dict[str, str], out, err
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
-def _text_reader(connection) -> io.TextIOWrapper:
-    reader = io.TextIOWrapper(io.FileIO(os.dup(connection.fileno()), "r"), errors="replace")
-    connection.close()
-    return reader
-
-
 class WarmProcess:
-    """`python -m module args...` in `cwd` with `env`, forked from the warm server (see the module's
-    docstring): its standard output and error in `stdout`, or apart in `stdout` and `stderr`."""
+    """`python -m module args...` in `cwd` with `env`, forked from the warm server: its standard output
+    and error in `stdout`, or apart in `stdout` and `stderr`."""
 
     def __init__(self, module: str, args: list[str], cwd: Path, env: dict[str, str], stderr_apart: bool = False):
         context = warm_up()
@@ -120,7 +91,10 @@ class WarmProcess:
             for _, writer in pipes:
                 writer.close()
         self.pid = self._process.pid
-        readers = [_text_reader(r) for r, _ in pipes]
+        readers = []
+        for reader, _ in pipes:
+            readers.append(io.TextIOWrapper(io.FileIO(os.dup(reader.fileno()), "r"), errors="replace"))
+            reader.close()
         self.stdout, self.stderr = readers[0], (readers[1] if stderr_apart else None)
 
     def poll(self) -> int | None:
