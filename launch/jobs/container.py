@@ -15,12 +15,13 @@ plus, as the driver adds them, `SM_SOURCE_DIR`, `SM_ENTRY_SCRIPT`, `SM_DISTRIBUT
 the master is 127.0.0.1 at a free port, the interface `lo`, and the CPU/GPU counts this machine's.
 
 With `--container-venv` each host gets its own venv, `algo-N/venv`, seeing only what the PyTorch
-training image holds (`IMAGE_PACKAGES`, from a base environment built once in the cache), and the
-SDK's `install_requirements.py` installs requirements.txt into it, timed, as the container does.
+training image holds (`IMAGE_PACKAGES`, at this machine's versions), and the SDK's
+`install_requirements.py` installs requirements.txt into it, timed, as the container does.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -31,11 +32,12 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 from unittest import mock
 
 from launch.console import log
-from launch.jobs import code, s3data
+from launch.jobs import code, s3data, wheelhouse
 from launch.jobs.spec import JobSpec
 from titanic_lightning.environment import CHECKPOINT_DIR_VARIABLE, without_launcher
 from titanic_lightning.errors import UsageError, one_line
@@ -56,19 +58,12 @@ def hosts_for(count: int) -> list[str]:
 
 def resource_config(spec: JobSpec, host: str) -> dict:
     hosts = hosts_for(spec.instance_count)
-    return {
-        "current_host": host,
-        "current_instance_type": spec.instance_type,
-        "current_group_name": "homogeneousCluster",
-        "hosts": hosts,
-        "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": spec.instance_type,
-                             "hosts": hosts}],
-        "network_interface_name": NETWORK_INTERFACE,
-    }
+    group = {"instance_group_name": "homogeneousCluster", "instance_type": spec.instance_type, "hosts": hosts}
+    return {"current_host": host, "current_instance_type": spec.instance_type, "current_group_name": "homogeneousCluster",
+            "hosts": hosts, "instance_groups": [group], "network_interface_name": NETWORK_INTERFACE}
 
 
-def lay_out_host(host_dir: Path, spec: JobSpec, host: str, data_dir: Path, code_dir: Path,
-                 wheels_dir: Path | None = None) -> dict:
+def lay_out_host(host_dir: Path, spec: JobSpec, host: str, data_dir: Path, code_dir: Path, wheels_dir: Path | None = None) -> dict:
     """Create one host's /opt/ml tree; return its input data config."""
     config = host_dir / "input" / "config"
     config.mkdir(parents=True)
@@ -104,24 +99,17 @@ def _sdk_environment_script():
 
 def sagemaker_env(spec: JobSpec, job_name: str, host: str, host_dir: Path, channels: dict, port: int) -> dict[str, str]:
     """The SM_* variables SageMaker's driver would set on `host`, re-rooted into `host_dir`."""
-    config = host_dir / "input" / "config"
     env_file = host_dir / "input" / "sm_training.env"
     with _sdk_environment_script() as sm_env, mock.patch.dict(os.environ, {"TRAINING_JOB_NAME": job_name}):
-        sm_env.set_env(
-            resource_config=json.loads((config / "resourceconfig.json").read_text()),
-            input_data_config=channels,
-            hyperparameters_config=json.loads((config / "hyperparameters.json").read_text()),
-            output_file=str(env_file),
-        )
+        sm_env.set_env(resource_config=resource_config(spec, host), input_data_config=channels,
+                       hyperparameters_config=dict(spec.hyperparameters), output_file=str(env_file))
     env = dict(shlex.split(line)[1].split("=", 1) for line in env_file.read_text().splitlines() if line.startswith("export "))
-    env["SM_SOURCE_DIR"] = code.CODE_DIR_IN_CONTAINER
-    env["SM_ENTRY_SCRIPT"] = code.ENTRY_SCRIPT
+    env.update(SM_SOURCE_DIR=code.CODE_DIR_IN_CONTAINER, SM_ENTRY_SCRIPT=code.ENTRY_SCRIPT)
     if spec.distributed:
         env["SM_DISTRIBUTED_DRIVER_DIR"] = f"{OPT_ML}/input/data/sm_drivers/distributed_drivers"
         env["SM_DISTRIBUTED_CONFIG"] = json.dumps({"process_count_per_node": spec.process_count_per_node, "smp": None})
-    env["SM_MASTER_ADDR"], env["SM_MASTER_PORT"] = "127.0.0.1", str(port)
-    env["SM_TRAINING_ENV"] = json.dumps({**json.loads(env["SM_TRAINING_ENV"]), "master_addr": "127.0.0.1", "master_port": port})
-    env["TRAINING_JOB_NAME"] = job_name
+    env.update(SM_MASTER_ADDR="127.0.0.1", SM_MASTER_PORT=str(port), TRAINING_JOB_NAME=job_name,
+               SM_TRAINING_ENV=json.dumps({**json.loads(env["SM_TRAINING_ENV"]), "master_addr": "127.0.0.1", "master_port": port}))
     root = str(host_dir)
     env = {k: _rerooted(v, root) for k, v in env.items()}
     # Rewrite the file too, so what a user sources by hand matches what the host ran with; quoted
@@ -152,31 +140,23 @@ def host_command(spec: JobSpec, env: dict[str, str], python: str | None = None) 
                 or 1)
     # The driver passes the master only with several hosts; here it is always passed, so a
     # single-host run never takes torchrun's default port 29500 from another job on this machine.
-    return [
-        python, "-m", "torch.distributed.run",
-        f"--nnodes={spec.instance_count}", f"--nproc_per_node={per_node}",
-        f"--master_addr={env['SM_MASTER_ADDR']}", f"--master_port={env['SM_MASTER_PORT']}",
-        f"--node_rank={env['SM_CURRENT_HOST_RANK']}",
-        code.ENTRY_SCRIPT, *args,
-    ]
+    return [python, "-m", "torch.distributed.run", f"--nnodes={spec.instance_count}", f"--nproc_per_node={per_node}",
+            f"--master_addr={env['SM_MASTER_ADDR']}", f"--master_port={env['SM_MASTER_PORT']}",
+            f"--node_rank={env['SM_CURRENT_HOST_RANK']}", code.ENTRY_SCRIPT, *args]
 
 
 def process_env(sm: dict[str, str], code_dir: Path, distributed: bool, checkpoint_dir: Path | None = None) -> dict[str, str]:
     # What a parent torchrun or SageMaker process would leak into the hosts' own is dropped.
-    env = without_launcher()
+    env = {**without_launcher(), **sm, "PYTHONPATH": str(code_dir), "PYTHONUNBUFFERED": "1"}
     env.pop(CHECKPOINT_DIR_VARIABLE, None)
-    env.update(sm)
     if checkpoint_dir is not None:
         env[CHECKPOINT_DIR_VARIABLE] = str(checkpoint_dir)
-    env["PYTHONPATH"] = str(code_dir)
-    env["PYTHONUNBUFFERED"] = "1"
     if distributed:  # as torchrun_driver.setup_env does
         env["NCCL_SOCKET_IFNAME"] = sm.get("SM_NETWORK_INTERFACE_NAME", NETWORK_INTERFACE)
         env["NCCL_PROTO"] = "simple"
     return env
 
 
-# What the PyTorch training image holds that the job relies on, at this machine's versions.
 IMAGE_PACKAGES = ("torch", "numpy", "pandas", "scikit-learn")
 VENV_PYTHON = Path("bin") / "python"
 
@@ -188,14 +168,8 @@ def _run(command: list[str], what: str, **kwargs) -> None:
 
 
 def image_venv(cache: Path | None = None) -> Path:
-    """The base environment: a clean venv (not --system-site-packages, which would bring in
-    everything this interpreter has) with `IMAGE_PACKAGES` at this interpreter's versions, built
-    once under the cache; its Python's path."""
-    import hashlib
-    from importlib import metadata
-
-    from launch.jobs import wheelhouse
-
+    """The Python of the base environment, built once under the cache: a clean venv (not
+    --system-site-packages, which would bring in everything this interpreter has) with `IMAGE_PACKAGES`."""
     pins = [f"{name}=={metadata.version(name)}" for name in IMAGE_PACKAGES]
     key = hashlib.sha256(json.dumps([sys.version, pins]).encode()).hexdigest()[:16]
     venv = (cache or wheelhouse.default_cache()) / "image-venv" / key
@@ -225,9 +199,7 @@ def install_requirements(python: Path, code_dir: Path, log_path: Path) -> tuple[
     (`install_requirements.py requirements.txt`); its output goes to `log_path`. (exit code, seconds)."""
     from sagemaker.core.utils import install_requirements as sdk_install
 
-    env = without_launcher()
-    for name in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"):
-        env.pop(name, None)
+    env = {k: v for k, v in without_launcher().items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     started = time.perf_counter()
     with log_path.open("a") as out:
         out.write(f"Installing requirements\n{(code_dir / code.REQUIREMENTS_FILE).read_text()}")

@@ -1,12 +1,9 @@
-"""Every process an emulated host starts, found wherever it now sits in the process tree (Linux).
+"""Every process an emulated host starts, wherever it now sits in the process tree (Linux).
 
-A host's process group is not all of it: torch elastic starts each worker in a session of its own,
-and a worker whose torchrun ends is re-parented, by default to PID 1. So each host is started with
-a mark in its environment (`MARK_VARIABLE`, unique to the host) that every process it starts
-inherits, found in /proc whatever its session or parent (walking down from torchrun would miss a
-worker already orphaned); and while the hosts run the launcher is a child subreaper, so an orphan
-below it becomes its child, to be reaped once stopped. Without /proc a host is its process group;
-without prctl an orphan is still found by its mark, under PID 1.
+torch elastic starts each worker in a session of its own, and an orphaned worker goes to PID 1. So
+each host's processes inherit a mark in their environment (`MARK_VARIABLE`), found in /proc whatever
+their session or parent, and while the hosts run the launcher is a child subreaper: an orphan below
+it becomes its child, reaped once stopped. Without /proc a host is its process group.
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import sys
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -51,10 +47,7 @@ _subreaper = {"jobs": 0, "restore": False}
 
 @contextmanager
 def adopting_orphans() -> Iterator[None]:
-    """Make this process a child subreaper while the block runs (Linux)."""
-    if not sys.platform.startswith("linux"):
-        yield
-        return
+    """Make this process a child subreaper while the block runs (Linux; elsewhere prctl fails and nothing changes)."""
     with _subreaper_lock:
         if _subreaper["jobs"] == 0:
             previous = ctypes.c_int(0)
@@ -103,12 +96,6 @@ def still(p: Process) -> Process | None:
     """`p` as it is now (a zombie included), or None once it is gone (its pid free, or another process's)."""
     now = _stat(p.pid)
     return now if now is not None and now.start == p.start else None
-
-
-def send(p: Process, sig: int) -> None:
-    """`sig` to `p`'s whole group when it leads one, else to `p`; one that has ended is left alone."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        (os.killpg if p.pgid == p.pid else os.kill)(p.pid, sig)
 
 
 def reap(processes: Iterable[Process]) -> None:

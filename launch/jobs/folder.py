@@ -1,7 +1,6 @@
-"""What SageMaker keeps in S3 for a job, kept in its `--local` job folder: the checkpoint store
-that stands in for the job's checkpoint URI (copied into every host before it starts, back while
-it runs, and from an earlier job's with `--resume`), the artifacts packed as model.tar.gz and
-output.tar.gz, and the fresh folder a job gets."""
+"""What SageMaker keeps in S3 for a job, kept in its `--local` job folder: the fresh folder itself,
+the checkpoint store standing in for the checkpoint URI (copied into every host before it starts,
+back while it runs, and from an earlier job's with `--resume`), and model.tar.gz and output.tar.gz."""
 
 from __future__ import annotations
 
@@ -20,8 +19,7 @@ STORE = "checkpoints"
 
 
 def new_folder(parent: Path, name) -> tuple[str, Path]:
-    """A fresh name from `name()` and its folder under `parent`, made by this call (never an existing
-    folder: every file in it is then this run's)."""
+    """A fresh name from `name()` and its folder under `parent`, made by this call: every file in it is this run's."""
     parent.mkdir(parents=True, exist_ok=True)
     while True:
         fresh = name()
@@ -31,8 +29,7 @@ def new_folder(parent: Path, name) -> tuple[str, Path]:
 
 
 def new_job_dir(jobs_dir: Path, base_job_name: str) -> tuple[str, Path]:
-    """A fresh job name (the SDK's `<base>-<timestamp>` form, and 4 random hex digits: jobs started
-    in the same second differ) and its directory."""
+    """A fresh job name (the SDK's `<base>-<timestamp>`, and 4 random hex digits) and its directory."""
     return new_folder(jobs_dir, lambda: f"{base_job_name[:43]}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-"
                                         f"{secrets.token_hex(2)}")
 

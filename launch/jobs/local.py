@@ -1,16 +1,8 @@
 """Run a training job the way SageMaker would, on this machine, without Docker
-(`python launch/submit.py --local`; README, "Local SageMaker emulation"). One folder per job:
-
-    jobs/<job-name>/
-      code/  wheels/                 the staged code (and, with a wheelhouse, the wheels channel)
-      algo-1/ ...                    one /opt/ml per host (`launch.jobs.container`)
-      logs/algo-1.log ...            each host's output
-      checkpoints/                   the job's checkpoint S3 URI's stand-in (`launch.jobs.folder`)
-      model.tar.gz  output.tar.gz  summary.json
-
-Each host is one subprocess started in its code folder, as the driver starts it. A failing host
-stops the others; SIGTERM or Ctrl-C stops every host as StopTrainingJob does; however the job ends,
-no process a host started outlives the command (`launch.jobs.processes`).
+(`python launch/submit.py --local`): the folder `jobs/<job-name>/` holds the staged code, one
+/opt/ml per host (`launch.jobs.container`), each host's log, the checkpoint store
+(`launch.jobs.folder`), model.tar.gz, output.tar.gz and summary.json (README, "Local SageMaker
+emulation"). Each host is a subprocess supervised by `launch.jobs.processes`.
 """
 
 from __future__ import annotations
@@ -25,14 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launch.console import log
-from launch.jobs import code, container, folder, s3data
+from launch.jobs import code, container, folder, s3data, wheelhouse
 from launch.jobs.processes import Host, StopRequest, held, start, supervise
 from launch.jobs.spec import JobSpec
 from titanic_lightning.contracts import METRICS_FILE
 from titanic_lightning.errors import UsageError
 from titanic_lightning.io.clean import record_made
-
-CHECKPOINT_SYNC_S = 1.0
 
 
 @dataclass
@@ -51,11 +41,7 @@ class _Job:
 
 def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None = None,
         stop: StopRequest | None = None, container_venv: bool = False) -> dict:
-    """Emulate the job; return the summary (also written to <job_dir>/summary.json).
-
-    `stop`, installed by the caller from its start, keeps a Ctrl-C or SIGTERM that comes before
-    the hosts start: the job then stops as soon as they do.
-    """
+    """Emulate the job; return its summary. A signal `stop` caught before the hosts start stops them once they do."""
     max_run_s = timeout_s or spec.max_run_s
     stop = stop or StopRequest()
     with stop.installed():
@@ -70,9 +56,7 @@ def run(spec: JobSpec, data_dir: Path, jobs_dir: Path, timeout_s: float | None =
 
 def lay_out_job(spec: JobSpec, data_dir: Path, jobs_dir: Path, container_venv: bool = False) -> _Job:
     """The job folder: staged code (and wheels), logs, the checkpoint store (a resumed job's copied
-    in), and one /opt/ml per host (with `container_venv`, and its own Python environment)."""
-    from launch.jobs import wheelhouse
-
+    in), and one /opt/ml per host (with `container_venv`, its own Python environment too)."""
     jobs_dir = jobs_dir.resolve()
     resumed = folder.resume_source(jobs_dir, spec.resume) if spec.resume is not None else None
     s3data.ensure_prepared(data_dir)
@@ -114,28 +98,23 @@ def lay_out_job(spec: JobSpec, data_dir: Path, jobs_dir: Path, container_venv: b
 
 
 def supervise_job(job: _Job, max_run_s: float, stop: StopRequest) -> None:
-    """Run the hosts (after each one's install, with `install`), copying their checkpoints to the
-    store every CHECKPOINT_SYNC_S while they run and once they end; stop them all on a failure, a
-    stop request or the time limit; write the failure file a silent failure lacks."""
-    started, last_sync = time.perf_counter(), 0.0
+    """Run the hosts (after their installs) until all end, one fails, `stop` or `max_run_s`, copying their checkpoints
+    to the store as they run and once they end; write the failure file a silent failure lacks."""
+    started = time.perf_counter()
 
     def sync_checkpoints():
-        nonlocal last_sync
-        if time.monotonic() - last_sync >= CHECKPOINT_SYNC_S:
-            for h in job.hosts:
-                folder.copy_tree(h.dir / "checkpoints", job.store)
-            last_sync = time.monotonic()
+        for h in job.hosts:
+            folder.copy_tree(h.dir / "checkpoints", job.store)
 
     for h in (job.hosts if job.install else []):
         exit_code, h.install_seconds = container.install_requirements(Path(h.command[0]), h.dir / "input/data/code", h.log)
-        if exit_code == 0:
-            log(f"{h.name}: requirements installed in {h.install_seconds} s")
-            continue
-        log(f"{h.name}: installing requirements failed (exit code {exit_code}); see {h.log}")
-        h.exit_code, job.first_failed = exit_code, h
-        h.failure_file.write_text(f"{h.name}: installing requirements.txt failed with exit code {exit_code}; see {h.log}\n")
-        job.wall_seconds = round(time.perf_counter() - started, 3)
-        return
+        log(f"{h.name}: requirements installed in {h.install_seconds} s" if exit_code == 0
+            else f"{h.name}: installing requirements failed (exit code {exit_code}); see {h.log}")
+        if exit_code != 0:
+            h.exit_code, job.first_failed = exit_code, h
+            h.failure_file.write_text(f"{h.name}: installing requirements.txt failed with exit code {exit_code}; see {h.log}\n")
+            job.wall_seconds = round(time.perf_counter() - started, 3)
+            return
     with held(job.hosts):  # an error here, too, ends every process the hosts started
         for h in job.hosts:
             start(h, cwd=h.dir / "input" / "data" / "code")  # the driver's `cd /opt/ml/input/data/code`
@@ -147,23 +126,20 @@ def supervise_job(job: _Job, max_run_s: float, stop: StopRequest) -> None:
         if h.exit_code != 0 and not h.stopped and not h.failure_reason():
             # What the driver's error trap writes when the script left no reason of its own.
             h.failure_file.write_text(f"{h.name}: training script exited with code {h.exit_code}; see {h.log}\n")
-        folder.copy_tree(h.dir / "checkpoints", job.store)
+    sync_checkpoints()
 
 
 def _metrics(hosts: list[Host]) -> dict | None:
     """The first host's metrics file; None where there is none, or it is not JSON."""
-    for path in (h.dir / "model" / METRICS_FILE for h in hosts):
-        if path.is_file():
-            try:
-                return json.loads(path.read_text())
-            except json.JSONDecodeError:
-                return None
-    return None
+    path = next((p for p in (h.dir / "model" / METRICS_FILE for h in hosts) if p.is_file()), None)
+    try:
+        return json.loads(path.read_text()) if path is not None else None
+    except json.JSONDecodeError:
+        return None
 
 
 def summarise(job: _Job, spec: JobSpec, stop_signal: int | None, max_run_s: float) -> dict:
-    """The job's status and reason, model.tar.gz (when it completed) and output.tar.gz, and the
-    summary, written to summary.json."""
+    """The job's status and reason, model.tar.gz (when it completed), output.tar.gz, and summary.json."""
     hosts, failed = job.hosts, job.first_failed
     stopped_by = signal.Signals(stop_signal).name if stop_signal is not None else None
     status, reason = "Completed", None
@@ -182,32 +158,17 @@ def summarise(job: _Job, spec: JobSpec, stop_signal: int | None, max_run_s: floa
     output_artifact = job.dir / "output.tar.gz"
     folder.pack([h.dir / "output" / "data" for h in hosts], output_artifact)
     summary = {
-        "status": status,
-        "job_name": job.name,
-        "job_dir": str(job.dir),
-        "model_artifact": str(model_artifact) if model_artifact else None,
-        "output_artifact": str(output_artifact),
-        "wall_seconds": job.wall_seconds,
-        "failure_reason": reason,
-        "stopped_by_signal": stopped_by,
-        "checkpoints": str(job.store),
-        "resumed_from": spec.resume,
-        "instance_type": spec.instance_type,
-        "instance_count": spec.instance_count,
-        "spot": spec.spot,
-        "distributed": spec.distributed,
-        "network_isolation": spec.network_isolation,
-        "wheelhouse": spec.uses_wheelhouse,
-        "container_venv": job.install,
-        "hyperparameters": spec.hyperparameters,
-        "command": hosts[0].command,
-        "hosts": [
-            {"host": h.name, "exit_code": h.exit_code, "stopped_by_launcher": h.stopped, "install_seconds": h.install_seconds,
-             "failure_reason": h.failure_reason(), "log": str(h.log)}
-            for h in hosts
-        ],
-        "metrics": _metrics(hosts),
-        "warnings": warnings,
+        "status": status, "job_name": job.name, "job_dir": str(job.dir),
+        "model_artifact": str(model_artifact) if model_artifact else None, "output_artifact": str(output_artifact),
+        "wall_seconds": job.wall_seconds, "failure_reason": reason, "stopped_by_signal": stopped_by,
+        "checkpoints": str(job.store), "resumed_from": spec.resume,
+        "instance_type": spec.instance_type, "instance_count": spec.instance_count, "spot": spec.spot,
+        "distributed": spec.distributed, "network_isolation": spec.network_isolation, "wheelhouse": spec.uses_wheelhouse,
+        "container_venv": job.install, "hyperparameters": spec.hyperparameters, "command": hosts[0].command,
+        "hosts": [{"host": h.name, "exit_code": h.exit_code, "stopped_by_launcher": h.stopped,
+                   "install_seconds": h.install_seconds, "failure_reason": h.failure_reason(), "log": str(h.log)}
+                  for h in hosts],
+        "metrics": _metrics(hosts), "warnings": warnings,
     }
     (job.dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

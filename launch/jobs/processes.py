@@ -27,23 +27,23 @@ POLL_S = 0.2
 
 
 def signal_group(process, sig: int) -> None:
-    """Send `sig` to the process group `process` (a Popen or `launch.jobs.warm.WarmProcess`) leads;
-    one that has already ended is left alone."""
-    try:
-        os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        # Not (yet) its own group's leader: a warm trial between its fork and its setsid.
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, sig)
+    """Send `sig` to the process group `process` (a Popen, `launch.jobs.warm.WarmProcess` or
+    `descendants.Process`) leads, else to it alone; one that has already ended is left alone."""
+    with contextlib.suppress(PermissionError):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:  # no group of its own (yet: a warm trial between its fork and its setsid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, sig)
 
 
 def stop_running(items: list, mark) -> None:
     """Stop the running process of each of `items` (trials; each with a `process`), `mark(item)`
     first: SIGTERM to its process group, SIGKILL to what is left after the grace period."""
-    running = [i for i in items if i.process is not None and i.process.poll() is None]
-    for item in running:
+    alive = [i for i in items if i.process is not None and i.process.poll() is None]
+    for item in alive:
         mark(item)
-    running = [i.process for i in running]
+    running = [i.process for i in alive]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for process in running:
             signal_group(process, sig)
@@ -80,12 +80,10 @@ class Host:
 
 def _pump(host: Host) -> None:
     """Copy a host's output to its log file and to stderr, each line tagged with the host."""
-    with host.log.open("a") as log:  # after the requirements' install, when there is one
+    with host.log.open("a", buffering=1) as log:  # after the requirements' install, when there is one
         for line in host.process.stdout:
             log.write(line)
-            log.flush()
-            sys.stderr.write(f"[{host.name}] {line}")
-            sys.stderr.flush()
+            print(f"[{host.name}] {line}", end="", file=sys.stderr, flush=True)
 
 
 def start(host: Host, cwd: Path) -> None:
@@ -98,10 +96,9 @@ def start(host: Host, cwd: Path) -> None:
 
 
 def stop_hosts(hosts: list[Host], grace_s: float = STOP_GRACE_S) -> None:
-    """End every process of `hosts`. A host still running gets SIGTERM (its process group, and each of
-    its processes whose parent is not one of them: a worker whose torchrun has ended) and SIGKILL for
-    what is left of it after `grace_s`; what is left of a host whose own process has ended is killed
-    at once, as it would be with the host's container. Returns when all are gone."""
+    """End every process of `hosts`. A running host's group gets SIGTERM, as does each of its processes whose
+    parent is not one of them (a worker whose torchrun ended), and SIGKILL after `grace_s`; what is left of a
+    host whose own process has ended is killed at once, as with its container. Returns when all are gone."""
     for h in hosts:
         if h.process is not None and h.process.poll() is None:
             h.stopped = True
@@ -123,13 +120,13 @@ def stop_hosts(hosts: list[Host], grace_s: float = STOP_GRACE_S) -> None:
                 inside = {p.pid for p in found[h.mark]}
                 for p in own:
                     if p.ppid not in inside and (p.pid, p.start) not in termed:
-                        descendants.send(p, signal.SIGTERM)
+                        signal_group(p, signal.SIGTERM)
                         termed.add((p.pid, p.start))
             else:
                 if running:
                     signal_group(h.process, signal.SIGKILL)
                 for p in own:
-                    descendants.send(p, signal.SIGKILL)
+                    signal_group(p, signal.SIGKILL)
         if not left:
             break
         if time.monotonic() > deadline + KILL_WAIT_S:
@@ -142,8 +139,7 @@ def stop_hosts(hosts: list[Host], grace_s: float = STOP_GRACE_S) -> None:
 
 @contextmanager
 def held(hosts: list[Host]):
-    """While the block runs, an orphan of the hosts is this process's child; however it ends, what is
-    left of the hosts is stopped."""
+    """While the block runs, an orphan of the hosts is this process's child; however it ends, the hosts are stopped."""
     with descendants.adopting_orphans():
         try:
             yield
@@ -159,10 +155,8 @@ class StopRequest:
 
     @contextmanager
     def installed(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        main = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
+        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)} if main else {}
         try:
             yield self
         finally:
@@ -180,11 +174,10 @@ class StopRequest:
             raise Terminated(f"stopped by {signal.Signals(self.signal).name} before the job started")
 
 
-def supervise(hosts: list[Host], timeout_s: float, stop: StopRequest | None = None,
-              every_poll=None) -> tuple[Host | None, bool]:
+def supervise(hosts: list[Host], timeout_s: float, stop: StopRequest | None = None, each_second=None) -> tuple[Host | None, bool]:
     """Wait for every host; stop them all when one fails, at `timeout_s` or on a stop request.
-    Return (first failed host, timed out). `every_poll` runs between polls (the checkpoint sync)."""
-    deadline = time.monotonic() + timeout_s
+    Return (first failed host, timed out). `each_second` runs once a second meanwhile (the checkpoint sync)."""
+    deadline, next_call = time.monotonic() + timeout_s, 0.0
     while True:
         for h in hosts:
             h.exit_code = h.process.poll()
@@ -195,6 +188,7 @@ def supervise(hosts: list[Host], timeout_s: float, stop: StopRequest | None = No
         if failed is not None or timed_out or (stop is not None and stop.signal is not None):
             stop_hosts(hosts)
             return failed, timed_out
-        if every_poll is not None:
-            every_poll()
+        if each_second is not None and time.monotonic() >= next_call:
+            each_second()
+            next_call = time.monotonic() + 1.0
         time.sleep(POLL_S)

@@ -1,13 +1,10 @@
 """`python -m <module> args...` forked from a warm interpreter: the local search's trials.
 
-Importing torch and Lightning takes longer than a Titanic trial's training, so the first trial
-starts one fork server (`multiprocessing`'s "forkserver") that imports the training modules once,
-and every trial is a fork of it. The server never trains, so trials share no torch, Lightning or
-signal state, and each is a process of its own: it leads its own session (as
-`Popen(start_new_session=True)`), its output and error go to one pipe (or two), it runs in its own
-folder and environment, exits with the entry's code (or minus the killing signal, as
-`Popen.returncode` reads), and gets SIGTERM if the server ends, so no trial outlives a search.
-`WarmProcess` offers the part of `subprocess.Popen` the supervisors use. POSIX only.
+Importing torch and Lightning takes longer than a Titanic trial trains, so one fork server
+(`multiprocessing`'s "forkserver", which never trains) imports the training modules once and every
+trial is a fork of it. Each trial is still a process of its own, as `Popen(start_new_session=True)`
+makes one: its own session, folder, environment and exit code, its output on a pipe; and it gets
+SIGTERM if the server ends, so no trial outlives a search. POSIX only.
 """
 
 from __future__ import annotations
@@ -32,8 +29,7 @@ _SERVER_VARIABLE = "TITANIC_LIGHTNING_WARM_SERVER"  # in the fork server's envir
 
 
 def warm_up():
-    """Start the fork server (and its imports) now, alongside the caller's own work; return its
-    multiprocessing context."""
+    """Start the fork server (and its imports) now, alongside the caller's own work; its multiprocessing context."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
     os.environ[_SERVER_VARIABLE] = "1"
@@ -91,9 +87,8 @@ class WarmProcess:
             for _, writer in pipes:
                 writer.close()
         self.pid = self._process.pid
-        readers = []
+        readers = [io.TextIOWrapper(io.FileIO(os.dup(reader.fileno()), "r"), errors="replace") for reader, _ in pipes]
         for reader, _ in pipes:
-            readers.append(io.TextIOWrapper(io.FileIO(os.dup(reader.fileno()), "r"), errors="replace"))
             reader.close()
         self.stdout, self.stderr = readers[0], (readers[1] if stderr_apart else None)
 
