@@ -1,8 +1,6 @@
-"""One emulated host of `--local` (`launch.jobs.local`): its `/opt/ml` folders and channels, its
-environment, the command the SDK's driver would run there, and the Python it runs with.
-
-The environment is the SDK's own container script's (`sagemaker.train.container_drivers.scripts.
-environment.set_env`), its `/opt/ml` paths moved into the host folder:
+"""One emulated host of `--local` (`launch.jobs.local`): its `/opt/ml` folders and channels, the
+command the SDK's driver would run there, the Python it runs with, and its environment, which the
+SDK's own container script (`set_env`) computes, re-rooted into the host folder:
 
     SM_MODEL_DIR SM_INPUT_DIR SM_INPUT_DATA_DIR SM_INPUT_CONFIG_DIR SM_OUTPUT_DIR SM_OUTPUT_DATA_DIR
     SM_OUTPUT_FAILURE SM_LOG_LEVEL SM_MASTER_ADDR SM_MASTER_PORT SM_CHANNEL_<NAME> SM_CHANNELS
@@ -11,12 +9,9 @@ environment.set_env`), its `/opt/ml` paths moved into the host folder:
     SM_INPUT_DATA_CONFIG SM_TRAINING_ENV
 
 plus, as the driver adds them, `SM_SOURCE_DIR`, `SM_ENTRY_SCRIPT`, `SM_DISTRIBUTED_DRIVER_DIR` and
-`SM_DISTRIBUTED_CONFIG` (torchrun only), and `TRAINING_JOB_NAME`. As the hosts share this machine,
-the master is 127.0.0.1 at a free port, the interface `lo`, and the CPU/GPU counts this machine's.
-
-With `--container-venv` each host gets its own venv, `algo-N/venv`, seeing only what the PyTorch
-training image holds (`IMAGE_PACKAGES`, at this machine's versions), and the SDK's
-`install_requirements.py` installs requirements.txt into it, timed, as the container does.
+`SM_DISTRIBUTED_CONFIG` (torchrun only), and `TRAINING_JOB_NAME`. The hosts share this machine: the
+master is 127.0.0.1 at a free port, the interface `lo`. With `--container-venv` a host's own venv
+sees only the training image's `IMAGE_PACKAGES`, and requirements.txt is installed into it, timed.
 """
 
 from __future__ import annotations

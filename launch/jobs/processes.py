@@ -147,11 +147,11 @@ def held(hosts: list[Host]):
             stop_hosts(hosts)
 
 
+@dataclass
 class StopRequest:
     """SIGTERM and SIGINT ask the supervisor to stop the job, the way StopTrainingJob does."""
 
-    def __init__(self):
-        self.signal: int | None = None
+    signal: int | None = None
 
     @contextmanager
     def installed(self):
