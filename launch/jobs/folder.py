@@ -47,10 +47,8 @@ def resume_source(jobs_dir: Path, job_name: str) -> Path:
 
 
 def copy_tree(source: Path, target: Path) -> None:
-    """Copy the files under `source` that are new or changed into `target`, each by rename.
-
-    The entry replaces last.ckpt by rename too, so a file is never read or left half-written.
-    """
+    """Copy the files under `source` that are new or changed into `target`, each by rename (as the entry
+    replaces last.ckpt), so none is read or left half-written."""
     if not source.is_dir():
         return
     for path in source.rglob("*"):
