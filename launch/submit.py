@@ -32,13 +32,11 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     # Run by path (`python launch/submit.py`): make the repository importable as the module form is.
+    # Only what parsing needs is imported here: the rest comes once run_command handles Ctrl-C.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launch import api  # noqa: E402
 from launch.console import command_parser, launcher_errors, log  # noqa: E402
-from launch.jobs import prices, request  # noqa: E402
 from launch.options import add_job_arguments, spec_from_args  # noqa: E402
-from launch.records import charts, report  # noqa: E402
 from titanic_lightning.command import run_command  # noqa: E402
 from titanic_lightning.errors import UsageError  # noqa: E402
 
@@ -77,6 +75,9 @@ def _spec(args):
 
 
 def dry_run(args) -> None:
+    from launch import api
+    from launch.jobs import prices, request
+
     table = prices.load(args.prices)
     # Anything a library prints goes to stderr: stdout carries exactly the request.
     with contextlib.redirect_stdout(sys.stderr):
@@ -90,6 +91,8 @@ def dry_run(args) -> None:
 
 def _show(run, as_json: bool, shown: dict, lines: list[str]) -> None:
     """The ended job: `shown` as one JSON object, or the record's summary lines and `lines`."""
+    from launch.records import report
+
     if as_json:
         log(f"recorded in {run.record_path}")
         print(json.dumps(shown, default=str), flush=True)
@@ -98,6 +101,9 @@ def _show(run, as_json: bool, shown: dict, lines: list[str]) -> None:
 
 
 def local(args) -> int:
+    from launch import api
+    from launch.jobs import prices
+
     table = prices.load(args.prices)
     run = api.run_local(_spec(args), data=args.data, jobs_dir=args.jobs_dir, runs_dir=args.runs_dir, prices=table,
                         container_venv=args.container_venv)
@@ -110,6 +116,9 @@ def local(args) -> int:
 
 
 def remote(args) -> int:
+    from launch import api
+    from launch.jobs import prices
+
     table = prices.load(args.prices)
     run = api._run_sagemaker(_spec(args), args.data, not args.no_wait, args.runs_dir, table, role_flag=args.role,
                              region_flag=args.region)
@@ -121,6 +130,10 @@ def remote(args) -> int:
 
 
 def compare(args) -> None:
+    from launch import api
+    from launch.jobs import prices
+    from launch.records import charts
+
     if args.plot:
         charts.check_plot_path(args.plot)  # before anything is read
     comparison = api.compare(args.compare, prices.load(args.prices))
