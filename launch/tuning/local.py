@@ -18,8 +18,8 @@ from launch.tuning import trials
 from launch.tuning.space import DEFAULT_TRIALS, Plan, build_plan, grid_size
 from launch.tuning.trials import COMPLETED, PRUNED, Trial
 from titanic_lightning.errors import UsageError
-from titanic_lightning.io.clean import record_made
-from titanic_lightning.io.outputs import RECORD, check_folder, owned
+from titanic_lightning.io.clean import record_made, remove_owned
+from titanic_lightning.io.outputs import check_folder
 
 LOCAL = "local"  # a trial's instance type: a plain process on this machine, not an emulated instance
 
@@ -74,24 +74,18 @@ def save_record(trial: Trial, tuning_name: str, runs_dir: Path) -> None:
 
 
 def remove_model(model_dir: Path) -> None:
-    """Remove the files the trial's training wrote into `model_dir` (its record says which), then the
-    folders left empty; anything else stays."""
+    """Remove the files the trial's training wrote into `model_dir` (as `make clean` does), then empty folders."""
     if not model_dir.is_dir():
         return
-    for path in owned(model_dir, "--model_dir"):
-        path.unlink()
-    (model_dir / RECORD).unlink(missing_ok=True)
-    for folder in sorted((p for p in model_dir.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+    remove_owned(model_dir, "--model_dir")
+    for folder in sorted([model_dir, *(p for p in model_dir.rglob("*") if p.is_dir())], key=lambda p: -len(p.parts)):
         with contextlib.suppress(OSError):
             folder.rmdir()
-    with contextlib.suppress(OSError):
-        model_dir.rmdir()
 
 
 def finish_local(name: str, plan: Plan, done: list[Trial], folder: Path, runs_dir: Path, wall_seconds: float,
                  stopped: bool, keep_models: bool) -> dict:
-    """The summary of a local search; every model but the best one's removed (unless `keep_models`),
-    and the records of the trials whose model went updated."""
+    """The summary of a local search; every model but the best one's removed (unless `keep_models`), its record updated."""
     rows = [{"trial": t.number, "hyperparameters": t.hyperparameters, "status": t.status,
              **{k: t.metrics.get(k) for k in ("val_loss", "val_acc", "val_auroc", "test_acc")},
              "wall_seconds": t.wall_seconds, "job_name": f"{name}-{t.number:03d}", "instance_type": LOCAL,
