@@ -10,21 +10,21 @@ import math
 import os
 from pathlib import Path
 
+from titanic_lightning.errors import UsageError
+from titanic_lightning.io.outputs import check_output_file, writing
+
 ROLE = "compare"
 FORMATS = ("png", "svg", "pdf")
 NAME_CHARS = 32  # the longest run name drawn whole; the table beside the picture names every run in full
 ACCURACY_MARGIN = 0.5  # around the accuracies drawn, as a fraction of their spread (at least 0.02)
 
 
-def check_plot_path(path, flag: str = "--plot") -> Path:
+def check_plot_path(path) -> Path:
     """`path` may be written: a .png/.svg/.pdf name, absent or a picture this command wrote there."""
-    from titanic_lightning.errors import UsageError
-    from titanic_lightning.io.outputs import check_output_file
-
     path = Path(path)
     if path.suffix.lower().lstrip(".") not in FORMATS:
-        raise UsageError(f"{flag} {path}: give a file name ending in .png, .svg or .pdf")
-    return check_output_file(path, flag, ROLE)
+        raise UsageError(f"--plot {path}: give a file name ending in .png, .svg or .pdf")
+    return check_output_file(path, "--plot", ROLE)
 
 
 def _value(record: dict, key: str, most: float = math.inf) -> float | None:
@@ -35,18 +35,18 @@ def _value(record: dict, key: str, most: float = math.inf) -> float | None:
     return None
 
 
-def short_names(names: list[str], most: int = NAME_CHARS) -> list[str]:
-    """Run names for the picture: a name over `most` characters loses the part it shares with every
+def short_names(names: list[str]) -> list[str]:
+    """Run names for the picture: a name over NAME_CHARS characters loses the part it shares with every
     other run (`titanic-lightning-`), then its middle; names that would then coincide stay whole."""
     common = os.path.commonprefix(names) if len(set(names)) > 1 else ""
     cut = max(common.rfind("-"), common.rfind("/")) + 1  # at a separator, so words stay whole
     shown = []
     for short in names:
-        if len(short) > most and 0 < cut < len(short):
+        if len(short) > NAME_CHARS and 0 < cut < len(short):
             short = "…" + short[cut:]
-        if len(short) > most:
-            head = (most - 1) // 2
-            short = short[:head] + "…" + short[len(short) - (most - 1 - head):]
+        if len(short) > NAME_CHARS:
+            head = (NAME_CHARS - 1) // 2
+            short = short[:head] + "…" + short[len(short) - (NAME_CHARS - 1 - head):]
         shown.append(short)
     return shown if len(set(shown)) == len(set(names)) else list(names)
 
@@ -63,8 +63,7 @@ def accuracy_limits(values: list[float | None]) -> tuple[float, float]:
 
 
 def figure(records: list[dict]):
-    """The comparison as a matplotlib Figure (its object interface, not pyplot: a notebook's backend is
-    left alone); not shown, not saved."""
+    """The comparison as a matplotlib Figure, not shown (no pyplot: a notebook's backend is left alone)."""
     from matplotlib.figure import Figure
 
     names = [str(r.get("job_name")) for r in records]
@@ -103,11 +102,9 @@ def figure(records: list[dict]):
     return fig
 
 
-def plot(records: list[dict], path, flag: str = "--plot") -> Path:
+def plot(records: list[dict], path) -> Path:
     """Draw `records` into `path` (checked first; written whole, never over a file this command did not write)."""
-    from titanic_lightning.io.outputs import writing
-
-    path = check_plot_path(path, flag)
+    path = check_plot_path(path)
     fig = figure(records)
-    with writing(path.parent, [path.name], flag, ROLE) as files:
+    with writing(path.parent, [path.name], "--plot", ROLE) as files:
         return files.write(path.name, lambda tmp: fig.savefig(tmp, format=path.suffix.lower().lstrip("."), dpi=100))

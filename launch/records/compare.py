@@ -13,29 +13,20 @@ from launch.records.report import MODES, fmt, local_record, tuning_records
 from titanic_lightning.contracts import COMPARED_METRICS
 from titanic_lightning.errors import UsageError
 
-COLUMNS = (
-    ("job", "job_name", "{}"),
-    ("mode", "mode", "{}"),
-    ("instance", "instance_type", "{}"),
-    ("n", "instance_count", "{}"),
-    ("spot", "spot", "{}"),
-    ("status", "status", "{}"),
-    ("wall s", "wall_seconds", "{:.1f}"),
-    ("training s", "training_seconds", "{:.0f}"),
-    ("billable s", "billable_seconds", "{:.0f}"),
-    ("billed inst-s", "billable_instance_seconds", "{:.0f}"),
-    ("cost USD", "estimated_cost_usd", "{:.4f}"),
-    *((name, name, "{:.4f}") for name in COMPARED_METRICS),
-)
+# (title, record key, format) of each column.
+COLUMNS = (("job", "job_name", "{}"), ("mode", "mode", "{}"), ("instance", "instance_type", "{}"), ("n", "instance_count", "{}"),
+           ("spot", "spot", "{}"), ("status", "status", "{}"), ("wall s", "wall_seconds", "{:.1f}"),
+           ("training s", "training_seconds", "{:.0f}"), ("billable s", "billable_seconds", "{:.0f}"),
+           ("billed inst-s", "billable_instance_seconds", "{:.0f}"), ("cost USD", "estimated_cost_usd", "{:.4f}"),
+           *((name, name, "{:.4f}") for name in COMPARED_METRICS))
 TEXT_COLUMNS = ("job_name", "mode", "instance_type", "status", "spot")  # left-aligned; the others right
 COST_ESTIMATE_NOTE = ("~ a local run: the cost of its wall time on the emulated instance type at on-demand prices "
                       "(nothing was billed)")
 
 
 def as_records(data, source: str, prices: PriceTable | None = None) -> list[dict]:
-    """Whatever `--compare` accepts, already parsed → run records: a run record (as it is, `val_acc`/`test_acc`
-    filled from its final metrics), a local job's summary.json, or a tuning result (a record per trial).
-    `source` names the data in errors (`--compare runs/x.json`)."""
+    """Whatever `--compare` accepts, parsed → run records: a run record (`val_acc`/`test_acc` filled from its final
+    metrics), a local job's summary.json, or a tuning result (a record per trial); `source` names it in errors."""
     from launch.jobs import prices as price_tables
 
     table = prices if prices is not None else price_tables.load()
@@ -53,50 +44,48 @@ def as_records(data, source: str, prices: PriceTable | None = None) -> list[dict
     raise UsageError(f"{source}: not a run record (runs/*.json), a local job's summary.json or a tuning result")
 
 
-def expand(paths, flag: str = "--compare") -> list[Path]:
+def expand(paths) -> list[Path]:
     """Files as given; a name with * ? or [ that is no file is a pattern, expanded in sorted order."""
     files = []
     for text in map(str, [paths] if isinstance(paths, (str, Path)) else paths):
         if any(c in text for c in "*?[") and not Path(text).exists():
             matched = sorted(glob.glob(text))
             if not matched:
-                raise UsageError(f"{flag} {text}: no file matches")
+                raise UsageError(f"--compare {text}: no file matches")
             files.extend(map(Path, matched))
         else:
             files.append(Path(text))
     return files
 
 
-def load_runs(paths, prices: PriceTable | None = None, flag: str = "--compare") -> list[dict]:
+def load_runs(paths, prices: PriceTable | None = None) -> list[dict]:
     """The run records in `paths` (runs/*.json, jobs/<job>/summary.json, tuning results), in order."""
-    files = expand(paths, flag)
+    files = expand(paths)
     if not files:
-        raise UsageError(f"{flag} needs run files, e.g. {flag} runs/*.json")
+        raise UsageError("--compare needs run files, e.g. --compare runs/*.json")
     records = []
     for path in files:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise UsageError(f"{flag} {path}: no such file") from None
+            raise UsageError(f"--compare {path}: no such file") from None
         except IsADirectoryError:
-            raise UsageError(f"{flag} {path}: is a folder; give its JSON files") from None
+            raise UsageError(f"--compare {path}: is a folder; give its JSON files") from None
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise UsageError(f"{flag} {path}: not valid JSON ({exc})") from None
+            raise UsageError(f"--compare {path}: not valid JSON ({exc})") from None
         except OSError as exc:
-            raise UsageError(f"{flag} {path}: cannot be read: {exc.strerror or exc}") from None
-        found = as_records(data, f"{flag} {path}", prices)
+            raise UsageError(f"--compare {path}: cannot be read: {exc.strerror or exc}") from None
+        found = as_records(data, f"--compare {path}", prices)
         if not found:
-            raise UsageError(f"{flag} {path}: holds no runs (a tuning result with no trials)")
+            raise UsageError(f"--compare {path}: holds no runs (a tuning result with no trials)")
         records.extend(found)
     return distinct(records)
 
 
 def distinct(records: list[dict]) -> list[dict]:
-    """Each run once, at its first place: `runs/*.json jobs/*/summary.json tuning/*/tuning.json`
-    describes most runs twice. A later record of the same run fills the columns the first left empty.
-
-    A run is known by its job name; a tuning result's row names its trial's training job
-    (`training_job_name`), which the trial's own record (runs/<tuning>-<n>.json) calls `job_name`."""
+    """Each run once, at its first place (`runs/*.json jobs/*/summary.json tuning/*/tuning.json` names most
+    twice), a later record of it filling the columns the first left empty. A run is known by its job name; a
+    tuning result's row calls its trial's training job `training_job_name`."""
     kept: dict = {}
     rows = []
     for record in records:

@@ -1,8 +1,6 @@
-"""The run record (status, times, cost, artifact, final metrics), `runs/<job>.json`: one shape for
-every run, its `mode` saying where it ran — `"sagemaker"` (`summarize` of DescribeTrainingJob),
-`"local"` (`local_record` of the emulator's `jobs/<job>/summary.json`), `"slurm"`
-(`launch.jobs.slurm.record`) or `"tuning"` (`tuning_records`: one per trial of a tuning result).
-Its keys are `KEYS`, then the mode's own; `new_record` builds every record.
+"""The run record (status, times, cost, artifact, final metrics), `runs/<job>.json`: one shape (`KEYS`, then
+its mode's own) for every run, `mode` saying where it ran: `"sagemaker"` (`summarize`), `"local"`
+(`local_record`), `"slurm"` (`launch.jobs.slurm.record`) or `"tuning"` (`tuning_records`).
 
 DescribeTrainingJob's `BillableTimeInSeconds` is per instance; what is billed is that × the instance
 count (`billable_instance_seconds`, the figure of the SDK's "Billable seconds:" log line). Cost =
@@ -21,6 +19,7 @@ from pathlib import Path
 from launch.jobs.prices import PriceTable
 from titanic_lightning.contracts import COMPARED_METRICS, FINAL_LINE
 from titanic_lightning.errors import UsageError
+from titanic_lightning.io.outputs import writing
 
 MODES = ("sagemaker", "local", "slurm", "tuning")
 KEYS = ("mode", "job_name", "status", "failure_reason", "instance_type", "instance_count", "spot", "training_seconds",
@@ -30,9 +29,8 @@ KEYS = ("mode", "job_name", "status", "failure_reason", "instance_type", "instan
 
 
 def new_record(final: dict, prices: PriceTable | None = None, **values) -> dict:
-    """A run record: every key of `KEYS` (None unless given), the final metrics `final` with each
-    of `COMPARED_METRICS` at the top level, the hourly price of its instance type from `prices`,
-    and `values`' other keys after them."""
+    """A run record: every key of `KEYS` (None unless given), the final metrics `final` (each of `COMPARED_METRICS`
+    also at the top level), the hourly price of its instance type from `prices`, and `values`' other keys after."""
     record = dict.fromkeys(KEYS)
     if prices is not None:
         instance_type = values.get("instance_type")
@@ -105,10 +103,7 @@ def fmt(value, pattern: str) -> str:
 
 
 def save(record: dict, runs_dir: Path) -> Path:
-    """Write runs/<job>.json whole, never over a file that is not a record this project wrote there
-    (see `titanic_lightning.io.outputs`); another launch saving into the folder at once is waited for."""
-    from titanic_lightning.io.outputs import writing
-
+    """Write runs/<job>.json whole, never over a file this project did not write (`titanic_lightning.io.outputs`)."""
     name = f"{record['job_name']}.json"
     with writing(runs_dir, [name], "--runs-dir", "record", wait_s=60) as files:
         return files.write_text(name, json.dumps(record, indent=2, default=str) + "\n")
@@ -139,10 +134,9 @@ def local_record(summary: dict, prices: PriceTable) -> dict:
         hyperparameters=summary.get("hyperparameters"))
 
 
-def tuning_records(result: dict, prices: PriceTable, source: str = "tuning result") -> list[dict]:
-    """A tuning result (`launch.tuning.result`) → one record per trial, named `<tuning_job>/trial-<n>`,
-    `mode` "tuning"; a trial that ran here (its `mode`, else the result's, is "local") gets an
-    `emulated_cost_usd` as a local run does."""
+def tuning_records(result: dict, prices: PriceTable, source: str) -> list[dict]:
+    """A tuning result (`launch.tuning.result`) → a record per trial, `<tuning_job>/trial-<n>`, `mode` "tuning";
+    a trial that ran here (its `mode`, else the result's, is "local") gets an `emulated_cost_usd` as a local run."""
     trials = result.get("trials")
     if not isinstance(trials, list) or not all(isinstance(t, dict) and "trial" in t for t in trials):
         raise UsageError(f"{source}: `trials` is not a list of objects with a `trial` number")
