@@ -15,11 +15,10 @@ Without --range: learning_rate=0.0001:0.1:log, batch_size=16:128, dropout=0.0:0.
 weight_decay=0.000001:0.01:log, "hidden_sizes=[32]|[64, 32]|[128, 64]|[64, 64, 32]"
 (less any flag fixed with --hp). Every value is checked with the entry's parser first.
 
-The objective is the metric the entry prints (val_loss minimised; val_acc and val_auroc
-maximised), read from its `final:` line. Poor trials stop early (SageMaker's Auto early stopping,
-or Hyperband's own; median pruning here) unless --no-early-stopping. Waiting, the command prints
-the trials sorted by the objective, writes tuning.json and tuning.png into --out/<tuning name>/,
-and its last line is the summary as one JSON object (see launch/tuning/result.py).
+The objective is the value of the entry's `final:` line. Poor trials stop early (SageMaker's Auto
+early stopping, or Hyperband's own; median pruning here) unless --no-early-stopping. Waiting, the
+command prints the trials sorted by the objective, writes tuning.json and tuning.png into
+--out/<tuning name>/, and its last line is the summary as one JSON object (launch/tuning/result.py).
 Mistakes end as one line on stderr with exit code 2, before anything starts.
 """
 
@@ -38,15 +37,8 @@ if __package__ in (None, ""):
 
 from launch.console import command_parser, launcher_errors  # noqa: E402
 from launch.options import add_job_arguments, integer, spec_from_args  # noqa: E402
-from launch.tuning.space import (  # noqa: E402
-    DEFAULT_MAX_JOBS,
-    DEFAULT_PRUNE_AFTER_TRIALS,
-    DEFAULT_TRIALS,
-    OBJECTIVES,
-    PRUNE_WARMUP_EPOCHS,
-    STRATEGY_NAMES,
-    tpe_startup_trials,
-)
+from launch.tuning import result as tuning_result  # noqa: E402
+from launch.tuning import space  # noqa: E402
 from titanic_lightning.command import run_command  # noqa: E402
 from titanic_lightning.errors import UsageError  # noqa: E402
 
@@ -72,9 +64,9 @@ def parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("tuning")
     t.add_argument("--range", action="append", default=[], metavar="SPEC", dest="ranges",
                    help="NAME=LOW:HIGH, NAME=LOW:HIGH:log or \"NAME=A|B|C\"; repeatable (default: the default space)")
-    t.add_argument("--search", default="bayesian", choices=tuple(STRATEGY_NAMES),
+    t.add_argument("--search", default="bayesian", choices=tuple(space.STRATEGY_NAMES),
                    help="how trials are chosen (default bayesian); grid takes categorical ranges only")
-    t.add_argument("--objective", default="val_loss", choices=tuple(OBJECTIVES),
+    t.add_argument("--objective", default="val_loss", choices=tuple(space.OBJECTIVES),
                    help="metric to optimise: val_loss minimised, val_acc and val_auroc maximised (default val_loss)")
     t.add_argument("--no-early-stopping", action="store_true", help="let every trial run to its end")
     t.add_argument("--search-seed", type=integer, default=1, metavar="N", help="seed of the search (default 1)")
@@ -83,7 +75,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--prices", metavar="FILE", help="on-demand price table (default launch/prices.json)")
     s = p.add_argument_group("on SageMaker")
     s.add_argument("--max-jobs", type=integer, metavar="N",
-                   help=f"training jobs in all (default {DEFAULT_MAX_JOBS}; grid: every combination)")
+                   help=f"training jobs in all (default {space.DEFAULT_MAX_JOBS}; grid: every combination)")
     s.add_argument("--max-parallel-jobs", type=integer, metavar="K", help="training jobs at a time (default 1)")
     s.add_argument("--no-wait", action="store_true", help="create the tuning job and return")
     s.add_argument("--dry-run", action="store_true", help="print the CreateHyperParameterTuningJob request the SDK would "
@@ -91,8 +83,8 @@ def parser() -> argparse.ArgumentParser:
     h = p.add_argument_group("here (--local)")
     h.add_argument("--local", action="store_true", help="run the search on this machine with Optuna")
     h.add_argument("--trials", type=integer, metavar="N",
-                   help=f"trials in all (default {DEFAULT_TRIALS}; grid: every combination); bayesian and hyperband: "
-                        f"the first max(2, min(10, N // 3)) at random (default {tpe_startup_trials(DEFAULT_TRIALS)}), "
+                   help=f"trials in all (default {space.DEFAULT_TRIALS}; grid: every combination); bayesian and hyperband: "
+                        f"the first max(2, min(10, N // 3)) at random (default {space.tpe_startup_trials(space.DEFAULT_TRIALS)}), "
                         "the rest chosen by TPE from the results")
     h.add_argument("--parallel", type=integer, metavar="K",
                    help="trials at a time (default 1); TPE counts a running trial as a poor result (constant liar), "
@@ -100,7 +92,7 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--timeout", type=seconds, metavar="S", help="start no trial after S seconds (running ones finish)")
     h.add_argument("--prune-after-trials", type=integer, metavar="N",
                    help=f"trials that run to their end before the median pruner stops any (default "
-                        f"{DEFAULT_PRUNE_AFTER_TRIALS}); it stops none before the end of epoch {PRUNE_WARMUP_EPOCHS}")
+                        f"{space.DEFAULT_PRUNE_AFTER_TRIALS}); it stops none before the end of epoch {space.PRUNE_WARMUP_EPOCHS}")
     h.add_argument("--keep-models", action="store_true", help="keep every trial's model, not only the best one's")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return p
@@ -116,14 +108,13 @@ def check_mode_flags(p: argparse.ArgumentParser, args) -> None:
 
 def plan_from_args(args, static: dict[str, str]):
     from launch.tuning.local import local_plan
-    from launch.tuning.space import build_plan
 
     if args.local:
         return local_plan(args.ranges, static, search=args.search, objective=args.objective, trials=args.trials,
                           parallel=1 if args.parallel is None else args.parallel, early_stopping=not args.no_early_stopping,
-                          seed=args.search_seed, prune_after_trials=DEFAULT_PRUNE_AFTER_TRIALS
+                          seed=args.search_seed, prune_after_trials=space.DEFAULT_PRUNE_AFTER_TRIALS
                           if args.prune_after_trials is None else args.prune_after_trials)
-    return build_plan(args.ranges, static, search=args.search, objective=args.objective, max_jobs=args.max_jobs,
+    return space.build_plan(args.ranges, static, search=args.search, objective=args.objective, max_jobs=args.max_jobs,
                       max_parallel=1 if args.max_parallel_jobs is None else args.max_parallel_jobs,
                       early_stopping=not args.no_early_stopping, seed=args.search_seed)
 
@@ -150,8 +141,6 @@ def main(argv: list[str]) -> None:
     check_mode_flags(p, args)
     if args.dry_run:
         return dry_run(args)
-    from launch.tuning import result as tuning_result
-
     stop_signal = None
     if args.local:
         from launch.jobs.warm import warm_up

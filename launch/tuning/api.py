@@ -2,21 +2,15 @@
 job, and the tuning request as `tune.py --dry-run` prints it; `import launch` gives them as
 `launch.tune_local`, `launch.tune_sagemaker` and `launch.tuning_request`.
 
-    import launch
-
-    tuned = launch.tune_local({"learning_rate": (1e-4, 1e-1, "log"), "hidden_sizes": [[32], [64, 32]]},
-                              trials=4, parallel=2, hyperparameters={"epochs": 30})
-    tuned.status, tuned.best, tuned.best_model, tuned.picture   # tuning.png
-    print(tuned.table)
+    tuned = launch.tune_local({"learning_rate": (1e-4, 1e-1, "log")}, trials=4, parallel=2, hyperparameters={"epochs": 30})
+    print(tuned.table, tuned.status, tuned.best, tuned.best_model, tuned.picture)  # picture: tuning.png
     spec = launch.job_spec(spot=True, hyperparameters={"epochs": 100})
     launch.tuning_request(spec, max_jobs=20)                     # the request as a dict; no AWS call
     launch.tune_sagemaker(spec, max_jobs=20, max_parallel_jobs=3)  # on AWS
 
-`ranges` is the search space: None for the default space (less the flags fixed in `hyperparameters`),
-`--range` strings (`["learning_rate=0.0001:0.1:log"]`), or a dict of flag name to `(low, high)`,
-`(low, high, "log")`, a list of two or more categories, or the `--range` text after the `=`. The
-other options are `tune.py`'s flags by name. A mistake raises `UsageError` before anything starts,
-with the line the command line would print (`trials=0` → `--trials 0: must be at least 1`).
+`ranges`: None (the default space), `--range` strings, or a dict of flag name to `(low, high)`,
+`(low, high, "log")`, a list of categories or the `--range` text. The other options are `tune.py`'s
+flags by name; a mistake raises `UsageError` with the flag's line (`--trials 0: must be at least 1`).
 """
 
 from __future__ import annotations
@@ -30,7 +24,7 @@ from launch.jobs.spec import JobSpec
 from launch.options import check_type, hp_pairs, hp_value
 from launch.tuning import local
 from launch.tuning import result as tuning_result
-from launch.tuning.space import DEFAULT_PRUNE_AFTER_TRIALS, SET_BY_TUNING, Plan, build_plan
+from launch.tuning.space import DEFAULT_PRUNE_AFTER_TRIALS, SET_BY_TUNING, Plan, build_plan, number_text
 from titanic_lightning.errors import UsageError
 
 
@@ -62,7 +56,6 @@ class Tuning:
 
     @property
     def trials(self) -> list[dict]:
-        """Each trial: `trial`, `hyperparameters`, `status` (Completed/Pruned/Failed/Stopped), the metrics."""
         return list(self.record.get("trials") or [])
 
     @property
@@ -72,8 +65,7 @@ class Tuning:
 
     @property
     def best_model(self) -> Path | str | None:
-        """What `entry.predict --model` takes: the best trial's model folder here (a Path), its
-        model.tar.gz S3 URI on SageMaker (a str)."""
+        """What `entry.predict --model` takes: the best trial's model folder (a Path) or model.tar.gz S3 URI (a str)."""
         artifact = (self.best or {}).get("model_artifact")
         return Path(artifact) if artifact is not None and not artifact.startswith("s3://") else artifact
 
@@ -93,7 +85,7 @@ class Tuning:
 
     @property
     def table(self) -> str:
-        """The trials sorted by the objective, best first, as the command prints them."""
+        """The trials, best first, as the command prints them."""
         if "trials" not in self.record:
             return f"tuning job {self.tuning_job}: {self.status}"
         return tuning_result.table(self.record, self.plan)
@@ -129,8 +121,7 @@ def range_specs(function: str, ranges) -> list[str]:
                 raise UsageError(f"{shown}: expected (low, high) or (low, high, \"log\")")
             if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value[:2]):
                 raise UsageError(f"{shown}: the bounds must be numbers")
-            bounds = [str(v) if isinstance(v, int) else repr(float(v)) for v in value[:2]]
-            specs.append(f"{name}={':'.join(bounds)}{':log' if len(value) == 3 else ''}")
+            specs.append(f"{name}={number_text(value[0])}:{number_text(value[1])}{':log' if len(value) == 3 else ''}")
         elif isinstance(value, list):
             categories = [hp_value(name, v) for v in value]
             if len(categories) < 2:
@@ -170,12 +161,9 @@ def tune_local(ranges=None, *, trials: int | None = None, parallel: int = 1, hyp
                early_stopping: bool = True, search_seed: int = 1, prune_after_trials: int = DEFAULT_PRUNE_AFTER_TRIALS,
                timeout_s: float | None = None, keep_models: bool = False, data: str | Path = "data",
                out: str | Path = "tuning", runs_dir: str | Path = "runs") -> Tuning:
-    """The search on this machine, as `tune.py --local` runs it (see `launch.tuning.trials`): `trials`
-    (default 10; a grid: every combination), `parallel` at a time, each with `hyperparameters` fixed, none
-    started after `timeout_s`. Writes `out/<name>/` and a record per trial in `runs_dir`; keeps only the best
-    trial's model unless `keep_models`. A script calling this runs its code under `if __name__ == "__main__":`
-    (the trials are forked from a multiprocessing server). Ctrl-C or SIGTERM stops the search: status "Stopped".
-    """
+    """The search here, as `tune.py --local` runs it (`launch.tuning.trials`), writing `out/<name>/` and a record
+    per trial in `runs_dir`. A script calling this runs its code under `if __name__ == "__main__":` (the trials
+    are forked from a multiprocessing server). Ctrl-C or SIGTERM stops the search: status "Stopped"."""
     fn = "tune_local"
     check_type(fn, "trials", trials, (int,), "an integer", optional=True)
     check_type(fn, "parallel", parallel, (int,), "an integer")
@@ -225,10 +213,9 @@ def tune_sagemaker(spec: JobSpec, ranges=None, *, max_jobs: int | None = None, m
                    search: str = "bayesian", objective: str = "val_loss", early_stopping: bool = True,
                    search_seed: int = 1, wait: bool = True, data: str | Path = "data", out: str | Path = "tuning",
                    runs_dir: str | Path = "runs", prices: PriceTable | str | Path | None = None) -> Tuning:
-    """A SageMaker tuning job around the training job `spec` describes (AWS credentials, a role and a bucket:
-    the spec's, else $SAGEMAKER_ROLE / the session's default bucket); `max_jobs` defaults to 10 (a grid: every
-    combination). With `wait`, followed to its end, each training job recorded in `runs_dir` and `out/<name>/`
-    written; without, returned at once with status "Submitted"."""
+    """A SageMaker tuning job around the training job `spec` describes (role and bucket: the spec's, else
+    $SAGEMAKER_ROLE / the session's default bucket). With `wait`, followed to its end, each training job recorded
+    in `runs_dir` and `out/<name>/` written; without, returned at once with status "Submitted"."""
     from launch.tuning.tuner import search_sagemaker
 
     fn = "tune_sagemaker"

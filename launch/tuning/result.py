@@ -25,6 +25,7 @@ from pathlib import Path
 
 from launch.records.report import fmt
 from launch.tuning.space import CATEGORICAL, CONTINUOUS, Plan
+from titanic_lightning.io.outputs import writing
 
 SUMMARY_FILE = "tuning.json"
 PICTURE_FILE = "tuning.png"
@@ -39,8 +40,7 @@ MAX_LOG_TICKS = 5
 
 
 def tuning_name() -> str:
-    """`titanic-tune-<YYmmdd-HHMMSS>-<4 random hex digits>`: 31 characters, a valid tuning job name,
-    and two tunings started in the same second get different ones."""
+    """`titanic-tune-<YYmmdd-HHMMSS>-<4 random hex digits>`: a valid tuning job name (31 characters)."""
     return f"{TUNING_BASE}-{time.strftime('%y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
@@ -64,11 +64,8 @@ def summary(name: str, mode: str, plan: Plan, trials: list[dict], wall_seconds: 
     """The summary object; `trials` hold `trial`, `hyperparameters`, `status`, the metrics and `model_artifact`."""
     best = best_of(trials, plan)
     return {
-        "status": "Stopped" if stopped else ("Completed" if best is not None else "Failed"),
-        "tuning_job": name,
-        "mode": mode,
-        "search": plan.search,
-        "objective": {"metric": plan.objective, "type": plan.objective_type},
+        "status": "Stopped" if stopped else ("Completed" if best is not None else "Failed"), "tuning_job": name,
+        "mode": mode, "search": plan.search, "objective": {"metric": plan.objective, "type": plan.objective_type},
         "trials": [{"trial": t["trial"], "hyperparameters": t["hyperparameters"], "status": t["status"],
                     **{k: _number(t.get(k)) for k in ("val_loss", "val_acc", "test_acc")},
                     "wall_seconds": t.get("wall_seconds"), **{key: t[key] for key in TRIAL_EXTRAS if key in t}}
@@ -77,9 +74,7 @@ def summary(name: str, mode: str, plan: Plan, trials: list[dict], wall_seconds: 
             "trial": best["trial"], "hyperparameters": best["hyperparameters"], "val_loss": _number(best.get("val_loss")),
             "val_acc": _number(best.get("val_acc")), "model_artifact": best.get("model_artifact"),
             **({"training_job": best["training_job"]} if "training_job" in best else {})},
-        "wall_seconds": wall_seconds,
-        "folder": str(folder),
-    }
+        "wall_seconds": wall_seconds, "folder": str(folder)}
 
 
 def shown_value(value, kind: str) -> str:
@@ -109,9 +104,8 @@ def table(result: dict, plan: Plan) -> str:
 
 
 def figure(result: dict, plan: Plan):
-    """The objective per trial with the best-so-far line, and the objective against each tuned
-    hyperparameter (completed trials; a categorical one by category), as a matplotlib Figure
-    (its object interface, not pyplot: a notebook's backend is left as it was)."""
+    """The objective per completed trial with the best so far, and against each tuned hyperparameter, as a
+    matplotlib Figure (no pyplot: a notebook's backend is left as it was)."""
     from matplotlib.figure import Figure
 
     metric = plan.objective
@@ -133,8 +127,7 @@ def figure(result: dict, plan: Plan):
     for ax, r in zip(flat, plan.ranges):
         raw = [t["hyperparameters"].get(r.name) for t in scored]
         if r.kind == CATEGORICAL:
-            positions = {v: i for i, v in enumerate(r.values)}
-            ax.plot([positions.get(v, -1) for v in raw], values, "o")
+            ax.plot([r.values.index(v) if v in r.values else -1 for v in raw], values, "o")
             ax.set_xticks(range(len(r.values)), list(r.values), fontsize=7, rotation=20)
         else:
             ax.plot([float(v) for v in raw], values, "o")
@@ -170,8 +163,6 @@ def _few_log_ticks(ax) -> None:
 
 def write(folder: Path, result: dict, plan: Plan) -> None:
     """Write tuning.json and tuning.png into `folder` whole, recorded as this command's files."""
-    from titanic_lightning.io.outputs import writing
-
     with writing(folder, [SUMMARY_FILE, PICTURE_FILE], "--out", ROLE) as writer:
         writer.write_text(SUMMARY_FILE, json.dumps(result, indent=2) + "\n")
         writer.write(PICTURE_FILE, lambda tmp: figure(result, plan).savefig(tmp, format="png", dpi=100))

@@ -17,22 +17,14 @@ from launch.jobs import checks
 from titanic_lightning.errors import UsageError
 
 # The default space: the optimiser's step size and regularisation, and the network's shape.
-DEFAULT_SPACE = (
-    "learning_rate=0.0001:0.1:log",
-    "batch_size=16:128",
-    "dropout=0.0:0.5",
-    "weight_decay=0.000001:0.01:log",
-    "hidden_sizes=[32]|[64, 32]|[128, 64]|[64, 64, 32]",
-)
-
+DEFAULT_SPACE = ("learning_rate=0.0001:0.1:log", "batch_size=16:128", "dropout=0.0:0.5", "weight_decay=0.000001:0.01:log",
+                 "hidden_sizes=[32]|[64, 32]|[128, 64]|[64, 64, 32]")
 # SageMaker's limits (ParameterValues, ParameterValue, ParameterRanges in the service model).
-MAX_CATEGORIES = 30
-MAX_VALUE_CHARS = 256
-MAX_RANGES = 30
+MAX_CATEGORIES, MAX_VALUE_CHARS, MAX_RANGES = 30, 256, 30
 # Flags whose values the tuning itself sets (where each trial reads its data and writes its model).
 SET_BY_TUNING = ("train", "val", "test", "csv", "preprocessing", "model_dir", "output_dir", "checkpoint_dir", "debug")
 
-CONTINUOUS, INTEGER, CATEGORICAL = "Continuous", "Integer", "Categorical"
+CONTINUOUS, INTEGER, CATEGORICAL = "Continuous", "Integer", "Categorical"  # SageMaker's kinds of range
 # The searches, with SageMaker's names for them (HyperParameterTuningJobStrategyType).
 STRATEGY_NAMES = {"bayesian": "Bayesian", "random": "Random", "hyperband": "Hyperband", "grid": "Grid"}
 OBJECTIVES = {"val_loss": "Minimize", "val_acc": "Maximize", "val_auroc": "Maximize"}
@@ -148,11 +140,9 @@ def parse_space(specs: list[str], static: dict[str, str]) -> list[Range]:
     if not specs:
         return [r for r in map(parse_range, DEFAULT_SPACE) if r.name not in static]
     ranges = [parse_range(s) for s in specs]
-    seen: set[str] = set()
-    for r in ranges:
-        if r.name in seen:
+    for i, r in enumerate(ranges):
+        if any(r.name == earlier.name for earlier in ranges[:i]):
             raise UsageError(f"{r.source}: {r.name} is given more than one range")
-        seen.add(r.name)
         if r.name in static:
             raise UsageError(f"{r.source}: {r.name} also has a fixed value (--hp {r.name}={static[r.name]}); drop one")
     if len(ranges) > MAX_RANGES:

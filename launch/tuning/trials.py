@@ -1,9 +1,8 @@
 """The search run on this machine (`tune.py --local`): Optuna chooses, the entry trains.
 
-Each trial is a `python -m entry.train` process forked from a warm interpreter that has imported
-torch and Lightning once (`launch.jobs.warm`), with its hyperparameters in the form SageMaker's
-container hands them over, and its own folder `<tuning folder>/trials/<n>/` (`model/`, kept for the
-best trial only; `output/`; `train.log`, everything it printed). A process, not a function call:
+Each trial is a `python -m entry.train` process forked from a warm interpreter (`launch.jobs.warm`),
+given its hyperparameters as SageMaker's container would, in its own folder `<tuning folder>/trials/<n>/`
+(`model/`, kept for the best trial only; `output/`; `train.log`, all it printed). A process, not a call:
 pruning reads its epoch lines as SageMaker's tuner reads a job's log (`METRIC_DEFINITIONS`), SIGTERM
 stops it cleanly at any moment, and trials share no state and truly run in parallel. Its objective
 is the last value of the metric it printed (the `final:` line's). Ctrl-C or SIGTERM stops the running
@@ -66,7 +65,6 @@ class Trial:
 
 
 def trial_args(trial: Trial, data_dir: Path, static: dict[str, str]) -> list[str]:
-    """The flags of the trial's `python -m entry.train`."""
     args = ["--model_dir", str(trial.model_dir.resolve()), "--output_dir", str((trial.folder / "output").resolve())]
     for split in ("train", "val", "test"):
         if (data_dir / npz_name(split)).is_file():
@@ -91,11 +89,6 @@ def trial_env(parallel: int) -> dict[str, str]:
     return env
 
 
-def _signal(trial: Trial, reason: str) -> None:
-    trial.stop_reason = reason
-    signal_group(trial.process, signal.SIGTERM)
-
-
 def run_trial(trial: Trial, optuna_trial, plan: Plan, data_dir: Path, env: dict[str, str], stop) -> None:
     """Run one trial to its end, reporting each epoch's objective to Optuna and stopping it when pruned
     (or when `stop`, the search's StopRequest, has a signal)."""
@@ -105,16 +98,15 @@ def run_trial(trial: Trial, optuna_trial, plan: Plan, data_dir: Path, env: dict[
     trial.folder.mkdir(parents=True)
     args = trial_args(trial, data_dir, plan.static)
     started = time.perf_counter()
-    with trial.log_file.open("w", encoding="utf-8") as out:
+    with trial.log_file.open("w", encoding="utf-8", buffering=1) as out:  # line-buffered: readable as it runs
         out.write("$ " + " ".join([sys.executable, "-m", TRIAL_MODULE, *args]) + "\n")
-        out.flush()
         # In its own session: Ctrl-C at the terminal reaches the tuner only; it stops trials itself.
         trial.process = WarmProcess(TRIAL_MODULE, args, cwd=trial.folder, env=env)
         for line in trial.process.stdout:
             out.write(line)
-            out.flush()
             if stop.signal is not None and trial.stop_reason is None:  # started while the search was stopping
-                _signal(trial, STOPPED)
+                trial.stop_reason = STOPPED
+                signal_group(trial.process, signal.SIGTERM)
             if line.startswith("error: "):
                 trial.error = line.strip()
             found = {name: float(m.group(1)) for name, pattern in _PATTERNS if (m := pattern.search(line))}
@@ -125,7 +117,8 @@ def run_trial(trial: Trial, optuna_trial, plan: Plan, data_dir: Path, env: dict[
                 if optuna_trial.should_prune():
                     out.write(f"[tune] pruned after epoch {trial.epochs}: {plan.objective}={found[plan.objective]:.4f} "
                               "falls behind the earlier trials\n")
-                    _signal(trial, PRUNED)
+                    trial.stop_reason = PRUNED
+                    signal_group(trial.process, signal.SIGTERM)
         trial.exit_code = trial.process.wait()
     trial.wall_seconds = round(time.perf_counter() - started, 1)
     completed = trial.exit_code == 0 and plan.objective in trial.metrics
@@ -171,12 +164,9 @@ def study_for(plan: Plan):
 
 
 def search(plan: Plan, data_dir: Path, folder: Path, trials: int, parallel: int, timeout_s: float | None,
-           stop, on_trial_end=None) -> list[Trial]:
-    """Run up to `trials` trials, `parallel` at a time, starting none after `timeout_s`; return them all.
-
-    `stop` is the caller's `launch.jobs.processes.StopRequest`: a signal stops the running trials and the search.
-    `on_trial_end(trial)` runs in this thread as each trial ends (its run record).
-    """
+           stop, on_trial_end) -> list[Trial]:
+    """Run up to `trials` trials, `parallel` at a time, starting none after `timeout_s`, until `stop` (the caller's
+    `launch.jobs.processes.StopRequest`) has a signal; `on_trial_end(trial)` runs in this thread as each ends."""
     from optuna.trial import TrialState
 
     warm_up()  # the trials' imports load while the study is built (unless `tune.py` started them already)
@@ -208,18 +198,11 @@ def search(plan: Plan, data_dir: Path, folder: Path, trials: int, parallel: int,
             value = trial.metrics.get(plan.objective)
             log(f"trial {trial.number}: {trial.status}" + (f" {plan.objective}={value:.4f}" if value is not None else "")
                 + f" after {trial.epochs} epoch(s), {trial.wall_seconds} s ({shown})")
-            if on_trial_end is not None:
-                on_trial_end(trial)
+            on_trial_end(trial)
 
     number = 0
-    while True:
+    while stop.signal is None:
         settle()
-        if stop.signal is not None:
-            stop_running([t for t, _ in running.values()], lambda t: setattr(t, "stop_reason", t.stop_reason or STOPPED))
-            while running:
-                settle()
-                time.sleep(POLL_S)
-            break
         more = number < trials and (timeout_s is None or time.monotonic() - started < timeout_s)
         if not more and not running:
             break
@@ -232,6 +215,11 @@ def search(plan: Plan, data_dir: Path, folder: Path, trials: int, parallel: int,
             log(f"trial {number}: started ({', '.join(f'{k}={v}' for k, v in params.items())})")
             thread.start()
             number += 1
-            continue
+        else:
+            time.sleep(POLL_S)
+    if stop.signal is not None:
+        stop_running([t for t, _ in running.values()], lambda t: setattr(t, "stop_reason", t.stop_reason or STOPPED))
+    while running:
+        settle()
         time.sleep(POLL_S)
     return sorted(done, key=lambda t: t.number)

@@ -2,17 +2,13 @@
 `remote.build_trainer` (the training job `submit.py` builds). SageMaker scores a job by the last
 value of the objective it prints (the `final:` line's). Where the tuning request differs:
 
-* the code is the `code` channel, uploaded under the prefix to `<base job name>/<tuning name>/input/code`.
-  The tuning API takes no entry point: a trial runs the image's toolkit, which copies the folder
-  `sagemaker_submit_directory` names (the channel's, never an S3 URL, so no network is needed) into
-  /opt/ml/code and runs `sagemaker_program`. (The SDK's tuning path for a `SourceCode` would upload a
-  sourcedir.tar.gz outside the prefix for the container to download: the tuner gets no `SourceCode`);
-* no CheckpointConfig: every trial would get the same URI and find another trial's `last.ckpt`,
-  which the entry refuses; an interrupted spot trial retrains from its start;
+* the code is the `code` channel, uploaded under the prefix. The tuning API takes no entry point: a
+  trial runs the image's toolkit, which copies the folder `sagemaker_submit_directory` names (the
+  channel's, not an S3 URL: no network needed) into /opt/ml/code and runs `sagemaker_program`. (For a
+  `SourceCode` the SDK would upload a sourcedir.tar.gz outside the prefix: the tuner gets none);
+* no CheckpointConfig: every trial would get the same URI and find another trial's `last.ckpt`;
 * no TensorBoard output: the tuning API's job definition has no such field.
-
-Early stopping is `Auto`, but `Off` with Hyperband, which stops poor trials itself (SageMaker requires
-it). Nothing here calls AWS before `resolve_aws`; `describe` (what `--dry-run` prints) calls nothing.
+Nothing here calls AWS before `resolve_aws`; `describe` (what `--dry-run` prints) calls nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +20,7 @@ from pathlib import Path
 from launch.console import log
 from launch.jobs import code
 from launch.jobs.spec import METRIC_DEFINITIONS, JobSpec
+from launch.records import report
 from launch.tuning.result import TUNING_BASE, tuning_name
 from launch.tuning.space import CATEGORICAL, CONTINUOUS, STRATEGY_NAMES, Plan, grid_size
 
@@ -32,7 +29,6 @@ TUNING_JOB_PLACEHOLDER = "<tuning-job-name>"
 # The toolkit's hyperparameters for the script to run and the folder, filled from the code channel, to run it from.
 TRIAL_CODE = {"sagemaker_program": code.ENTRY_SCRIPT, "sagemaker_submit_directory": code.CODE_DIR_IN_CONTAINER}
 POLL_S = 30.0
-TERMINAL = ("Completed", "Failed", "Stopped")
 # How a training job of the tuning ended, in the summary's words: a job the tuner stopped early is Pruned.
 TRIAL_STATUS = {"Completed": "Completed", "Stopped": "Pruned", "Failed": "Failed"}
 
@@ -90,8 +86,7 @@ def describe(spec: JobSpec, plan: Plan, hourly_usd: float | None) -> dict:
 
 
 def trial_channels(trainer, spec: JobSpec, code_dir: Path, name: str) -> list:
-    """The trials' channels: the data (and wheels) as the training job has them, and `code_dir`
-    uploaded by the SDK as the `code` channel of the tuning `name`, under the prefix."""
+    """The training job's channels, and `code_dir` uploaded by the SDK as the `code` channel of the tuning `name`."""
     data = [trainer.create_input_data_channel(channel, uri) for channel, uri in spec.channels.items()]
     # The session puts its prefix (--prefix) before the key prefix given: `spec.job_input_s3_uri`.
     shipped = trainer.create_input_data_channel(code.CODE_CHANNEL, str(code_dir),
@@ -109,10 +104,8 @@ def build_tuner(trainer, plan: Plan):
     trainer.environment = {"PYTHONPATH": TUNING_PYTHONPATH}
     trainer.source_code = None  # the code goes as the `code` channel (`trial_channels`), run by TRIAL_CODE
     trainer.hyperparameters = {**(trainer.hyperparameters or {}), **TRIAL_CODE}
-    strategy_config = None
-    if plan.search == "hyperband":
-        strategy_config = HyperParameterTuningJobStrategyConfig(
-            hyperband_strategy_config=HyperbandStrategyConfig(min_resource=1, max_resource=plan.epochs))
+    strategy_config = HyperParameterTuningJobStrategyConfig(hyperband_strategy_config=HyperbandStrategyConfig(
+        min_resource=1, max_resource=plan.epochs)) if plan.search == "hyperband" else None
     ranges = {}
     for r in plan.ranges:
         if r.kind == CATEGORICAL:
@@ -140,8 +133,7 @@ def build_tuner(trainer, plan: Plan):
 
 
 def submit(aws, data_dir: Path, plan: Plan) -> tuple[str, float, dict]:
-    """Upload the data channels and wheels (unchanged objects skipped), stage the code, create the tuning
-    job: (its name, when it was created, what was uploaded)."""
+    """Upload the data and wheels, stage the code, create the tuning job: (its name, start time, the uploads)."""
     from launch.jobs import remote
 
     upload = remote.upload_inputs(aws, data_dir)
@@ -170,15 +162,13 @@ def wait(sagemaker, name: str, poll_s: float = POLL_S) -> dict:
         if line != last:
             log(line)
             last = line
-        if status in TERMINAL:
+        if status in ("Completed", "Failed", "Stopped"):
             return described
         time.sleep(poll_s)
 
 
 def collect(sagemaker, described: dict, prices, out: Path, runs_dir: Path, wall_seconds: float) -> list[dict]:
     """Every training job of the tuning: its run record in `runs_dir`, and its row of the summary."""
-    from launch.records import report
-
     name = described["HyperParameterTuningJobName"]
     paginator = sagemaker.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job")
     summaries = [s for page in paginator.paginate(HyperParameterTuningJobName=name) for s in page["TrainingJobSummaries"]]
