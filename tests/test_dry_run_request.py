@@ -146,3 +146,21 @@ def test_the_training_dry_run_is_what_moto_receives(bucket, prepared, recording,
     assert code == 0, err
     (sent,) = Recording.sagemaker_calls(entries, "CreateTrainingJob")
     _same_job(dry, sent, dry["TrainingJobName"], sent["TrainingJobName"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["isolation", "two-instances-spot"])
+def test_the_tuning_dry_run_is_what_moto_receives(case, fresh_aws, bucket, prepared, recording, capsys, tmp_path):
+    flags = {"isolation": ["--search", "hyperband", "--hp", "epochs=25", "--network-isolation"],
+             "two-instances-spot": ["--instance-count", "2", "--spot", "--max-jobs", "4", "--max-parallel-jobs", "2"]}
+    argv = ["--bucket", BUCKET, "--role", ROLE, *flags[case]]
+    code, out, err = invoke(tune_main, ["--dry-run", *argv], capsys)
+    assert code == 0, err
+    dry = json.loads(out)
+    rec = recording.start()
+    code, out, err = invoke(tune_main, [*argv, "--data", str(prepared), "--no-wait", "--out", str(tmp_path / "t"),
+                                        "--runs-dir", str(tmp_path / "r")], capsys)
+    entries = rec.stop()
+    assert code == 0, err
+    (sent,) = Recording.sagemaker_calls(entries, "CreateHyperParameterTuningJob")
+    _same_job(dry, sent, dry["HyperParameterTuningJobName"], sent["HyperParameterTuningJobName"])

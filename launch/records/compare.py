@@ -1,7 +1,6 @@
-"""The comparison of runs (`--compare`, `launch.compare`): every shape `--compare` accepts read as
-run records (`load_runs` for files, `as_records` for an object in memory: run records, a local job's
-summary.json, tuning results), and one aligned table across them (the lesson's CPU vs GPU vs
-2-instance comparison)."""
+"""The comparison of runs (`--compare`, `launch.compare`): run records, local jobs' summary.json and
+tuning results read as run records (`load_runs` for files, `as_records` for an object in memory),
+and one aligned table across them (the lesson's CPU vs GPU vs 2-instance comparison)."""
 
 from __future__ import annotations
 
@@ -14,26 +13,20 @@ from launch.records.report import MODES, fmt, local_record, tuning_records
 from titanic_lightning.contracts import COMPARED_METRICS
 from titanic_lightning.errors import UsageError
 
-COLUMNS = (
-    ("job", "job_name", "{}"),
-    ("mode", "mode", "{}"),
-    ("instance", "instance_type", "{}"),
-    ("n", "instance_count", "{}"),
-    ("spot", "spot", "{}"),
-    ("status", "status", "{}"),
-    ("wall s", "wall_seconds", "{:.1f}"),
-    ("training s", "training_seconds", "{:.0f}"),
-    ("billable s", "billable_seconds", "{:.0f}"),
-    ("billed inst-s", "billable_instance_seconds", "{:.0f}"),
-    ("cost USD", "estimated_cost_usd", "{:.4f}"),
-    *((name, name, "{:.4f}") for name in COMPARED_METRICS),
-)
+# (title, record key, format) of each column.
+COLUMNS = (("job", "job_name", "{}"), ("mode", "mode", "{}"), ("instance", "instance_type", "{}"), ("n", "instance_count", "{}"),
+           ("spot", "spot", "{}"), ("status", "status", "{}"), ("wall s", "wall_seconds", "{:.1f}"),
+           ("training s", "training_seconds", "{:.0f}"), ("billable s", "billable_seconds", "{:.0f}"),
+           ("billed inst-s", "billable_instance_seconds", "{:.0f}"), ("cost USD", "estimated_cost_usd", "{:.4f}"),
+           *((name, name, "{:.4f}") for name in COMPARED_METRICS))
+TEXT_COLUMNS = ("job_name", "mode", "instance_type", "status", "spot")  # left-aligned; the others right
+COST_ESTIMATE_NOTE = ("~ a local run: the cost of its wall time on the emulated instance type at on-demand prices "
+                      "(nothing was billed)")
 
 
 def as_records(data, source: str, prices: PriceTable | None = None) -> list[dict]:
-    """Whatever `--compare` accepts, already parsed → run records: a run record (returned as it is,
-    `val_acc`/`test_acc` filled from its final metrics), a local job's summary.json, or a tuning
-    result (a record per trial). `source` names the data in errors (`--compare runs/x.json`)."""
+    """Whatever `--compare` accepts, parsed → run records: a run record (`val_acc`/`test_acc` filled from its final
+    metrics), a local job's summary.json, or a tuning result (a record per trial); `source` names it in errors."""
     from launch.jobs import prices as price_tables
 
     table = prices if prices is not None else price_tables.load()
@@ -51,61 +44,52 @@ def as_records(data, source: str, prices: PriceTable | None = None) -> list[dict
     raise UsageError(f"{source}: not a run record (runs/*.json), a local job's summary.json or a tuning result")
 
 
-def expand(paths, flag: str = "--compare") -> list[Path]:
+def expand(paths) -> list[Path]:
     """Files as given; a name with * ? or [ that is no file is a pattern, expanded in sorted order."""
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
     files = []
-    for name in paths:
-        text = str(name)
+    for text in map(str, [paths] if isinstance(paths, (str, Path)) else paths):
         if any(c in text for c in "*?[") and not Path(text).exists():
             matched = sorted(glob.glob(text))
             if not matched:
-                raise UsageError(f"{flag} {text}: no file matches")
-            files.extend(Path(m) for m in matched)
+                raise UsageError(f"--compare {text}: no file matches")
+            files.extend(map(Path, matched))
         else:
             files.append(Path(text))
     return files
 
 
-def load_runs(paths, prices: PriceTable | None = None, flag: str = "--compare") -> list[dict]:
+def load_runs(paths, prices: PriceTable | None = None) -> list[dict]:
     """The run records in `paths` (runs/*.json, jobs/<job>/summary.json, tuning results), in order."""
-    files = expand(paths, flag)
+    files = expand(paths)
     if not files:
-        raise UsageError(f"{flag} needs run files, e.g. {flag} runs/*.json")
+        raise UsageError("--compare needs run files, e.g. --compare runs/*.json")
     records = []
     for path in files:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise UsageError(f"{flag} {path}: no such file") from None
+            raise UsageError(f"--compare {path}: no such file") from None
         except IsADirectoryError:
-            raise UsageError(f"{flag} {path}: is a folder; give its JSON files") from None
+            raise UsageError(f"--compare {path}: is a folder; give its JSON files") from None
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise UsageError(f"{flag} {path}: not valid JSON ({exc})") from None
+            raise UsageError(f"--compare {path}: not valid JSON ({exc})") from None
         except OSError as exc:
-            raise UsageError(f"{flag} {path}: cannot be read: {exc.strerror or exc}") from None
-        found = as_records(data, f"{flag} {path}", prices)
+            raise UsageError(f"--compare {path}: cannot be read: {exc.strerror or exc}") from None
+        found = as_records(data, f"--compare {path}", prices)
         if not found:
-            raise UsageError(f"{flag} {path}: holds no runs (a tuning result with no trials)")
+            raise UsageError(f"--compare {path}: holds no runs (a tuning result with no trials)")
         records.extend(found)
     return distinct(records)
 
 
-def _identity(record: dict):
-    """The run a record describes: a tuning result's row names its trial's training job, which the
-    trial's own record (runs/<tuning>-<n>.json) calls `job_name`; a local job's summary.json and its
-    runs/<job>.json share the job name."""
-    return record.get("training_job_name") or record.get("job_name")
-
-
 def distinct(records: list[dict]) -> list[dict]:
-    """Each run once, at its first place: `runs/*.json jobs/*/summary.json tuning/*/tuning.json`
-    describes most runs twice. A later record of the same run fills the columns the first left empty."""
+    """Each run once, at its first place (`runs/*.json jobs/*/summary.json tuning/*/tuning.json` names most
+    twice), a later record of it filling the columns the first left empty. A run is known by its job name; a
+    tuning result's row calls its trial's training job `training_job_name`."""
     kept: dict = {}
     rows = []
     for record in records:
-        key = _identity(record)
+        key = record.get("training_job_name") or record.get("job_name")
         if key is None:
             rows.append(record)
         elif key in kept:
@@ -117,29 +101,23 @@ def distinct(records: list[dict]) -> list[dict]:
     return rows
 
 
-COST_ESTIMATE_NOTE = ("~ a local run: the cost of its wall time on the emulated instance type at on-demand prices "
-                      "(nothing was billed)")
-
-
-def _cell(record: dict, key: str, pattern: str) -> str:
-    if key == "estimated_cost_usd" and record.get(key) is None and record.get("emulated_cost_usd") is not None:
-        return "~" + fmt(record["emulated_cost_usd"], pattern)
-    return fmt(record.get(key), pattern)
+def _estimated(record: dict) -> bool:
+    """Billed nothing, with an emulated cost (a local run): shown as `~` that cost."""
+    return record.get("estimated_cost_usd") is None and record.get("emulated_cost_usd") is not None
 
 
 def compare_table(records: list[dict]) -> str:
     """One aligned text table, a row per run, in the order given."""
     header = [title for title, _, _ in COLUMNS]
-    rows = [[_cell(r, key, pattern) for _, key, pattern in COLUMNS] for r in records]
+    rows = [["~" + fmt(r["emulated_cost_usd"], pattern) if key == "estimated_cost_usd" and _estimated(r)
+             else fmt(r.get(key), pattern) for _, key, pattern in COLUMNS] for r in records]
     widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(header)]
-    text = {"job_name", "mode", "instance_type", "status", "spot"}
-    numeric = {i for i, (_, key, _) in enumerate(COLUMNS) if key not in text}
 
     def line(cells):
-        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(c.ljust(w) if key in TEXT_COLUMNS else c.rjust(w)
+                         for c, w, (_, key, _) in zip(cells, widths, COLUMNS))
 
     lines = [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
-    cost = [title for title, key, _ in COLUMNS].index("cost USD")
-    if any(row[cost].startswith("~") for row in rows):
+    if any(map(_estimated, records)):
         lines.append(COST_ESTIMATE_NOTE)
     return "\n".join(lines)

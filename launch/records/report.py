@@ -1,27 +1,12 @@
-"""After a job: the run record (status, times, cost, artifact, final metrics), `runs/<job>.json`,
-as one shape for every run.
-
-One record shape serves every run, with `mode` saying where it ran:
-
-* `"sagemaker"` — `summarize` of DescribeTrainingJob;
-* `"local"` — `local_record` of the emulator's `jobs/<job>/summary.json` (`--local`);
-* `"slurm"` — `launch.jobs.slurm.record` of a SLURM job (`launch/slurm.py`);
-* `"tuning"` — one record per trial of a tuning result file (`tuning_records`).
-
-Its keys are `KEYS` (`final_metrics` is {name: value}, and each of `COMPARED_METRICS` is also at the
-top level), then the mode's own (`new_record` builds every record).
+"""The run record (status, times, cost, artifact, final metrics), `runs/<job>.json`: one shape (`KEYS`, then
+its mode's own) for every run, `mode` saying where it ran: `"sagemaker"` (`summarize`), `"local"`
+(`local_record`), `"slurm"` (`launch.jobs.slurm.record`) or `"tuning"` (`tuning_records`).
 
 DescribeTrainingJob's `BillableTimeInSeconds` is per instance; what is billed is that × the instance
-count (`billable_instance_seconds`, the figure the SDK's "Billable seconds:" log line prints).
-Cost = billable instance-seconds × on-demand hourly price / 3600 (see `prices`).
-Spot saving = 1 − billable / training seconds, the formula AWS documents.
-
-A local run is billed nothing: its `estimated_cost_usd` and billable seconds are None. Its
-`emulated_cost_usd` is what its wall time on this machine would cost on the emulated instance type
-(wall seconds × instances × on-demand price): a rough guide, since this machine is not that
-instance; the table shows it as `~0.0012` and says so under the table.
-
-Reading records back and comparing them: `launch.records.compare`.
+count (`billable_instance_seconds`, the figure of the SDK's "Billable seconds:" log line). Cost =
+billable instance-seconds × on-demand hourly price / 3600; spot saving = 1 − billable / training
+seconds, the formula AWS documents. A local run is billed nothing: its `emulated_cost_usd` is what
+its wall time would cost on the emulated instance type (a rough guide; tables show it as `~0.0012`).
 """
 
 from __future__ import annotations
@@ -34,9 +19,9 @@ from pathlib import Path
 from launch.jobs.prices import PriceTable
 from titanic_lightning.contracts import COMPARED_METRICS, FINAL_LINE
 from titanic_lightning.errors import UsageError
+from titanic_lightning.io.outputs import writing
 
 MODES = ("sagemaker", "local", "slurm", "tuning")
-# The keys every record has, in this order (a mode's own keys follow them).
 KEYS = ("mode", "job_name", "status", "failure_reason", "instance_type", "instance_count", "spot", "training_seconds",
         "billable_seconds", "billable_instance_seconds", "spot_saving_percent", "wall_seconds", "usd_per_hour",
         "estimated_cost_usd", "emulated_cost_usd", "prices_as_of", "model_artifact", "final_metrics",
@@ -44,9 +29,8 @@ KEYS = ("mode", "job_name", "status", "failure_reason", "instance_type", "instan
 
 
 def new_record(final: dict, prices: PriceTable | None = None, **values) -> dict:
-    """A run record: every key of `KEYS` (None unless given), the final metrics `final` with each
-    of `COMPARED_METRICS` at the top level, the hourly price of its instance type from `prices`,
-    and `values`' other keys after them."""
+    """A run record: every key of `KEYS` (None unless given), the final metrics `final` (each of `COMPARED_METRICS`
+    also at the top level), the hourly price of its instance type from `prices`, and `values`' other keys after."""
     record = dict.fromkeys(KEYS)
     if prices is not None:
         instance_type = values.get("instance_type")
@@ -56,32 +40,25 @@ def new_record(final: dict, prices: PriceTable | None = None, **values) -> dict:
     return record
 
 
-def _seconds(start, end) -> float | None:
-    if isinstance(start, datetime) and isinstance(end, datetime):
-        return round((end - start).total_seconds(), 1)
-    return None
-
-
 def summarize(description: dict, prices: PriceTable, wall_seconds: float | None) -> dict:
     """A describe_training_job answer → the run record printed and saved."""
     resources = description.get("ResourceConfig", {})
     instance_type = resources.get("InstanceType")
     count = int(resources.get("InstanceCount") or 1)
     training = description.get("TrainingTimeInSeconds")
-    billable = description.get("BillableTimeInSeconds")
+    billable = description.get("BillableTimeInSeconds")  # per instance
     spot = bool(description.get("EnableManagedSpotTraining"))
-    saving = None
-    if spot and training and billable is not None:
-        saving = round(100.0 * (1.0 - billable / training), 1)
-    metrics = {m["MetricName"]: m["Value"] for m in description.get("FinalMetricDataList", []) or []}
+    saving = round(100.0 * (1.0 - billable / training), 1) if spot and training and billable is not None else None
+    start, end = description.get("CreationTime"), description.get("TrainingEndTime")
+    if wall_seconds is None and isinstance(start, datetime) and isinstance(end, datetime):
+        wall_seconds = round((end - start).total_seconds(), 1)
     return new_record(
-        metrics, prices, mode="sagemaker", job_name=description.get("TrainingJobName"),
-        status=description.get("TrainingJobStatus"), failure_reason=description.get("FailureReason"),
-        instance_type=instance_type, instance_count=count, spot=spot, training_seconds=training,
-        billable_seconds=billable,  # per instance, as DescribeTrainingJob reports it
-        billable_instance_seconds=billable * count if billable is not None else None, spot_saving_percent=saving,
-        wall_seconds=wall_seconds if wall_seconds is not None else _seconds(
-            description.get("CreationTime"), description.get("TrainingEndTime")),
+        {m["MetricName"]: m["Value"] for m in description.get("FinalMetricDataList", []) or []}, prices,
+        mode="sagemaker", job_name=description.get("TrainingJobName"), status=description.get("TrainingJobStatus"),
+        failure_reason=description.get("FailureReason"), instance_type=instance_type, instance_count=count, spot=spot,
+        training_seconds=training, billable_seconds=billable,
+        billable_instance_seconds=billable * count if billable is not None else None,
+        spot_saving_percent=saving, wall_seconds=wall_seconds,
         estimated_cost_usd=prices.job_cost(instance_type, count, billable) if instance_type else None,
         model_artifact=(description.get("ModelArtifacts") or {}).get("S3ModelArtifacts"))
 
@@ -100,22 +77,20 @@ def human(record: dict) -> str:
     lines += [f"  wall time:        {fmt(record['wall_seconds'], '{:.1f}')} s",
               f"  training time:    {fmt(record['training_seconds'], '{:.1f}' if slurm else '{:.0f}')} s"]
     if not slurm:
+        if record.get("estimated_cost_usd") is None and record.get("emulated_cost_usd") is not None:
+            cost = (f"nothing billed; ~{fmt(record['emulated_cost_usd'], '${:.4f}')} for this wall time on "
+                    f"{record['instance_count']} x {record['instance_type']}")
+        else:
+            cost = fmt(record.get("estimated_cost_usd"), "${:.4f}")
         lines += [
             f"  billable time:    {fmt(record['billable_seconds'], '{:.0f}')} s per instance, "
             f"{fmt(record.get('billable_instance_seconds'), '{:.0f}')} instance-seconds billed"
             + (f" (spot saving {record['spot_saving_percent']}%)" if record.get("spot_saving_percent") is not None else ""),
-            f"  estimated cost:   {_cost(record)} (on-demand prices as of {record['prices_as_of']})"]
+            f"  estimated cost:   {cost} (on-demand prices as of {record['prices_as_of']})"]
     lines += [f"  model artifact:   {record['model_artifact']}",
               "  final metrics:    " + (", ".join(f"{k}={v:.4f}" for k, v in sorted(record["final_metrics"].items()))
                                         or "-")]
     return "\n".join(lines)
-
-
-def _cost(record: dict) -> str:
-    if record.get("estimated_cost_usd") is None and record.get("emulated_cost_usd") is not None:
-        return (f"nothing billed; ~{fmt(record['emulated_cost_usd'], '${:.4f}')} for this wall time on "
-                f"{record['instance_count']} x {record['instance_type']}")
-    return fmt(record.get("estimated_cost_usd"), "${:.4f}")
 
 
 def fmt(value, pattern: str) -> str:
@@ -128,11 +103,7 @@ def fmt(value, pattern: str) -> str:
 
 
 def save(record: dict, runs_dir: Path) -> Path:
-    """Write runs/<job>.json whole (temp file, then rename), never over a file that is not a record
-    this project wrote there (see `titanic_lightning.io.outputs`); another launch saving into the
-    folder at the same moment is waited for."""
-    from titanic_lightning.io.outputs import writing
-
+    """Write runs/<job>.json whole, never over a file this project did not write (`titanic_lightning.io.outputs`)."""
     name = f"{record['job_name']}.json"
     with writing(runs_dir, [name], "--runs-dir", "record", wait_s=60) as files:
         return files.write_text(name, json.dumps(record, indent=2, default=str) + "\n")
@@ -149,32 +120,23 @@ def _emulated_cost(prices: PriceTable, instance_type, count, wall_seconds) -> fl
 
 
 def local_record(summary: dict, prices: PriceTable) -> dict:
-    """The emulator's summary (`jobs/<job>/summary.json`) → the run record, `mode` "local".
-
-    The hosts' wall time stands for both the wall and the training seconds; nothing is billed.
-    """
+    """The emulator's summary (`jobs/<job>/summary.json`) → the run record, `mode` "local"; the hosts'
+    wall time stands for both the wall and the training seconds, and nothing is billed."""
     metrics = summary.get("metrics") if isinstance(summary.get("metrics"), dict) else {}
-    final = {name: metrics[name] for name in FINAL_LINE if _number(metrics.get(name))}
     instance_type, wall = summary.get("instance_type"), summary.get("wall_seconds")
     count = summary.get("instance_count") or 1
     return new_record(
-        final, prices, mode="local", job_name=summary.get("job_name"), status=summary.get("status"),
-        failure_reason=summary.get("failure_reason"), instance_type=instance_type, instance_count=count,
-        spot=bool(summary.get("spot")), training_seconds=wall, wall_seconds=wall,
-        emulated_cost_usd=_emulated_cost(prices, instance_type, count, wall),  # nothing was billed
+        {name: metrics[name] for name in FINAL_LINE if _number(metrics.get(name))}, prices, mode="local",
+        job_name=summary.get("job_name"), status=summary.get("status"), failure_reason=summary.get("failure_reason"),
+        instance_type=instance_type, instance_count=count, spot=bool(summary.get("spot")), training_seconds=wall,
+        wall_seconds=wall, emulated_cost_usd=_emulated_cost(prices, instance_type, count, wall),
         model_artifact=summary.get("model_artifact"), job_dir=summary.get("job_dir"),
         hyperparameters=summary.get("hyperparameters"))
 
 
-def tuning_records(result: dict, prices: PriceTable, source: str = "tuning result") -> list[dict]:
-    """A tuning result (`tuning_job`, `objective`, `trials`, `best`, `wall_seconds`) → one record per
-    trial, named `<tuning_job>/trial-<n>`, `mode` "tuning".
-
-    A trial may carry `job_name` (its training job), `test_acc`, `instance_type`, `instance_count`,
-    `billable_seconds` (per instance), `estimated_cost_usd`, `model_artifact` and `mode` ("local" or
-    "sagemaker", else the result's own `mode`); a local trial's `emulated_cost_usd` is computed as
-    for a local run.
-    """
+def tuning_records(result: dict, prices: PriceTable, source: str) -> list[dict]:
+    """A tuning result (`launch.tuning.result`) → a record per trial, `<tuning_job>/trial-<n>`, `mode` "tuning";
+    a trial that ran here (its `mode`, else the result's, is "local") gets an `emulated_cost_usd` as a local run."""
     trials = result.get("trials")
     if not isinstance(trials, list) or not all(isinstance(t, dict) and "trial" in t for t in trials):
         raise UsageError(f"{source}: `trials` is not a list of objects with a `trial` number")
@@ -182,10 +144,10 @@ def tuning_records(result: dict, prices: PriceTable, source: str = "tuning resul
     for trial in trials:
         instance_type, count = trial.get("instance_type"), trial.get("instance_count") or 1
         billable, wall = trial.get("billable_seconds"), trial.get("wall_seconds")
-        final = {name: trial[name] for name in (*FINAL_LINE, "val_loss") if _number(trial.get(name))}
         ran_here = (trial.get("mode") or result.get("mode")) == "local"
         records.append(new_record(
-            final, prices, mode="tuning", job_name=f"{result.get('tuning_job')}/trial-{trial['trial']}",
+            {name: trial[name] for name in (*FINAL_LINE, "val_loss") if _number(trial.get(name))}, prices,
+            mode="tuning", job_name=f"{result.get('tuning_job')}/trial-{trial['trial']}",
             status=trial.get("status"), failure_reason=trial.get("failure_reason"), instance_type=instance_type,
             instance_count=trial.get("instance_count"), spot=trial.get("spot"),
             training_seconds=trial.get("training_seconds"), billable_seconds=billable,

@@ -1,23 +1,16 @@
 """Tuning as Python functions that return a `Tuning`: the search here (Optuna) or a SageMaker tuning
-job, and the tuning request as `tune.py --dry-run` prints it. `python launch/tune.py` is a command
-line over the same functions; `import launch` gives them as `launch.tune_local`, `launch.tune_sagemaker`
-and `launch.tuning_request`.
+job, and the tuning request as `tune.py --dry-run` prints it; `import launch` gives them as
+`launch.tune_local`, `launch.tune_sagemaker` and `launch.tuning_request`.
 
-    import launch
-
-    tuned = launch.tune_local({"learning_rate": (1e-4, 1e-1, "log"), "hidden_sizes": [[32], [64, 32]]},
-                              trials=4, parallel=2, hyperparameters={"epochs": 30})
-    tuned.status, tuned.best, tuned.best_model, tuned.picture   # tuning.png
-    print(tuned.table)
+    tuned = launch.tune_local({"learning_rate": (1e-4, 1e-1, "log")}, trials=4, parallel=2, hyperparameters={"epochs": 30})
+    print(tuned.table, tuned.status, tuned.best, tuned.best_model, tuned.picture)  # picture: tuning.png
     spec = launch.job_spec(spot=True, hyperparameters={"epochs": 100})
     launch.tuning_request(spec, max_jobs=20)                     # the request as a dict; no AWS call
     launch.tune_sagemaker(spec, max_jobs=20, max_parallel_jobs=3)  # on AWS
 
-`ranges` is the search space: None for the default space (`launch.tuning.space.DEFAULT_SPACE`, less the
-flags fixed in `hyperparameters`), `--range` strings (`["learning_rate=0.0001:0.1:log"]`), or a dict
-of flag name to `(low, high)`, `(low, high, "log")`, a list of two or more categories, or the
-`--range` text after the `=`. A mistake raises `UsageError` before anything starts, with the line
-the command line would print for the matching flag (`trials=0` → `--trials 0: must be at least 1`).
+`ranges`: None (the default space), `--range` strings, or a dict of flag name to `(low, high)`,
+`(low, high, "log")`, a list of categories or the `--range` text. The other options are `tune.py`'s
+flags by name; a mistake raises `UsageError` with the flag's line (`--trials 0: must be at least 1`).
 """
 
 from __future__ import annotations
@@ -30,24 +23,16 @@ from launch.jobs.prices import PriceTable
 from launch.jobs.spec import JobSpec
 from launch.options import check_type, hp_pairs, hp_value
 from launch.tuning import local
-from launch.tuning.space import DEFAULT_PRUNE_AFTER_TRIALS, SET_BY_TUNING, Plan, build_plan
+from launch.tuning import result as tuning_result
+from launch.tuning.space import DEFAULT_PRUNE_AFTER_TRIALS, SET_BY_TUNING, Plan, build_plan, number_text
 from titanic_lightning.errors import UsageError
-
-__all__ = ["Tuning", "tune_local", "tune_sagemaker", "tuning_request"]
-
-
-
-# --- the result ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, repr=False)
 class Tuning:
-    """A tuning, here (`mode` "local") or on SageMaker ("sagemaker").
-
-    `record` is its summary (the content of tuning.json, shape in `launch.tuning.result`); for a
-    SageMaker tuning job created without waiting it holds what is known yet (status "Submitted",
-    the uploads). `stop_signal` is the signal that stopped a local search (status "Stopped").
-    """
+    """A tuning, here (`mode` "local") or on SageMaker ("sagemaker"). `record` is its summary (tuning.json,
+    shape in `launch.tuning.result`), or, for a SageMaker tuning job created without waiting, what is known
+    yet (status "Submitted", the uploads). `stop_signal` is the signal that stopped a local search."""
 
     record: dict
     plan: Plan
@@ -71,65 +56,44 @@ class Tuning:
 
     @property
     def trials(self) -> list[dict]:
-        """Each trial: `trial`, `hyperparameters`, `status` (Completed/Pruned/Failed/Stopped), the metrics."""
         return list(self.record.get("trials") or [])
 
     @property
     def best(self) -> dict | None:
-        """The completed trial with the best objective: `trial`, `hyperparameters`, `val_loss`, `val_acc`,
-        `model_artifact`; None when none completed."""
+        """The completed trial with the best objective (None when none completed)."""
         return self.record.get("best")
 
     @property
     def best_model(self) -> Path | str | None:
-        """What `entry.predict --model` takes: the best trial's model folder here (a Path), its
-        model.tar.gz S3 URI on SageMaker (a str)."""
+        """What `entry.predict --model` takes: the best trial's model folder (a Path) or model.tar.gz S3 URI (a str)."""
         artifact = (self.best or {}).get("model_artifact")
-        if artifact is None or artifact.startswith("s3://"):
-            return artifact
-        return Path(artifact)
+        return Path(artifact) if artifact is not None and not artifact.startswith("s3://") else artifact
 
     @property
     def folder(self) -> Path | None:
-        """`out`/<name>/ (an absolute path): tuning.json, tuning.png and, here, trials/<n>/ (logs, the best model)."""
+        """`out`/<name>/ (absolute): tuning.json, tuning.png and, here, trials/<n>/ (logs, the best model)."""
         return Path(self.record["folder"]) if self.record.get("folder") else None
 
     @property
     def summary_path(self) -> Path | None:
-        from launch.tuning.result import SUMMARY_FILE
-
-        return self.folder / SUMMARY_FILE if self.folder else None
+        return self.folder / tuning_result.SUMMARY_FILE if self.folder else None
 
     @property
     def picture(self) -> Path | None:
         """tuning.png: the objective per trial with the best so far, and against each tuned flag."""
-        from launch.tuning.result import PICTURE_FILE
-
-        return self.folder / PICTURE_FILE if self.folder else None
+        return self.folder / tuning_result.PICTURE_FILE if self.folder else None
 
     @property
     def table(self) -> str:
-        """The trials sorted by the objective, best first, as the command prints them."""
-        from launch.tuning.result import table
-
+        """The trials, best first, as the command prints them."""
         if "trials" not in self.record:
             return f"tuning job {self.tuning_job}: {self.status}"
-        return table(self.record, self.plan)
+        return tuning_result.table(self.record, self.plan)
 
     def __str__(self) -> str:
         return self.table
 
-    def __repr__(self) -> str:  # a notebook shows the table
-        return self.table
-
-
-# --- checking the arguments ---------------------------------------------------------------------
-
-
-def _bound(value) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError
-    return str(value) if isinstance(value, int) else repr(float(value))
+    __repr__ = __str__  # a notebook shows the table
 
 
 def range_specs(function: str, ranges) -> list[str]:
@@ -155,11 +119,9 @@ def range_specs(function: str, ranges) -> list[str]:
         elif isinstance(value, tuple):
             if not (len(value) == 2 or len(value) == 3 and value[2] == "log"):
                 raise UsageError(f"{shown}: expected (low, high) or (low, high, \"log\")")
-            try:
-                bounds = [_bound(v) for v in value[:2]]
-            except TypeError:
-                raise UsageError(f"{shown}: the bounds must be numbers") from None
-            specs.append(f"{name}={':'.join(bounds)}{':log' if len(value) == 3 else ''}")
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value[:2]):
+                raise UsageError(f"{shown}: the bounds must be numbers")
+            specs.append(f"{name}={number_text(value[0])}:{number_text(value[1])}{':log' if len(value) == 3 else ''}")
         elif isinstance(value, list):
             categories = [hp_value(name, v) for v in value]
             if len(categories) < 2:
@@ -185,19 +147,13 @@ def static_hyperparameters(hp: list[str], strategy: str | None) -> dict[str, str
     return static
 
 
-def _check_search(function: str, search, objective, early_stopping, search_seed) -> None:
-    check_type(function, "search", search, (str,), "a string: bayesian, random, hyperband or grid")
-    check_type(function, "objective", objective, (str,), "a string: val_loss, val_acc or val_auroc")
-    check_type(function, "early_stopping", early_stopping, (bool,), "True or False")
-    check_type(function, "search_seed", search_seed, (int,), "an integer")
-
-
-def _check_paths(function: str, **paths) -> None:
+def _check(fn: str, search, objective, early_stopping, search_seed, **paths) -> None:
+    check_type(fn, "search", search, (str,), "a string: bayesian, random, hyperband or grid")
+    check_type(fn, "objective", objective, (str,), "a string: val_loss, val_acc or val_auroc")
+    check_type(fn, "early_stopping", early_stopping, (bool,), "True or False")
+    check_type(fn, "search_seed", search_seed, (int,), "an integer")
     for name, value in paths.items():
-        check_type(function, name, value, (str, Path), "a folder (str or Path)")
-
-
-# --- here -----------------------------------------------------------------------------------------
+        check_type(fn, name, value, (str, Path), "a folder (str or Path)")
 
 
 def tune_local(ranges=None, *, trials: int | None = None, parallel: int = 1, hyperparameters: dict | list | None = None,
@@ -205,27 +161,16 @@ def tune_local(ranges=None, *, trials: int | None = None, parallel: int = 1, hyp
                early_stopping: bool = True, search_seed: int = 1, prune_after_trials: int = DEFAULT_PRUNE_AFTER_TRIALS,
                timeout_s: float | None = None, keep_models: bool = False, data: str | Path = "data",
                out: str | Path = "tuning", runs_dir: str | Path = "runs") -> Tuning:
-    """The search on this machine, as `tune.py --local` runs it: each trial a `python -m entry.train`
-    process (Optuna's TPE sampler, random for its first max(2, min(10, trials // 3)) trials; median
-    pruning on the epoch lines, from epoch 5), `parallel` at a time.
-
-    `trials` defaults to 10 (a grid: every combination); `hyperparameters` are fixed for every trial
-    (`{"epochs": 30}`); no trial starts after `timeout_s`. Writes `out/<name>/` (tuning.json,
-    tuning.png, trials/<n>/) and records each trial in `runs_dir`; only the best trial's model is
-    kept unless `keep_models`. `data` is prepared from the Titanic CSV when it has no channels yet.
-    The trials are forked from a server Python's multiprocessing starts (`launch.jobs.warm`): a
-    script that calls this runs its code under `if __name__ == "__main__":`, as any multiprocessing
-    program does; a notebook needs nothing.
-    Ctrl-C (a notebook's interrupt) or SIGTERM stops the running trials: status "Stopped".
-    """
+    """The search here, as `tune.py --local` runs it (`launch.tuning.trials`), writing `out/<name>/` and a record
+    per trial in `runs_dir`. A script calling this runs its code under `if __name__ == "__main__":` (the trials
+    are forked from a multiprocessing server). Ctrl-C or SIGTERM stops the search: status "Stopped"."""
     fn = "tune_local"
     check_type(fn, "trials", trials, (int,), "an integer", optional=True)
     check_type(fn, "parallel", parallel, (int,), "an integer")
     check_type(fn, "prune_after_trials", prune_after_trials, (int,), "an integer")
     check_type(fn, "keep_models", keep_models, (bool,), "True or False")
     check_type(fn, "strategy", strategy, (str,), "a string", optional=True)
-    _check_search(fn, search, objective, early_stopping, search_seed)
-    _check_paths(fn, data=data, out=out, runs_dir=runs_dir)
+    _check(fn, search, objective, early_stopping, search_seed, data=data, out=out, runs_dir=runs_dir)
     if timeout_s is not None:
         check_type(fn, "timeout_s", timeout_s, (int, float), "a number of seconds")
         if not math.isfinite(timeout_s) or timeout_s <= 0:
@@ -233,26 +178,22 @@ def tune_local(ranges=None, *, trials: int | None = None, parallel: int = 1, hyp
     specs = range_specs(fn, ranges)
     static = static_hyperparameters(hp_pairs(fn, hyperparameters), strategy)
     plan = local.local_plan(specs, static, search=search, objective=objective, trials=trials, parallel=parallel,
-                      early_stopping=early_stopping, seed=search_seed, prune_after_trials=prune_after_trials)
+                            early_stopping=early_stopping, seed=search_seed, prune_after_trials=prune_after_trials)
     # `out` made absolute: the summary's folder then still names it after the caller changes folder.
     result, stop_signal = local.search_here(plan, Path(data), Path(out).absolute(), Path(runs_dir), timeout_s=timeout_s,
-                                      keep_models=keep_models)
+                                            keep_models=keep_models)
     return Tuning(record=result, plan=plan, stop_signal=stop_signal)
 
 
-# --- on SageMaker ---------------------------------------------------------------------------------
-
-
 def _sagemaker_plan(fn: str, spec, ranges, max_jobs, max_parallel_jobs, search, objective, early_stopping,
-                    search_seed) -> tuple[JobSpec, Plan]:
+                    search_seed, **paths) -> Plan:
     if not isinstance(spec, JobSpec):
         raise UsageError(f"{fn}: expected a JobSpec from launch.job_spec(...), got {type(spec).__name__}")
     check_type(fn, "max_jobs", max_jobs, (int,), "an integer", optional=True)
     check_type(fn, "max_parallel_jobs", max_parallel_jobs, (int,), "an integer")
-    _check_search(fn, search, objective, early_stopping, search_seed)
-    specs = range_specs(fn, ranges)
-    return spec, build_plan(specs, spec.hyperparameters, search=search, objective=objective, max_jobs=max_jobs,
-                            max_parallel=max_parallel_jobs, early_stopping=early_stopping, seed=search_seed)
+    _check(fn, search, objective, early_stopping, search_seed, **paths)
+    return build_plan(range_specs(fn, ranges), spec.hyperparameters, search=search, objective=objective,
+                      max_jobs=max_jobs, max_parallel=max_parallel_jobs, early_stopping=early_stopping, seed=search_seed)
 
 
 def tuning_request(spec: JobSpec, ranges=None, *, max_jobs: int | None = None, max_parallel_jobs: int = 1,
@@ -263,8 +204,8 @@ def tuning_request(spec: JobSpec, ranges=None, *, max_jobs: int | None = None, m
     from launch.jobs import prices as price_tables
     from launch.tuning import tuner
 
-    spec, plan = _sagemaker_plan("tuning_request", spec, ranges, max_jobs, max_parallel_jobs, search, objective,
-                                 early_stopping, search_seed)
+    plan = _sagemaker_plan("tuning_request", spec, ranges, max_jobs, max_parallel_jobs, search, objective,
+                           early_stopping, search_seed)
     return tuner.describe(spec, plan, price_tables.table(prices).hourly(spec.instance_type))
 
 
@@ -272,20 +213,15 @@ def tune_sagemaker(spec: JobSpec, ranges=None, *, max_jobs: int | None = None, m
                    search: str = "bayesian", objective: str = "val_loss", early_stopping: bool = True,
                    search_seed: int = 1, wait: bool = True, data: str | Path = "data", out: str | Path = "tuning",
                    runs_dir: str | Path = "runs", prices: PriceTable | str | Path | None = None) -> Tuning:
-    """A SageMaker tuning job (the SDK's HyperparameterTuner) around the training job `spec` describes,
-    in its region (needs AWS credentials, a role and a bucket: the spec's, else $SAGEMAKER_ROLE / the
-    session's default bucket). `max_jobs` defaults to 10 (a grid: every combination).
-
-    With `wait`, follow it to its end, record each training job in `runs_dir` and write
-    `out/<name>/` (tuning.json, tuning.png); without, return at once with status "Submitted".
-    """
-    fn = "tune_sagemaker"
-    check_type(fn, "wait", wait, (bool,), "True or False")
-    _check_paths(fn, data=data, out=out, runs_dir=runs_dir)
-    spec, plan = _sagemaker_plan(fn, spec, ranges, max_jobs, max_parallel_jobs, search, objective, early_stopping,
-                                 search_seed)
+    """A SageMaker tuning job around the training job `spec` describes (role and bucket: the spec's, else
+    $SAGEMAKER_ROLE / the session's default bucket). With `wait`, followed to its end, each training job recorded
+    in `runs_dir` and `out/<name>/` written; without, returned at once with status "Submitted"."""
     from launch.tuning.tuner import search_sagemaker
 
-    result = search_sagemaker(spec, plan, Path(data), Path(out).absolute(), Path(runs_dir), prices, wait=wait,
+    fn = "tune_sagemaker"
+    check_type(fn, "wait", wait, (bool,), "True or False")
+    plan = _sagemaker_plan(fn, spec, ranges, max_jobs, max_parallel_jobs, search, objective, early_stopping,
+                           search_seed, data=data, out=out, runs_dir=runs_dir)
+    result = search_sagemaker(spec, plan, Path(data), Path(out).absolute(), Path(runs_dir), prices, follow=wait,
                               role_flag=spec.role, region_flag=spec.region)
     return Tuning(record=result, plan=plan)

@@ -18,8 +18,10 @@ from launch.tuning import trials
 from launch.tuning.space import DEFAULT_TRIALS, Plan, build_plan, grid_size
 from launch.tuning.trials import COMPLETED, PRUNED, Trial
 from titanic_lightning.errors import UsageError
-from titanic_lightning.io.clean import record_made
-from titanic_lightning.io.outputs import RECORD, check_folder, owned
+from titanic_lightning.io.clean import record_made, remove_owned
+from titanic_lightning.io.outputs import check_folder
+
+LOCAL = "local"  # a trial's instance type: a plain process on this machine, not an emulated instance
 
 
 def local_plan(specs: list[str], static: dict[str, str], *, search: str, objective: str, trials: int | None,
@@ -49,7 +51,7 @@ def search_here(plan: Plan, data: Path, out: Path, runs_dir: Path, timeout_s: fl
             f"{count} trial(s), {plan.max_parallel} at a time; trials in {folder}")
         started = time.perf_counter()
         done = trials.search(plan, data_dir, folder, trials=count, parallel=plan.max_parallel, timeout_s=timeout_s,
-                             stop=stop, on_trial_end=lambda t: trial_record(t, name, runs_dir, save=True))
+                             stop=stop, on_trial_end=lambda t: save_record(t, name, runs_dir))
         result = finish_local(name, plan, done, folder, runs_dir, round(time.perf_counter() - started, 1),
                               stopped=stop.signal is not None, keep_models=keep_models)
         tuning_result.write(folder, result, plan)
@@ -58,48 +60,34 @@ def search_here(plan: Plan, data: Path, out: Path, runs_dir: Path, timeout_s: fl
     return result, stop.signal
 
 
-# A trial here runs as a plain process on this machine, not as an emulated instance.
-LOCAL = "local"
-
-
-def trial_record(trial: Trial, tuning_name: str, runs_dir: Path, save: bool) -> dict:
-    """The trial as a run record (the shape of `launch.records.report.summarize`, plus the tuning's fields)."""
+def save_record(trial: Trial, tuning_name: str, runs_dir: Path) -> None:
+    """Save the trial's run record (the shape of `launch.records.report.summarize`, plus the tuning's fields)."""
     final = {k: v for k, v in trial.metrics.items() if k not in ("epoch", "best_epoch", "train_loss")}
-    record = report.new_record(
+    report.save(report.new_record(
         final, mode="tuning", job_name=f"{tuning_name}-{trial.number:03d}", status=trial.status,
         failure_reason=None if trial.status in (COMPLETED, PRUNED) else
         f"{trial.error or f'exit code {trial.exit_code}'}; see {trial.log_file}",
         instance_type=LOCAL, instance_count=1, spot=False, wall_seconds=trial.wall_seconds,
         model_artifact=trial.model_artifact,
         tuning_job=tuning_name, trial=trial.number, hyperparameters=dict(trial.hyperparameters),
-        epochs_reported=trial.epochs, log=str(trial.log_file))
-    if save:
-        report.save(record, runs_dir)
-    return record
+        epochs_reported=trial.epochs, log=str(trial.log_file)), runs_dir)
 
 
 def remove_model(model_dir: Path) -> None:
-    """Remove the files the trial's training wrote into `model_dir` (its record says which), then the
-    folders left empty; anything else stays."""
+    """Remove the files the trial's training wrote into `model_dir` (as `make clean` does), then empty folders."""
     if not model_dir.is_dir():
         return
-    for path in owned(model_dir, "--model_dir"):
-        path.unlink()
-    (model_dir / RECORD).unlink(missing_ok=True)
-    for folder in sorted((p for p in model_dir.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+    remove_owned(model_dir, "--model_dir")
+    for folder in sorted([model_dir, *(p for p in model_dir.rglob("*") if p.is_dir())], key=lambda p: -len(p.parts)):
         with contextlib.suppress(OSError):
             folder.rmdir()
-    with contextlib.suppress(OSError):
-        model_dir.rmdir()
 
 
 def finish_local(name: str, plan: Plan, done: list[Trial], folder: Path, runs_dir: Path, wall_seconds: float,
                  stopped: bool, keep_models: bool) -> dict:
-    """The summary of a local search; every model but the best one's removed (unless `keep_models`),
-    and the records of the trials whose model went updated."""
+    """The summary of a local search; every model but the best one's removed (unless `keep_models`), its record updated."""
     rows = [{"trial": t.number, "hyperparameters": t.hyperparameters, "status": t.status,
-             "val_loss": t.metrics.get("val_loss"), "val_acc": t.metrics.get("val_acc"),
-             "val_auroc": t.metrics.get("val_auroc"), "test_acc": t.metrics.get("test_acc"),
+             **{k: t.metrics.get(k) for k in ("val_loss", "val_acc", "val_auroc", "test_acc")},
              "wall_seconds": t.wall_seconds, "job_name": f"{name}-{t.number:03d}", "instance_type": LOCAL,
              "model_artifact": t.model_artifact}
             for t in done]
@@ -109,5 +97,5 @@ def finish_local(name: str, plan: Plan, done: list[Trial], folder: Path, runs_di
             if (best is None or t.number != best["trial"]) and row["model_artifact"] is not None:
                 remove_model(t.model_dir)
                 row["model_artifact"] = None
-                trial_record(t, name, runs_dir, save=True)
+                save_record(t, name, runs_dir)
     return tuning_result.summary(name, "local", plan, rows, wall_seconds, folder, stopped)

@@ -1,16 +1,9 @@
-"""The search space of a tuning: `--range` flags parsed and checked, and the default space.
+"""The search space of a tuning (the `--range` flags of `launch/tune.py`, or `DEFAULT_SPACE` less the
+flags fixed with `--hp`) and the `Plan` of the whole tuning, checked before anything starts.
 
-    --range NAME=LOW:HIGH        continuous for a float flag, integer for an integer flag
-    --range NAME=LOW:HIGH:log    the same, searched on a logarithmic scale (LOW above 0)
-    --range "NAME=A|B|C"         categorical: each value as `--hp NAME=A` would pass it
-
-NAME is a flag of `python -m entry.train`. Every value is checked before anything starts, with
-the entry's own parser and in the form the job's container hands it over (`checks.check_hyperparameter`):
-the bounds of a numeric range (every value in between then passes too, since each flag's type is
-an interval) and every category. SageMaker's limits on a range are checked here as well (at most
-30 categories of at most 256 characters, at most 30 ranges).
-
-Without `--range`, `DEFAULT_SPACE` is searched, less any flag given a fixed value with `--hp`.
+Every value is checked with the entry's own parser, in the form the job's container hands it over
+(`checks.check_hyperparameter`): a numeric range's bounds (each flag's type is an interval, so every
+value in between passes too) and every category; and SageMaker's limits on ranges.
 """
 
 from __future__ import annotations
@@ -24,22 +17,25 @@ from launch.jobs import checks
 from titanic_lightning.errors import UsageError
 
 # The default space: the optimiser's step size and regularisation, and the network's shape.
-DEFAULT_SPACE = (
-    "learning_rate=0.0001:0.1:log",
-    "batch_size=16:128",
-    "dropout=0.0:0.5",
-    "weight_decay=0.000001:0.01:log",
-    "hidden_sizes=[32]|[64, 32]|[128, 64]|[64, 64, 32]",
-)
-
+DEFAULT_SPACE = ("learning_rate=0.0001:0.1:log", "batch_size=16:128", "dropout=0.0:0.5", "weight_decay=0.000001:0.01:log",
+                 "hidden_sizes=[32]|[64, 32]|[128, 64]|[64, 64, 32]")
 # SageMaker's limits (ParameterValues, ParameterValue, ParameterRanges in the service model).
-MAX_CATEGORIES = 30
-MAX_VALUE_CHARS = 256
-MAX_RANGES = 30
+MAX_CATEGORIES, MAX_VALUE_CHARS, MAX_RANGES = 30, 256, 30
 # Flags whose values the tuning itself sets (where each trial reads its data and writes its model).
 SET_BY_TUNING = ("train", "val", "test", "csv", "preprocessing", "model_dir", "output_dir", "checkpoint_dir", "debug")
 
-CONTINUOUS, INTEGER, CATEGORICAL = "Continuous", "Integer", "Categorical"
+CONTINUOUS, INTEGER, CATEGORICAL = "Continuous", "Integer", "Categorical"  # SageMaker's kinds of range
+# The searches, with SageMaker's names for them (HyperParameterTuningJobStrategyType).
+STRATEGY_NAMES = {"bayesian": "Bayesian", "random": "Random", "hyperband": "Hyperband", "grid": "Grid"}
+OBJECTIVES = {"val_loss": "Minimize", "val_acc": "Maximize", "val_auroc": "Maximize"}
+DEFAULT_MAX_JOBS = 10  # training jobs without --max-jobs (a grid: every combination)
+DEFAULT_TRIALS = 10  # a local search's trials without --trials (a grid: every combination)
+DEFAULT_PRUNE_AFTER_TRIALS = 5  # trials that run to their end before the median pruner stops any
+# The median pruner looks at a trial from this epoch on: the first epochs' losses depend more on the
+# learning rate's start than on where the trial ends.
+PRUNE_WARMUP_EPOCHS = 5
+# Hyperband counts a trial's resource in epochs; SageMaker's MaxResource is at most this.
+HYPERBAND_MAX_EPOCHS = 20000
 
 
 @dataclass(frozen=True)
@@ -61,14 +57,11 @@ class Range:
         return {"Name": self.name, "MinValue": number_text(self.low), "MaxValue": number_text(self.high),
                 "ScalingType": "Logarithmic" if self.log else "Linear"}
 
-    def describe(self) -> str:
-        if self.kind == CATEGORICAL:
-            return "|".join(self.values)
-        return f"{number_text(self.low)}:{number_text(self.high)}{':log' if self.log else ''}"
-
 
 def number_text(value) -> str:
-    """A bound or a suggested value as a hyperparameter string: `3`, `0.001`, `1e-06`."""
+    """A bound or a suggested value as a hyperparameter string: `3`, `0.001`, `1e-06`; a string as it is."""
+    if isinstance(value, str):
+        return value
     return str(int(value)) if isinstance(value, int) and not isinstance(value, bool) else repr(float(value))
 
 
@@ -76,21 +69,11 @@ def flag_kind(name: str) -> str | None:
     """Integer or Continuous for a numeric flag of the entry, else None (categories only)."""
     from titanic_lightning.config import TrainConfig
 
-    hints = typing.get_type_hints(TrainConfig)
-    field = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
-    kinds = [t for t in (typing.get_args(hints[field.name]) if typing.get_origin(hints[field.name]) is typing.Union
-                         else (hints[field.name],)) if t is not type(None)]
+    hint = typing.get_type_hints(TrainConfig)[name]
+    kinds = [t for t in typing.get_args(hint) if t is not type(None)] if typing.get_origin(hint) is typing.Union else [hint]
     if len(kinds) != 1 or not isinstance(kinds[0], type) or issubclass(kinds[0], bool):
         return None
-    if issubclass(kinds[0], int):
-        return INTEGER
-    if issubclass(kinds[0], float):
-        return CONTINUOUS
-    return None
-
-
-def tunable_flags() -> list[str]:
-    return sorted(checks.entry_flags() - set(SET_BY_TUNING))
+    return INTEGER if issubclass(kinds[0], int) else CONTINUOUS if issubclass(kinds[0], float) else None
 
 
 def parse_range(spec: str) -> Range:
@@ -104,15 +87,14 @@ def parse_range(spec: str) -> Range:
     if name in SET_BY_TUNING:
         raise UsageError(f"{source}: {name!r} is set by the tuning itself, not tuned")
     if name not in checks.entry_flags():
-        raise UsageError(f"{source}: {name!r} is not a flag of entry/train.py; choose from {', '.join(tunable_flags())}")
-    if "|" in rest:
-        return _categorical(name, rest, source)
-    return _numeric(name, rest, source)
+        tunable = sorted(checks.entry_flags() - set(SET_BY_TUNING))
+        raise UsageError(f"{source}: {name!r} is not a flag of entry/train.py; choose from {', '.join(tunable)}")
+    return _categorical(name, rest, source) if "|" in rest else _numeric(name, rest, source)
 
 
 def _categorical(name: str, rest: str, source: str) -> Range:
     values = [v.strip() for v in rest.split("|")]
-    if any(v == "" for v in values):
+    if "" in values:
         raise UsageError(f"{source}: an empty category; separate values with | as in {name}=A|B")
     if len(set(values)) != len(values):
         raise UsageError(f"{source}: a category is given twice")
@@ -126,20 +108,20 @@ def _categorical(name: str, rest: str, source: str) -> Range:
 
 
 def _numeric(name: str, rest: str, source: str) -> Range:
-    parts = rest.split(":")
-    log = len(parts) == 3 and parts[2].strip() == "log"
-    if len(parts) not in (2, 3) or (len(parts) == 3 and not log):
+    parts = [p.strip() for p in rest.split(":")]
+    log = parts[2:] == ["log"]
+    if len(parts) != 2 and not log:
         raise UsageError(f"{source}: expected LOW:HIGH or LOW:HIGH:log, or categories A|B|C")
     kind = flag_kind(name)
     if kind is None:
         raise UsageError(f"{source}: {name} is not a numeric flag; give its values as categories, e.g. {name}=A|B")
     bounds = []
-    for text in (p.strip() for p in parts[:2]):
+    for text in parts[:2]:
         try:
             value = int(text) if kind == INTEGER else float(text)
         except ValueError:
-            what = ("an integer", "an integer") if kind == INTEGER else ("a number", "a real")
-            raise UsageError(f"{source}: {text!r} is not {what[0]} ({name} is {what[1]} flag)") from None
+            what = f"an integer ({name} is an integer" if kind == INTEGER else f"a number ({name} is a real"
+            raise UsageError(f"{source}: {text!r} is not {what} flag)") from None
         if not math.isfinite(value):
             raise UsageError(f"{source}: {text!r} is not a finite number")
         bounds.append(value)
@@ -148,22 +130,19 @@ def _numeric(name: str, rest: str, source: str) -> Range:
         raise UsageError(f"{source}: LOW must be below HIGH")
     if log and low <= 0:
         raise UsageError(f"{source}: a logarithmic range needs LOW above 0")
-    for bound in (low, high):
-        # The entry's parser, on the bound as a trial would receive it.
-        checks.check_hyperparameter(name, number_text(bound), f"{source} (bound {number_text(bound)})")
+    for bound in map(number_text, bounds):  # the entry's parser, on each bound as a trial would receive it
+        checks.check_hyperparameter(name, bound, f"{source} (bound {bound})")
     return Range(name=name, kind=kind, low=low, high=high, log=log, source=source)
 
 
 def parse_space(specs: list[str], static: dict[str, str]) -> list[Range]:
     """The `--range` flags (or the default space, less the flags fixed by `--hp`), checked."""
     if not specs:
-        return [r for r in (parse_range(s) for s in DEFAULT_SPACE) if r.name not in static]
+        return [r for r in map(parse_range, DEFAULT_SPACE) if r.name not in static]
     ranges = [parse_range(s) for s in specs]
-    seen: set[str] = set()
-    for r in ranges:
-        if r.name in seen:
+    for i, r in enumerate(ranges):
+        if any(r.name == earlier.name for earlier in ranges[:i]):
             raise UsageError(f"{r.source}: {r.name} is given more than one range")
-        seen.add(r.name)
         if r.name in static:
             raise UsageError(f"{r.source}: {r.name} also has a fixed value (--hp {r.name}={static[r.name]}); drop one")
     if len(ranges) > MAX_RANGES:
@@ -175,28 +154,10 @@ def grid_size(ranges: list[Range]) -> int:
     return math.prod(len(r.values) for r in ranges)
 
 
-SEARCHES = ("bayesian", "random", "hyperband", "grid")
-# SageMaker's names of the searches (HyperParameterTuningJobStrategyType).
-STRATEGY_NAMES = {"bayesian": "Bayesian", "random": "Random", "hyperband": "Hyperband", "grid": "Grid"}
-OBJECTIVES = {"val_loss": "Minimize", "val_acc": "Maximize", "val_auroc": "Maximize"}
-DEFAULT_MAX_JOBS = 10  # training jobs without --max-jobs (a grid: every combination)
-DEFAULT_TRIALS = 10  # a local search's trials without --trials (a grid: every combination)
-DEFAULT_PRUNE_AFTER_TRIALS = 5  # trials that run to their end before the median pruner stops any
-# The median pruner looks at a trial from this epoch on: the first epochs' losses depend more on the
-# learning rate's start than on where the trial ends.
-PRUNE_WARMUP_EPOCHS = 5
-
-
 def tpe_startup_trials(trials: int) -> int:
-    """Trials TPE samples at random before it models the results (a local Bayesian search).
-
-    A third of the trials, at least 2 and at most Optuna's default of 10: enough random points to
-    start a model from, and most of a small budget left to TPE (`--trials 10`: 3 random, then 7
-    TPE; Optuna's default would keep all 10 random).
-    """
+    """Trials a local Bayesian search samples at random before TPE models the results: a third, at least 2
+    and at most Optuna's default of 10 (`--trials 10`: 3 random, then 7 TPE; Optuna's default: all 10 random)."""
     return max(2, min(10, trials // 3))
-# Hyperband counts a trial's resource in epochs; SageMaker's MaxResource is at most this.
-HYPERBAND_MAX_EPOCHS = 20000
 
 
 @dataclass(frozen=True)
@@ -220,10 +181,9 @@ class Plan:
     @property
     def epochs(self) -> int:
         """The epochs each trial may run: the fixed `--hp epochs`, else the entry's default."""
-        from launch.jobs.checks import container_forms
         from titanic_lightning.config import TrainConfig
 
-        return int(container_forms(self.static["epochs"])[0]) if "epochs" in self.static else TrainConfig.epochs
+        return int(checks.container_forms(self.static["epochs"])[0]) if "epochs" in self.static else TrainConfig.epochs
 
     @property
     def early_stopping_type(self) -> str:
@@ -236,8 +196,8 @@ def build_plan(range_specs: list[str], static: dict[str, str], *, search: str = 
                prune_after_trials: int = DEFAULT_PRUNE_AFTER_TRIALS, jobs_flag: str = "--max-jobs",
                parallel_flag: str = "--max-parallel-jobs") -> Plan:
     """Check the tuning's options together (offline) and return the plan."""
-    if search not in SEARCHES:
-        raise UsageError(f"--search {search}: choose from {', '.join(SEARCHES)}")
+    if search not in STRATEGY_NAMES:
+        raise UsageError(f"--search {search}: choose from {', '.join(STRATEGY_NAMES)}")
     if objective not in OBJECTIVES:
         raise UsageError(f"--objective {objective}: choose from {', '.join(OBJECTIVES)}")
     ranges = parse_space(range_specs, static)
@@ -262,13 +222,13 @@ def build_plan(range_specs: list[str], static: dict[str, str], *, search: str = 
         max_jobs = DEFAULT_MAX_JOBS if max_jobs is None else max_jobs
         if max_jobs < 1:
             raise UsageError(f"{jobs_flag} {max_jobs}: must be at least 1")
+    plan = Plan(ranges=ranges, search=search, objective=objective, max_jobs=max_jobs, max_parallel=max_parallel,
+                early_stopping=early_stopping, seed=seed, static=dict(static), prune_after_trials=prune_after_trials)
     if search == "hyperband":
         if any(r.name == "epochs" for r in ranges):
             raise UsageError("--range epochs with --search hyperband: Hyperband decides how many epochs each trial "
                              "runs (up to --hp epochs); drop the range")
-        plan_epochs = Plan(ranges=ranges, static=static).epochs
-        if plan_epochs > HYPERBAND_MAX_EPOCHS:
-            raise UsageError(f"--hp epochs={plan_epochs} with --search hyperband: SageMaker's Hyperband runs at most "
+        if plan.epochs > HYPERBAND_MAX_EPOCHS:
+            raise UsageError(f"--hp epochs={plan.epochs} with --search hyperband: SageMaker's Hyperband runs at most "
                              f"{HYPERBAND_MAX_EPOCHS} epochs")
-    return Plan(ranges=ranges, search=search, objective=objective, max_jobs=max_jobs, max_parallel=max_parallel,
-                early_stopping=early_stopping, seed=seed, static=dict(static), prune_after_trials=prune_after_trials)
+    return plan

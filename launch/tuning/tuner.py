@@ -1,59 +1,36 @@
-"""A SageMaker hyperparameter tuning job around the training job `submit.py` builds.
+"""A SageMaker hyperparameter tuning job: the SDK's `HyperparameterTuner` around the ModelTrainer of
+`remote.build_trainer` (the training job `submit.py` builds). SageMaker scores a job by the last
+value of the objective it prints (the `final:` line's). Where the tuning request differs:
 
-The SDK's `sagemaker.train.tuner.HyperparameterTuner` wraps the ModelTrainer of `remote.build_trainer`
-(same image, instance type and count, distribution, data channels, static hyperparameters, metric
-definitions, spot and stopping condition, output path, tags). Its objective is one of the
-entry's metric lines, read by the same `METRIC_DEFINITIONS` regexes; the last value a job prints
-(the `final:` line's, on the best weights) is the one SageMaker scores it by.
-
-What the tuning request differs in, and why:
-
-* the code travels as a channel, `code`, as it does for a training job: the staged folder uploaded
-  by the SDK's `ModelTrainer.create_input_data_channel` to `s3://B/P/<base job name>/<tuning
-  name>/input/code`, under the prefix. The tuning API takes no container entry point, so a trial
-  runs the image's own toolkit, which copies the folder that `sagemaker_submit_directory` names
-  into /opt/ml/code, installs its requirements.txt and runs `sagemaker_program` there. That
-  hyperparameter names the channel's folder in the container (`/opt/ml/input/data/code`), never
-  an S3 URL: SageMaker itself delivers the channel, so a trial needs no network to get its code
-  (`--network-isolation`), and nothing is uploaded outside the prefix. (The SDK's own tuning path
-  for a `SourceCode` uploads a sourcedir.tar.gz outside the prefix and hands the container its S3
-  URL to download, so the trainer goes to the tuner without its `SourceCode`.) PYTHONPATH names
-  /opt/ml/code as well as the channel's folder;
-* no CheckpointConfig: a tuning job's definition gives every trial the same checkpoint URI, and a
-  trial would then find another trial's `last.ckpt`, which the entry refuses (other settings). A
-  spot trial that is interrupted retrains from its start;
+* the code is the `code` channel, uploaded under the prefix. The tuning API takes no entry point: a
+  trial runs the image's toolkit, which copies the folder `sagemaker_submit_directory` names (the
+  channel's, not an S3 URL: no network needed) into /opt/ml/code and runs `sagemaker_program`. (For a
+  `SourceCode` the SDK would upload a sourcedir.tar.gz outside the prefix: the tuner gets none);
+* no CheckpointConfig: every trial would get the same URI and find another trial's `last.ckpt`;
 * no TensorBoard output: the tuning API's job definition has no such field.
-
-Early stopping: `Auto` for Bayesian, random and grid search; Hyperband stops poor trials itself
-(after whole epochs, between `MinResource` 1 and `MaxResource` = the trials' epochs) and SageMaker
-requires `Off` with it. A grid takes categorical ranges only and runs every combination once (no
-MaxNumberOfTrainingJobs).
-
-Nothing here runs before `resolve_aws` has checked credentials, role and bucket, except
-`describe` (what `--dry-run` prints), which calls nothing.
+Nothing here calls AWS before `resolve_aws`; `describe` (what `--dry-run` prints) calls nothing.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from launch.console import log
 from launch.jobs import code
 from launch.jobs.spec import METRIC_DEFINITIONS, JobSpec
+from launch.records import report
 from launch.tuning.result import TUNING_BASE, tuning_name
-from launch.tuning.space import CATEGORICAL, CONTINUOUS, STRATEGY_NAMES, Plan
+from launch.tuning.space import CATEGORICAL, CONTINUOUS, STRATEGY_NAMES, Plan, grid_size
 
-# Where the image's toolkit copies the code channel, and the channel's own folder.
 TUNING_PYTHONPATH = f"/opt/ml/code:{code.CODE_DIR_IN_CONTAINER}"
 TUNING_JOB_PLACEHOLDER = "<tuning-job-name>"
-# The toolkit's hyperparameters for the script to run and the code to run it from: a folder in
-# the container, filled by SageMaker from the code channel.
+# The toolkit's hyperparameters for the script to run and the folder, filled from the code channel, to run it from.
 TRIAL_CODE = {"sagemaker_program": code.ENTRY_SCRIPT, "sagemaker_submit_directory": code.CODE_DIR_IN_CONTAINER}
 POLL_S = 30.0
-TERMINAL = ("Completed", "Failed", "Stopped")
+# How a training job of the tuning ended, in the summary's words: a job the tuner stopped early is Pruned.
+TRIAL_STATUS = {"Completed": "Completed", "Stopped": "Pruned", "Failed": "Failed"}
 
 
 def tuning_config(plan: Plan) -> dict:
@@ -80,10 +57,9 @@ def tuning_config(plan: Plan) -> dict:
 def describe(spec: JobSpec, plan: Plan, hourly_usd: float | None) -> dict:
     """What `--dry-run` prints: the tuning request as it would be created (offline)."""
     job = spec.describe(hourly_usd)
-    static = {**plan.static, **TRIAL_CODE}
     channels = {**spec.channels, code.CODE_CHANNEL: spec.job_input_s3_uri(TUNING_JOB_PLACEHOLDER, code.CODE_CHANNEL)}
     definition = {
-        "StaticHyperParameters": static,
+        "StaticHyperParameters": {**plan.static, **TRIAL_CODE},
         "AlgorithmSpecification": {"TrainingImage": job["image_uri"], "TrainingInputMode": "File",
                                    "MetricDefinitions": METRIC_DEFINITIONS},
         "RoleArn": job["role"],
@@ -97,7 +73,6 @@ def describe(spec: JobSpec, plan: Plan, hourly_usd: float | None) -> dict:
         **({"EnableNetworkIsolation": True} if spec.network_isolation else {}),
         "Environment": {"PYTHONPATH": TUNING_PYTHONPATH},
     }
-    jobs = plan.max_jobs if plan.max_jobs is not None else _grid_jobs(plan)
     return {
         "HyperParameterTuningJobName": TUNING_JOB_PLACEHOLDER,
         "HyperParameterTuningJobConfig": tuning_config(plan),
@@ -105,35 +80,13 @@ def describe(spec: JobSpec, plan: Plan, hourly_usd: float | None) -> dict:
         "Tags": [{"Key": k, "Value": v} for k, v in spec.tags.items()],
         "distributed": job["distributed"],
         "estimated_usd_per_hour_per_job": job["estimated_usd_per_hour"],
-        "training_jobs": jobs,
+        "training_jobs": plan.max_jobs if plan.max_jobs is not None else grid_size(plan.ranges),
         "region": spec.region,
     }
 
 
-def _grid_jobs(plan: Plan) -> int:
-    from launch.tuning.space import grid_size
-
-    return grid_size(plan.ranges)
-
-
-def parameter_ranges(plan: Plan) -> dict:
-    """The ranges as the SDK's parameter objects."""
-    from sagemaker.core.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
-
-    out = {}
-    for r in plan.ranges:
-        if r.kind == CATEGORICAL:
-            out[r.name] = CategoricalParameter(list(r.values))
-        else:
-            api = r.as_api()
-            kind = ContinuousParameter if r.kind == CONTINUOUS else IntegerParameter
-            out[r.name] = kind(api["MinValue"], api["MaxValue"], scaling_type=api["ScalingType"])
-    return out
-
-
 def trial_channels(trainer, spec: JobSpec, code_dir: Path, name: str) -> list:
-    """The trials' channels: the data (and wheels) as the training job has them, and `code_dir`
-    uploaded by the SDK as the `code` channel of the tuning `name`, under the prefix."""
+    """The training job's channels, and `code_dir` uploaded by the SDK as the `code` channel of the tuning `name`."""
     data = [trainer.create_input_data_channel(channel, uri) for channel, uri in spec.channels.items()]
     # The session puts its prefix (--prefix) before the key prefix given: `spec.job_input_s3_uri`.
     shipped = trainer.create_input_data_channel(code.CODE_CHANNEL, str(code_dir),
@@ -143,6 +96,7 @@ def trial_channels(trainer, spec: JobSpec, code_dir: Path, name: str) -> list:
 
 def build_tuner(trainer, plan: Plan):
     """The SDK's HyperparameterTuner around `trainer` (from `remote.build_trainer`), as the module says."""
+    from sagemaker.core.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
     from sagemaker.core.shapes import HyperbandStrategyConfig, HyperParameterTuningJobStrategyConfig
     from sagemaker.train.tuner import HyperparameterTuner
 
@@ -150,12 +104,17 @@ def build_tuner(trainer, plan: Plan):
     trainer.environment = {"PYTHONPATH": TUNING_PYTHONPATH}
     trainer.source_code = None  # the code goes as the `code` channel (`trial_channels`), run by TRIAL_CODE
     trainer.hyperparameters = {**(trainer.hyperparameters or {}), **TRIAL_CODE}
-    config = tuning_config(plan)
-    strategy_config = None
-    if plan.search == "hyperband":
-        band = config["StrategyConfig"]["HyperbandStrategyConfig"]
-        strategy_config = HyperParameterTuningJobStrategyConfig(hyperband_strategy_config=HyperbandStrategyConfig(
-            min_resource=band["MinResource"], max_resource=band["MaxResource"]))
+    strategy_config = HyperParameterTuningJobStrategyConfig(hyperband_strategy_config=HyperbandStrategyConfig(
+        min_resource=1, max_resource=plan.epochs)) if plan.search == "hyperband" else None
+    ranges = {}
+    for r in plan.ranges:
+        if r.kind == CATEGORICAL:
+            ranges[r.name] = CategoricalParameter(list(r.values))
+        else:
+            api = r.as_api()
+            kind = ContinuousParameter if r.kind == CONTINUOUS else IntegerParameter
+            ranges[r.name] = kind(api["MinValue"], api["MaxValue"], scaling_type=api["ScalingType"])
+
     class Tuner(HyperparameterTuner):
         # The SDK's tuner carries a ModelTrainer's VPC settings into the trials' definition but not
         # its network isolation: without this the trials would run with the network on.
@@ -166,46 +125,30 @@ def build_tuner(trainer, plan: Plan):
                 definition.enable_network_isolation = True
             return definition
 
-    return Tuner(
-        model_trainer=trainer,
-        objective_metric_name=plan.objective,
-        objective_type=plan.objective_type,
-        hyperparameter_ranges=parameter_ranges(plan),
-        metric_definitions=METRIC_DEFINITIONS,
-        strategy=config["Strategy"],
-        strategy_config=strategy_config,
-        max_jobs=plan.max_jobs,
-        max_parallel_jobs=plan.max_parallel,
-        early_stopping_type=plan.early_stopping_type,
-        random_seed=plan.seed,
-        base_tuning_job_name=TUNING_BASE,
-    )
+    return Tuner(model_trainer=trainer, objective_metric_name=plan.objective, objective_type=plan.objective_type,
+                 hyperparameter_ranges=ranges, metric_definitions=METRIC_DEFINITIONS,
+                 strategy=STRATEGY_NAMES[plan.search], strategy_config=strategy_config, max_jobs=plan.max_jobs,
+                 max_parallel_jobs=plan.max_parallel, early_stopping_type=plan.early_stopping_type,
+                 random_seed=plan.seed, base_tuning_job_name=TUNING_BASE)
 
 
-@dataclass
-class Submitted:
-    name: str
-    submitted_at: float
-    upload: dict
-
-
-def submit(aws, data_dir: Path, plan: Plan) -> Submitted:
-    """Upload the data channels and wheels (unchanged objects skipped), stage the code, create the tuning job."""
+def submit(aws, data_dir: Path, plan: Plan) -> tuple[str, float, dict]:
+    """Upload the data and wheels, stage the code, create the tuning job: (its name, start time, the uploads)."""
     from launch.jobs import remote
 
     upload = remote.upload_inputs(aws, data_dir)
-    name = tuning_name()
     with tempfile.TemporaryDirectory(prefix="titanic-code-") as tmp:
         staged = code.stage(Path(tmp), wheelhouse=aws.spec.uses_wheelhouse)
         trainer = remote.build_trainer(aws, staged)
+        name = tuning_name()
         channels = trial_channels(trainer, aws.spec, staged, name)
         tuner = build_tuner(trainer, plan)
         started = time.time()
         tuner.tune(inputs=channels, job_name=name, wait=False)
     name = tuner.latest_tuning_job.hyper_parameter_tuning_job_name
-    log(f"created tuning job {name}: {plan.search} search, up to {plan.max_jobs or _grid_jobs(plan)} training job(s), "
-        f"{plan.max_parallel} at a time")
-    return Submitted(name=name, submitted_at=started, upload=upload)
+    log(f"created tuning job {name}: {plan.search} search, up to {plan.max_jobs or grid_size(plan.ranges)} "
+        f"training job(s), {plan.max_parallel} at a time")
+    return name, started, upload
 
 
 def wait(sagemaker, name: str, poll_s: float = POLL_S) -> dict:
@@ -219,24 +162,16 @@ def wait(sagemaker, name: str, poll_s: float = POLL_S) -> dict:
         if line != last:
             log(line)
             last = line
-        if status in TERMINAL:
+        if status in ("Completed", "Failed", "Stopped"):
             return described
         time.sleep(poll_s)
 
 
-# How a training job of the tuning ended, in the summary's words: a job the tuner stopped early is Pruned.
-TRIAL_STATUS = {"Completed": "Completed", "Stopped": "Pruned", "Failed": "Failed"}
-
-
 def collect(sagemaker, described: dict, prices, out: Path, runs_dir: Path, wall_seconds: float) -> list[dict]:
     """Every training job of the tuning: its run record in `runs_dir`, and its row of the summary."""
-    from launch.records import report
-
     name = described["HyperParameterTuningJobName"]
-    summaries = []
-    for page in sagemaker.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job").paginate(
-            HyperParameterTuningJobName=name):
-        summaries += page["TrainingJobSummaries"]
+    paginator = sagemaker.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job")
+    summaries = [s for page in paginator.paginate(HyperParameterTuningJobName=name) for s in page["TrainingJobSummaries"]]
     summaries.sort(key=lambda s: (s.get("CreationTime") is None, s.get("CreationTime"), s["TrainingJobName"]))
     rows = []
     for number, job in enumerate(summaries):
@@ -246,39 +181,18 @@ def collect(sagemaker, described: dict, prices, out: Path, runs_dir: Path, wall_
         record.update(tuning_job=name, trial=number, hyperparameters=hyperparameters, status=status)
         report.save(record, runs_dir)
         metrics = record["final_metrics"]
-        rows.append({"trial": number, "training_job": job["TrainingJobName"], "hyperparameters": hyperparameters,
-                     "status": status, "val_loss": metrics.get("val_loss"), "val_acc": metrics.get("val_acc"),
-                     "val_auroc": metrics.get("val_auroc"), "test_acc": metrics.get("test_acc"),
-                     "wall_seconds": record["wall_seconds"], "job_name": job["TrainingJobName"],
-                     **{key: record[key] for key in ("instance_type", "instance_count", "training_seconds",
-                                                     "billable_seconds", "estimated_cost_usd")},
-                     "model_artifact": record["model_artifact"]})
+        rows.append({"trial": number, "training_job": job["TrainingJobName"], "job_name": job["TrainingJobName"],
+                     "hyperparameters": hyperparameters, "status": status,
+                     **{k: metrics.get(k) for k in ("val_loss", "val_acc", "val_auroc", "test_acc")},
+                     **{k: record[k] for k in ("wall_seconds", "instance_type", "instance_count", "training_seconds",
+                                               "billable_seconds", "estimated_cost_usd", "model_artifact")}})
     return rows
 
 
-def wait_and_collect(aws, submitted: Submitted, plan: Plan, prices, out: Path, runs_dir: Path) -> dict:
-    """Wait for the tuning job, record its trials, and return the summary (its folder `out/<name>`)."""
-    from launch.tuning import result as tuning_result
-
-    sagemaker = aws.boto_session.client("sagemaker")
-    described = wait(sagemaker, submitted.name)
-    wall = round(time.time() - submitted.submitted_at, 1)
-    rows = collect(sagemaker, described, prices, out, runs_dir, wall)
-    folder = out / submitted.name
-    folder.mkdir(parents=True, exist_ok=True)
-    result = tuning_result.summary(submitted.name, "sagemaker", plan, rows, wall, folder,
-                                   stopped=described["HyperParameterTuningJobStatus"] == "Stopped")
-    best_name = (described.get("BestTrainingJob") or {}).get("TrainingJobName")
-    if result["best"] is not None and best_name and best_name != result["best"].get("training_job"):
-        log(f"note: SageMaker's best training job is {best_name}; by the final {plan.objective} lines it is "
-            f"{result['best'].get('training_job')}")
-    return result
-
-
-def search_sagemaker(spec: JobSpec, plan: Plan, data: Path, out: Path, runs_dir: Path, prices, wait: bool,
+def search_sagemaker(spec: JobSpec, plan: Plan, data: Path, out: Path, runs_dir: Path, prices, follow: bool,
                      role_flag: str | None, region_flag: str | None) -> dict:
-    """Create the tuning job; with `wait`, its summary (written with tuning.png into `out/<name>/`),
-    else what is known at once (`tuning_job`, status "Submitted", the uploads)."""
+    """Create the tuning job; with `follow`, wait for it, record its trials and return its summary (written with
+    tuning.png into `out/<name>/`), else what is known at once (`tuning_job`, status "Submitted", the uploads)."""
     from launch.jobs import prices as price_tables
     from launch.jobs import remote, s3data
     from launch.tuning import result as tuning_result
@@ -289,9 +203,20 @@ def search_sagemaker(spec: JobSpec, plan: Plan, data: Path, out: Path, runs_dir:
     table = price_tables.table(prices)
     data_dir = s3data.check_data_dir(data)
     aws = remote.resolve_aws(spec, role_flag, region_flag)
-    submitted = submit(aws, data_dir, plan)
-    if not wait:
-        return {"tuning_job": submitted.name, "status": "Submitted", **submitted.upload}
-    result = wait_and_collect(aws, submitted, plan, table, out, runs_dir)
-    tuning_result.write(Path(result["folder"]), result, plan)
+    name, started, upload = submit(aws, data_dir, plan)
+    if not follow:
+        return {"tuning_job": name, "status": "Submitted", **upload}
+    sagemaker = aws.boto_session.client("sagemaker")
+    described = wait(sagemaker, name)
+    wall = round(time.time() - started, 1)
+    rows = collect(sagemaker, described, table, out, runs_dir, wall)
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    result = tuning_result.summary(name, "sagemaker", plan, rows, wall, folder,
+                                   stopped=described["HyperParameterTuningJobStatus"] == "Stopped")
+    best_name = (described.get("BestTrainingJob") or {}).get("TrainingJobName")
+    if result["best"] is not None and best_name and best_name != result["best"].get("training_job"):
+        log(f"note: SageMaker's best training job is {best_name}; by the final {plan.objective} lines it is "
+            f"{result['best'].get('training_job')}")
+    tuning_result.write(folder, result, plan)
     return result
