@@ -1,13 +1,11 @@
-"""Kaggle's passenger columns, read and checked: which columns each feature set needs, the values
-Sex and Embarked may hold, the numeric domains, and the one-line errors that name the column, the
-value and how many rows hold it.
+"""Kaggle's passenger columns, read and checked: each error names the column, the value and how many
+rows hold it.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import sys
 import warnings
 from typing import TYPE_CHECKING
 
@@ -22,19 +20,13 @@ REQUIRED_COLUMNS = {
     "basic": ("Pclass", "Sex", "Age", "SibSp", "Parch", "Fare", "Embarked"),
     "rich": ("Pclass", "Name", "Sex", "Age", "SibSp", "Parch", "Fare", "Cabin", "Embarked"),
 }
-# The columns a missing value is allowed in (filled as fitted, or counted as "no cabin"); every
-# other column must hold a value in every row.
-MAY_BE_MISSING = ("Age", "Fare", "Embarked", "Cabin")
-# The values Kaggle's schema allows; anything else is a data error, never a new category.
-KNOWN_VALUES = {"Sex": ("female", "male"), "Embarked": ("C", "Q", "S")}
-# Numeric domains: the allowed values of Pclass; the columns that count people (whole numbers >= 0);
-# the columns that may not be negative.
-PCLASS_VALUES = (1, 2, 3)
+MAY_BE_MISSING = ("Age", "Fare", "Embarked", "Cabin")  # every other column needs a value in every row
+KNOWN_VALUES = {"Sex": ("female", "male"), "Embarked": ("C", "Q", "S")}  # anything else is an error
 COUNT_COLUMNS = ("SibSp", "Parch")
-NON_NEGATIVE_COLUMNS = ("Age", "Fare")
-# "Error tokenizing data. C error: Expected 12 fields in line 5, saw 13"
 # The raw columns each derived feature is computed from (a feature not listed comes from its namesake).
 FEATURE_SOURCES = {"AgeMissing": ("Age",), "FamilySize": COUNT_COLUMNS, "Alone": COUNT_COLUMNS, "LogFare": ("Fare",)}
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# "Error tokenizing data. C error: Expected 12 fields in line 5, saw 13"
 _EXTRA_FIELDS_RE = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 
@@ -61,10 +53,9 @@ def check_categories(df: pd.DataFrame, source: str) -> None:
 def read_csv_rows(source, name: str) -> pd.DataFrame:
     """Kaggle-format rows from a CSV file or buffer, with one-line errors naming `name`.
 
-    A row with more fields than the header is an error naming the row. pandas would otherwise read
-    a first row with one field too many as the sign of an index column, shifting every value one
-    column to the left; with `index_col=False` it drops the extra fields instead, with a warning
-    that is turned into the error here. A row with fewer fields has missing values, as in Kaggle's files.
+    A row with more fields than the header is an error naming the row: pandas would take one extra
+    field on the first row for an index column and shift every value; `index_col=False` makes that a
+    warning, turned into the error here. A row with fewer fields has missing values, as in Kaggle's files.
     """
     import pandas as pd
 
@@ -100,20 +91,14 @@ def _show(value: float) -> str:
     return str(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
 
 
-def _big_int_as_float(value: object) -> object:
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63:
-        return float(value) if abs(value) <= sys.float_info.max else (math.inf if value > 0 else -math.inf)
-    return value
-
-
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
 def _as_float(value: object) -> float:
+    """float(value): infinite for an int beyond float's range, NaN for anything unreadable."""
     try:
         return float(value)
-    except (TypeError, ValueError, OverflowError):
-        return float("nan")
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _numeric(df: pd.DataFrame, column: str, source: str) -> pd.Series:
@@ -126,8 +111,8 @@ def _numeric(df: pd.DataFrame, column: str, source: str) -> pd.Series:
                          f"({int(booleans.sum())} row(s))")
     try:
         values = pd.to_numeric(df[column], errors="coerce")
-    except OverflowError:  # a Python int beyond int64 (a JSON number with 400 digits); infinite if beyond float
-        values = pd.to_numeric(df[column].map(_big_int_as_float), errors="coerce")
+    except OverflowError:  # a Python int beyond int64 (a JSON number with 400 digits)
+        values = pd.to_numeric(df[column].map(lambda v: _as_float(v) if isinstance(v, int) else v), errors="coerce")
     bad = values.isna() & df[column].notna()
     if bad.any():
         # pandas before 2.2 reads text such as "1e400" as not a number; Python reads it as inf,
@@ -158,10 +143,10 @@ def checked_column(df: pd.DataFrame, column: str, source: str) -> pd.Series:
     """`_numeric`, then the column's domain: Pclass 1-3, SibSp/Parch whole numbers >= 0, Age/Fare >= 0."""
     values = _numeric(df, column, source)
     if column == "Pclass":
-        ok, domain = values.isin(PCLASS_VALUES), "1, 2 or 3"
+        ok, domain = values.isin((1, 2, 3)), "1, 2 or 3"
     elif column in COUNT_COLUMNS:
         ok, domain = (values >= 0) & (values == np.floor(values)), "a whole number >= 0"
-    elif column in NON_NEGATIVE_COLUMNS:
+    elif column in ("Age", "Fare"):
         ok, domain = values >= 0, ">= 0"
     else:
         return values

@@ -1,8 +1,6 @@
-"""Find the Titanic CSV: `--csv PATH`, then `$TITANIC_CSV`, then the user cache, then a download.
-
-The download is the pandas project's copy of the Kaggle training file, pinned to a commit and
-checked against its sha256 before it is cached; a mismatch or a failed download is an error, never
-a silently used file. The file is never copied into the repository.
+"""Find the Titanic CSV: `--csv PATH`, then `$TITANIC_CSV`, then the user cache, then a download of the
+pandas project's copy of Kaggle's training file, pinned to a commit and checked against its sha256
+before it is cached (a mismatch or a failed download is an error, never a silently used file).
 """
 
 from __future__ import annotations

@@ -1,15 +1,10 @@
-"""Titanic CSV → `train_data.npz`, `val_data.npz`, `test_data.npz` and `preprocessing.json`.
+"""Titanic CSV → `train_data.npz`, `val_data.npz`, `test_data.npz`, `test_passengers.csv` (the held-out
+rows, raw) and `preprocessing.json`.
 
-The lesson's split, without its leak: a stratified 20 % test hold-out (random_state 42), then the
-remaining rows 80/20 into train/val (random_state 42) — 569 / 143 / 179 rows on the 891-row file.
-Every statistic of the transform is fitted on the train split only and then applied to all three.
-The held-out passengers are also kept as raw rows (`test_passengers.csv`) for scoring tests.
-
-Each file is written under a partial name in the output folder and renamed into place,
-`preprocessing.json` last (it is removed first), so the channels beside a `preprocessing.json` are
-the ones it describes; the folder is locked throughout, so no training reads it meanwhile. A run
-killed part-way leaves partial files that the next run removes; the folder's other files are never
-touched (see `outputs`).
+The lesson's split, without its leak: a stratified 20 % test hold-out, then the rest 80/20 into
+train/val (random_state 42 both times; 569 / 143 / 179 of 891 rows), every statistic fitted on train.
+`preprocessing.json` is removed first and written last, under the folder's lock (see `outputs`), so
+the channels beside it are the ones it describes.
 
 Run: `python -m entry.prepare --csv titanic.csv --out data/ [--features basic|rich]`
 """
@@ -36,8 +31,6 @@ VAL_SIZE = 0.2
 RANDOM_STATE = 42
 LABEL = "Survived"
 TEST_ROWS_FILE = "test_passengers.csv"
-
-
 ROLE = "prepare"  # the command that writes the channels (see `outputs`)
 
 
@@ -58,12 +51,10 @@ def check_prepare_outputs(out: Path, flag: str = "--out", csv: Path | None = Non
 
 
 def check_not_overwritten(csv: Path, out: Path, flag: str = "--out") -> None:
-    """The CSV being read is not one of the files about to be written."""
     from titanic_lightning.io.outputs import same_file
 
-    for name in prepared_files():
-        if same_file(csv, out / name):
-            raise UsageError(f"{flag} {out}: would overwrite the input --csv {csv}")
+    if any(same_file(csv, out / name) for name in prepared_files()):
+        raise UsageError(f"{flag} {out}: would overwrite the input --csv {csv}")
 
 
 def read_passengers(csv: Path, require_label: bool = True) -> pd.DataFrame:
@@ -81,8 +72,7 @@ def read_passengers(csv: Path, require_label: bool = True) -> pd.DataFrame:
             raise UsageError(f"{csv}: missing required column(s) {LABEL}")
         import pandas as pd
 
-        labels = pd.to_numeric(df[LABEL], errors="coerce")
-        if not labels.isin([0, 1]).all():
+        if not pd.to_numeric(df[LABEL], errors="coerce").isin([0, 1]).all():
             raise UsageError(f"{csv}: column {LABEL} must be 0 or 1 in every row")
     return df
 
@@ -99,8 +89,7 @@ def split_rows(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def prepare(csv: Path, out: Path, feature_set: str = DEFAULT_FEATURE_SET, flag: str = "--out") -> dict:
-    """Write the three npz channels and preprocessing.json into `out`, holding its lock throughout;
-    return the description."""
+    """Write the prepared files into `out`, holding its lock throughout; return the description."""
     from titanic_lightning.io.outputs import writing
 
     check_not_overwritten(csv, out, flag)
@@ -125,7 +114,6 @@ def write_prepared(files, csv: Path, feature_set: str, flag: str) -> dict:
     files.remove(PREPROCESSING_FILE)
     for name, rows in splits.items():
         arrays = {f"X_{name}": features[name], f"y_{name}": rows[LABEL].to_numpy(dtype="int64")}
-        # To an open file: given a name, np.savez would add ".npz" to the partial file's.
         files.write(npz_name(name), lambda tmp, arrays=arrays: _savez(tmp, arrays))
     files.write(TEST_ROWS_FILE, lambda tmp: splits["test"].to_csv(tmp, index=False))
     files.write_text(PREPROCESSING_FILE, json.dumps(description, indent=2) + "\n")
@@ -133,7 +121,7 @@ def write_prepared(files, csv: Path, feature_set: str, flag: str) -> dict:
 
 
 def _savez(path: Path, arrays: dict) -> None:
-    with path.open("wb") as fh:
+    with path.open("wb") as fh:  # given a name, np.savez would add ".npz" to the partial file's
         np.savez(fh, **arrays)
 
 
