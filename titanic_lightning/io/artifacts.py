@@ -1,19 +1,10 @@
-"""The model directory: `model.pt`, `metrics.json` and `code/` (the SageMaker serving handler,
-see `titanic_lightning.serving`), and the learning-curve picture.
+"""The model directory (`model.pt`, `metrics.json`, `code/`: see `titanic_lightning.serving`) and the
+learning-curve picture.
 
-`model.pt` is a plain dictionary that `torch.load(path, weights_only=True)` reads:
-
-    {"format": "titanic-lightning/1",
-     "state_dict": {...},          # the MLP's weights (keys as in titanic_lightning.model.module.MLP)
-     "hyperparameters": {...},     # input_size, hidden_sizes, dropout, ...
-     "preprocessing": {...},       # preprocessing.json: raw passenger rows → features (or None)
-     "metrics": {...}}             # the same numbers as metrics.json
-
-Each file is written under a partial name inside the model directory and renamed into place, so
-nothing crosses a mount boundary (SageMaker may mount /opt/ml/model on its own). The directory may
-hold other files: they are left alone, and a file of one of these names that this project did not
-write stops the run before training (`layout.hold_outputs`). `metrics.json` is removed first and
-written last, while the run holds the directory's lock: whenever `metrics.json` exists, the
+`model.pt` is a plain dictionary that `torch.load(path, weights_only=True)` reads: `format`
+("titanic-lightning/1"), `state_dict` (the MLP's weights), `hyperparameters` (input_size, hidden_sizes,
+dropout, ...), `preprocessing` (preprocessing.json, or None) and `metrics` (as metrics.json).
+`metrics.json` is removed first and written last under the directory's lock: whenever it exists, the
 `model.pt` beside it is the one it describes.
 """
 
@@ -60,9 +51,8 @@ def load_model_file(path: Path) -> dict:
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
     except Exception as exc:  # noqa: BLE001 - on arbitrary bytes torch.load raises almost any type
-        # (truncated zips end in OSError, non-zip bytes in IndexError from the legacy unpickler).
-        # torch's own text is left out: for pickled objects it advises weights_only=False, which
-        # would run whatever code the file holds.
+        # torch's own text is left out: for pickled objects it advises weights_only=False, which would
+        # run whatever code the file holds.
         raise UsageError(f"{path}: not a readable model file (damaged, or not a model.pt written by this project: "
                          f"{type(exc).__name__})") from None
     if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
@@ -73,32 +63,28 @@ def load_model_file(path: Path) -> dict:
 def plot_curves(history: list[dict], output_dir: Path, name: str, best_epoch: int | None,
                 flag: str = "--output_dir") -> Path | None:
     """Train/val loss and val accuracy per epoch (rows of `epoch`, `train_loss`, ...), best epoch marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if not history:
         return None
+    from matplotlib.figure import Figure
+
+    from titanic_lightning.io.outputs import writing
+
     epochs = [row["epoch"] for row in history]
 
     def series(key: str) -> list[float]:
         return [row.get(key, float("nan")) for row in history]
 
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
     ax_loss.plot(epochs, series("train_loss"), label="train_loss")
     ax_loss.plot(epochs, series("val_loss"), label="val_loss")
     ax_loss.set(xlabel="epoch", ylabel="BCE loss", title="Loss")
     ax_acc.plot(epochs, series("val_acc"), color="tab:green", label="val_acc")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy")
-    if best_epoch is not None:
-        for ax in (ax_loss, ax_acc):
-            ax.axvline(best_epoch, color="gray", linestyle="--", label=f"best epoch {best_epoch}")
     for ax in (ax_loss, ax_acc):
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="gray", linestyle="--", label=f"best epoch {best_epoch}")
         ax.legend()
-    from titanic_lightning.io.outputs import writing
 
     with writing(Path(output_dir), [name], flag, ROLE) as files:
-        out_png = files.write(name, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
-    return out_png
+        return files.write(name, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

@@ -1,15 +1,11 @@
 """Writing output files whole or not at all, inside their own folder.
 
-A file is written under a partial name beside its target, `.NAME.PID-TOKEN.partial`, and renamed
-over the target when complete. The rename never leaves the folder, so it never crosses a mount
-boundary (SageMaker mounts /opt/ml/model, /opt/ml/output and /opt/ml/checkpoints separately) and a
-reader sees the old file or the new one, never a part. A process killed before the rename (SIGKILL,
-or SIGTERM outside training) leaves its partial file behind; the next writer into the same folder
-removes partial files whose process no longer runs and that carry this project's mark (an extended
-attribute the partial file has from the moment it has a name: it is made unnamed with O_TMPFILE,
-marked, then linked in; the mark comes off the target after the rename), and nothing else: a
-user's file or folder that merely has such a name stays. Where the file system keeps no extended
-attributes, a killed writer's partial file stays too.
+A file is written as `.NAME.PID-TOKEN.partial` beside its target and renamed over it when complete:
+the rename never crosses a mount boundary (SageMaker mounts /opt/ml/model, output and checkpoints
+separately) and a reader sees the old file or the new one. A partial file carries this project's mark
+(an extended attribute) from the moment it has a name; the next writer into the folder removes marked
+partial files whose process has gone, and nothing else. Where the file system keeps no extended
+attributes, a killed writer's partial file stays.
 """
 
 from __future__ import annotations
@@ -21,16 +17,12 @@ import re
 import secrets
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 PARTIAL_SUFFIX = ".partial"
-# A failed write into a folder with less free space than this is reported as a full disk.
-DISK_NEARLY_FULL = 1 << 20
-_PARTIAL = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.partial$")
-
-
 PARTIAL_MARK = "user.titanic-lightning"  # on a partial file while it is written, taken off after the rename
+DISK_NEARLY_FULL = 1 << 20  # a failed write into a folder with less free space is reported as a full disk
+_PARTIAL = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.partial$")
 
 
 def _marked(path: Path) -> bool:
@@ -50,65 +42,52 @@ def _running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # another user's process
+        pass
     return True
 
 
 def remove_stale_partials(folder: Path) -> list[Path]:
     """Remove the partial files in `folder` left by writers that no longer run; return them."""
-    removed = []
     try:
         names = os.listdir(folder)
     except (FileNotFoundError, NotADirectoryError):
-        return removed
+        return []
+    removed = []
     for name in names:
         match = _PARTIAL.match(name)
         path = Path(folder) / name
         if (match and int(match.group(1)) != os.getpid() and not _running(int(match.group(1)))
                 and not path.is_symlink() and path.is_file() and _marked(path)):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 removed.append(path)
-            except FileNotFoundError:
-                pass
     return removed
 
 
 def _create_marked(tmp: Path) -> None:
-    """Create `tmp` empty, with the permissions a plain open() gives (0666 less the umask), carrying
-    the mark from the moment it has a name, so that a writer killed at any moment leaves no unmarked
-    partial file. Where the file system cannot (no O_TMPFILE, /proc or extended attributes), the
-    file is created, then marked where it can be."""
+    """Create `tmp` empty (0666 less the umask), marked from the moment it has a name: made unnamed
+    (O_TMPFILE), marked, then linked in. Without O_TMPFILE, /proc or extended attributes: created,
+    then marked where it can be."""
     try:
-        _link_marked(tmp)
-    except (OSError, AttributeError):  # AttributeError: no os.O_TMPFILE on this system
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        with contextlib.suppress(OSError):  # no extended attributes here: a killed writer's partial file stays
-            os.setxattr(tmp, PARTIAL_MARK, b"partial", follow_symlinks=False)
-
-
-def _link_marked(tmp: Path) -> None:
-    """An unnamed file in `tmp`'s folder (O_TMPFILE), marked, then linked in as `tmp`."""
-    folder = os.open(tmp.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o666, dir_fd=folder)
-        try:
+        with contextlib.ExitStack() as close:
+            folder = os.open(tmp.parent, os.O_RDONLY | os.O_DIRECTORY)
+            close.callback(os.close, folder)
+            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o666, dir_fd=folder)
+            close.callback(os.close, fd)
             os.setxattr(fd, PARTIAL_MARK, b"partial")
             # With a folder descriptor os.link is linkat(AT_SYMLINK_FOLLOW): through /proc, as open(2) shows.
             os.link(f"/proc/self/fd/{fd}", tmp.name, dst_dir_fd=folder)
-        finally:
-            os.close(fd)
-    finally:
-        os.close(folder)
+    except (OSError, AttributeError):  # AttributeError: no os.O_TMPFILE on this system
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        with contextlib.suppress(OSError):
+            os.setxattr(tmp, PARTIAL_MARK, b"partial", follow_symlinks=False)
 
 
-@contextmanager
+@contextlib.contextmanager
 def atomic_output(out: Path) -> Iterator[Path]:
-    """Yield a partial path beside `out`; on success it becomes `out`, on failure it is removed.
-
-    The folder must exist: callers check their output paths before any work starts.
-    """
+    """Yield a partial path beside `out` (whose folder must exist); on success it becomes `out`, on
+    failure it is removed."""
     out = Path(out)
     tmp = partial_path(out)
     _create_marked(tmp)
@@ -148,4 +127,3 @@ def write_text(out: Path, text: str) -> Path:
     with atomic_output(out) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(out)
-

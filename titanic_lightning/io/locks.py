@@ -1,8 +1,6 @@
-"""The locks that keep two commands out of each other's way: `flock` on a folder's own descriptor.
-
-It needs no file (so a read-only channel folder can be locked too), and the kernel drops it when
-its process ends, however it ends. A folder held by another command is refused at once, in one
-line naming the folder and the holder (`Busy`).
+"""Folder locks that keep two commands out of each other's way: `flock` on the folder's own descriptor,
+which needs no file (a read-only channel folder can be locked too) and which the kernel drops when its
+process ends, however it ends. A folder held by another command is refused at once, naming the holder.
 """
 
 from __future__ import annotations
@@ -11,7 +9,7 @@ import fcntl
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from titanic_lightning.errors import UsageError
@@ -41,8 +39,9 @@ def _holders(fd: int) -> str:
     return ", ".join(sorted(found)) or "another process"
 
 
-def lock(folder: Path, flag: str, exclusive: bool, wait_s: float = 0) -> tuple[int, int]:
-    """Lock `folder` for this process (again, if it holds it already); return its key."""
+@contextmanager
+def holding(folder: Path, flag: str, exclusive: bool, wait_s: float = 0) -> Iterator[None]:
+    """Lock `folder` for this process (again, if it holds it already) while the block runs."""
     st = os.stat(folder)
     key = (st.st_dev, st.st_ino)
     fd, count, was_exclusive = _held.get(key) or (os.open(folder, os.O_RDONLY | os.O_DIRECTORY), 0, False)
@@ -59,24 +58,18 @@ def lock(folder: Path, flag: str, exclusive: bool, wait_s: float = 0) -> tuple[i
             if not count:
                 os.close(fd)
             raise Busy(f"{flag} {folder}: is in use by {holder}; wait until it ends or choose another {flag}") from None
-    _held[key] = [fd, count + 1, exclusive or was_exclusive]
-    return key
-
-
-def unlock(key: tuple[int, int]) -> None:
-    held = _held[key]
-    held[1] -= 1
-    if not held[1]:
-        del _held[key]
-        os.close(held[0])  # closing the descriptor releases the lock
+    held = _held[key] = [fd, count + 1, exclusive or was_exclusive]
+    try:
+        yield
+    finally:
+        held[1] -= 1
+        if not held[1]:
+            del _held[key]
+            os.close(fd)  # closing the descriptor releases the lock
 
 
 @contextmanager
 def reading(folder: Path, flag: str) -> Iterator[None]:
     """A shared lock on `folder` (if it exists) while it is read: no command writes it meanwhile."""
-    key = lock(Path(folder), flag, exclusive=False) if Path(folder).is_dir() else None
-    try:
+    with holding(Path(folder), flag, exclusive=False) if Path(folder).is_dir() else nullcontext():
         yield
-    finally:
-        if key:
-            unlock(key)

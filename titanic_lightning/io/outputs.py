@@ -1,16 +1,11 @@
 """Which folders a command may write, and which files in them it may replace.
 
-A command takes an exclusive lock on each folder it writes, and a shared one on each it reads, for
-its whole run (`writing`, `reading`; the locks are `titanic_lightning.io.locks`); a folder held by
-another command is refused at once, before any work, in one line naming the folder and the holder.
-
-In a folder it writes, a command replaces only files of its own names that this project wrote
-there. `.titanic-lightning-files` in the folder says which: by each name, the command that wrote it
-(train, prepare, ...) and the file's size and modification time when that command ended. A file
-that does not match (the user's own, or one edited since) stops the command before any work.
-While a command holds the folder its names are marked as its own, so that the files Lightning
-writes in place (the CSV and TensorBoard logs) and a run killed by SIGKILL stay this project's:
-the next run replaces what such a run left at its names.
+A command locks each folder it writes (exclusive) or reads (shared) for its whole run (`writing`,
+`reading`; see `locks`). In a folder it writes, it replaces only files of its own names that this project
+wrote there: `.titanic-lightning-files` records, by name, the command (role) that wrote each file and
+its size and modification time when that command ended; any other file stops the command before any
+work. While a command holds the folder its names are marked as its own, so that files Lightning writes
+in place and those a killed run left stay this project's: the next run replaces them.
 """
 
 from __future__ import annotations
@@ -24,10 +19,19 @@ from pathlib import Path
 from titanic_lightning.contracts import PROJECT
 from titanic_lightning.errors import UsageError
 from titanic_lightning.io.atomic import PARTIAL_SUFFIX, atomic_output, partial_path, remove_stale_partials, write_text
-from titanic_lightning.io.locks import Busy, lock, reading, unlock  # noqa: F401 - Busy: part of this module's interface
+from titanic_lightning.io.locks import Busy, holding, reading  # noqa: F401 - Busy, reading: part of this module's interface
 
 RECORD = f".{PROJECT}-files"  # JSON; no .json suffix, so globs of runs/*.json do not match it
 RECORD_FORMAT = "titanic-lightning/folder-1"
+# The command that writes as each role, as a user would type it.
+_COMMANDS = {"train": "python -m entry.train", "prepare": "python -m entry.prepare",
+             "predict": "python -m entry.predict", "export": "python -m entry.export",
+             "record": "launch/ (a run record)", "compare": "launch/submit.py --compare", "tune": "launch/tune.py"}
+# Room a folder's path leaves for what the commands write below it: the deepest is the serving
+# code's partial files (code/titanic_lightning/serving/.NAME.PID-TOKEN.partial), then TensorBoard's
+# event files, whose names carry the host name.
+PATH_ROOM = 256
+
 
 def read_record(folder: Path, flag: str) -> dict:
     path = folder / RECORD
@@ -65,16 +69,6 @@ def owned(folder: Path, flag: str) -> list[Path]:
     folder = Path(folder)
     return [folder / name for name, entry in read_record(folder, flag).items()
             if file_stamp(folder / name) and vouches(entry, folder / name, entry.get("role"))]
-
-
-_COMMANDS = {"train": "python -m entry.train", "prepare": "python -m entry.prepare",
-             "predict": "python -m entry.predict", "export": "python -m entry.export",
-             "record": "launch/ (a run record)", "compare": "launch/submit.py --compare", "tune": "launch/tune.py"}
-
-
-def _command(role: object) -> str:
-    """The command that writes as `role`, as a user would type it."""
-    return _COMMANDS.get(role, str(role))
 
 
 def _describe(path: Path) -> str:
@@ -117,12 +111,6 @@ def check_folder(path: Path, flag: str) -> Path:
     return path
 
 
-# Room a folder's path leaves for what the commands write below it: the deepest is the serving
-# code's partial files (code/titanic_lightning/serving/.NAME.PID-TOKEN.partial), then TensorBoard's
-# event files, whose names carry the host name.
-PATH_ROOM = 256
-
-
 def _check_length(path: Path, existing: Path, flag: str, file: bool = False) -> None:
     """Refuse, before any work, a folder (or a `file`) whose files would pass the system's path
     limits when they are written at the end (Lightning's checkpoints are written by absolute path)."""
@@ -157,15 +145,14 @@ def check_owned(folder: Path, names: Iterable[str], flag: str, role: str, record
                 _probe(Path(os.path.abspath(sub)), flag, sub)
         if not os.path.lexists(path):
             continue
+        entry = record.get(name) or {}
         if path.is_symlink() or not path.is_file():
             problem = f"is {_describe(path)}, which this command would replace"
-        elif vouches(record.get(name), path, record.get(name, {}).get("role")):
-            if record[name]["role"] == role:
-                continue
-            # ours, but another command's: replacing it would leave that command's folder inconsistent
-            problem = f"was written by {_command(record[name]['role'])}, which owns it; this command replaces only its own files"
-        elif not vouches(record.get(name), path, role):
+        elif not vouches(entry, path, entry.get("role")):
             problem = f"exists and was not written by {PROJECT} (or was changed since)"
+        elif entry["role"] != role:  # another command's: replacing it would leave that command's folder inconsistent
+            problem = (f"was written by {_COMMANDS.get(entry['role'], str(entry['role']))}, which owns it; "
+                       "this command replaces only its own files")
         else:
             continue
         raise UsageError(f"{flag} {folder}: {path} {problem}; move it away or choose another {flag}")
@@ -239,18 +226,16 @@ def writing(folder: Path, names: Iterable[str], flag: str, role: str, in_place: 
             wait_s: float = 0, new_in: Iterable[str] = ()) -> Iterator[Writer]:
     """Lock `folder` (created if need be) for `role`, check `names` under the lock, and yield its `Writer`.
 
-    Until the block ends the record marks `names` as this process's. At the end, however it ends,
-    each name this block wrote, and each of `in_place` (written by a library), is recorded as it
-    is; any other name keeps what the record said before. So is each file that appeared during
-    the block in the sub-folders `new_in`, where a library writes under names it makes up
-    (TensorBoard's event files).
+    Until the block ends the record marks `names` as this process's. At the end, however it ends, each
+    name this block wrote, each of `in_place` (written by a library) and each file that appeared in the
+    sub-folders `new_in` (where a library makes up names: TensorBoard's) is recorded as it is; any other
+    name keeps what the record said before.
     """
     folder, names, in_place = Path(folder), list(names), set(in_place)
     found_before = _files_in(folder, new_in)
     created = not folder.is_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    key = lock(folder, flag, exclusive=True, wait_s=wait_s)
-    try:
+    with holding(folder, flag, exclusive=True, wait_s=wait_s):
         before = read_record(folder, flag)
         check_owned(folder, names, flag, role, before)
         for sub in {(folder / name).parent for name in names}:
@@ -278,5 +263,3 @@ def writing(folder: Path, names: Iterable[str], flag: str, role: str, in_place: 
                     (folder / RECORD).unlink(missing_ok=True)
             if created and not any(folder.iterdir()):  # nothing is left in the folder this made
                 folder.rmdir()
-    finally:
-        unlock(key)
