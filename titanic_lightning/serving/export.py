@@ -3,23 +3,19 @@
 
 Run: `python -m entry.export --model model/ --format torchscript|onnx [--out FILE]`
 
-Input contract (the same for both formats and both feature sets):
-    one float64 matrix `x` of shape [rows, 9] (TorchScript also takes float32), columns in order
-        Pclass, Sex, Age, SibSp, Parch, Fare, Embarked, Title, CabinKnown
-    * Pclass, Age, SibSp, Parch, Fare: the raw Kaggle values; NaN where Age or Fare is missing
-      (the saved training medians fill them, as in training).
-    * Sex: the index of the passenger's value in `sex_categories` (e.g. female=0, male=1).
-    * Embarked: the index in `embarked_categories` (e.g. C=0, Q=1, S=2); NaN when missing (the
-      saved training mode fills it).
-    * Title: the index in `titles` (Master, Miss, Mr, Mrs, Rare) of the title taken from Name:
-      the word after the comma (and an optional "the"), with Mlle and Ms read as Miss, Mme as Mrs,
-      anything else outside the list (or no name) as Rare. Ignored by the `basic` feature set.
-    * CabinKnown: 1 when Cabin is given, else 0. Ignored by the `basic` feature set.
-    Strings are coded by the caller: text handling has no place in a TorchScript/ONNX graph, and
-    the category lists travel inside the file (below), so the coding needs no other source.
+Input, the same for both formats and both feature sets: one float64 matrix `x` of shape [rows, 9]
+(TorchScript also takes float32), columns Pclass, Sex, Age, SibSp, Parch, Fare, Embarked, Title, CabinKnown:
+* Pclass, Age, SibSp, Parch, Fare: the raw Kaggle values; NaN where Age or Fare is missing (the saved
+  training medians fill them, as in training).
+* Sex, Embarked: the index of the value in `sex_categories` / `embarked_categories` (e.g. female=0,
+  male=1; C=0, Q=1, S=2); NaN for a missing Embarked (the saved training mode fills it).
+* Title: the index in `titles` (Master, Miss, Mr, Mrs, Rare) of the title taken from Name: the word
+  after the comma (and an optional "the"), Mlle and Ms read as Miss, Mme as Mrs, anything else outside
+  the list (or no name) as Rare.
+* CabinKnown: 1 when Cabin is given, else 0. Title and CabinKnown are ignored by the `basic` feature set.
+Strings are coded by the caller: text has no place in a TorchScript/ONNX graph, and the category lists
+travel inside the file. Codes outside them give all-zero one-hot columns, not an exception.
 Output: float32 survival probability per row, shape [rows]; survived when above 0.5.
-Codes outside the saved lists are the caller's error: they give all-zero one-hot columns, not an
-exception.
 
 The contract itself (column order, category lists, feature set) is stored in the file as JSON:
 TorchScript extra file `titanic.json` (`torch.jit.load(f, _extra_files={"titanic.json": ""})`),
@@ -49,11 +45,9 @@ FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 
 
 class ExportedModel(nn.Module):
-    """Raw coded columns (INPUT_COLUMNS) → the saved features → the MLP → probability.
-
-    Every feature the Preprocessor can make is computed as a column of one matrix; a saved index
-    then picks the model's features in its order, so one graph serves both feature sets.
-    """
+    """Raw coded columns (INPUT_COLUMNS) → the saved features → the MLP → probability. Every feature the
+    Preprocessor can make is a column of one matrix, and a saved index picks the model's, so one graph
+    serves both feature sets."""
 
     def __init__(self, scorer: Scorer):
         super().__init__()
@@ -63,9 +57,6 @@ class ExportedModel(nn.Module):
         candidates = ["Pclass", "Sex", "Age", "AgeMissing", "SibSp", "Parch", "FamilySize", "Alone", "Fare",
                       "LogFare", "CabinKnown", "Embarked", *(f"Title_{t}" for t in TITLES),
                       *(f"Embarked_{c}" for c in embarked)]
-        unknown = [name for name in pre.feature_names if name not in candidates]
-        if unknown:
-            raise UsageError(f"{scorer.source}: cannot export feature(s) {', '.join(unknown)}")
         self.age_median = float(stats["age_median"])
         self.fare_median = float(stats["fare_median"])
         self.embarked_fill = float(embarked.index(stats["embarked_fill"]))

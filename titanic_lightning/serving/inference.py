@@ -1,25 +1,20 @@
 """SageMaker PyTorch serving handler for a titanic-lightning model (copied to `code/inference.py`).
 
-The serving container calls, per request, `input_fn` → `predict_fn` → `output_fn`, after one
-`model_fn(model_dir)` at start-up. It imports `titanic_lightning` from the copies beside this file
-(code/ is on its sys.path), so rows are scored exactly as `python -m entry.predict` scores them.
+The serving container calls `model_fn(model_dir)` once, then `input_fn` → `predict_fn` → `output_fn` per
+request. It imports `titanic_lightning` from the copies beside this file, so rows are scored exactly
+as `python -m entry.predict` scores them.
 
-Requests (UTF-8, or the encoding a `charset` parameter names: `text/csv; charset=latin-1`):
-    text/csv          Kaggle-format rows with their header line (Survived may be present; it is ignored)
-    application/json  a list of row objects, or {"instances": [...]}; null is a missing value, as an
-                      empty CSV cell is, and so is a key a row leaves out (even when every row
-                      leaves it out) in the columns a missing value is allowed in (Age, Fare,
-                      Embarked, Cabin)
-Responses (Accept):
+Requests (UTF-8, or the encoding a `charset` parameter names):
+    text/csv          Kaggle-format rows with their header line (Survived, if present, is ignored)
+    application/json  a list of row objects, or {"instances": [...]}; null is a missing value, and so
+                      is a key left out in the columns a missing value is allowed in (MAY_BE_MISSING)
+Responses (the first type of Accept the handler can write, sent as the response's Content-Type):
     application/json  {"predictions": [{"PassengerId": ..., "probability": ..., "prediction": 0|1}, ...]}
-    text/csv          PassengerId,probability,prediction
-PassengerId is echoed when the rows carry it. The response's Content-Type is the type chosen.
-Errors (raised as the serving toolkit's GenericInferenceToolkitError, which sets the status):
-    400  an empty or unreadable body (bytes that are not UTF-8 or the named charset), no rows, or a
-         row the model refuses (a missing column, an unknown category, a non-finite or
-         out-of-range number); the message names it
-    406  no type in Accept is one of the above
-    415  a Content-Type other than the above, or a charset that is not a text encoding Python knows
+    text/csv          PassengerId,probability,prediction (PassengerId when the rows carry it)
+Errors, raised as the serving toolkit's GenericInferenceToolkitError (which sets the status): 400 for
+a body or row the model refuses (empty, not in its encoding, unreadable, no rows, a missing column, an
+unknown category, a non-finite number; the message names it), 406 for an Accept with no supported
+type, 415 for another Content-Type or a charset that is not a text encoding Python knows.
 """
 
 from __future__ import annotations
@@ -56,13 +51,10 @@ except ImportError:  # the same contract as the toolkit's errors module, for use
 
 
 def _bodies_left_undecoded() -> None:
-    """Have the serving toolkit pass text/csv and application/json bodies to `input_fn` as bytes.
-
-    Its Transformer (and the PyTorch image's subclass of it) decodes those two types as UTF-8 itself,
-    before `input_fn` and outside any handler function, so a body in another encoding would be
-    answered 500 with the codec's message; `input_fn` decodes them instead and answers 400 naming
-    the byte. The toolkit reads this list at every request; the container serves this one model.
-    """
+    """Have the serving toolkit pass text/csv and application/json bodies to `input_fn` as bytes: its
+    Transformer decodes them as UTF-8 itself, outside any handler, so a body in another encoding would be
+    answered 500; `input_fn` decodes them and answers 400 naming the byte. The toolkit reads this list
+    at every request, and the container serves this one model."""
     try:
         from sagemaker_inference import content_types
     except ImportError:
@@ -78,10 +70,6 @@ _bodies_left_undecoded()
 def _error(status: int, message: str) -> GenericInferenceToolkitError:
     # The toolkit sends `phrase` as the HTTP reason phrase and `message` in the body: one line each.
     return GenericInferenceToolkitError(status, one_line(message))
-
-
-def _bad_request(message: str) -> GenericInferenceToolkitError:
-    return _error(400, message)
 
 
 def model_fn(model_dir: str) -> Scorer:
@@ -102,8 +90,7 @@ def _charset(content_type: str | None) -> str | None:
 
 
 def _text(body, kind: str, content_type: str) -> str:
-    """The request body as text: bytes decoded as UTF-8 (a leading byte-order mark dropped), or
-    as the Content-Type's charset names."""
+    """The request body as text: bytes decoded as the Content-Type's charset, else UTF-8 (a byte-order mark dropped)."""
     if isinstance(body, str):  # text already: from a caller, or decoded by the toolkit
         return body.removeprefix("\ufeff")
     charset = _charset(content_type)
@@ -116,10 +103,10 @@ def _text(body, kind: str, content_type: str) -> str:
     except UnicodeDecodeError as exc:
         byte = exc.object[exc.start:exc.start + 1].hex()
         fix = "send it in that encoding" if charset else f"send UTF-8, or name its encoding ({kind}; charset=...)"
-        raise _bad_request(f"the {kind} body is not {charset or 'UTF-8'}: byte 0x{byte} at offset {exc.start} "
+        raise _error(400, f"the {kind} body is not {charset or 'UTF-8'}: byte 0x{byte} at offset {exc.start} "
                            f"({exc.reason}); {fix}") from None
     except UnicodeError as exc:  # a codec that fails without naming a byte (punycode, undefined)
-        raise _bad_request(f"the {kind} body is not {charset}: {exc}") from None
+        raise _error(400, f"the {kind} body is not {charset}: {exc}") from None
 
 
 _LARGEST_FLOAT = int(sys.float_info.max)
@@ -129,16 +116,16 @@ def _check_values(records: list[dict]) -> None:
     for number, row in enumerate(records, start=1):
         for column, value in row.items():
             if isinstance(value, bool) or not (value is None or isinstance(value, (str, int, float))):
-                raise _bad_request(f"row {number}: {column} is a {type(value).__name__}; "
+                raise _error(400, f"row {number}: {column} is a {type(value).__name__}; "
                                    "values must be numbers, strings or null")
             if isinstance(value, int) and abs(value) > _LARGEST_FLOAT:  # json reads 1e999 as inf, 10**999 as an int
-                raise _bad_request(f"row {number}: {column} is a number too large for a float")
+                raise _error(400, f"row {number}: {column} is a number too large for a float")
 
 
 def _json_constant(name: str) -> float:
     # json reads the non-standard NaN, Infinity and -Infinity; NaN would pass as a missing value.
     if name == "NaN":
-        raise _bad_request("NaN is not a value; send null for a missing value")
+        raise _error(400, "NaN is not a value; send null for a missing value")
     return float(name.replace("Infinity", "inf"))  # refused, with its column, by the scoring layer
 
 
@@ -148,7 +135,7 @@ def input_fn(body, content_type: str) -> pd.DataFrame:
         raise _error(415, f"Content-Type {content_type!r} is not supported; send {CSV} or {JSON}")
     text = _text(body, kind, content_type)
     if not text.strip():
-        raise _bad_request(f"the {kind} body is empty")
+        raise _error(400, f"the {kind} body is empty")
     try:
         if kind == CSV:
             frame = read_csv_rows(io.StringIO(text), "request")  # a row longer than the header is named
@@ -157,19 +144,19 @@ def input_fn(body, content_type: str) -> pd.DataFrame:
             if isinstance(records, dict):
                 records = records.get("instances")
             if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-                raise _bad_request('expected a list of row objects or {"instances": [...]}')
+                raise _error(400, 'expected a list of row objects or {"instances": [...]}')
             _check_values(records)
             frame = pd.DataFrame.from_records(records)
     except GenericInferenceToolkitError:
         raise
     except RecursionError:  # json's decoder recurses once per nesting level
-        raise _bad_request(f"unreadable {kind} body: nested too deeply") from None
+        raise _error(400, f"unreadable {kind} body: nested too deeply") from None
     except UsageError as exc:
-        raise _bad_request(str(exc)) from None
+        raise _error(400, str(exc)) from None
     except (ValueError, pd.errors.ParserError) as exc:
-        raise _bad_request(f"unreadable {kind} body: {exc}") from None
+        raise _error(400, f"unreadable {kind} body: {exc}") from None
     if frame.empty:
-        raise _bad_request("the request holds no rows" if len(frame) == 0 else "the rows hold no values")
+        raise _error(400, "the request holds no rows" if len(frame) == 0 else "the rows hold no values")
     if kind == JSON:
         # A key no row holds makes no column at all; where a missing value is allowed it is one.
         for column in MAY_BE_MISSING:
@@ -182,7 +169,7 @@ def predict_fn(data: pd.DataFrame, model: Scorer) -> pd.DataFrame:
     try:
         return model.score_frame(data, source="request")
     except UsageError as exc:  # an unknown category, a missing column: the client's to fix
-        raise _bad_request(str(exc)) from None
+        raise _error(400, str(exc)) from None
 
 
 def _accepted(accept: str) -> list[str]:
@@ -204,11 +191,8 @@ def _accepted(accept: str) -> list[str]:
 
 
 def output_fn(prediction: pd.DataFrame, accept: str | None) -> tuple[str, str]:
-    """The response body and its Content-Type: the first type of `accept` the handler can write.
-
-    The serving toolkit sends a returned (body, content_type) pair with that Content-Type, rather
-    than echoing the request's whole Accept header.
-    """
+    """(body, Content-Type) for the first type of `accept` the handler can write: the toolkit sends a
+    returned pair with that Content-Type, rather than echoing the request's whole Accept header."""
     for kind in _accepted(accept or JSON):
         if kind in (JSON, "application/*", "*/*"):
             return '{"predictions": ' + prediction.to_json(orient="records", double_precision=15) + "}", JSON

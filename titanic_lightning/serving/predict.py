@@ -1,11 +1,7 @@
-"""Batch prediction: a trained model + a Kaggle-format CSV → `PassengerId,probability,prediction`.
+"""Batch prediction: a trained model + a Kaggle-format CSV → `PassengerId,probability,prediction`; with
+`Survived` in the rows, accuracy and AUROC too (on stderr when the CSV goes to standard output).
 
 Run: `python -m entry.predict --model model/ --csv data/test_passengers.csv [--out predictions.csv]`
-
-When the rows carry `Survived`, accuracy and AUROC are reported as well (on stderr when the CSV goes
-to standard output). The output file is checked before any work (its folder exists, it is
-not an input, and it is absent or an earlier predictions file), then written under a partial name
-and renamed, so a failure never leaves a partial file.
 """
 
 from __future__ import annotations
@@ -15,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from titanic_lightning.config import PredictConfig
+from titanic_lightning.contracts import MODEL_FILE
 from titanic_lightning.data.prepare import LABEL, read_passengers
 from titanic_lightning.errors import UsageError
 from titanic_lightning.io.outputs import check_output_file, writing
@@ -25,8 +22,6 @@ ROLE = "predict"  # the command that writes prediction files (see `outputs`)
 
 def model_inputs(model: str) -> list[tuple[str, Path]]:
     """The files `--model` may name, which no output may overwrite."""
-    from titanic_lightning.contracts import MODEL_FILE
-
     return [("--model", Path(model)), ("--model", Path(model) / MODEL_FILE)]
 
 

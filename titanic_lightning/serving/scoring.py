@@ -1,13 +1,12 @@
-"""Scoring raw passenger rows with a saved model: the one path shared by `entry.predict`, the
-SageMaker serving handler (`code/inference.py`) and the export checks.
+"""Scoring raw passenger rows with a saved model: the one path shared by `entry.predict`, the SageMaker
+serving handler (`code/inference.py`) and export.
 
     scorer = Scorer.from_file(Path("model/model.pt"))
     probabilities = scorer.probabilities(df)   # float32 tensor, one survival probability per row
-    predictions = scorer.predictions(probabilities)
 
-The saved preprocessing is applied exactly as at training time (`Preprocessor.from_dict`), then the
-saved MLP. A row is predicted to survive when its probability is above `THRESHOLD`, the rule
-torchmetrics' BinaryAccuracy applies, so accuracies computed here equal the ones in metrics.json.
+The saved preprocessing is applied exactly as at training time, then the saved MLP. A row is predicted
+to survive when its probability is above `THRESHOLD`, the rule of torchmetrics' BinaryAccuracy, so
+accuracies computed here equal the ones in metrics.json.
 """
 
 from __future__ import annotations
@@ -27,12 +26,8 @@ ID_COLUMN = "PassengerId"
 
 
 class Scorer:
-    """A saved model's preprocessing and network, ready to score DataFrames of Kaggle rows.
-
-    Args:
-        payload: The dictionary stored in model.pt (see `titanic_lightning.io.artifacts`).
-        source: How to name the model in error messages (its path).
-    """
+    """A saved model's preprocessing and network, from the dictionary stored in model.pt (see
+    `titanic_lightning.io.artifacts`); `source` names the model in error messages."""
 
     def __init__(self, payload: dict, source: str):
         self.source = source
@@ -69,25 +64,16 @@ class Scorer:
             raise UsageError(str(exc).replace(str(path), source)) from None
         return cls(payload, source)
 
-    def features(self, df: pd.DataFrame, source: str = "rows") -> torch.Tensor:
-        return torch.from_numpy(self.preprocessor.transform(df, source=source))
-
     @torch.inference_mode()
     def probabilities(self, df: pd.DataFrame, source: str = "rows") -> torch.Tensor:
         """Survival probability (float32) for every row of `df`."""
-        return torch.sigmoid(self.net(self.features(df, source)).squeeze(-1))
-
-    @staticmethod
-    def predictions(probabilities: torch.Tensor) -> torch.Tensor:
-        return (probabilities > THRESHOLD).to(torch.int64)
+        return torch.sigmoid(self.net(torch.from_numpy(self.preprocessor.transform(df, source=source))).squeeze(-1))
 
     def score_frame(self, df: pd.DataFrame, source: str = "rows") -> pd.DataFrame:
         """`PassengerId` (when the rows have one), `probability` and `prediction` per row."""
         probabilities = self.probabilities(df, source)
-        out = pd.DataFrame({
-            "probability": probabilities.numpy().astype("float64"),
-            "prediction": self.predictions(probabilities).numpy(),
-        })
+        out = pd.DataFrame({"probability": probabilities.numpy().astype("float64"),
+                            "prediction": (probabilities > THRESHOLD).to(torch.int64).numpy()})
         if ID_COLUMN in df.columns:
             out.insert(0, ID_COLUMN, df[ID_COLUMN].to_numpy())
         return out
@@ -98,7 +84,5 @@ def label_metrics(probabilities: torch.Tensor, labels: torch.Tensor) -> dict[str
     from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 
     labels = labels.to(torch.int64)
-    return {
-        "accuracy": float(binary_accuracy(probabilities, labels, threshold=THRESHOLD)),
-        "auroc": float(binary_auroc(probabilities, labels)),
-    }
+    return {"accuracy": float(binary_accuracy(probabilities, labels, threshold=THRESHOLD)),
+            "auroc": float(binary_auroc(probabilities, labels))}
