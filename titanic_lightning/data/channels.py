@@ -36,7 +36,7 @@ def _pick(keys: list[str], split: str, kind: str, path: Path) -> str:
     raise UsageError(f"{path}: missing key {kind}_{split} (or {kind}); it has {', '.join(keys) or 'no arrays'}")
 
 
-def _array_header(archive: zipfile.ZipFile, key: str, path: Path) -> tuple[int, ...]:
+def _array_header(archive: zipfile.ZipFile, key: str, path: Path) -> tuple[tuple[int, ...], np.dtype]:
     """The shape `key.npy` declares, checked against the bytes the file can hold: np.load allocates the
     declared shape before reading, so a small file claiming 10**12 rows would end in MemoryError."""
     info = archive.getinfo(f"{key}.npy")
@@ -48,37 +48,43 @@ def _array_header(archive: zipfile.ZipFile, key: str, path: Path) -> tuple[int, 
         read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
         shape, _, dtype = read_header(fh)
         header_size = fh.tell()
-    if dtype.hasobject:  # np.load refuses pickled objects (allow_pickle=False)
-        return shape
+    if dtype.hasobject:
+        raise UsageError(f"{path}: holds object (pickled) arrays, which are not loaded")
     # The member's own uncompressed size is believed only as far as its bytes on disk could expand.
     on_disk = min(info.compress_size, path.stat().st_size)
     held = min(info.file_size, on_disk * (MAX_DEFLATE_RATIO if info.compress_type == zipfile.ZIP_DEFLATED else 1))
     held -= header_size
     declared = math.prod(shape) * dtype.itemsize
     if any(n < 0 for n in shape) or declared > held:
-        raise UsageError(
-            f"{path}: array {key} declares shape {shape} of {dtype} ({declared} bytes) but the file holds at most "
-            f"{max(held, 0)} bytes of it; the file is damaged or not written by numpy"
-        )
-    return shape
+        raise UsageError(f"{path}: array {key} declares shape {shape} of {dtype} ({declared} bytes) but the file holds at most "
+                         f"{max(held, 0)} bytes of it; the file is damaged or not written by numpy")
+    return shape, dtype
 
 
 def check_headers(path: Path, split: str) -> tuple[str, str, tuple[int, ...]]:
-    """(features key, labels key, declared feature shape) of an npz file, before any array is loaded."""
+    """(features key, labels key, feature shape) of an npz file, its arrays' types and shapes checked
+    before any is loaded."""
     try:
         with zipfile.ZipFile(path) as archive:
             keys = [n.removesuffix(".npy") for n in archive.namelist() if n.endswith(".npy")]
             x_key, y_key = _pick(keys, split, "X", path), _pick(keys, split, "y", path)
-            shape = _array_header(archive, x_key, path)
-            _array_header(archive, y_key, path)
+            (shape, x_type), (y_shape, y_type) = _array_header(archive, x_key, path), _array_header(archive, y_key, path)
     except UsageError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, KeyError) as exc:
         raise UsageError(f"{path}: not a readable npz file ({' '.join(str(exc).split())[:200]})") from None
+    if x_type.kind not in "biuf" or y_type.kind not in "biuf":
+        raise UsageError(f"{path}: features and labels must be numeric (got {x_type} and {y_type})")
     if len(shape) != 2:
         raise UsageError(f"{path}: features must be 2-D (rows x features), got shape {shape}")
     if shape[1] == 0:
         raise UsageError(f"{path}: features have zero columns (shape {shape})")
+    if len(y_shape) != 1:
+        raise UsageError(f"{path}: labels must be 1-D, got shape {y_shape}")
+    if shape[0] != y_shape[0]:
+        raise UsageError(f"{path}: {shape[0]} feature rows but {y_shape[0]} labels")
+    if shape[0] == 0:
+        raise UsageError(f"{path}: has zero rows")
     return x_key, y_key, shape
 
 
@@ -87,22 +93,9 @@ def read_npz(path: Path, split: str, headers: tuple[str, str, tuple[int, ...]] |
     x_key, y_key, _ = headers or check_headers(path, split)
     try:
         with np.load(path, allow_pickle=False) as npz:
-            X, y = npz[x_key], npz[y_key]
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-            raise UsageError(f"{path}: holds object (pickled) arrays, which are not loaded") from None
-        raise UsageError(f"{path}: not a valid npz file ({exc})") from None
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            X, y = npz[x_key].astype(np.float32, copy=False), npz[y_key]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise UsageError(f"{path}: not a readable npz file ({exc})") from None
-    if X.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
-        raise UsageError(f"{path}: features and labels must be numeric (got {X.dtype} and {y.dtype})")
-    if y.ndim != 1:
-        raise UsageError(f"{path}: labels must be 1-D, got shape {y.shape}")
-    if len(X) != len(y):
-        raise UsageError(f"{path}: {len(X)} feature rows but {len(y)} labels")
-    if len(X) == 0:
-        raise UsageError(f"{path}: has zero rows")
-    X = X.astype(np.float32, copy=False)
     if not np.isfinite(X).all():
         raise UsageError(f"{path}: features contain NaN or infinite values")
     if not np.isin(y, (0, 1)).all():

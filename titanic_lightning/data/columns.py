@@ -44,19 +44,14 @@ def check_categories(df: pd.DataFrame, source: str) -> None:
         values = df[column].dropna().astype(str)
         bad = values[~values.isin(known)]
         if not bad.empty:
-            raise UsageError(
-                f"{source}: column {column} has unknown value {bad.iloc[0]!r} ({len(bad)} row(s)); "
-                f"expected one of {', '.join(known)}"
-            )
+            raise UsageError(f"{source}: column {column} has unknown value {bad.iloc[0]!r} ({len(bad)} row(s)); "
+                             f"expected one of {', '.join(known)}")
 
 
 def read_csv_rows(source, name: str) -> pd.DataFrame:
-    """Kaggle-format rows from a CSV file or buffer, with one-line errors naming `name`.
-
-    A row with more fields than the header is an error naming the row: pandas would take one extra
-    field on the first row for an index column and shift every value; `index_col=False` makes that a
-    warning, turned into the error here. A row with fewer fields has missing values, as in Kaggle's files.
-    """
+    """Kaggle-format rows from a CSV file or buffer, with one-line errors naming `name`. A row with more
+    fields than the header is an error (pandas would take one extra field on the first row for an index
+    column and shift every value); a row with fewer has missing values, as in Kaggle's files."""
     import pandas as pd
 
     start = source.tell() if hasattr(source, "tell") else None
@@ -125,17 +120,13 @@ def _numeric(df: pd.DataFrame, column: str, source: str) -> pd.Series:
     values = values.astype("float64")
     infinite = np.isinf(values)
     if infinite.any():
-        raise UsageError(
-            f"{source}: column {column} has non-finite value {_show(values[infinite].iloc[0])} "
-            f"({int(infinite.sum())} row(s)); only finite numbers (or an empty cell where allowed) are accepted"
-        )
+        raise UsageError(f"{source}: column {column} has non-finite value {_show(values[infinite].iloc[0])} "
+                         f"({int(infinite.sum())} row(s)); only finite numbers (or an empty cell where allowed) are accepted")
     # Features are float32: a raw value beyond its range is infinite there, whatever the transform.
     huge = values.abs() > FLOAT32_MAX
     if huge.any():
-        raise UsageError(
-            f"{source}: column {column} has value {_show(values[huge].iloc[0])} ({int(huge.sum())} row(s)), "
-            f"beyond float32's range (±{FLOAT32_MAX:.4g})"
-        )
+        raise UsageError(f"{source}: column {column} has value {_show(values[huge].iloc[0])} ({int(huge.sum())} row(s)), "
+                         f"beyond float32's range (±{FLOAT32_MAX:.4g})")
     return values
 
 
@@ -152,10 +143,8 @@ def checked_column(df: pd.DataFrame, column: str, source: str) -> pd.Series:
         return values
     bad = values.notna() & ~ok
     if bad.any():
-        raise UsageError(
-            f"{source}: column {column} has value {_show(values[bad].iloc[0])} ({int(bad.sum())} row(s)); "
-            f"{column} must be {domain}"
-        )
+        raise UsageError(f"{source}: column {column} has value {_show(values[bad].iloc[0])} ({int(bad.sum())} row(s)); "
+                         f"{column} must be {domain}")
     return values
 
 

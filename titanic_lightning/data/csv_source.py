@@ -50,16 +50,12 @@ def download(url: str, dest: Path, expected_sha256: str = environment.TITANIC_CS
             payload = response.read()
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise UsageError(
-            f"the Titanic CSV was not found and could not be downloaded from {url} ({reason}); "
-            f"provide it with --csv PATH, or TITANIC_CSV=PATH, or place it at {dest}"
-        ) from None
+        raise UsageError(f"the Titanic CSV was not found and could not be downloaded from {url} ({reason}); "
+                         f"provide it with --csv PATH, or TITANIC_CSV=PATH, or place it at {dest}") from None
     actual = hashlib.sha256(payload).hexdigest()
     if actual != expected_sha256:
-        raise UsageError(
-            f"downloaded {url} has sha256 {actual}, expected {expected_sha256}; not using it "
-            f"(provide the file with --csv PATH or TITANIC_CSV=PATH)"
-        )
+        raise UsageError(f"downloaded {url} has sha256 {actual}, expected {expected_sha256}; not using it "
+                         "(provide the file with --csv PATH or TITANIC_CSV=PATH)")
     from titanic_lightning.io.atomic import atomic_output
 
     dest.parent.mkdir(parents=True, exist_ok=True)

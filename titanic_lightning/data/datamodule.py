@@ -1,16 +1,14 @@
-"""npz channels (`titanic_lightning.data.channels`) → in-memory tensor batches: the LightningDataModule.
-
-Batches are cut by index from tensors held in memory: no per-sample `__getitem__`, no collate. Each
-epoch's permutation is the same on every rank and sharded the way DistributedSampler does it;
-training shards are padded so every rank runs the same steps, evaluation shards are not, so metrics
-see every row once. The training loader is resumable mid-epoch: Lightning saves its `state_dict()`
-in every checkpoint, and a restart skips the batches already trained on.
+"""The LightningDataModule: npz channels → batches cut by index from tensors held in memory (no
+per-sample `__getitem__`, no collate). Each epoch's permutation is sharded across ranks as
+DistributedSampler does it, training shards padded to the same steps on every rank, evaluation shards
+not (metrics see every row once). The training loader resumes mid-epoch from its checkpointed state.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -41,14 +39,10 @@ class ShardedBatchSampler(Sampler[torch.Tensor]):
         self.rank, self.world_size, self.pad = rank, world_size, pad
         self.rows_yielded = 0  # rows of the batches handed out, for the run's rows/s
         self._epoch, self.epoch_fn = 0, epoch_fn
-        self._resume: tuple[int, int] | None = None  # (epoch, batches already trained on)
+        self.resume: tuple[int, int] | None = None  # (epoch, batches already trained): where the next pass starts
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch = epoch
-
-    def resume_at(self, epoch: int, batches_done: int) -> None:
-        """Make the next pass over `epoch` start after its first `batches_done` batches."""
-        self._resume = (epoch, batches_done)
 
     @property
     def epoch(self) -> int:
@@ -56,18 +50,15 @@ class ShardedBatchSampler(Sampler[torch.Tensor]):
         # fit loop's count of processed epochs is the reliable source when there is a trainer.
         return self.epoch_fn() if self.epoch_fn is not None else self._epoch
 
-    def shard(self) -> torch.Tensor:
+    def __iter__(self):
         if self.shuffle:
             order = torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(self.seed + self.epoch))
         else:
             order = torch.arange(self.num_rows)
         if self.pad and self.num_rows % self.world_size:
             order = torch.cat([order, order[:self.world_size - self.num_rows % self.world_size]])
-        return order[self.rank :: self.world_size]
-
-    def __iter__(self):
-        order = self.shard()
-        resume, self._resume = self._resume, None
+        order = order[self.rank :: self.world_size]
+        resume, self.resume = self.resume, None
         if resume is not None and resume[0] == self.epoch:
             order = order[min(resume[1] * self.batch_size, len(order)):]
         # A batch size above the shard's rows is full-batch; torch's split takes at most an int64.
@@ -100,7 +91,7 @@ class TrainBatches(DataLoader):
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         # checkpoints.checkpoint_to_resume has refused a mid-epoch state saved by another number of processes.
-        self.sampler.resume_at(int(state_dict["epoch"]), int(state_dict["batches_done"]))
+        self.sampler.resume = (int(state_dict["epoch"]), int(state_dict["batches_done"]))
 
 
 def data_parallel_rank(trainer: pl.Trainer | None) -> tuple[int, int]:
@@ -121,9 +112,7 @@ class TitanicDataModule(pl.LightningDataModule):
         self.paths = {"train": Path(train), "val": Path(val), "test": Path(test) if test else None}
         self.batch_size, self.seed = batch_size, seed
         self.datasets: dict[str, TensorBatches] = {}
-        # Each channel is listed once, and the training channel's first header read once.
-        self._files: dict[str, list[Path]] = {}
-        self._train_headers: tuple[str, str, tuple[int, ...]] | None = None
+        self._files: dict[str, list[Path]] = {}  # each channel is listed once
         self._train_sampler: ShardedBatchSampler | None = None
 
     def channel_files(self, split: str) -> list[Path]:
@@ -131,11 +120,13 @@ class TitanicDataModule(pl.LightningDataModule):
             self._files[split] = channel_files(self.paths[split])
         return self._files[split]
 
+    @cached_property
+    def _train_headers(self) -> tuple[str, str, tuple[int, ...]]:
+        return check_headers(self.channel_files("train")[0], "train")
+
     @property
     def num_features(self) -> int:
         """Feature count read from the training channel's first array header, without loading the data."""
-        if self._train_headers is None:
-            self._train_headers = check_headers(self.channel_files("train")[0], "train")
         return int(self._train_headers[2][1])
 
     def setup(self, stage: str | None = None) -> None:
@@ -153,21 +144,21 @@ class TitanicDataModule(pl.LightningDataModule):
                 raise UsageError(f"{self.paths[split]}: {dataset.tensors[0].shape[1]} features, but the training channel "
                                  f"{self.paths['train']} has {width}")
 
-    def _sampler(self, split: str, train: bool) -> ShardedBatchSampler:
+    def _loader(self, split: str, train: bool = False) -> DataLoader:
         trainer = self.trainer
+        dataset = self.datasets[split]
+        if trainer is not None:
+            dataset.to(trainer.strategy.root_device)  # once: batches are then cut on the training device
         rank, world = data_parallel_rank(trainer)
-        return ShardedBatchSampler(
-            len(self.datasets[split]), self.batch_size if train else EVAL_BATCH_SIZE,
+        sampler = ShardedBatchSampler(
+            len(dataset), self.batch_size if train else EVAL_BATCH_SIZE,
             shuffle=train, seed=self.seed, rank=rank, world_size=world, pad=train,
             epoch_fn=(lambda: trainer.fit_loop.epoch_progress.current.processed) if trainer is not None else None,
         )
-
-    def _dataset(self, split: str) -> TensorBatches:
-        """The split's tensors, moved to the training device once (batches are then cut there)."""
-        dataset = self.datasets[split]
-        if self.trainer is not None:
-            dataset.to(self.trainer.strategy.root_device)
-        return dataset
+        if not train:
+            return DataLoader(dataset, **loader_options(sampler))
+        self._train_sampler = sampler
+        return TrainBatches(dataset, sampler, self._train_progress)
 
     def _train_progress(self) -> tuple[int, int]:
         """(epoch, batches of it trained) at a checkpoint: one optimizer step per batch, the same batches
@@ -182,11 +173,7 @@ class TitanicDataModule(pl.LightningDataModule):
         return self._train_sampler.rows_yielded if self._train_sampler is not None else 0
 
     def train_dataloader(self) -> DataLoader:
-        self._train_sampler = self._sampler("train", train=True)
-        return TrainBatches(self._dataset("train"), self._train_sampler, self._train_progress)
-
-    def _loader(self, split: str) -> DataLoader:
-        return DataLoader(self._dataset(split), **loader_options(self._sampler(split, train=False)))
+        return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

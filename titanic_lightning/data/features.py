@@ -1,13 +1,8 @@
-"""The passenger → feature transform, fitted on training rows only and saved as plain JSON.
-
-* `basic` — the lesson's seven columns; a missing Embarked is the training mode, a missing Age or Fare
-  the training median, categories are coded by their sorted training values.
-* `rich` — adds the title from Name, family size, travelling alone, cabin known, age missing, log fare
-  and the port one-hot.
-
-Both are standardised. `Preprocessor.to_dict()` holds every fitted statistic and `from_dict()` rebuilds
-the identical transform, which is how a trained model scores new passengers. Values are checked as
-`columns` says.
+"""The passenger → feature transform, fitted on training rows only and saved as plain JSON
+(`Preprocessor.to_dict`; `from_dict` rebuilds the identical transform to score new passengers).
+`basic` is the lesson's seven columns; `rich` adds the title from Name, family size, travelling alone,
+cabin known, age missing, log fare and the port one-hot. A missing Embarked, Age or Fare is the training
+mode or median, categories are coded by their sorted training values, and all are standardised.
 """
 
 from __future__ import annotations
@@ -112,10 +107,8 @@ def _codes(values: pd.Series, categories: Sequence[str], column: str, source: st
     lookup = {c: i for i, c in enumerate(categories)}
     unknown = sorted(set(values.dropna().astype(str)) - set(lookup))
     if unknown:
-        raise UsageError(
-            f"{source}: column {column} has unknown value(s) {', '.join(map(repr, unknown))}; "
-            f"the model knows {', '.join(categories)}"
-        )
+        raise UsageError(f"{source}: column {column} has unknown value(s) {', '.join(map(repr, unknown))}; "
+                         f"the model knows {', '.join(categories)}")
     missing = values.isna()
     if missing.any():
         raise UsageError(f"{source}: column {column} is empty in {int(missing.sum())} row(s)")

@@ -1,10 +1,7 @@
 """Titanic CSV → `train_data.npz`, `val_data.npz`, `test_data.npz`, `test_passengers.csv` (the held-out
-rows, raw) and `preprocessing.json`.
-
-The lesson's split, without its leak: a stratified 20 % test hold-out, then the rest 80/20 into
+rows, raw) and `preprocessing.json`: a stratified 20 % test hold-out, then the rest 80/20 into
 train/val (random_state 42 both times; 569 / 143 / 179 of 891 rows), every statistic fitted on train.
-`preprocessing.json` is removed first and written last, under the folder's lock (see `outputs`), so
-the channels beside it are the ones it describes.
+`preprocessing.json` is removed first and written last, under the folder's lock.
 
 Run: `python -m entry.prepare --csv titanic.csv --out data/ [--features basic|rich]`
 """
@@ -58,7 +55,8 @@ def check_not_overwritten(csv: Path, out: Path, flag: str = "--out") -> None:
 
 
 def read_passengers(csv: Path, require_label: bool = True) -> pd.DataFrame:
-    """Read a Kaggle-format CSV, with one-line errors for the ways it can be wrong."""
+    """Read a Kaggle-format CSV, with one-line errors for the ways it can be wrong; its labels, where
+    present, must be 0 or 1."""
     if not csv.is_file():
         raise UsageError(f"{csv}: no such file")
     try:
@@ -67,13 +65,12 @@ def read_passengers(csv: Path, require_label: bool = True) -> pd.DataFrame:
         raise UsageError(f"{csv}: cannot be read ({exc.strerror or exc})") from None
     if df.empty:
         raise UsageError(f"{csv}: has a header but no rows")
-    if require_label:
-        if LABEL not in df.columns:
-            raise UsageError(f"{csv}: missing required column(s) {LABEL}")
-        import pandas as pd
+    if require_label and LABEL not in df.columns:
+        raise UsageError(f"{csv}: missing required column(s) {LABEL}")
+    import pandas as pd
 
-        if not pd.to_numeric(df[LABEL], errors="coerce").isin([0, 1]).all():
-            raise UsageError(f"{csv}: column {LABEL} must be 0 or 1 in every row")
+    if LABEL in df.columns and not pd.to_numeric(df[LABEL], errors="coerce").isin([0, 1]).all():
+        raise UsageError(f"{csv}: column {LABEL} must be 0 or 1 in every row")
     return df
 
 

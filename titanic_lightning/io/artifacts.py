@@ -1,11 +1,8 @@
 """The model directory (`model.pt`, `metrics.json`, `code/`: see `titanic_lightning.serving`) and the
-learning-curve picture.
-
-`model.pt` is a plain dictionary that `torch.load(path, weights_only=True)` reads: `format`
-("titanic-lightning/1"), `state_dict` (the MLP's weights), `hyperparameters` (input_size, hidden_sizes,
-dropout, ...), `preprocessing` (preprocessing.json, or None) and `metrics` (as metrics.json).
-`metrics.json` is removed first and written last under the directory's lock: whenever it exists, the
-`model.pt` beside it is the one it describes.
+learning-curve picture. `model.pt` is a plain dictionary, read with `torch.load(path, weights_only=True)`:
+`format`, `state_dict` (the MLP's), `hyperparameters`, `preprocessing` (preprocessing.json, or None)
+and `metrics`. `metrics.json` is removed first and written last: when it exists, the `model.pt` beside
+it is the one it describes.
 """
 
 from __future__ import annotations
@@ -70,16 +67,13 @@ def plot_curves(history: list[dict], output_dir: Path, name: str, best_epoch: in
     from titanic_lightning.io.outputs import writing
 
     epochs = [row["epoch"] for row in history]
-
-    def series(key: str) -> list[float]:
-        return [row.get(key, float("nan")) for row in history]
-
+    series = {key: [row.get(key, float("nan")) for row in history] for key in ("train_loss", "val_loss", "val_acc")}
     fig = Figure(figsize=(10, 4), layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
-    ax_loss.plot(epochs, series("train_loss"), label="train_loss")
-    ax_loss.plot(epochs, series("val_loss"), label="val_loss")
+    ax_loss.plot(epochs, series["train_loss"], label="train_loss")
+    ax_loss.plot(epochs, series["val_loss"], label="val_loss")
     ax_loss.set(xlabel="epoch", ylabel="BCE loss", title="Loss")
-    ax_acc.plot(epochs, series("val_acc"), color="tab:green", label="val_acc")
+    ax_acc.plot(epochs, series["val_acc"], color="tab:green", label="val_acc")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy")
     for ax in (ax_loss, ax_acc):
         if best_epoch is not None:

@@ -1,11 +1,8 @@
-"""Writing output files whole or not at all, inside their own folder.
-
-A file is written as `.NAME.PID-TOKEN.partial` beside its target and renamed over it when complete:
-the rename never crosses a mount boundary (SageMaker mounts /opt/ml/model, output and checkpoints
-separately) and a reader sees the old file or the new one. A partial file carries this project's mark
-(an extended attribute) from the moment it has a name; the next writer into the folder removes marked
-partial files whose process has gone, and nothing else. Where the file system keeps no extended
-attributes, a killed writer's partial file stays.
+"""Writing output files whole or not at all: as `.NAME.PID-TOKEN.partial` beside the target, renamed
+over it when complete, so a reader sees the old file or the new one and nothing crosses a mount
+boundary (SageMaker mounts /opt/ml/model, output and checkpoints separately). A partial file carries
+this project's mark (an extended attribute) from the moment it has a name; the next writer into the
+folder removes the marked ones whose process has gone, and nothing else.
 """
 
 from __future__ import annotations

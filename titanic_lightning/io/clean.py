@@ -2,10 +2,9 @@
 
     python -m titanic_lightning.io.clean [ROOT]
 
-In the folders the commands write by default (FOLDERS, walked) and in ROOT itself (not walked), a file
-goes only when its folder's record (see `outputs`) says a command of this project wrote it and it is
-unchanged since; a folder goes only when that left it empty. A folder a running command holds is
-refused, as every command refuses it. Imports only the standard library, so it runs before any set-up.
+In FOLDERS (walked) and ROOT itself, a file goes only when its folder's record (see `outputs`) says a
+command of this project wrote it and it is unchanged since; a folder only when that left it empty. A
+folder a running command holds is refused. Imports only the standard library, so it runs before any set-up.
 """
 
 from __future__ import annotations
@@ -31,20 +30,18 @@ def record_made(folder: Path, flag: str, role: str) -> None:
     with holding(folder, flag, exclusive=True):
         files = read_record(folder, flag)
         for parent, dirs, names in os.walk(folder):
-            dirs.sort()
             rel = Path(parent).relative_to(folder).as_posix()
             if not dirs and not names and rel not in files:  # made for a host, left empty (a channel)
                 files[rel] = {"role": role, "folder": True}
-            for name in sorted(dirs + names):  # a link made for a host (input/data/code -> the staged code)
-                path = Path(parent) / name
-                if path.is_symlink() and path.relative_to(folder).as_posix() not in files:
-                    files[path.relative_to(folder).as_posix()] = {"role": role, "link": os.readlink(path)}
-            for name in sorted(names):
+            for name in dirs + names:
                 path = Path(parent) / name
                 rel = path.relative_to(folder).as_posix()
-                if name == RECORD or name.endswith(PARTIAL_SUFFIX) or rel in files or not file_stamp(path):
+                if rel in files or name == RECORD or name.endswith(PARTIAL_SUFFIX):
                     continue
-                files[rel] = {"role": role, "stamp": file_stamp(path)}
+                if path.is_symlink():  # a link made for a host (input/data/code -> the staged code)
+                    files[rel] = {"role": role, "link": os.readlink(path)}
+                elif file_stamp(path):
+                    files[rel] = {"role": role, "stamp": file_stamp(path)}
         if files:
             save_record(folder, files)
 

@@ -1,11 +1,10 @@
 """Which folders a command may write, and which files in them it may replace.
 
-A command locks each folder it writes (exclusive) or reads (shared) for its whole run (`writing`,
-`reading`; see `locks`). In a folder it writes, it replaces only files of its own names that this project
-wrote there: `.titanic-lightning-files` records, by name, the command (role) that wrote each file and
-its size and modification time when that command ended; any other file stops the command before any
-work. While a command holds the folder its names are marked as its own, so that files Lightning writes
-in place and those a killed run left stay this project's: the next run replaces them.
+A command locks each folder it writes or reads for its whole run (`writing`, `reading`). In a folder
+it writes it replaces only files of its own names that this project wrote there: `.titanic-lightning-files`
+records, by name, the command (role) that wrote each file and its size and modification time. While a
+command holds the folder its names are marked as its own, so that files Lightning writes in place and
+those a killed run left stay this project's.
 """
 
 from __future__ import annotations

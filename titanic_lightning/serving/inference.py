@@ -1,20 +1,14 @@
-"""SageMaker PyTorch serving handler for a titanic-lightning model (copied to `code/inference.py`).
+"""SageMaker PyTorch serving handler (copied to `code/inference.py`): `model_fn(model_dir)` once, then
+`input_fn` → `predict_fn` → `output_fn` per request. It imports `titanic_lightning` from the copies
+beside it, so rows are scored exactly as `python -m entry.predict` scores them.
 
-The serving container calls `model_fn(model_dir)` once, then `input_fn` → `predict_fn` → `output_fn` per
-request. It imports `titanic_lightning` from the copies beside this file, so rows are scored exactly
-as `python -m entry.predict` scores them.
-
-Requests (UTF-8, or the encoding a `charset` parameter names):
-    text/csv          Kaggle-format rows with their header line (Survived, if present, is ignored)
-    application/json  a list of row objects, or {"instances": [...]}; null is a missing value, and so
-                      is a key left out in the columns a missing value is allowed in (MAY_BE_MISSING)
-Responses (the first type of Accept the handler can write, sent as the response's Content-Type):
-    application/json  {"predictions": [{"PassengerId": ..., "probability": ..., "prediction": 0|1}, ...]}
-    text/csv          PassengerId,probability,prediction (PassengerId when the rows carry it)
-Errors, raised as the serving toolkit's GenericInferenceToolkitError (which sets the status): 400 for
-a body or row the model refuses (empty, not in its encoding, unreadable, no rows, a missing column, an
-unknown category, a non-finite number; the message names it), 406 for an Accept with no supported
-type, 415 for another Content-Type or a charset that is not a text encoding Python knows.
+Requests: `text/csv` (Kaggle-format rows with their header) or `application/json` (a list of row objects,
+or {"instances": [...]}; null, or a key left out in a column that may be missing, is a missing value),
+in UTF-8 or the encoding a `charset` parameter names. Responses: the first type of Accept the handler
+can write, `application/json` ({"predictions": [{"PassengerId", "probability", "prediction"}, ...]}) or
+`text/csv`. Errors are the serving toolkit's GenericInferenceToolkitError, which sets the status: 400
+for a body or row the model refuses (the message names it), 406 for an Accept with no supported type,
+415 for another Content-Type or a charset that is not a text encoding Python knows.
 """
 
 from __future__ import annotations
@@ -76,24 +70,17 @@ def model_fn(model_dir: str) -> Scorer:
     return Scorer.from_file(Path(model_dir) / MODEL_FILE)
 
 
-def _media_type(value: str | None) -> str:
-    return (value or "").split(";")[0].strip().lower()
+def _parsed(value: str | None) -> tuple[str, dict[str, str]]:
+    """A media type and its parameters: 'text/csv; charset="latin-1"' → ('text/csv', {'charset': 'latin-1'})."""
+    kind, *params = (value or "").split(";")
+    pairs = (param.partition("=") for param in params)
+    return kind.strip().lower(), {name.strip().lower(): value.strip().strip('"').strip() for name, _, value in pairs}
 
 
-def _charset(content_type: str | None) -> str | None:
-    """The `charset` parameter of a Content-Type, if it has one."""
-    for param in (content_type or "").split(";")[1:]:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset":
-            return value.strip().strip('"').strip() or None
-    return None
-
-
-def _text(body, kind: str, content_type: str) -> str:
-    """The request body as text: bytes decoded as the Content-Type's charset, else UTF-8 (a byte-order mark dropped)."""
+def _text(body, kind: str, content_type: str, charset: str | None) -> str:
+    """The request body as text: bytes decoded as `charset`, else UTF-8 (a byte-order mark dropped)."""
     if isinstance(body, str):  # text already: from a caller, or decoded by the toolkit
         return body.removeprefix("\ufeff")
-    charset = _charset(content_type)
     try:
         encoding = codecs.lookup(charset or "utf-8").name
         return bytes(body).decode("utf-8-sig" if encoding == "utf-8" else encoding)
@@ -109,16 +96,13 @@ def _text(body, kind: str, content_type: str) -> str:
         raise _error(400, f"the {kind} body is not {charset}: {exc}") from None
 
 
-_LARGEST_FLOAT = int(sys.float_info.max)
-
-
 def _check_values(records: list[dict]) -> None:
     for number, row in enumerate(records, start=1):
         for column, value in row.items():
             if isinstance(value, bool) or not (value is None or isinstance(value, (str, int, float))):
                 raise _error(400, f"row {number}: {column} is a {type(value).__name__}; "
                                    "values must be numbers, strings or null")
-            if isinstance(value, int) and abs(value) > _LARGEST_FLOAT:  # json reads 1e999 as inf, 10**999 as an int
+            if isinstance(value, int) and abs(value) > sys.float_info.max:  # json reads 1e999 as inf, 10**999 as an int
                 raise _error(400, f"row {number}: {column} is a number too large for a float")
 
 
@@ -130,10 +114,10 @@ def _json_constant(name: str) -> float:
 
 
 def input_fn(body, content_type: str) -> pd.DataFrame:
-    kind = _media_type(content_type)
+    kind, params = _parsed(content_type)
     if kind not in (CSV, JSON):
         raise _error(415, f"Content-Type {content_type!r} is not supported; send {CSV} or {JSON}")
-    text = _text(body, kind, content_type)
+    text = _text(body, kind, content_type, params.get("charset") or None)
     if not text.strip():
         raise _error(400, f"the {kind} body is empty")
     try:
@@ -147,8 +131,6 @@ def input_fn(body, content_type: str) -> pd.DataFrame:
                 raise _error(400, 'expected a list of row objects or {"instances": [...]}')
             _check_values(records)
             frame = pd.DataFrame.from_records(records)
-    except GenericInferenceToolkitError:
-        raise
     except RecursionError:  # json's decoder recurses once per nesting level
         raise _error(400, f"unreadable {kind} body: nested too deeply") from None
     except UsageError as exc:
@@ -176,17 +158,13 @@ def _accepted(accept: str) -> list[str]:
     """The media types of an Accept header, most preferred first (q=0 means not acceptable)."""
     ranked = []
     for position, entry in enumerate(accept.split(",")):
-        kind, *params = entry.split(";")
-        quality = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0  # an unreadable weight: not an acceptable type
+        kind, params = _parsed(entry)
+        try:
+            quality = float(params.get("q", 1.0))
+        except ValueError:
+            quality = 0.0  # an unreadable weight: not an acceptable type
         if 0.0 < quality <= 1.0:
-            ranked.append((-quality, position, kind.strip().lower()))
+            ranked.append((-quality, position, kind))
     return [kind for _, _, kind in sorted(ranked)]
 
 

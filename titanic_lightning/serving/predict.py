@@ -39,20 +39,13 @@ def run(cfg: PredictConfig) -> dict[str, float] | None:
     df = read_passengers(csv, require_label=False)
     if ID_COLUMN not in df.columns:
         raise UsageError(f"{csv}: missing required column(s) {ID_COLUMN}")
-    labels = None
-    if LABEL in df.columns:
-        values = pd.to_numeric(df[LABEL], errors="coerce")
-        if not values.isin([0, 1]).all():
-            raise UsageError(f"{csv}: column {LABEL} must be 0 or 1 in every row (or be left out)")
-        labels = torch.tensor(values.to_numpy(), dtype=torch.int64)
+    labels = torch.tensor(pd.to_numeric(df[LABEL]).to_numpy(), dtype=torch.int64) if LABEL in df.columns else None
 
     with tempfile.TemporaryDirectory(prefix="titanic-model-") as workdir:
         model_file, source = locate_model(cfg.model, Path(workdir))
         scorer = Scorer.from_file(model_file, source)
     scored = scorer.score_frame(df, source=str(csv))
-    metrics = None
-    if labels is not None:
-        metrics = label_metrics(torch.from_numpy(scored["probability"].to_numpy("float32")), labels)
+    metrics = None if labels is None else label_metrics(torch.from_numpy(scored["probability"].to_numpy("float32")), labels)
 
     if out is None:
         scored.to_csv(sys.stdout, index=False, float_format="%.6f")

@@ -1,12 +1,7 @@
-"""Scoring raw passenger rows with a saved model: the one path shared by `entry.predict`, the SageMaker
-serving handler (`code/inference.py`) and export.
-
-    scorer = Scorer.from_file(Path("model/model.pt"))
-    probabilities = scorer.probabilities(df)   # float32 tensor, one survival probability per row
-
-The saved preprocessing is applied exactly as at training time, then the saved MLP. A row is predicted
-to survive when its probability is above `THRESHOLD`, the rule of torchmetrics' BinaryAccuracy, so
-accuracies computed here equal the ones in metrics.json.
+"""Scoring raw passenger rows with a saved model, the one path of `entry.predict`, the serving handler
+and export: `Scorer.from_file(Path("model/model.pt")).probabilities(df)`. The saved preprocessing is
+applied exactly as at training time, then the saved MLP; a row survives when its probability is above
+`THRESHOLD`, torchmetrics' rule, so accuracies computed here equal metrics.json's.
 """
 
 from __future__ import annotations
@@ -30,13 +25,10 @@ class Scorer:
     `titanic_lightning.io.artifacts`); `source` names the model in error messages."""
 
     def __init__(self, payload: dict, source: str):
-        self.source = source
         description = payload.get("preprocessing")
         if not description:
-            raise UsageError(
-                f"{source}: the model was saved without preprocessing, so it cannot score raw passenger rows; "
-                "retrain it with the preprocessing.json its training data was prepared with"
-            )
+            raise UsageError(f"{source}: the model was saved without preprocessing, so it cannot score raw passenger rows; "
+                             "retrain it with the preprocessing.json its training data was prepared with")
         self.preprocessor = Preprocessor.from_dict(description, source=f"{source} (preprocessing)")
         hparams = payload.get("hyperparameters") or {}
         try:
@@ -45,10 +37,8 @@ class Scorer:
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise UsageError(f"{source}: the saved network does not load ({' '.join(str(exc).split())[:200]})") from None
         if int(hparams["input_size"]) != len(self.preprocessor.feature_names):
-            raise UsageError(
-                f"{source}: the network takes {hparams['input_size']} features but its preprocessing "
-                f"makes {len(self.preprocessor.feature_names)}"
-            )
+            raise UsageError(f"{source}: the network takes {hparams['input_size']} features but its preprocessing "
+                             f"makes {len(self.preprocessor.feature_names)}")
         bad = [name for name, tensor in self.net.state_dict().items() if not bool(torch.isfinite(tensor).all())]
         if bad:
             raise UsageError(f"{source}: the saved network has NaN or infinite weights ({', '.join(bad)})")
