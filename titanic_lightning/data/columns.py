@@ -100,24 +100,21 @@ def _numeric(df: pd.DataFrame, column: str, source: str) -> pd.Series:
     """The column as float64; an empty cell stays missing (NaN), text, booleans and infinite values are errors."""
     import pandas as pd
 
-    booleans = df[column].map(lambda v: isinstance(v, (bool, np.bool_)))
+    raw = df[column]
+    booleans = raw.map(lambda v: isinstance(v, (bool, np.bool_)))
     if booleans.any():  # pandas reads a column of True/False as booleans, which are numbers to it
-        raise UsageError(f"{source}: column {column} has non-numeric value {str(df[column][booleans].iloc[0])!r} "
+        raise UsageError(f"{source}: column {column} has non-numeric value {str(raw[booleans].iloc[0])!r} "
                          f"({int(booleans.sum())} row(s))")
     try:
-        values = pd.to_numeric(df[column], errors="coerce")
-    except OverflowError:  # a Python int beyond int64 (a JSON number with 400 digits)
-        values = pd.to_numeric(df[column].map(lambda v: _as_float(v) if isinstance(v, int) else v), errors="coerce")
-    bad = values.isna() & df[column].notna()
+        values = pd.to_numeric(raw, errors="coerce")
+    except OverflowError:  # a Python int beyond int64 (a JSON number with 400 digits): read below
+        values = pd.Series(np.nan, index=raw.index)
+    unread = values.isna() & raw.notna()
+    # pandas before 2.2 reads text such as "1e400" as not a number; Python reads it as inf, refused below.
+    values = values.where(~unread, raw[unread].map(_as_float)).astype("float64")
+    bad = values.isna() & raw.notna()
     if bad.any():
-        # pandas before 2.2 reads text such as "1e400" as not a number; Python reads it as inf,
-        # which is then refused as non-finite like everywhere else.
-        values = values.where(~bad, df.loc[bad, column].map(_as_float))
-        bad = values.isna() & df[column].notna()
-    if bad.any():
-        first = df.loc[bad, column].iloc[0]
-        raise UsageError(f"{source}: column {column} has non-numeric value {first!r} ({int(bad.sum())} row(s))")
-    values = values.astype("float64")
+        raise UsageError(f"{source}: column {column} has non-numeric value {raw[bad].iloc[0]!r} ({int(bad.sum())} row(s))")
     infinite = np.isinf(values)
     if infinite.any():
         raise UsageError(f"{source}: column {column} has non-finite value {_show(values[infinite].iloc[0])} "

@@ -22,11 +22,7 @@ EVAL_BATCH_SIZE = 8192  # evaluation needs no gradients, so it takes large batch
 DATA_SHA256 = "data_sha256"  # the DataModule hyperparameter holding the training data's identity
 
 
-class TensorBatches(TensorDataset):
-    """Rows held as tensors; indexing with a tensor of row indices returns a whole batch."""
-
-    def to(self, device: torch.device) -> None:
-        self.tensors = tuple(t.to(device) for t in self.tensors)
+TensorBatches = TensorDataset  # rows held as tensors: indexing with a tensor of row indices returns a whole batch
 
 
 class ShardedBatchSampler(Sampler[torch.Tensor]):
@@ -112,17 +108,16 @@ class TitanicDataModule(pl.LightningDataModule):
         self.paths = {"train": Path(train), "val": Path(val), "test": Path(test) if test else None}
         self.batch_size, self.seed = batch_size, seed
         self.datasets: dict[str, TensorBatches] = {}
-        self._files: dict[str, list[Path]] = {}  # each channel is listed once
         self._train_sampler: ShardedBatchSampler | None = None
 
-    def channel_files(self, split: str) -> list[Path]:
-        if split not in self._files:
-            self._files[split] = channel_files(self.paths[split])
-        return self._files[split]
+    @cached_property
+    def _files(self) -> dict[str, list[Path]]:
+        """Each channel's files, listed once."""
+        return {split: channel_files(path) for split, path in self.paths.items() if path is not None}
 
     @cached_property
     def _train_headers(self) -> tuple[str, str, tuple[int, ...]]:
-        return check_headers(self.channel_files("train")[0], "train")
+        return check_headers(self._files["train"][0], "train")
 
     @property
     def num_features(self) -> int:
@@ -134,7 +129,7 @@ class TitanicDataModule(pl.LightningDataModule):
             return
         for split, path in self.paths.items():
             if path is not None:
-                X, y = load_channel(path, split, self.channel_files(split), self._train_headers if split == "train" else None)
+                X, y = load_channel(path, split, self._files[split], self._train_headers if split == "train" else None)
                 self.datasets[split] = TensorBatches(torch.from_numpy(X), torch.from_numpy(y))
         # Beside batch_size and seed: checkpoints.checkpoint_to_resume refuses a checkpoint trained on other data.
         self.hparams[DATA_SHA256] = training_data_sha256(self.paths["train"], self.paths["val"], self._files)
@@ -147,8 +142,8 @@ class TitanicDataModule(pl.LightningDataModule):
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         trainer = self.trainer
         dataset = self.datasets[split]
-        if trainer is not None:
-            dataset.to(trainer.strategy.root_device)  # once: batches are then cut on the training device
+        if trainer is not None:  # moved once: batches are then cut on the training device
+            dataset.tensors = tuple(t.to(trainer.strategy.root_device) for t in dataset.tensors)
         rank, world = data_parallel_rank(trainer)
         sampler = ShardedBatchSampler(
             len(dataset), self.batch_size if train else EVAL_BATCH_SIZE,

@@ -163,7 +163,6 @@ class Preprocessor:
             counts[column] = checked_column(df, column, source)
             if counts[column].isna().any():
                 raise UsageError(f"{source}: column {column} is empty in some rows")
-        sibsp, parch = counts["SibSp"], counts["Parch"]
         age_raw = checked_column(df, "Age", source)
         age = age_raw.fillna(s["age_median"])
         fare = checked_column(df, "Fare", source).fillna(s["fare_median"])
@@ -171,7 +170,7 @@ class Preprocessor:
         columns = {**counts, "Age": age, "Fare": fare, "Sex": _codes(df["Sex"], s["sex_categories"], "Sex", source),
                    "Embarked": _codes(embarked, s["embarked_categories"], "Embarked", source)}
         if self.feature_set == "rich":
-            family = sibsp + parch + 1
+            family = counts["SibSp"] + counts["Parch"] + 1
             titles = df["Name"].map(title_of)
             columns.update({
                 "AgeMissing": age_raw.isna(), "FamilySize": family, "Alone": family == 1,
@@ -195,12 +194,8 @@ class Preprocessor:
         return features
 
     def to_dict(self) -> dict:
-        return {
-            "feature_set": self.feature_set,
-            "feature_names": list(self.feature_names),
-            "statistics": self.statistics,
-            "scaler": {"mean": self.mean.tolist(), "scale": self.scale.tolist()},
-        }
+        return {"feature_set": self.feature_set, "feature_names": list(self.feature_names), "statistics": self.statistics,
+                "scaler": {"mean": self.mean.tolist(), "scale": self.scale.tolist()}}
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "preprocessing") -> Preprocessor:

@@ -24,13 +24,13 @@ def model_dir_files() -> list[str]:
     return [MODEL_FILE, METRICS_FILE, *serving_files()]
 
 
-def write_model_dir(model_dir: Path, payload: dict, metrics: dict, flag: str = FLAG) -> None:
+def write_model_dir(model_dir: Path, payload: dict, metrics: dict) -> None:
     import torch
 
     from titanic_lightning.io.outputs import writing
     from titanic_lightning.serving import write_serving_code
 
-    with writing(Path(model_dir), model_dir_files(), flag, ROLE) as files:
+    with writing(Path(model_dir), model_dir_files(), FLAG, ROLE) as files:
         files.remove(METRICS_FILE)
         files.write(MODEL_FILE, lambda tmp: torch.save({"format": MODEL_FORMAT, **payload, "metrics": metrics}, tmp))
         write_serving_code(files)
@@ -57,8 +57,7 @@ def load_model_file(path: Path) -> dict:
     return data
 
 
-def plot_curves(history: list[dict], output_dir: Path, name: str, best_epoch: int | None,
-                flag: str = "--output_dir") -> Path | None:
+def plot_curves(history: list[dict], output_dir: Path, name: str, best_epoch: int | None) -> Path | None:
     """Train/val loss and val accuracy per epoch (rows of `epoch`, `train_loss`, ...), best epoch marked."""
     if not history:
         return None
@@ -80,5 +79,5 @@ def plot_curves(history: list[dict], output_dir: Path, name: str, best_epoch: in
             ax.axvline(best_epoch, color="gray", linestyle="--", label=f"best epoch {best_epoch}")
         ax.legend()
 
-    with writing(Path(output_dir), [name], flag, ROLE) as files:
+    with writing(Path(output_dir), [name], "--output_dir", ROLE) as files:
         return files.write(name, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

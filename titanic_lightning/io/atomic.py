@@ -25,7 +25,7 @@ _PARTIAL = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.partial$")
 def _marked(path: Path) -> bool:
     try:
         return os.getxattr(path, PARTIAL_MARK, follow_symlinks=False) == b"partial"
-    except OSError:
+    except (OSError, AttributeError):  # AttributeError: no extended attributes on this system (macOS)
         return False
 
 
@@ -77,7 +77,7 @@ def _create_marked(tmp: Path) -> None:
             os.link(f"/proc/self/fd/{fd}", tmp.name, dst_dir_fd=folder)
     except (OSError, AttributeError):  # AttributeError: no os.O_TMPFILE on this system
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, AttributeError):
             os.setxattr(tmp, PARTIAL_MARK, b"partial", follow_symlinks=False)
 
 
@@ -99,7 +99,7 @@ def atomic_output(out: Path) -> Iterator[Path]:
         # Renamed still marked: a writer killed in between leaves a whole target with a stray mark,
         # never an unmarked partial file that no later run would remove.
         os.replace(tmp, out)
-        with contextlib.suppress(OSError):  # not marked: no extended attributes here
+        with contextlib.suppress(OSError, AttributeError):  # not marked: no extended attributes here
             os.removexattr(out, PARTIAL_MARK, follow_symlinks=False)
     finally:
         if os.path.lexists(tmp):

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from titanic_lightning.errors import UsageError
 from titanic_lightning.io.atomic import PARTIAL_SUFFIX, remove_stale_partials
-from titanic_lightning.io.locks import holding
-from titanic_lightning.io.outputs import RECORD, file_stamp, read_record, save_record, vouches
+from titanic_lightning.io.outputs import RECORD, file_stamp, holding, read_record, save_record, vouches
 
 FOLDERS = ("data", "model", "outputs", "runs", "jobs", "tuning", "notebooks/titanic-work")
 FLAG = "make clean:"
@@ -56,7 +55,7 @@ def remove_owned(folder: Path, flag: str) -> list[Path]:
         files = read_record(folder, flag)
         for name, entry in files.items():
             path = folder / name
-            if ((file_stamp(path) and vouches(entry, path, entry.get("role")))
+            if ((file_stamp(path) and vouches(entry, path))
                     or ("link" in entry and path.is_symlink() and os.readlink(path) == entry["link"])):
                 path.unlink()
                 removed.append(path)

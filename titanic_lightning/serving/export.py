@@ -1,25 +1,24 @@
 """Export a trained model and its preprocessing constants as one file that needs only torch
-(TorchScript) or onnxruntime (ONNX) to run.
+(TorchScript) or onnxruntime (ONNX).
 
 Run: `python -m entry.export --model model/ --format torchscript|onnx [--out FILE]`
 
-Input, the same for both formats and both feature sets: one float64 matrix `x` of shape [rows, 9]
-(TorchScript also takes float32), columns Pclass, Sex, Age, SibSp, Parch, Fare, Embarked, Title, CabinKnown:
-* Pclass, Age, SibSp, Parch, Fare: the raw Kaggle values; NaN where Age or Fare is missing (the saved
-  training medians fill them, as in training).
+Input, for both formats and feature sets: one float64 matrix `x` of shape [rows, 9] (TorchScript also
+takes float32), columns Pclass, Sex, Age, SibSp, Parch, Fare, Embarked, Title, CabinKnown:
+* Pclass, Age, SibSp, Parch, Fare: the raw Kaggle values; NaN for a missing Age or Fare (the saved
+  training median fills it, as in training).
 * Sex, Embarked: the index of the value in `sex_categories` / `embarked_categories` (e.g. female=0,
   male=1; C=0, Q=1, S=2); NaN for a missing Embarked (the saved training mode fills it).
-* Title: the index in `titles` (Master, Miss, Mr, Mrs, Rare) of the title taken from Name: the word
-  after the comma (and an optional "the"), Mlle and Ms read as Miss, Mme as Mrs, anything else outside
-  the list (or no name) as Rare.
+* Title: the index in `titles` (Master, Miss, Mr, Mrs, Rare) of the word after the comma in Name (and an
+  optional "the"); Mlle and Ms are Miss, Mme is Mrs, anything else (or no name) is Rare.
 * CabinKnown: 1 when Cabin is given, else 0. Title and CabinKnown are ignored by the `basic` feature set.
-Strings are coded by the caller: text has no place in a TorchScript/ONNX graph, and the category lists
-travel inside the file. Codes outside them give all-zero one-hot columns, not an exception.
+The caller codes the strings (text has no place in the graph) with the category lists stored in the
+file; codes outside them give all-zero one-hot columns, not an exception.
 Output: float32 survival probability per row, shape [rows]; survived when above 0.5.
 
-The contract itself (column order, category lists, feature set) is stored in the file as JSON:
-TorchScript extra file `titanic.json` (`torch.jit.load(f, _extra_files={"titanic.json": ""})`),
-ONNX metadata property `titanic` (`onnx.load(f).metadata_props`).
+The contract (column order, category lists, feature set) is stored in the file as JSON: TorchScript
+extra file `titanic.json` (`torch.jit.load(f, _extra_files={"titanic.json": ""})`), ONNX metadata
+property `titanic` (`onnx.load(f).metadata_props`).
 """
 
 from __future__ import annotations
@@ -91,15 +90,9 @@ class ExportedModel(nn.Module):
 
 def contract(scorer: Scorer) -> dict:
     stats = scorer.preprocessor.statistics
-    return {
-        "input_columns": list(INPUT_COLUMNS),
-        "input_dtype": "float64",
-        "sex_categories": list(stats["sex_categories"]),
-        "embarked_categories": list(stats["embarked_categories"]),
-        "titles": list(TITLES),
-        "feature_set": scorer.preprocessor.feature_set,
-        "output": "survival probability (float32), survived when > 0.5",
-    }
+    return {"input_columns": list(INPUT_COLUMNS), "input_dtype": "float64", "sex_categories": list(stats["sex_categories"]),
+            "embarked_categories": list(stats["embarked_categories"]), "titles": list(TITLES),
+            "feature_set": scorer.preprocessor.feature_set, "output": "survival probability (float32), survived when > 0.5"}
 
 
 def export(scorer: Scorer, fmt: str, out: Path) -> Path:

@@ -28,9 +28,12 @@ from titanic_lightning.serving.scoring import Scorer
 
 CSV, JSON = "text/csv", "application/json"
 
-try:  # the serving toolkit answers these with their status code instead of 500
+try:  # the serving toolkit answers these errors with their status code instead of 500
+    from sagemaker_inference import content_types
     from sagemaker_inference.errors import GenericInferenceToolkitError
 except ImportError:  # the same contract as the toolkit's errors module, for use without it
+    content_types = None
+
     class BaseInferenceToolkitError(Exception):
         def __init__(self, status_code, message, phrase):
             self.status_code = status_code
@@ -43,22 +46,11 @@ except ImportError:  # the same contract as the toolkit's errors module, for use
             message = message or "Invalid Request"
             super().__init__(status_code, message, phrase or message)
 
-
-def _bodies_left_undecoded() -> None:
-    """Have the serving toolkit pass text/csv and application/json bodies to `input_fn` as bytes: its
-    Transformer decodes them as UTF-8 itself, outside any handler, so a body in another encoding would be
-    answered 500; `input_fn` decodes them and answers 400 naming the byte. The toolkit reads this list
-    at every request, and the container serves this one model."""
-    try:
-        from sagemaker_inference import content_types
-    except ImportError:
-        return
-    decoded = getattr(content_types, "UTF8_TYPES", None)
-    if isinstance(decoded, list):
-        decoded[:] = [kind for kind in decoded if kind not in (CSV, JSON)]
-
-
-_bodies_left_undecoded()
+# The toolkit's Transformer decodes text/csv and application/json bodies as UTF-8 itself, outside any
+# handler, so a body in another encoding would be answered 500: they are left to `input_fn`, which answers
+# 400 naming the byte. The toolkit reads this list at every request; the container serves this one model.
+if isinstance(getattr(content_types, "UTF8_TYPES", None), list):
+    content_types.UTF8_TYPES[:] = [kind for kind in content_types.UTF8_TYPES if kind not in (CSV, JSON)]
 
 
 def _error(status: int, message: str) -> GenericInferenceToolkitError:
@@ -139,11 +131,8 @@ def input_fn(body, content_type: str) -> pd.DataFrame:
         raise _error(400, f"unreadable {kind} body: {exc}") from None
     if frame.empty:
         raise _error(400, "the request holds no rows" if len(frame) == 0 else "the rows hold no values")
-    if kind == JSON:
-        # A key no row holds makes no column at all; where a missing value is allowed it is one.
-        for column in MAY_BE_MISSING:
-            if column not in frame.columns:
-                frame[column] = None
+    if kind == JSON:  # a key no row holds makes no column at all; where a missing value is allowed it is one
+        frame = frame.assign(**{column: None for column in MAY_BE_MISSING if column not in frame.columns})
     return frame
 
 

@@ -40,15 +40,11 @@ def download_s3(uri: str, dest: Path) -> Path:
         boto3.client("s3").download_file(bucket, key, str(target))
     except NoCredentialsError:
         raise UsageError(f"{uri}: no AWS credentials found to download it") from None
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in ("404", "NoSuchKey", "NoSuchBucket"):
-            raise UsageError(f"{uri}: no such object") from None
-        if code in ("403", "AccessDenied"):
-            raise UsageError(f"{uri}: access denied") from None
-        raise UsageError(f"{uri}: download failed ({code or exc})") from None
-    except BotoCoreError as exc:
-        raise UsageError(f"{uri}: download failed ({exc})") from None
+    except (ClientError, BotoCoreError) as exc:
+        code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+        reason = {"404": "no such object", "NoSuchKey": "no such object", "NoSuchBucket": "no such object",
+                  "403": "access denied", "AccessDenied": "access denied"}.get(code, f"download failed ({code or exc})")
+        raise UsageError(f"{uri}: {reason}") from None
     return target
 
 
