@@ -52,8 +52,7 @@ def _array_header(archive: zipfile.ZipFile, key: str, path: Path) -> tuple[tuple
         raise UsageError(f"{path}: holds object (pickled) arrays, which are not loaded")
     # The member's own uncompressed size is believed only as far as its bytes on disk could expand.
     on_disk = min(info.compress_size, path.stat().st_size)
-    held = min(info.file_size, on_disk * (MAX_DEFLATE_RATIO if info.compress_type == zipfile.ZIP_DEFLATED else 1))
-    held -= header_size
+    held = min(info.file_size, on_disk * (MAX_DEFLATE_RATIO if info.compress_type == zipfile.ZIP_DEFLATED else 1)) - header_size
     declared = math.prod(shape) * dtype.itemsize
     if any(n < 0 for n in shape) or declared > held:
         raise UsageError(f"{path}: array {key} declares shape {shape} of {dtype} ({declared} bytes) but the file holds at most "

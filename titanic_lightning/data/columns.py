@@ -16,10 +16,8 @@ if TYPE_CHECKING:
 
 from titanic_lightning.errors import UsageError
 
-REQUIRED_COLUMNS = {
-    "basic": ("Pclass", "Sex", "Age", "SibSp", "Parch", "Fare", "Embarked"),
-    "rich": ("Pclass", "Name", "Sex", "Age", "SibSp", "Parch", "Fare", "Cabin", "Embarked"),
-}
+REQUIRED_COLUMNS = {"basic": ("Pclass", "Sex", "Age", "SibSp", "Parch", "Fare", "Embarked"),
+                    "rich": ("Pclass", "Name", "Sex", "Age", "SibSp", "Parch", "Fare", "Cabin", "Embarked")}
 MAY_BE_MISSING = ("Age", "Fare", "Embarked", "Cabin")  # every other column needs a value in every row
 KNOWN_VALUES = {"Sex": ("female", "male"), "Embarked": ("C", "Q", "S")}  # anything else is an error
 COUNT_COLUMNS = ("SibSp", "Parch")

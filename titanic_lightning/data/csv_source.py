@@ -13,6 +13,7 @@ from pathlib import Path
 
 from titanic_lightning import environment
 from titanic_lightning.errors import UsageError
+from titanic_lightning.io.atomic import atomic_output
 
 DOWNLOAD_TIMEOUT_S = 30
 
@@ -56,8 +57,6 @@ def download(url: str, dest: Path, expected_sha256: str = environment.TITANIC_CS
     if actual != expected_sha256:
         raise UsageError(f"downloaded {url} has sha256 {actual}, expected {expected_sha256}; not using it "
                          "(provide the file with --csv PATH or TITANIC_CSV=PATH)")
-    from titanic_lightning.io.atomic import atomic_output
-
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(dest) as tmp:
         tmp.write_bytes(payload)

@@ -7,7 +7,6 @@ mode or median, categories are coded by their sorted training values, and all ar
 
 from __future__ import annotations
 
-import math
 import re
 import sys
 from collections.abc import Sequence
@@ -46,14 +45,12 @@ def feature_names(feature_set: str, embarked_categories: Sequence[str]) -> list[
 
 
 def _is_number(value: object) -> bool:
-    # a JSON integer may exceed any float: the size test comes before math.isfinite
-    return (isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= sys.float_info.max
-            and math.isfinite(value))
+    """A finite number: NaN, the infinities and JSON integers beyond any float all fail the size test."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= sys.float_info.max
 
 
 def _is_strings(value: object) -> bool:
-    return (isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
-            and len(set(value)) == len(value))
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value) and len(set(value)) == len(value)
 
 
 _MEDIAN = (lambda v: _is_number(v) and v >= 0, "a finite number >= 0")
@@ -73,10 +70,9 @@ def description_problem(data: object) -> str | None:
     """What makes `data` unusable as `Preprocessor.to_dict()` output, or None when it is complete."""
     if not isinstance(data, dict):
         return f"expected an object, got {type(data).__name__}"
-    feature_set = data.get("feature_set")
-    if not isinstance(feature_set, str) or feature_set not in FEATURE_SETS:
+    feature_set, statistics, scaler = data.get("feature_set"), data.get("statistics"), data.get("scaler")
+    if feature_set not in FEATURE_SETS:
         return f"feature_set {feature_set!r} is not one of {', '.join(FEATURE_SETS)}"
-    statistics = data.get("statistics")
     if not isinstance(statistics, dict):
         return "statistics is missing or not an object"
     for key, (test, wanted) in _STATISTICS.items():
@@ -89,7 +85,6 @@ def description_problem(data: object) -> str | None:
     names = data.get("feature_names")
     if names != feature_names(feature_set, statistics["embarked_categories"]):
         return f"feature_names are not those of the {feature_set} feature set"
-    scaler = data.get("scaler")
     if not isinstance(scaler, dict):
         return "scaler is missing or not an object"
     for key in ("mean", "scale"):
@@ -137,13 +132,10 @@ class Preprocessor:
         embarked = df["Embarked"].dropna().astype(str)
         if embarked.empty:
             raise UsageError(f"{source}: column Embarked has no values")
-        statistics = {
-            "age_median": float(age.median()),
-            "fare_median": float(fare.median()),
-            "embarked_fill": str(embarked.mode().iloc[0]),
-            "sex_categories": sorted(df["Sex"].dropna().astype(str).unique().tolist()),
-            "embarked_categories": sorted(embarked.unique().tolist()),
-        }
+        statistics = {"age_median": float(age.median()), "fare_median": float(fare.median()),
+                      "embarked_fill": str(embarked.mode().iloc[0]),
+                      "sex_categories": sorted(df["Sex"].dropna().astype(str).unique().tolist()),
+                      "embarked_categories": sorted(embarked.unique().tolist())}
         unscaled = cls(feature_set, statistics, 0.0, 1.0)
         raw = unscaled._raw_features(df, source)
         with np.errstate(over="ignore", invalid="ignore"):

@@ -19,6 +19,7 @@ from titanic_lightning.data.columns import read_csv_rows
 from titanic_lightning.data.csv_source import sha256_of
 from titanic_lightning.data.features import DEFAULT_FEATURE_SET, Preprocessor
 from titanic_lightning.errors import UsageError
+from titanic_lightning.io import outputs
 
 if TYPE_CHECKING:
     import pandas as pd  # imported where rows are read: a training run on prepared data needs none of it
@@ -39,8 +40,6 @@ def prepared_files() -> list[str]:
 def check_prepare_outputs(out: Path, flag: str = "--out", csv: Path | None = None) -> None:
     """Before any work: `out` can be written, would not overwrite `csv`, and holds no file of the
     names it receives that this project did not write."""
-    from titanic_lightning.io import outputs
-
     outputs.check_folder(out, flag)
     if csv is not None:
         check_not_overwritten(csv, out, flag)
@@ -48,9 +47,7 @@ def check_prepare_outputs(out: Path, flag: str = "--out", csv: Path | None = Non
 
 
 def check_not_overwritten(csv: Path, out: Path, flag: str = "--out") -> None:
-    from titanic_lightning.io.outputs import same_file
-
-    if any(same_file(csv, out / name) for name in prepared_files()):
+    if any(outputs.same_file(csv, out / name) for name in prepared_files()):
         raise UsageError(f"{flag} {out}: would overwrite the input --csv {csv}")
 
 
@@ -87,25 +84,18 @@ def split_rows(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def prepare(csv: Path, out: Path, feature_set: str = DEFAULT_FEATURE_SET, flag: str = "--out") -> dict:
     """Write the prepared files into `out`, holding its lock throughout; return the description."""
-    from titanic_lightning.io.outputs import writing
-
     check_not_overwritten(csv, out, flag)
-    with writing(out, prepared_files(), flag, ROLE) as files:
+    with outputs.writing(out, prepared_files(), flag, ROLE) as files:
         return write_prepared(files, csv, feature_set, flag)
 
 
 def write_prepared(files, csv: Path, feature_set: str, flag: str) -> dict:
     """Prepare `csv` into the folder `files` (an `outputs.Writer`) holds."""
     check_not_overwritten(csv, files.folder, flag)
-    df = read_passengers(csv)
-    splits = split_rows(df)
+    splits = split_rows(read_passengers(csv))
     pre = Preprocessor.fit(splits["train"], feature_set, source=f"{csv} (train split)")
-    description = {
-        **pre.to_dict(),
-        "rows": {name: len(rows) for name, rows in splits.items()},
-        "source_sha256": sha256_of(csv),
-        "split": {"test_size": TEST_SIZE, "val_size": VAL_SIZE, "random_state": RANDOM_STATE, "stratify_test": LABEL},
-    }
+    description = {**pre.to_dict(), "rows": {name: len(rows) for name, rows in splits.items()}, "source_sha256": sha256_of(csv),
+                   "split": {"test_size": TEST_SIZE, "val_size": VAL_SIZE, "random_state": RANDOM_STATE, "stratify_test": LABEL}}
     # Transform every split before touching the folder: bad rows in any split leave nothing behind.
     features = {name: pre.transform(rows, source=f"{csv} ({name} split)") for name, rows in splits.items()}
     files.remove(PREPROCESSING_FILE)

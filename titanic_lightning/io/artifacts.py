@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 
 from titanic_lightning.contracts import METRICS_FILE, MODEL_FILE
+from titanic_lightning.errors import UsageError
+from titanic_lightning.serving import serving_files
 
 MODEL_FORMAT = "titanic-lightning/1"
 FLAG = "--model_dir"
@@ -19,8 +21,6 @@ ROLE = "train"  # the command that writes the model and output folders (see `out
 
 def model_dir_files() -> list[str]:
     """Every file the model directory receives, by its name in the directory."""
-    from titanic_lightning.serving import serving_files
-
     return [MODEL_FILE, METRICS_FILE, *serving_files()]
 
 
@@ -40,8 +40,6 @@ def write_model_dir(model_dir: Path, payload: dict, metrics: dict) -> None:
 def load_model_file(path: Path) -> dict:
     """Read a model.pt written by `write_model_dir` (weights only; nothing is unpickled)."""
     import torch
-
-    from titanic_lightning.errors import UsageError
 
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)

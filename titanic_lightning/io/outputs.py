@@ -1,12 +1,10 @@
 """Which folders a command may write, and which files in them it may replace.
 
 A command locks each folder it writes or reads for its whole run (`writing`, `reading`): `flock` on the
-folder's own descriptor, which needs no file and which the kernel drops when the process ends, however
-it ends; a folder another command holds is refused at once, naming the holder. In a folder it writes a
-command replaces only files of its own names that this project wrote there: `.titanic-lightning-files`
-records, by name, the command (role) that wrote each file and its size and modification time. While a
-command holds the folder its names are marked as its own, so that files Lightning writes in place and
-those a killed run left stay this project's.
+folder's descriptor, which the kernel drops when the process ends; a folder another command holds is
+refused at once, naming the holder. In a folder it writes, a command replaces only files of its own
+names that this project wrote there, as `.titanic-lightning-files` records them (by name: the role that
+wrote the file, its size and modification time).
 """
 
 from __future__ import annotations
@@ -29,9 +27,8 @@ RECORD_FORMAT = "titanic-lightning/folder-1"
 _COMMANDS = {"train": "python -m entry.train", "prepare": "python -m entry.prepare",
              "predict": "python -m entry.predict", "export": "python -m entry.export",
              "record": "launch/ (a run record)", "compare": "launch/submit.py --compare", "tune": "launch/tune.py"}
-# Room a folder's path leaves for what the commands write below it: the deepest is the serving
-# code's partial files (code/titanic_lightning/serving/.NAME.PID-TOKEN.partial), then TensorBoard's
-# event files, whose names carry the host name.
+# Room a folder's path leaves for what the commands write below it: the serving code's partial files
+# (code/titanic_lightning/serving/.NAME.PID-TOKEN.partial), then TensorBoard's event files (named by host).
 PATH_ROOM = 256
 _held: dict[tuple[int, int], list] = {}  # this process's locks by folder: [descriptor, count, exclusive]
 
@@ -131,9 +128,7 @@ def owned(folder: Path, flag: str) -> list[Path]:
 
 
 def _describe(path: Path) -> str:
-    if path.is_symlink():
-        return "a symbolic link"
-    return "a folder" if path.is_dir() else "not a regular file"
+    return "a symbolic link" if path.is_symlink() else "a folder" if path.is_dir() else "not a regular file"
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -187,9 +182,8 @@ def _check_length(path: Path, existing: Path, flag: str, file: bool = False) -> 
 
 
 def check_owned(folder: Path, names: Iterable[str], flag: str, role: str, record: dict | None = None) -> None:
-    """Each of `names` (relative to `folder`) is absent, or a regular file the folder's record says
-    `role` wrote. A name's folders (`code/` of `code/inference.py`) must be folders, writable where
-    they exist."""
+    """Each of `names` (relative to `folder`) is absent, or a regular file the folder's record says `role`
+    wrote; its folders (`code/` of `code/inference.py`) are folders, writable where they exist."""
     folder = Path(folder)
     record = read_record(folder, flag) if record is None else record
     probed: set[Path] = set()
@@ -285,11 +279,10 @@ def writing(folder: Path, names: Iterable[str], flag: str, role: str, in_place: 
             wait_s: float = 0, new_in: Iterable[str] = ()) -> Iterator[Writer]:
     """Lock `folder` (created if need be) for `role`, check `names` under the lock, and yield its `Writer`.
 
-    Until the block ends the record marks `names` as this process's. At the end, however it ends, each
-    name this block wrote, each of `in_place` (written by a library) and each file that appeared in the
-    sub-folders `new_in` (where a library makes up names: TensorBoard's) is recorded as it is; any other
-    name keeps what the record said before.
-    """
+    Until the block ends the record marks `names` as this process's (so that what Lightning writes in place,
+    or a killed run leaves, stays this project's). At the end, each name written, each of `in_place`
+    (written by a library) and each file new in the sub-folders `new_in` is recorded as it is; any other
+    name keeps what the record said before."""
     folder, names, in_place = Path(folder), list(names), set(in_place)
     found_before = _files_in(folder, new_in)
     created = not folder.is_dir()
@@ -306,15 +299,13 @@ def writing(folder: Path, names: Iterable[str], flag: str, role: str, in_place: 
             yield writer
         finally:
             if names:
-                files = read_record(folder, flag)
-                for name in names:
+                files, new = read_record(folder, flag), _files_in(folder, new_in) - found_before - set(names)
+                for name in [*names, *new]:
                     stamp = file_stamp(folder / name)
-                    if name in writer.written or name in in_place:
+                    if name in writer.written or name in in_place or name in new:
                         files[name] = {"role": role, "stamp": stamp}
                     elif files.get(name, {}).get("pid") == os.getpid():
                         files[name] = before.get(name) if stamp else None
-                for name in _files_in(folder, new_in) - found_before - set(names):
-                    files[name] = {"role": role, "stamp": file_stamp(folder / name)}
                 files = {name: entry for name, entry in files.items() if entry and entry.get("stamp", 1)}
                 if files:
                     save_record(folder, files)

@@ -16,13 +16,10 @@ PACKAGE_MODULES = ("__init__.py", "contracts.py", "errors.py", "data/__init__.py
                    "serving/scoring.py")
 REQUIRED = ("numpy", "pandas")  # torch comes with the image and must not be reinstalled
 REQUIREMENTS_FILE = f"{CODE_DIR}/requirements.txt"
-
-
-def _sources() -> dict[str, Path]:
-    """Name in the model directory → the file it is copied from (requirements.txt aside)."""
-    package = Path(__file__).resolve().parents[1]
-    return {f"{CODE_DIR}/inference.py": Path(__file__).with_name("inference.py"),
-            **{f"{CODE_DIR}/{package.name}/{name}": package / name for name in PACKAGE_MODULES}}
+_PACKAGE = Path(__file__).resolve().parents[1]
+# Name in the model directory → the file it is copied from (requirements.txt aside).
+_SOURCES = {f"{CODE_DIR}/inference.py": _PACKAGE / "serving" / "inference.py",
+            **{f"{CODE_DIR}/{_PACKAGE.name}/{name}": _PACKAGE / name for name in PACKAGE_MODULES}}
 
 
 def requirements() -> list[str]:
@@ -34,11 +31,11 @@ def requirements() -> list[str]:
 
 def serving_files() -> list[str]:
     """Every file `write_serving_code` writes, by its name in the model directory."""
-    return [*_sources(), REQUIREMENTS_FILE]
+    return [*_SOURCES, REQUIREMENTS_FILE]
 
 
 def write_serving_code(files) -> None:
     """Write `code/` with the model directory's `outputs.Writer`."""
-    for name, source in _sources().items():
+    for name, source in _SOURCES.items():
         files.write(name, lambda tmp, source=source: tmp.write_bytes(source.read_bytes()))
     files.write_text(REQUIREMENTS_FILE, "\n".join(requirements()) + "\n")

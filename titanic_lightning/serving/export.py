@@ -50,14 +50,12 @@ class ExportedModel(nn.Module):
 
     def __init__(self, scorer: Scorer):
         super().__init__()
-        pre = scorer.preprocessor
-        stats = pre.statistics
+        pre, stats = scorer.preprocessor, scorer.preprocessor.statistics
         embarked = list(stats["embarked_categories"])
         candidates = ["Pclass", "Sex", "Age", "AgeMissing", "SibSp", "Parch", "FamilySize", "Alone", "Fare",
                       "LogFare", "CabinKnown", "Embarked", *(f"Title_{t}" for t in TITLES),
                       *(f"Embarked_{c}" for c in embarked)]
-        self.age_median = float(stats["age_median"])
-        self.fare_median = float(stats["fare_median"])
+        self.age_median, self.fare_median = float(stats["age_median"]), float(stats["fare_median"])
         self.embarked_fill = float(embarked.index(stats["embarked_fill"]))
         self.register_buffer("embarked_codes", torch.arange(len(embarked), dtype=torch.float64))
         self.register_buffer("title_codes", torch.arange(len(TITLES), dtype=torch.float64))

@@ -1,14 +1,13 @@
 """SageMaker PyTorch serving handler (copied to `code/inference.py`): `model_fn(model_dir)` once, then
-`input_fn` → `predict_fn` → `output_fn` per request. It imports `titanic_lightning` from the copies
-beside it, so rows are scored exactly as `python -m entry.predict` scores them.
+`input_fn` → `predict_fn` → `output_fn` per request, scoring rows exactly as `python -m entry.predict`
+does with the `titanic_lightning` copies beside it.
 
-Requests: `text/csv` (Kaggle-format rows with their header) or `application/json` (a list of row objects,
-or {"instances": [...]}; null, or a key left out in a column that may be missing, is a missing value),
-in UTF-8 or the encoding a `charset` parameter names. Responses: the first type of Accept the handler
-can write, `application/json` ({"predictions": [{"PassengerId", "probability", "prediction"}, ...]}) or
-`text/csv`. Errors are the serving toolkit's GenericInferenceToolkitError, which sets the status: 400
-for a body or row the model refuses (the message names it), 406 for an Accept with no supported type,
-415 for another Content-Type or a charset that is not a text encoding Python knows.
+Requests: `text/csv` (Kaggle rows with their header) or `application/json` (a list of row objects, or
+{"instances": [...]}; null, or a key left out in MAY_BE_MISSING, is a missing value), in UTF-8 or the
+encoding a `charset` parameter names. Responses: the first type of Accept it can write, JSON
+({"predictions": [...]}) or CSV, each row's PassengerId, probability and prediction. Errors raise the
+serving toolkit's GenericInferenceToolkitError with their status: 400 (a body or row the model refuses,
+named), 406 (no supported type in Accept), 415 (another Content-Type, or an unknown charset).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ directory packed, as a SageMaker training job uploads it), or an `s3://bucket/ke
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tarfile
 import zipfile
@@ -76,14 +77,10 @@ def locate_model(spec: str, workdir: Path) -> tuple[Path, str]:
             return model_file, str(model_file)
         if not path.is_file():
             raise UsageError(f"{spec}: no such file or directory")
-    # torch.save writes a zip; anything else that tar can open is taken for a model.tar.gz.
-    if not zipfile.is_zipfile(path) and _is_tar(path):
+    packed = False
+    with contextlib.suppress(OSError):  # an unreadable file: loading it says so
+        # torch.save writes a zip; anything else that tar can open is taken for a model.tar.gz.
+        packed = not zipfile.is_zipfile(path) and tarfile.is_tarfile(path)
+    if packed:
         return extract_model(path, workdir / "unpacked", spec), f"{spec} ({MODEL_FILE})"
     return path, spec
-
-
-def _is_tar(path: Path) -> bool:
-    try:
-        return tarfile.is_tarfile(path)
-    except OSError:
-        return False

@@ -10,11 +10,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pandas as pd
+import torch
+
 from titanic_lightning.config import PredictConfig
 from titanic_lightning.contracts import MODEL_FILE
 from titanic_lightning.data.prepare import LABEL, read_passengers
 from titanic_lightning.errors import UsageError
 from titanic_lightning.io.outputs import check_output_file, writing
+from titanic_lightning.serving.model_source import locate_model
 from titanic_lightning.serving.scoring import ID_COLUMN, Scorer, label_metrics
 
 ROLE = "predict"  # the command that writes prediction files (see `outputs`)
@@ -27,11 +31,6 @@ def model_inputs(model: str) -> list[tuple[str, Path]]:
 
 def run(cfg: PredictConfig) -> dict[str, float] | None:
     """Score `cfg.csv` with `cfg.model`; write the CSV and return the metrics (None without labels)."""
-    import pandas as pd
-    import torch
-
-    from titanic_lightning.serving.model_source import locate_model
-
     csv = Path(cfg.csv)
     out = Path(cfg.out) if cfg.out else None
     if out is not None:
