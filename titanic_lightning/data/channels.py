@@ -61,8 +61,7 @@ def _array_header(archive: zipfile.ZipFile, key: str, path: Path) -> tuple[tuple
 
 
 def check_headers(path: Path, split: str) -> tuple[str, str, tuple[int, ...]]:
-    """(features key, labels key, feature shape) of an npz file, its arrays' types and shapes checked
-    before any is loaded."""
+    """(features key, labels key, feature shape) of an npz file, its arrays checked before any is loaded."""
     try:
         with zipfile.ZipFile(path) as archive:
             keys = [n.removesuffix(".npy") for n in archive.namelist() if n.endswith(".npy")]
@@ -121,8 +120,7 @@ def num_features(path: Path, split: str) -> int:
 
 
 def training_data_sha256(train: Path, val: Path, files: dict[str, list[Path]] | None = None) -> str:
-    """One sha256 over the train and val channels' file contents, in read order (not their paths), so
-    copies of the same data agree. `files`: the channels' files when already listed."""
+    """One sha256 over the train and val channels' contents (not paths; `files`: when already listed)."""
     digest = hashlib.sha256()
     for split, path in (("train", train), ("val", val)):
         for file in (files or {}).get(split) or channel_files(path):

@@ -48,8 +48,7 @@ def check_categories(df: pd.DataFrame, source: str) -> None:
 
 def read_csv_rows(source, name: str) -> pd.DataFrame:
     """Kaggle-format rows from a CSV file or buffer, with one-line errors naming `name`. A row with more
-    fields than the header is an error (pandas would take one extra field on the first row for an index
-    column and shift every value); a row with fewer has missing values, as in Kaggle's files."""
+    fields than the header is an error (pandas would shift every value); one with fewer has missing values."""
     import pandas as pd
 
     start = source.tell() if hasattr(source, "tell") else None
@@ -65,13 +64,11 @@ def read_csv_rows(source, name: str) -> pd.DataFrame:
         raise UsageError(f"{name}: the first row after the header has more fields than the header") from None
     except pd.errors.EmptyDataError:
         raise UsageError(f"{name}: the file is empty") from None
-    except pd.errors.ParserError as exc:
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         extra = _EXTRA_FIELDS_RE.search(str(exc))
         if extra:
             raise UsageError(f"{name}: line {extra[2]} has {extra[3]} fields, more than the header") from None
         raise UsageError(f"{name}: not a readable CSV ({' '.join(str(exc).split())})") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{name}: not a readable CSV ({exc})") from None
     repeated = sorted({column for column in header if header.count(column) > 1}, key=str)
     if repeated:
         raise UsageError(f"{name}: the header names column(s) {', '.join(map(str, repeated))} more than once")

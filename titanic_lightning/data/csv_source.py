@@ -28,16 +28,11 @@ def sha256_of(path: Path) -> str:
 
 def resolve_csv(csv: str | os.PathLike | None = None, env=None) -> Path:
     """Return the path of a readable Titanic CSV, downloading and caching it if need be."""
-    if csv is not None:
-        path = Path(csv)
-        if not path.is_file():
-            raise UsageError(f"--csv {path}: no such file")
-        return path
-    from_env = environment.titanic_csv_from_env(env)
-    if from_env is not None:
-        if not from_env.is_file():
-            raise UsageError(f"TITANIC_CSV={from_env}: no such file")
-        return from_env
+    for given, named in ((csv, "--csv "), (environment.titanic_csv_from_env(env), "TITANIC_CSV=")):
+        if given is not None:
+            if not Path(given).is_file():
+                raise UsageError(f"{named}{Path(given)}: no such file")
+            return Path(given)
     cached = environment.cache_dir(env) / "titanic.csv"
     if cached.is_file():
         return cached

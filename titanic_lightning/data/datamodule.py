@@ -26,8 +26,7 @@ TensorBatches = TensorDataset  # rows held as tensors: indexing with a tensor of
 
 
 class ShardedBatchSampler(Sampler[torch.Tensor]):
-    """This rank's batches of row indices for one epoch: the slice `rank::world_size` of a permutation
-    that depends only on (seed, epoch)."""
+    """This rank's batches of row indices: the slice `rank::world_size` of the (seed, epoch) permutation."""
 
     def __init__(self, num_rows: int, batch_size: int, *, shuffle: bool, seed: int, rank: int = 0,
                  world_size: int = 1, pad: bool = True, epoch_fn: Callable[[], int] | None = None):
@@ -98,15 +97,13 @@ def data_parallel_rank(trainer: pl.Trainer | None) -> tuple[int, int]:
 
 
 class TitanicDataModule(pl.LightningDataModule):
-    """Serves the train/val/test npz channels (files or directories; test optional) as in-memory
-    batches of `batch_size` rows per process (at least the shard's rows: full batch), shuffled by `seed`."""
+    """The train/val/test channels as batches of `batch_size` rows per process (full batch when larger)."""
 
     def __init__(self, train: Path, val: Path, test: Path | None = None, batch_size: int = 32, seed: int = 42):
         super().__init__()
         # Saved into checkpoints: a resume with another batch size or seed would not be the same run.
         self.save_hyperparameters("batch_size", "seed")
         self.paths = {"train": Path(train), "val": Path(val), "test": Path(test) if test else None}
-        self.batch_size, self.seed = batch_size, seed
         self.datasets: dict[str, TensorBatches] = {}
         self._train_sampler: ShardedBatchSampler | None = None
 
@@ -127,10 +124,9 @@ class TitanicDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        for split, path in self.paths.items():
-            if path is not None:
-                X, y = load_channel(path, split, self._files[split], self._train_headers if split == "train" else None)
-                self.datasets[split] = TensorBatches(torch.from_numpy(X), torch.from_numpy(y))
+        for split, files in self._files.items():
+            X, y = load_channel(self.paths[split], split, files, self._train_headers if split == "train" else None)
+            self.datasets[split] = TensorBatches(torch.from_numpy(X), torch.from_numpy(y))
         # Beside batch_size and seed: checkpoints.checkpoint_to_resume refuses a checkpoint trained on other data.
         self.hparams[DATA_SHA256] = training_data_sha256(self.paths["train"], self.paths["val"], self._files)
         width = self.datasets["train"].tensors[0].shape[1]
@@ -146,8 +142,8 @@ class TitanicDataModule(pl.LightningDataModule):
             dataset.tensors = tuple(t.to(trainer.strategy.root_device) for t in dataset.tensors)
         rank, world = data_parallel_rank(trainer)
         sampler = ShardedBatchSampler(
-            len(dataset), self.batch_size if train else EVAL_BATCH_SIZE,
-            shuffle=train, seed=self.seed, rank=rank, world_size=world, pad=train,
+            len(dataset), self.hparams.batch_size if train else EVAL_BATCH_SIZE,
+            shuffle=train, seed=self.hparams.seed, rank=rank, world_size=world, pad=train,
             epoch_fn=(lambda: trainer.fit_loop.epoch_progress.current.processed) if trainer is not None else None,
         )
         if not train:

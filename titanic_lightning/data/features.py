@@ -156,10 +156,10 @@ class Preprocessor:
             if counts[column].isna().any():
                 raise UsageError(f"{source}: column {column} is empty in some rows")
         age_raw = checked_column(df, "Age", source)
-        age = age_raw.fillna(s["age_median"])
         fare = checked_column(df, "Fare", source).fillna(s["fare_median"])
         embarked = df["Embarked"].where(df["Embarked"].notna(), s["embarked_fill"])
-        columns = {**counts, "Age": age, "Fare": fare, "Sex": _codes(df["Sex"], s["sex_categories"], "Sex", source),
+        columns = {**counts, "Age": age_raw.fillna(s["age_median"]), "Fare": fare,
+                   "Sex": _codes(df["Sex"], s["sex_categories"], "Sex", source),
                    "Embarked": _codes(embarked, s["embarked_categories"], "Embarked", source)}
         if self.feature_set == "rich":
             family = counts["SibSp"] + counts["Parch"] + 1
@@ -174,9 +174,8 @@ class Preprocessor:
 
     def transform(self, df: pd.DataFrame, source: str = "rows") -> np.ndarray:
         """Raw rows → standardised float32 feature matrix, exactly as fitted."""
-        raw = self._raw_features(df, source)
         with np.errstate(over="ignore", invalid="ignore"):
-            features = ((raw - self.mean) / self.scale).astype("float32")
+            features = ((self._raw_features(df, source) - self.mean) / self.scale).astype("float32")
         # Finite raw values can still leave float32's range once standardised (1e308, or a tiny scale).
         overflow = ~np.isfinite(features)
         if overflow.any():

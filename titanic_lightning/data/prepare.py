@@ -38,8 +38,7 @@ def prepared_files() -> list[str]:
 
 
 def check_prepare_outputs(out: Path, flag: str = "--out", csv: Path | None = None) -> None:
-    """Before any work: `out` can be written, would not overwrite `csv`, and holds no file of the
-    names it receives that this project did not write."""
+    """Before any work: `out` can be written, none of its names is `csv`, and none is a file we did not write."""
     outputs.check_folder(out, flag)
     if csv is not None:
         check_not_overwritten(csv, out, flag)
@@ -52,8 +51,7 @@ def check_not_overwritten(csv: Path, out: Path, flag: str = "--out") -> None:
 
 
 def read_passengers(csv: Path, require_label: bool = True) -> pd.DataFrame:
-    """Read a Kaggle-format CSV, with one-line errors for the ways it can be wrong; its labels, where
-    present, must be 0 or 1."""
+    """Read a Kaggle-format CSV (labels, where present, 0 or 1), with one-line errors."""
     if not csv.is_file():
         raise UsageError(f"{csv}: no such file")
     try:
@@ -84,7 +82,6 @@ def split_rows(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def prepare(csv: Path, out: Path, feature_set: str = DEFAULT_FEATURE_SET, flag: str = "--out") -> dict:
     """Write the prepared files into `out`, holding its lock throughout; return the description."""
-    check_not_overwritten(csv, out, flag)
     with outputs.writing(out, prepared_files(), flag, ROLE) as files:
         return write_prepared(files, csv, feature_set, flag)
 

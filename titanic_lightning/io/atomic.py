@@ -63,9 +63,8 @@ def remove_stale_partials(folder: Path) -> list[Path]:
 
 
 def _create_marked(tmp: Path) -> None:
-    """Create `tmp` empty (0666 less the umask), marked from the moment it has a name: made unnamed
-    (O_TMPFILE), marked, then linked in. Without O_TMPFILE, /proc or extended attributes: created,
-    then marked where it can be."""
+    """Create `tmp` empty (0666 less the umask) and marked from the moment it has a name: made unnamed
+    (O_TMPFILE), marked, linked in. Without O_TMPFILE, /proc or xattrs: created, marked where it can be."""
     try:
         with contextlib.ExitStack() as close:
             folder = os.open(tmp.parent, os.O_RDONLY | os.O_DIRECTORY)
@@ -83,8 +82,7 @@ def _create_marked(tmp: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_output(out: Path) -> Iterator[Path]:
-    """Yield a partial path beside `out` (whose folder must exist); on success it becomes `out`, on
-    failure it is removed."""
+    """Yield a partial path beside `out` (whose folder exists); it becomes `out` on success, else goes."""
     out = Path(out)
     tmp = partial_path(out)
     _create_marked(tmp)
@@ -107,8 +105,8 @@ def atomic_output(out: Path) -> Iterator[Path]:
 
 
 def _disk_full(out: Path, exc: BaseException) -> OSError | None:
-    """The error to report when a write failed because the disk holding `out` is full: torch's own
-    reads `basic_ios::clear: iostream error` or `unexpected pos`, which names neither."""
+    """The error for a write that failed on a full disk: torch's own (`basic_ios::clear: iostream error`,
+    `unexpected pos`) names neither the disk nor the file."""
     try:
         free = shutil.disk_usage(out.parent).free
     except OSError:
@@ -119,8 +117,7 @@ def _disk_full(out: Path, exc: BaseException) -> OSError | None:
                                  f"while writing {out.name}; free some space or choose another folder")
 
 
-def write_text(out: Path, text: str) -> Path:
+def write_text(out: Path, text: str) -> None:
     """Write `text` to `out` whole (partial file, then rename)."""
     with atomic_output(out) as tmp:
         tmp.write_text(text, encoding="utf-8")
-    return Path(out)

@@ -22,9 +22,8 @@ FLAG = "make clean:"
 
 
 def record_made(folder: Path, flag: str, role: str) -> None:
-    """Record as `role`'s every file in `folder` that its record does not name yet: for a folder a
-    launcher made under a new name (`jobs/<job>/`, `tuning/<name>/`) and filled through other processes,
-    called when they have ended, so that `make clean` can tell these files from any the user adds later."""
+    """Record as `role`'s every file in `folder` its record does not name yet, once the other processes that
+    filled a launcher's folder (`jobs/<job>/`, `tuning/<name>/`) have ended: later files are the user's."""
     folder = Path(folder)
     with holding(folder, flag, exclusive=True):
         files = read_record(folder, flag)
@@ -46,9 +45,8 @@ def record_made(folder: Path, flag: str, role: str) -> None:
 
 
 def remove_owned(folder: Path, flag: str) -> list[Path]:
-    """Remove, under the folder's lock, the files its record says this project wrote, as it wrote them
-    (a name still marked with a pid is what a killed run left), and the partial files of writers that
-    have gone; return what went."""
+    """Remove, under the folder's lock, the files its record says we wrote, as we wrote them (a name still
+    marked with a pid is what a killed run left) and dead writers' partial files; return what went."""
     folder = Path(folder)
     with holding(folder, flag, exclusive=True):
         removed = remove_stale_partials(folder)

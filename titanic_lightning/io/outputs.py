@@ -278,11 +278,9 @@ def _files_in(folder: Path, subfolders: Iterable[str]) -> set[str]:
 def writing(folder: Path, names: Iterable[str], flag: str, role: str, in_place: Iterable[str] = (),
             wait_s: float = 0, new_in: Iterable[str] = ()) -> Iterator[Writer]:
     """Lock `folder` (created if need be) for `role`, check `names` under the lock, and yield its `Writer`.
-
-    Until the block ends the record marks `names` as this process's (so that what Lightning writes in place,
-    or a killed run leaves, stays this project's). At the end, each name written, each of `in_place`
-    (written by a library) and each file new in the sub-folders `new_in` is recorded as it is; any other
-    name keeps what the record said before."""
+    Meanwhile the record marks `names` as this process's, so that what a library writes in place or a killed
+    run leaves stays ours. At the end each name written, each of `in_place` (written by a library) and each
+    file new in the sub-folders `new_in` is recorded as it is; other names keep what the record said."""
     folder, names, in_place = Path(folder), list(names), set(in_place)
     found_before = _files_in(folder, new_in)
     created = not folder.is_dir()

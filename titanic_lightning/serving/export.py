@@ -44,9 +44,8 @@ FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 
 
 class ExportedModel(nn.Module):
-    """Raw coded columns (INPUT_COLUMNS) → the saved features → the MLP → probability. Every feature the
-    Preprocessor can make is a column of one matrix, and a saved index picks the model's, so one graph
-    serves both feature sets."""
+    """Raw coded columns (INPUT_COLUMNS) → the saved features → the MLP → probability. Every feature either
+    set makes is a column of one matrix and a saved index picks the model's: one graph serves both sets."""
 
     def __init__(self, scorer: Scorer):
         super().__init__()
@@ -75,10 +74,9 @@ class ExportedModel(nn.Module):
         embarked = torch.where(torch.isnan(embarked_raw), torch.full_like(embarked_raw, self.embarked_fill),
                                embarked_raw)
         family = sibsp + parch + 1
-        columns = torch.stack([
-            pclass, sex, age, age_missing.to(torch.float64), sibsp, parch, family, (family == 1).to(torch.float64),
-            fare, torch.log1p(torch.clamp(fare, min=0.0)), cabin, embarked,
-        ], dim=1)
+        columns = torch.stack([pclass, sex, age, age_missing.to(torch.float64), sibsp, parch, family,
+                               (family == 1).to(torch.float64), fare, torch.log1p(torch.clamp(fare, min=0.0)), cabin, embarked],
+                              dim=1)
         titles = (title.unsqueeze(1) == self.title_codes).to(torch.float64)
         ports = (embarked.unsqueeze(1) == self.embarked_codes).to(torch.float64)
         features = torch.cat([columns, titles, ports], dim=1).index_select(1, self.select)

@@ -64,8 +64,7 @@ def model_fn(model_dir: str) -> Scorer:
 def _parsed(value: str | None) -> tuple[str, dict[str, str]]:
     """A media type and its parameters: 'text/csv; charset="latin-1"' → ('text/csv', {'charset': 'latin-1'})."""
     kind, *params = (value or "").split(";")
-    pairs = (param.partition("=") for param in params)
-    return kind.strip().lower(), {name.strip().lower(): value.strip().strip('"').strip() for name, _, value in pairs}
+    return kind.strip().lower(), {n.strip().lower(): v.strip().strip('"').strip() for n, _, v in (p.partition("=") for p in params)}
 
 
 def _text(body, kind: str, content_type: str, charset: str | None) -> str:
@@ -82,7 +81,7 @@ def _text(body, kind: str, content_type: str, charset: str | None) -> str:
         byte = exc.object[exc.start:exc.start + 1].hex()
         fix = "send it in that encoding" if charset else f"send UTF-8, or name its encoding ({kind}; charset=...)"
         raise _error(400, f"the {kind} body is not {charset or 'UTF-8'}: byte 0x{byte} at offset {exc.start} "
-                           f"({exc.reason}); {fix}") from None
+                          f"({exc.reason}); {fix}") from None
     except UnicodeError as exc:  # a codec that fails without naming a byte (punycode, undefined)
         raise _error(400, f"the {kind} body is not {charset}: {exc}") from None
 
@@ -92,7 +91,7 @@ def _check_values(records: list[dict]) -> None:
         for column, value in row.items():
             if isinstance(value, bool) or not (value is None or isinstance(value, (str, int, float))):
                 raise _error(400, f"row {number}: {column} is a {type(value).__name__}; "
-                                   "values must be numbers, strings or null")
+                                  "values must be numbers, strings or null")
             if isinstance(value, int) and abs(value) > sys.float_info.max:  # json reads 1e999 as inf, 10**999 as an int
                 raise _error(400, f"row {number}: {column} is a number too large for a float")
 

@@ -64,8 +64,7 @@ def extract_model(archive: Path, dest: Path, source: str) -> Path:
 
 
 def locate_model(spec: str, workdir: Path) -> tuple[Path, str]:
-    """The local model.pt for `spec` and its name for messages; archives are unpacked and downloads
-    land in `workdir`."""
+    """The local model.pt for `spec` and its name for messages; archives and downloads go to `workdir`."""
     if spec.startswith("s3:"):
         path = download_s3(spec, workdir)
     else:

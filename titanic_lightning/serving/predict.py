@@ -41,8 +41,7 @@ def run(cfg: PredictConfig) -> dict[str, float] | None:
     labels = torch.tensor(pd.to_numeric(df[LABEL]).to_numpy(), dtype=torch.int64) if LABEL in df.columns else None
 
     with tempfile.TemporaryDirectory(prefix="titanic-model-") as workdir:
-        model_file, source = locate_model(cfg.model, Path(workdir))
-        scorer = Scorer.from_file(model_file, source)
+        scorer = Scorer.from_file(*locate_model(cfg.model, Path(workdir)))
     scored = scorer.score_frame(df, source=str(csv))
     metrics = None if labels is None else label_metrics(torch.from_numpy(scored["probability"].to_numpy("float32")), labels)
 

@@ -73,6 +73,5 @@ def label_metrics(probabilities: torch.Tensor, labels: torch.Tensor) -> dict[str
     """Accuracy and AUROC computed by torchmetrics, as training computed test_acc and test_auroc."""
     from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 
-    labels = labels.to(torch.int64)
     return {"accuracy": float(binary_accuracy(probabilities, labels, threshold=THRESHOLD)),
             "auroc": float(binary_auroc(probabilities, labels))}
