@@ -1,10 +1,5 @@
-"""npz channels, read and checked: what the DataModule and the resume checks load.
-
-A channel is an `.npz` file or a directory of them (a SageMaker channel; several files are
-concatenated in name order). Keys may be the lesson's (`X_train`/`y_train`, ...) or plain `X`/`y`.
-Arrays are checked — keys, 2-D finite numeric features, 1-D 0/1 labels, equal lengths — and each
-error names the file; an array's declared size is checked against the file before anything is
-allocated.
+"""npz channels, read and checked: an `.npz` file, or a directory of them (a SageMaker channel) read
+in name order. Keys are `X_<split>`/`y_<split>` or plain `X`/`y`; each error names the file.
 """
 
 from __future__ import annotations
@@ -18,6 +13,9 @@ import numpy as np
 
 from titanic_lightning.data.csv_source import sha256_of
 from titanic_lightning.errors import UsageError
+
+# Deflate cannot expand a stream more than about 1032-fold: a member claiming more is not believed.
+MAX_DEFLATE_RATIO = 1032
 
 
 def channel_files(path: Path) -> list[Path]:
@@ -38,21 +36,11 @@ def _pick(keys: list[str], split: str, kind: str, path: Path) -> str:
     raise UsageError(f"{path}: missing key {kind}_{split} (or {kind}); it has {', '.join(keys) or 'no arrays'}")
 
 
-# Deflate cannot expand a stream more than about 1032-fold: a member claiming more is not believed.
-MAX_DEFLATE_RATIO = 1032
-
-
 def _array_header(archive: zipfile.ZipFile, key: str, path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    """The shape and dtype the member `key.npy` declares, checked against the bytes it can hold.
-
-    np.load allocates the declared shape before it reads a byte, so a small file whose header
-    claims 10**12 rows would end in MemoryError; the size is checked here first. The member's
-    uncompressed size is itself read from the archive, so it is believed only as far as its
-    compressed bytes on disk could really expand.
-    """
+    """The shape `key.npy` declares, checked against the bytes the file can hold: np.load allocates the
+    declared shape before reading, so a small file claiming 10**12 rows would end in MemoryError."""
     info = archive.getinfo(f"{key}.npy")
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        # numpy writes these two only; for others no bound on the expanded size is known here.
         raise UsageError(f"{path}: array {key} is compressed with zip method {info.compress_type}; numpy's npz "
                          "files are stored or deflated")
     with archive.open(info) as fh:
@@ -60,68 +48,52 @@ def _array_header(archive: zipfile.ZipFile, key: str, path: Path) -> tuple[tuple
         read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
         shape, _, dtype = read_header(fh)
         header_size = fh.tell()
-    if dtype.hasobject:  # pickled objects: np.load refuses them (allow_pickle=False)
-        return shape, dtype
+    if dtype.hasobject:
+        raise UsageError(f"{path}: holds object (pickled) arrays, which are not loaded")
+    # The member's own uncompressed size is believed only as far as its bytes on disk could expand.
     on_disk = min(info.compress_size, path.stat().st_size)
-    ceiling = {zipfile.ZIP_STORED: on_disk, zipfile.ZIP_DEFLATED: on_disk * MAX_DEFLATE_RATIO}[info.compress_type]
-    held = min(info.file_size, ceiling) - header_size
+    held = min(info.file_size, on_disk * (MAX_DEFLATE_RATIO if info.compress_type == zipfile.ZIP_DEFLATED else 1)) - header_size
     declared = math.prod(shape) * dtype.itemsize
     if any(n < 0 for n in shape) or declared > held:
-        raise UsageError(
-            f"{path}: array {key} declares shape {shape} of {dtype} ({declared} bytes) but the file holds at most "
-            f"{max(held, 0)} bytes of it; the file is damaged or not written by numpy"
-        )
+        raise UsageError(f"{path}: array {key} declares shape {shape} of {dtype} ({declared} bytes) but the file holds at most "
+                         f"{max(held, 0)} bytes of it; the file is damaged or not written by numpy")
     return shape, dtype
 
 
 def check_headers(path: Path, split: str) -> tuple[str, str, tuple[int, ...]]:
-    """(features key, labels key, declared feature shape) of an npz file, before any array is loaded."""
+    """(features key, labels key, feature shape) of an npz file, its arrays checked before any is loaded."""
     try:
         with zipfile.ZipFile(path) as archive:
             keys = [n.removesuffix(".npy") for n in archive.namelist() if n.endswith(".npy")]
             x_key, y_key = _pick(keys, split, "X", path), _pick(keys, split, "y", path)
-            shape, _ = _array_header(archive, x_key, path)
-            _array_header(archive, y_key, path)
+            (shape, x_type), (y_shape, y_type) = _array_header(archive, x_key, path), _array_header(archive, y_key, path)
     except UsageError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, KeyError) as exc:
         raise UsageError(f"{path}: not a readable npz file ({' '.join(str(exc).split())[:200]})") from None
+    if x_type.kind not in "biuf" or y_type.kind not in "biuf":
+        raise UsageError(f"{path}: features and labels must be numeric (got {x_type} and {y_type})")
     if len(shape) != 2:
         raise UsageError(f"{path}: features must be 2-D (rows x features), got shape {shape}")
     if shape[1] == 0:
         raise UsageError(f"{path}: features have zero columns (shape {shape})")
+    if len(y_shape) != 1:
+        raise UsageError(f"{path}: labels must be 1-D, got shape {y_shape}")
+    if shape[0] != y_shape[0]:
+        raise UsageError(f"{path}: {shape[0]} feature rows but {y_shape[0]} labels")
+    if shape[0] == 0:
+        raise UsageError(f"{path}: has zero rows")
     return x_key, y_key, shape
 
 
 def read_npz(path: Path, split: str, headers: tuple[str, str, tuple[int, ...]] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Load and check one npz file; features come back float32, labels float32 0/1.
-
-    `headers`: what `_check_headers` already returned for this file, so they are not read again.
-    """
-    if not zipfile.is_zipfile(path):
-        raise UsageError(f"{path}: not an npz file (expected a zip archive of .npy arrays)")
+    """Load and check one npz file (`headers`: its `check_headers`, if read); both arrays come back float32."""
     x_key, y_key, _ = headers or check_headers(path, split)
     try:
         with np.load(path, allow_pickle=False) as npz:
-            X = npz[x_key]
-            y = npz[y_key]
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-            raise UsageError(f"{path}: holds object (pickled) arrays, which are not loaded") from None
-        raise UsageError(f"{path}: not a valid npz file ({exc})") from None
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            X, y = npz[x_key].astype(np.float32, copy=False), npz[y_key]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise UsageError(f"{path}: not a readable npz file ({exc})") from None
-    if X.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
-        raise UsageError(f"{path}: features and labels must be numeric (got {X.dtype} and {y.dtype})")
-    if X.ndim != 2:
-        raise UsageError(f"{path}: features must be 2-D (rows x features), got shape {X.shape}")
-    if y.ndim != 1:
-        raise UsageError(f"{path}: labels must be 1-D, got shape {y.shape}")
-    if len(X) != len(y):
-        raise UsageError(f"{path}: {len(X)} feature rows but {len(y)} labels")
-    if len(X) == 0:
-        raise UsageError(f"{path}: has zero rows")
-    X = X.astype(np.float32, copy=False)
     if not np.isfinite(X).all():
         raise UsageError(f"{path}: features contain NaN or infinite values")
     if not np.isin(y, (0, 1)).all():
@@ -144,16 +116,11 @@ def load_channel(path: Path, split: str, files: list[Path] | None = None,
 
 def num_features(path: Path, split: str) -> int:
     """Feature count read from the first file's array header, without loading the data."""
-    first = channel_files(path)[0]
-    return int(check_headers(first, split)[2][1])
+    return int(check_headers(channel_files(path)[0], split)[2][1])
 
 
 def training_data_sha256(train: Path, val: Path, files: dict[str, list[Path]] | None = None) -> str:
-    """The training data's identity: one sha256 over the train and val channels' file contents.
-
-    Only contents count, in the order they are read: the same data copied elsewhere (as every
-    SageMaker instance gets it) has the same identity. `files`: the channels' files when already listed.
-    """
+    """One sha256 over the train and val channels' contents (not paths; `files`: when already listed)."""
     digest = hashlib.sha256()
     for split, path in (("train", train), ("val", val)):
         for file in (files or {}).get(split) or channel_files(path):

@@ -1,13 +1,11 @@
-"""Kaggle's passenger columns, read and checked: which columns each feature set needs, the values
-Sex and Embarked may hold, the numeric domains, and the one-line errors that name the column, the
-value and how many rows hold it.
+"""Kaggle's passenger columns, read and checked: each error names the column, the value and how many
+rows hold it.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import sys
 import warnings
 from typing import TYPE_CHECKING
 
@@ -18,23 +16,15 @@ if TYPE_CHECKING:
 
 from titanic_lightning.errors import UsageError
 
-REQUIRED_COLUMNS = {
-    "basic": ("Pclass", "Sex", "Age", "SibSp", "Parch", "Fare", "Embarked"),
-    "rich": ("Pclass", "Name", "Sex", "Age", "SibSp", "Parch", "Fare", "Cabin", "Embarked"),
-}
-# The columns a missing value is allowed in (filled as fitted, or counted as "no cabin"); every
-# other column must hold a value in every row.
-MAY_BE_MISSING = ("Age", "Fare", "Embarked", "Cabin")
-# The values Kaggle's schema allows; anything else is a data error, never a new category.
-KNOWN_VALUES = {"Sex": ("female", "male"), "Embarked": ("C", "Q", "S")}
-# Numeric domains: the allowed values of Pclass; the columns that count people (whole numbers >= 0);
-# the columns that may not be negative.
-PCLASS_VALUES = (1, 2, 3)
+REQUIRED_COLUMNS = {"basic": ("Pclass", "Sex", "Age", "SibSp", "Parch", "Fare", "Embarked"),
+                    "rich": ("Pclass", "Name", "Sex", "Age", "SibSp", "Parch", "Fare", "Cabin", "Embarked")}
+MAY_BE_MISSING = ("Age", "Fare", "Embarked", "Cabin")  # every other column needs a value in every row
+KNOWN_VALUES = {"Sex": ("female", "male"), "Embarked": ("C", "Q", "S")}  # anything else is an error
 COUNT_COLUMNS = ("SibSp", "Parch")
-NON_NEGATIVE_COLUMNS = ("Age", "Fare")
-# "Error tokenizing data. C error: Expected 12 fields in line 5, saw 13"
 # The raw columns each derived feature is computed from (a feature not listed comes from its namesake).
 FEATURE_SOURCES = {"AgeMissing": ("Age",), "FamilySize": COUNT_COLUMNS, "Alone": COUNT_COLUMNS, "LogFare": ("Fare",)}
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# "Error tokenizing data. C error: Expected 12 fields in line 5, saw 13"
 _EXTRA_FIELDS_RE = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 
@@ -52,20 +42,13 @@ def check_categories(df: pd.DataFrame, source: str) -> None:
         values = df[column].dropna().astype(str)
         bad = values[~values.isin(known)]
         if not bad.empty:
-            raise UsageError(
-                f"{source}: column {column} has unknown value {bad.iloc[0]!r} ({len(bad)} row(s)); "
-                f"expected one of {', '.join(known)}"
-            )
+            raise UsageError(f"{source}: column {column} has unknown value {bad.iloc[0]!r} ({len(bad)} row(s)); "
+                             f"expected one of {', '.join(known)}")
 
 
 def read_csv_rows(source, name: str) -> pd.DataFrame:
-    """Kaggle-format rows from a CSV file or buffer, with one-line errors naming `name`.
-
-    A row with more fields than the header is an error naming the row. pandas would otherwise read
-    a first row with one field too many as the sign of an index column, shifting every value one
-    column to the left; with `index_col=False` it drops the extra fields instead, with a warning
-    that is turned into the error here. A row with fewer fields has missing values, as in Kaggle's files.
-    """
+    """Kaggle-format rows from a CSV file or buffer, with one-line errors naming `name`. A row with more
+    fields than the header is an error (pandas would shift every value); one with fewer has missing values."""
     import pandas as pd
 
     start = source.tell() if hasattr(source, "tell") else None
@@ -81,13 +64,11 @@ def read_csv_rows(source, name: str) -> pd.DataFrame:
         raise UsageError(f"{name}: the first row after the header has more fields than the header") from None
     except pd.errors.EmptyDataError:
         raise UsageError(f"{name}: the file is empty") from None
-    except pd.errors.ParserError as exc:
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         extra = _EXTRA_FIELDS_RE.search(str(exc))
         if extra:
             raise UsageError(f"{name}: line {extra[2]} has {extra[3]} fields, more than the header") from None
         raise UsageError(f"{name}: not a readable CSV ({' '.join(str(exc).split())})") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{name}: not a readable CSV ({exc})") from None
     repeated = sorted({column for column in header if header.count(column) > 1}, key=str)
     if repeated:
         raise UsageError(f"{name}: the header names column(s) {', '.join(map(str, repeated))} more than once")
@@ -100,57 +81,44 @@ def _show(value: float) -> str:
     return str(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
 
 
-def _big_int_as_float(value: object) -> object:
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63:
-        return float(value) if abs(value) <= sys.float_info.max else (math.inf if value > 0 else -math.inf)
-    return value
-
-
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
 def _as_float(value: object) -> float:
+    """float(value): infinite for an int beyond float's range, NaN for anything unreadable."""
     try:
         return float(value)
-    except (TypeError, ValueError, OverflowError):
-        return float("nan")
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _numeric(df: pd.DataFrame, column: str, source: str) -> pd.Series:
     """The column as float64; an empty cell stays missing (NaN), text, booleans and infinite values are errors."""
     import pandas as pd
 
-    booleans = df[column].map(lambda v: isinstance(v, (bool, np.bool_)))
+    raw = df[column]
+    booleans = raw.map(lambda v: isinstance(v, (bool, np.bool_)))
     if booleans.any():  # pandas reads a column of True/False as booleans, which are numbers to it
-        raise UsageError(f"{source}: column {column} has non-numeric value {str(df[column][booleans].iloc[0])!r} "
+        raise UsageError(f"{source}: column {column} has non-numeric value {str(raw[booleans].iloc[0])!r} "
                          f"({int(booleans.sum())} row(s))")
     try:
-        values = pd.to_numeric(df[column], errors="coerce")
-    except OverflowError:  # a Python int beyond int64 (a JSON number with 400 digits); infinite if beyond float
-        values = pd.to_numeric(df[column].map(_big_int_as_float), errors="coerce")
-    bad = values.isna() & df[column].notna()
+        values = pd.to_numeric(raw, errors="coerce")
+    except OverflowError:  # a Python int beyond int64 (a JSON number with 400 digits): read below
+        values = pd.Series(np.nan, index=raw.index)
+    unread = values.isna() & raw.notna()
+    # pandas before 2.2 reads text such as "1e400" as not a number; Python reads it as inf, refused below.
+    values = values.where(~unread, raw[unread].map(_as_float)).astype("float64")
+    bad = values.isna() & raw.notna()
     if bad.any():
-        # pandas before 2.2 reads text such as "1e400" as not a number; Python reads it as inf,
-        # which is then refused as non-finite like everywhere else.
-        values = values.where(~bad, df.loc[bad, column].map(_as_float))
-        bad = values.isna() & df[column].notna()
-    if bad.any():
-        first = df.loc[bad, column].iloc[0]
-        raise UsageError(f"{source}: column {column} has non-numeric value {first!r} ({int(bad.sum())} row(s))")
-    values = values.astype("float64")
+        raise UsageError(f"{source}: column {column} has non-numeric value {raw[bad].iloc[0]!r} ({int(bad.sum())} row(s))")
     infinite = np.isinf(values)
     if infinite.any():
-        raise UsageError(
-            f"{source}: column {column} has non-finite value {_show(values[infinite].iloc[0])} "
-            f"({int(infinite.sum())} row(s)); only finite numbers (or an empty cell where allowed) are accepted"
-        )
+        raise UsageError(f"{source}: column {column} has non-finite value {_show(values[infinite].iloc[0])} "
+                         f"({int(infinite.sum())} row(s)); only finite numbers (or an empty cell where allowed) are accepted")
     # Features are float32: a raw value beyond its range is infinite there, whatever the transform.
     huge = values.abs() > FLOAT32_MAX
     if huge.any():
-        raise UsageError(
-            f"{source}: column {column} has value {_show(values[huge].iloc[0])} ({int(huge.sum())} row(s)), "
-            f"beyond float32's range (±{FLOAT32_MAX:.4g})"
-        )
+        raise UsageError(f"{source}: column {column} has value {_show(values[huge].iloc[0])} ({int(huge.sum())} row(s)), "
+                         f"beyond float32's range (±{FLOAT32_MAX:.4g})")
     return values
 
 
@@ -158,19 +126,17 @@ def checked_column(df: pd.DataFrame, column: str, source: str) -> pd.Series:
     """`_numeric`, then the column's domain: Pclass 1-3, SibSp/Parch whole numbers >= 0, Age/Fare >= 0."""
     values = _numeric(df, column, source)
     if column == "Pclass":
-        ok, domain = values.isin(PCLASS_VALUES), "1, 2 or 3"
+        ok, domain = values.isin((1, 2, 3)), "1, 2 or 3"
     elif column in COUNT_COLUMNS:
         ok, domain = (values >= 0) & (values == np.floor(values)), "a whole number >= 0"
-    elif column in NON_NEGATIVE_COLUMNS:
+    elif column in ("Age", "Fare"):
         ok, domain = values >= 0, ">= 0"
     else:
         return values
     bad = values.notna() & ~ok
     if bad.any():
-        raise UsageError(
-            f"{source}: column {column} has value {_show(values[bad].iloc[0])} ({int(bad.sum())} row(s)); "
-            f"{column} must be {domain}"
-        )
+        raise UsageError(f"{source}: column {column} has value {_show(values[bad].iloc[0])} ({int(bad.sum())} row(s)); "
+                         f"{column} must be {domain}")
     return values
 
 

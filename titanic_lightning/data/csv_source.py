@@ -1,8 +1,6 @@
-"""Find the Titanic CSV: `--csv PATH`, then `$TITANIC_CSV`, then the user cache, then a download.
-
-The download is the pandas project's copy of the Kaggle training file, pinned to a commit and
-checked against its sha256 before it is cached; a mismatch or a failed download is an error, never
-a silently used file. The file is never copied into the repository.
+"""Find the Titanic CSV: `--csv PATH`, then `$TITANIC_CSV`, then the user cache, then a download of the
+pandas project's copy of Kaggle's training file, pinned to a commit and checked against its sha256
+before it is cached (a mismatch or a failed download is an error, never a silently used file).
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ from pathlib import Path
 
 from titanic_lightning import environment
 from titanic_lightning.errors import UsageError
+from titanic_lightning.io.atomic import atomic_output
 
 DOWNLOAD_TIMEOUT_S = 30
 
@@ -29,16 +28,11 @@ def sha256_of(path: Path) -> str:
 
 def resolve_csv(csv: str | os.PathLike | None = None, env=None) -> Path:
     """Return the path of a readable Titanic CSV, downloading and caching it if need be."""
-    if csv is not None:
-        path = Path(csv)
-        if not path.is_file():
-            raise UsageError(f"--csv {path}: no such file")
-        return path
-    from_env = environment.titanic_csv_from_env(env)
-    if from_env is not None:
-        if not from_env.is_file():
-            raise UsageError(f"TITANIC_CSV={from_env}: no such file")
-        return from_env
+    for given, named in ((csv, "--csv "), (environment.titanic_csv_from_env(env), "TITANIC_CSV=")):
+        if given is not None:
+            if not Path(given).is_file():
+                raise UsageError(f"{named}{Path(given)}: no such file")
+            return Path(given)
     cached = environment.cache_dir(env) / "titanic.csv"
     if cached.is_file():
         return cached
@@ -52,18 +46,12 @@ def download(url: str, dest: Path, expected_sha256: str = environment.TITANIC_CS
             payload = response.read()
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise UsageError(
-            f"the Titanic CSV was not found and could not be downloaded from {url} ({reason}); "
-            f"provide it with --csv PATH, or TITANIC_CSV=PATH, or place it at {dest}"
-        ) from None
+        raise UsageError(f"the Titanic CSV was not found and could not be downloaded from {url} ({reason}); "
+                         f"provide it with --csv PATH, or TITANIC_CSV=PATH, or place it at {dest}") from None
     actual = hashlib.sha256(payload).hexdigest()
     if actual != expected_sha256:
-        raise UsageError(
-            f"downloaded {url} has sha256 {actual}, expected {expected_sha256}; not using it "
-            f"(provide the file with --csv PATH or TITANIC_CSV=PATH)"
-        )
-    from titanic_lightning.io.atomic import atomic_output
-
+        raise UsageError(f"downloaded {url} has sha256 {actual}, expected {expected_sha256}; not using it "
+                         "(provide the file with --csv PATH or TITANIC_CSV=PATH)")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(dest) as tmp:
         tmp.write_bytes(payload)

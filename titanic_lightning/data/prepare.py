@@ -1,15 +1,7 @@
-"""Titanic CSV → `train_data.npz`, `val_data.npz`, `test_data.npz` and `preprocessing.json`.
-
-The lesson's split, without its leak: a stratified 20 % test hold-out (random_state 42), then the
-remaining rows 80/20 into train/val (random_state 42) — 569 / 143 / 179 rows on the 891-row file.
-Every statistic of the transform is fitted on the train split only and then applied to all three.
-The held-out passengers are also kept as raw rows (`test_passengers.csv`) for scoring tests.
-
-Each file is written under a partial name in the output folder and renamed into place,
-`preprocessing.json` last (it is removed first), so the channels beside a `preprocessing.json` are
-the ones it describes; the folder is locked throughout, so no training reads it meanwhile. A run
-killed part-way leaves partial files that the next run removes; the folder's other files are never
-touched (see `outputs`).
+"""Titanic CSV → `train_data.npz`, `val_data.npz`, `test_data.npz`, `test_passengers.csv` (the held-out
+rows, raw) and `preprocessing.json`: a stratified 20 % test hold-out, then the rest 80/20 into
+train/val (random_state 42 both times; 569 / 143 / 179 of 891 rows), every statistic fitted on train.
+`preprocessing.json` is removed first and written last, under the folder's lock.
 
 Run: `python -m entry.prepare --csv titanic.csv --out data/ [--features basic|rich]`
 """
@@ -27,6 +19,7 @@ from titanic_lightning.data.columns import read_csv_rows
 from titanic_lightning.data.csv_source import sha256_of
 from titanic_lightning.data.features import DEFAULT_FEATURE_SET, Preprocessor
 from titanic_lightning.errors import UsageError
+from titanic_lightning.io import outputs
 
 if TYPE_CHECKING:
     import pandas as pd  # imported where rows are read: a training run on prepared data needs none of it
@@ -36,8 +29,6 @@ VAL_SIZE = 0.2
 RANDOM_STATE = 42
 LABEL = "Survived"
 TEST_ROWS_FILE = "test_passengers.csv"
-
-
 ROLE = "prepare"  # the command that writes the channels (see `outputs`)
 
 
@@ -47,10 +38,7 @@ def prepared_files() -> list[str]:
 
 
 def check_prepare_outputs(out: Path, flag: str = "--out", csv: Path | None = None) -> None:
-    """Before any work: `out` can be written, would not overwrite `csv`, and holds no file of the
-    names it receives that this project did not write."""
-    from titanic_lightning.io import outputs
-
+    """Before any work: `out` can be written, none of its names is `csv`, and none is a file we did not write."""
     outputs.check_folder(out, flag)
     if csv is not None:
         check_not_overwritten(csv, out, flag)
@@ -58,16 +46,12 @@ def check_prepare_outputs(out: Path, flag: str = "--out", csv: Path | None = Non
 
 
 def check_not_overwritten(csv: Path, out: Path, flag: str = "--out") -> None:
-    """The CSV being read is not one of the files about to be written."""
-    from titanic_lightning.io.outputs import same_file
-
-    for name in prepared_files():
-        if same_file(csv, out / name):
-            raise UsageError(f"{flag} {out}: would overwrite the input --csv {csv}")
+    if any(outputs.same_file(csv, out / name) for name in prepared_files()):
+        raise UsageError(f"{flag} {out}: would overwrite the input --csv {csv}")
 
 
 def read_passengers(csv: Path, require_label: bool = True) -> pd.DataFrame:
-    """Read a Kaggle-format CSV, with one-line errors for the ways it can be wrong."""
+    """Read a Kaggle-format CSV (labels, where present, 0 or 1), with one-line errors."""
     if not csv.is_file():
         raise UsageError(f"{csv}: no such file")
     try:
@@ -76,14 +60,12 @@ def read_passengers(csv: Path, require_label: bool = True) -> pd.DataFrame:
         raise UsageError(f"{csv}: cannot be read ({exc.strerror or exc})") from None
     if df.empty:
         raise UsageError(f"{csv}: has a header but no rows")
-    if require_label:
-        if LABEL not in df.columns:
-            raise UsageError(f"{csv}: missing required column(s) {LABEL}")
-        import pandas as pd
+    if require_label and LABEL not in df.columns:
+        raise UsageError(f"{csv}: missing required column(s) {LABEL}")
+    import pandas as pd
 
-        labels = pd.to_numeric(df[LABEL], errors="coerce")
-        if not labels.isin([0, 1]).all():
-            raise UsageError(f"{csv}: column {LABEL} must be 0 or 1 in every row")
+    if LABEL in df.columns and not pd.to_numeric(df[LABEL], errors="coerce").isin([0, 1]).all():
+        raise UsageError(f"{csv}: column {LABEL} must be 0 or 1 in every row")
     return df
 
 
@@ -99,33 +81,23 @@ def split_rows(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def prepare(csv: Path, out: Path, feature_set: str = DEFAULT_FEATURE_SET, flag: str = "--out") -> dict:
-    """Write the three npz channels and preprocessing.json into `out`, holding its lock throughout;
-    return the description."""
-    from titanic_lightning.io.outputs import writing
-
-    check_not_overwritten(csv, out, flag)
-    with writing(out, prepared_files(), flag, ROLE) as files:
+    """Write the prepared files into `out`, holding its lock throughout; return the description."""
+    with outputs.writing(out, prepared_files(), flag, ROLE) as files:
         return write_prepared(files, csv, feature_set, flag)
 
 
 def write_prepared(files, csv: Path, feature_set: str, flag: str) -> dict:
     """Prepare `csv` into the folder `files` (an `outputs.Writer`) holds."""
     check_not_overwritten(csv, files.folder, flag)
-    df = read_passengers(csv)
-    splits = split_rows(df)
+    splits = split_rows(read_passengers(csv))
     pre = Preprocessor.fit(splits["train"], feature_set, source=f"{csv} (train split)")
-    description = {
-        **pre.to_dict(),
-        "rows": {name: len(rows) for name, rows in splits.items()},
-        "source_sha256": sha256_of(csv),
-        "split": {"test_size": TEST_SIZE, "val_size": VAL_SIZE, "random_state": RANDOM_STATE, "stratify_test": LABEL},
-    }
+    description = {**pre.to_dict(), "rows": {name: len(rows) for name, rows in splits.items()}, "source_sha256": sha256_of(csv),
+                   "split": {"test_size": TEST_SIZE, "val_size": VAL_SIZE, "random_state": RANDOM_STATE, "stratify_test": LABEL}}
     # Transform every split before touching the folder: bad rows in any split leave nothing behind.
     features = {name: pre.transform(rows, source=f"{csv} ({name} split)") for name, rows in splits.items()}
     files.remove(PREPROCESSING_FILE)
     for name, rows in splits.items():
         arrays = {f"X_{name}": features[name], f"y_{name}": rows[LABEL].to_numpy(dtype="int64")}
-        # To an open file: given a name, np.savez would add ".npz" to the partial file's.
         files.write(npz_name(name), lambda tmp, arrays=arrays: _savez(tmp, arrays))
     files.write(TEST_ROWS_FILE, lambda tmp: splits["test"].to_csv(tmp, index=False))
     files.write_text(PREPROCESSING_FILE, json.dumps(description, indent=2) + "\n")
@@ -133,7 +105,7 @@ def write_prepared(files, csv: Path, feature_set: str, flag: str) -> dict:
 
 
 def _savez(path: Path, arrays: dict) -> None:
-    with path.open("wb") as fh:
+    with path.open("wb") as fh:  # given a name, np.savez would add ".npz" to the partial file's
         np.savez(fh, **arrays)
 
 

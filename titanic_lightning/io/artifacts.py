@@ -1,20 +1,8 @@
-"""The model directory: `model.pt`, `metrics.json` and `code/` (the SageMaker serving handler,
-see `titanic_lightning.serving`), and the learning-curve picture.
-
-`model.pt` is a plain dictionary that `torch.load(path, weights_only=True)` reads:
-
-    {"format": "titanic-lightning/1",
-     "state_dict": {...},          # the MLP's weights (keys as in titanic_lightning.model.module.MLP)
-     "hyperparameters": {...},     # input_size, hidden_sizes, dropout, ...
-     "preprocessing": {...},       # preprocessing.json: raw passenger rows → features (or None)
-     "metrics": {...}}             # the same numbers as metrics.json
-
-Each file is written under a partial name inside the model directory and renamed into place, so
-nothing crosses a mount boundary (SageMaker may mount /opt/ml/model on its own). The directory may
-hold other files: they are left alone, and a file of one of these names that this project did not
-write stops the run before training (`layout.hold_outputs`). `metrics.json` is removed first and
-written last, while the run holds the directory's lock: whenever `metrics.json` exists, the
-`model.pt` beside it is the one it describes.
+"""The model directory (`model.pt`, `metrics.json`, `code/`: see `titanic_lightning.serving`) and the
+learning-curve picture. `model.pt` is a plain dictionary, read with `torch.load(path, weights_only=True)`:
+`format`, `state_dict` (the MLP's), `hyperparameters`, `preprocessing` (preprocessing.json, or None)
+and `metrics`. `metrics.json` is removed first and written last: when it exists, the `model.pt` beside
+it is the one it describes.
 """
 
 from __future__ import annotations
@@ -23,6 +11,8 @@ import json
 from pathlib import Path
 
 from titanic_lightning.contracts import METRICS_FILE, MODEL_FILE
+from titanic_lightning.errors import UsageError
+from titanic_lightning.serving import serving_files
 
 MODEL_FORMAT = "titanic-lightning/1"
 FLAG = "--model_dir"
@@ -31,18 +21,16 @@ ROLE = "train"  # the command that writes the model and output folders (see `out
 
 def model_dir_files() -> list[str]:
     """Every file the model directory receives, by its name in the directory."""
-    from titanic_lightning.serving import serving_files
-
     return [MODEL_FILE, METRICS_FILE, *serving_files()]
 
 
-def write_model_dir(model_dir: Path, payload: dict, metrics: dict, flag: str = FLAG) -> None:
+def write_model_dir(model_dir: Path, payload: dict, metrics: dict) -> None:
     import torch
 
     from titanic_lightning.io.outputs import writing
     from titanic_lightning.serving import write_serving_code
 
-    with writing(Path(model_dir), model_dir_files(), flag, ROLE) as files:
+    with writing(Path(model_dir), model_dir_files(), FLAG, ROLE) as files:
         files.remove(METRICS_FILE)
         files.write(MODEL_FILE, lambda tmp: torch.save({"format": MODEL_FORMAT, **payload, "metrics": metrics}, tmp))
         write_serving_code(files)
@@ -53,16 +41,13 @@ def load_model_file(path: Path) -> dict:
     """Read a model.pt written by `write_model_dir` (weights only; nothing is unpickled)."""
     import torch
 
-    from titanic_lightning.errors import UsageError
-
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
     except Exception as exc:  # noqa: BLE001 - on arbitrary bytes torch.load raises almost any type
-        # (truncated zips end in OSError, non-zip bytes in IndexError from the legacy unpickler).
-        # torch's own text is left out: for pickled objects it advises weights_only=False, which
-        # would run whatever code the file holds.
+        # torch's own text is left out: for pickled objects it advises weights_only=False, which would
+        # run whatever code the file holds.
         raise UsageError(f"{path}: not a readable model file (damaged, or not a model.pt written by this project: "
                          f"{type(exc).__name__})") from None
     if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
@@ -70,35 +55,27 @@ def load_model_file(path: Path) -> dict:
     return data
 
 
-def plot_curves(history: list[dict], output_dir: Path, name: str, best_epoch: int | None,
-                flag: str = "--output_dir") -> Path | None:
+def plot_curves(history: list[dict], output_dir: Path, name: str, best_epoch: int | None) -> Path | None:
     """Train/val loss and val accuracy per epoch (rows of `epoch`, `train_loss`, ...), best epoch marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if not history:
         return None
-    epochs = [row["epoch"] for row in history]
+    from matplotlib.figure import Figure
 
-    def series(key: str) -> list[float]:
-        return [row.get(key, float("nan")) for row in history]
-
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    ax_loss.plot(epochs, series("train_loss"), label="train_loss")
-    ax_loss.plot(epochs, series("val_loss"), label="val_loss")
-    ax_loss.set(xlabel="epoch", ylabel="BCE loss", title="Loss")
-    ax_acc.plot(epochs, series("val_acc"), color="tab:green", label="val_acc")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy")
-    if best_epoch is not None:
-        for ax in (ax_loss, ax_acc):
-            ax.axvline(best_epoch, color="gray", linestyle="--", label=f"best epoch {best_epoch}")
-    for ax in (ax_loss, ax_acc):
-        ax.legend()
     from titanic_lightning.io.outputs import writing
 
-    with writing(Path(output_dir), [name], flag, ROLE) as files:
-        out_png = files.write(name, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
-    return out_png
+    epochs = [row["epoch"] for row in history]
+    series = {key: [row.get(key, float("nan")) for row in history] for key in ("train_loss", "val_loss", "val_acc")}
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    ax_loss.plot(epochs, series["train_loss"], label="train_loss")
+    ax_loss.plot(epochs, series["val_loss"], label="val_loss")
+    ax_loss.set(xlabel="epoch", ylabel="BCE loss", title="Loss")
+    ax_acc.plot(epochs, series["val_acc"], color="tab:green", label="val_acc")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy")
+    for ax in (ax_loss, ax_acc):
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="gray", linestyle="--", label=f"best epoch {best_epoch}")
+        ax.legend()
+
+    with writing(Path(output_dir), [name], "--output_dir", ROLE) as files:
+        return files.write(name, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

@@ -1,15 +1,8 @@
-"""Writing output files whole or not at all, inside their own folder.
-
-A file is written under a partial name beside its target, `.NAME.PID-TOKEN.partial`, and renamed
-over the target when complete. The rename never leaves the folder, so it never crosses a mount
-boundary (SageMaker mounts /opt/ml/model, /opt/ml/output and /opt/ml/checkpoints separately) and a
-reader sees the old file or the new one, never a part. A process killed before the rename (SIGKILL,
-or SIGTERM outside training) leaves its partial file behind; the next writer into the same folder
-removes partial files whose process no longer runs and that carry this project's mark (an extended
-attribute the partial file has from the moment it has a name: it is made unnamed with O_TMPFILE,
-marked, then linked in; the mark comes off the target after the rename), and nothing else: a
-user's file or folder that merely has such a name stays. Where the file system keeps no extended
-attributes, a killed writer's partial file stays too.
+"""Writing output files whole or not at all: as `.NAME.PID-TOKEN.partial` beside the target, renamed
+over it when complete, so a reader sees the old file or the new one and nothing crosses a mount
+boundary (SageMaker mounts /opt/ml/model, output and checkpoints separately). A partial file carries
+this project's mark (an extended attribute) from the moment it has a name; the next writer into the
+folder removes the marked ones whose process has gone, and nothing else.
 """
 
 from __future__ import annotations
@@ -21,22 +14,18 @@ import re
 import secrets
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 PARTIAL_SUFFIX = ".partial"
-# A failed write into a folder with less free space than this is reported as a full disk.
-DISK_NEARLY_FULL = 1 << 20
-_PARTIAL = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.partial$")
-
-
 PARTIAL_MARK = "user.titanic-lightning"  # on a partial file while it is written, taken off after the rename
+DISK_NEARLY_FULL = 1 << 20  # a failed write into a folder with less free space is reported as a full disk
+_PARTIAL = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.partial$")
 
 
 def _marked(path: Path) -> bool:
     try:
         return os.getxattr(path, PARTIAL_MARK, follow_symlinks=False) == b"partial"
-    except OSError:
+    except (OSError, AttributeError):  # AttributeError: no extended attributes on this system (macOS)
         return False
 
 
@@ -50,65 +39,50 @@ def _running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # another user's process
+        pass
     return True
 
 
 def remove_stale_partials(folder: Path) -> list[Path]:
     """Remove the partial files in `folder` left by writers that no longer run; return them."""
-    removed = []
     try:
         names = os.listdir(folder)
     except (FileNotFoundError, NotADirectoryError):
-        return removed
+        return []
+    removed = []
     for name in names:
         match = _PARTIAL.match(name)
         path = Path(folder) / name
         if (match and int(match.group(1)) != os.getpid() and not _running(int(match.group(1)))
                 and not path.is_symlink() and path.is_file() and _marked(path)):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 removed.append(path)
-            except FileNotFoundError:
-                pass
     return removed
 
 
 def _create_marked(tmp: Path) -> None:
-    """Create `tmp` empty, with the permissions a plain open() gives (0666 less the umask), carrying
-    the mark from the moment it has a name, so that a writer killed at any moment leaves no unmarked
-    partial file. Where the file system cannot (no O_TMPFILE, /proc or extended attributes), the
-    file is created, then marked where it can be."""
+    """Create `tmp` empty (0666 less the umask) and marked from the moment it has a name: made unnamed
+    (O_TMPFILE), marked, linked in. Without O_TMPFILE, /proc or xattrs: created, marked where it can be."""
     try:
-        _link_marked(tmp)
-    except (OSError, AttributeError):  # AttributeError: no os.O_TMPFILE on this system
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        with contextlib.suppress(OSError):  # no extended attributes here: a killed writer's partial file stays
-            os.setxattr(tmp, PARTIAL_MARK, b"partial", follow_symlinks=False)
-
-
-def _link_marked(tmp: Path) -> None:
-    """An unnamed file in `tmp`'s folder (O_TMPFILE), marked, then linked in as `tmp`."""
-    folder = os.open(tmp.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o666, dir_fd=folder)
-        try:
+        with contextlib.ExitStack() as close:
+            folder = os.open(tmp.parent, os.O_RDONLY | os.O_DIRECTORY)
+            close.callback(os.close, folder)
+            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o666, dir_fd=folder)
+            close.callback(os.close, fd)
             os.setxattr(fd, PARTIAL_MARK, b"partial")
             # With a folder descriptor os.link is linkat(AT_SYMLINK_FOLLOW): through /proc, as open(2) shows.
             os.link(f"/proc/self/fd/{fd}", tmp.name, dst_dir_fd=folder)
-        finally:
-            os.close(fd)
-    finally:
-        os.close(folder)
+    except (OSError, AttributeError):  # AttributeError: no os.O_TMPFILE on this system
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        with contextlib.suppress(OSError, AttributeError):
+            os.setxattr(tmp, PARTIAL_MARK, b"partial", follow_symlinks=False)
 
 
-@contextmanager
+@contextlib.contextmanager
 def atomic_output(out: Path) -> Iterator[Path]:
-    """Yield a partial path beside `out`; on success it becomes `out`, on failure it is removed.
-
-    The folder must exist: callers check their output paths before any work starts.
-    """
+    """Yield a partial path beside `out` (whose folder exists); it becomes `out` on success, else goes."""
     out = Path(out)
     tmp = partial_path(out)
     _create_marked(tmp)
@@ -123,7 +97,7 @@ def atomic_output(out: Path) -> Iterator[Path]:
         # Renamed still marked: a writer killed in between leaves a whole target with a stray mark,
         # never an unmarked partial file that no later run would remove.
         os.replace(tmp, out)
-        with contextlib.suppress(OSError):  # not marked: no extended attributes here
+        with contextlib.suppress(OSError, AttributeError):  # not marked: no extended attributes here
             os.removexattr(out, PARTIAL_MARK, follow_symlinks=False)
     finally:
         if os.path.lexists(tmp):
@@ -131,8 +105,8 @@ def atomic_output(out: Path) -> Iterator[Path]:
 
 
 def _disk_full(out: Path, exc: BaseException) -> OSError | None:
-    """The error to report when a write failed because the disk holding `out` is full: torch's own
-    reads `basic_ios::clear: iostream error` or `unexpected pos`, which names neither."""
+    """The error for a write that failed on a full disk: torch's own (`basic_ios::clear: iostream error`,
+    `unexpected pos`) names neither the disk nor the file."""
     try:
         free = shutil.disk_usage(out.parent).free
     except OSError:
@@ -143,9 +117,7 @@ def _disk_full(out: Path, exc: BaseException) -> OSError | None:
                                  f"while writing {out.name}; free some space or choose another folder")
 
 
-def write_text(out: Path, text: str) -> Path:
+def write_text(out: Path, text: str) -> None:
     """Write `text` to `out` whole (partial file, then rename)."""
     with atomic_output(out) as tmp:
         tmp.write_text(text, encoding="utf-8")
-    return Path(out)
-

@@ -2,14 +2,9 @@
 
     python -m titanic_lightning.io.clean [ROOT]
 
-In the folders the commands write by default (data/, model/, outputs/, runs/, jobs/, tuning/, the
-notebook's titanic-work/, each walked) and in ROOT itself (not walked), a file goes only when the
-record of its folder (`.titanic-lightning-files`, see `outputs`) says a command of this project wrote
-it and it is unchanged since; a folder goes only when removing those files left it empty. The
-user's own files, files of ours edited since, and anything in no record stay where they are. A
-folder a running command holds is refused, as every command refuses it.
-
-Imports only the standard library, so it runs before any set-up.
+In FOLDERS (walked) and ROOT itself, a file goes only when its folder's record (see `outputs`) says a
+command of this project wrote it and it is unchanged since; a folder only when that left it empty. A
+folder a running command holds is refused. Imports only the standard library, so it runs before any set-up.
 """
 
 from __future__ import annotations
@@ -20,64 +15,46 @@ from pathlib import Path
 
 from titanic_lightning.errors import UsageError
 from titanic_lightning.io.atomic import PARTIAL_SUFFIX, remove_stale_partials
-from titanic_lightning.io.locks import lock, unlock
-from titanic_lightning.io.outputs import RECORD, file_stamp, read_record, save_record, vouches
+from titanic_lightning.io.outputs import RECORD, file_stamp, holding, read_record, save_record, vouches
 
 FOLDERS = ("data", "model", "outputs", "runs", "jobs", "tuning", "notebooks/titanic-work")
 FLAG = "make clean:"
 
 
 def record_made(folder: Path, flag: str, role: str) -> None:
-    """Record as `role`'s every file in `folder` that its record does not name yet.
-
-    For a folder a launcher made under a new name (a local job's `jobs/<job>/`, a tuning's
-    `tuning/<name>/`) and filled through other processes and libraries (staged code, host folders,
-    logs, archives): called when they have ended, so that `make clean` can tell these files from
-    any the user adds later.
-    """
+    """Record as `role`'s every file in `folder` its record does not name yet, once the other processes that
+    filled a launcher's folder (`jobs/<job>/`, `tuning/<name>/`) have ended: later files are the user's."""
     folder = Path(folder)
-    key = lock(folder, flag, exclusive=True)
-    try:
+    with holding(folder, flag, exclusive=True):
         files = read_record(folder, flag)
         for parent, dirs, names in os.walk(folder):
-            dirs.sort()
             rel = Path(parent).relative_to(folder).as_posix()
             if not dirs and not names and rel not in files:  # made for a host, left empty (a channel)
                 files[rel] = {"role": role, "folder": True}
-            for name in sorted(dirs + names):  # a link made for a host (input/data/code -> the staged code)
-                path = Path(parent) / name
-                if path.is_symlink() and path.relative_to(folder).as_posix() not in files:
-                    files[path.relative_to(folder).as_posix()] = {"role": role, "link": os.readlink(path)}
-            for name in sorted(names):
+            for name in dirs + names:
                 path = Path(parent) / name
                 rel = path.relative_to(folder).as_posix()
-                if name == RECORD or name.endswith(PARTIAL_SUFFIX) or rel in files or not file_stamp(path):
+                if rel in files or name == RECORD or name.endswith(PARTIAL_SUFFIX):
                     continue
-                files[rel] = {"role": role, "stamp": file_stamp(path)}
+                if path.is_symlink():  # a link made for a host (input/data/code -> the staged code)
+                    files[rel] = {"role": role, "link": os.readlink(path)}
+                elif file_stamp(path):
+                    files[rel] = {"role": role, "stamp": file_stamp(path)}
         if files:
             save_record(folder, files)
-    finally:
-        unlock(key)
 
 
 def remove_owned(folder: Path, flag: str) -> list[Path]:
-    """Remove the files in `folder` that its record says this project wrote and that are as it wrote
-    them, and the partial files of writers that have gone; keep everything else. Returns what went.
-
-    Under the folder's lock, so no command is writing it meanwhile: a name still marked with a pid
-    is what a killed run left, which the next run would take as its own too.
-    """
+    """Remove, under the folder's lock, the files its record says we wrote, as we wrote them (a name still
+    marked with a pid is what a killed run left) and dead writers' partial files; return what went."""
     folder = Path(folder)
-    key = lock(folder, flag, exclusive=True)
-    try:
+    with holding(folder, flag, exclusive=True):
         removed = remove_stale_partials(folder)
         files = read_record(folder, flag)
         for name, entry in files.items():
             path = folder / name
-            if file_stamp(path) and vouches(entry, path, entry.get("role")):
-                path.unlink()
-                removed.append(path)
-            elif "link" in entry and path.is_symlink() and os.readlink(path) == entry["link"]:
+            if ((file_stamp(path) and vouches(entry, path))
+                    or ("link" in entry and path.is_symlink() and os.readlink(path) == entry["link"])):
                 path.unlink()
                 removed.append(path)
         for name in sorted((n for n, e in files.items() if e.get("folder")), key=lambda n: -n.count("/")):
@@ -91,8 +68,6 @@ def remove_owned(folder: Path, flag: str) -> list[Path]:
             (folder / RECORD).unlink()
             removed.append(folder / RECORD)
         return removed
-    finally:
-        unlock(key)
 
 
 def clean(root: Path) -> list[Path]:

@@ -1,33 +1,93 @@
 """Which folders a command may write, and which files in them it may replace.
 
-A command takes an exclusive lock on each folder it writes, and a shared one on each it reads, for
-its whole run (`writing`, `reading`; the locks are `titanic_lightning.io.locks`); a folder held by
-another command is refused at once, before any work, in one line naming the folder and the holder.
-
-In a folder it writes, a command replaces only files of its own names that this project wrote
-there. `.titanic-lightning-files` in the folder says which: by each name, the command that wrote it
-(train, prepare, ...) and the file's size and modification time when that command ended. A file
-that does not match (the user's own, or one edited since) stops the command before any work.
-While a command holds the folder its names are marked as its own, so that the files Lightning
-writes in place (the CSV and TensorBoard logs) and a run killed by SIGKILL stay this project's:
-the next run replaces what such a run left at its names.
+A command locks each folder it writes or reads for its whole run (`writing`, `reading`): `flock` on the
+folder's descriptor, which the kernel drops when the process ends; a folder another command holds is
+refused at once, naming the holder. In a folder it writes, a command replaces only files of its own
+names that this project wrote there, as `.titanic-lightning-files` records them (by name: the role that
+wrote the file, its size and modification time).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 from titanic_lightning.contracts import PROJECT
 from titanic_lightning.errors import UsageError
 from titanic_lightning.io.atomic import PARTIAL_SUFFIX, atomic_output, partial_path, remove_stale_partials, write_text
-from titanic_lightning.io.locks import Busy, lock, reading, unlock  # noqa: F401 - Busy: part of this module's interface
 
 RECORD = f".{PROJECT}-files"  # JSON; no .json suffix, so globs of runs/*.json do not match it
 RECORD_FORMAT = "titanic-lightning/folder-1"
+# The command that writes as each role, as a user would type it.
+_COMMANDS = {"train": "python -m entry.train", "prepare": "python -m entry.prepare",
+             "predict": "python -m entry.predict", "export": "python -m entry.export",
+             "record": "launch/ (a run record)", "compare": "launch/submit.py --compare", "tune": "launch/tune.py"}
+# Room a folder's path leaves for what the commands write below it: the serving code's partial files
+# (code/titanic_lightning/serving/.NAME.PID-TOKEN.partial), then TensorBoard's event files (named by host).
+PATH_ROOM = 256
+_held: dict[tuple[int, int], list] = {}  # this process's locks by folder: [descriptor, count, exclusive]
+
+
+class Busy(UsageError):
+    """The folder is locked by another command."""
+
+
+def _holders(fd: int) -> str:
+    """Who else holds a lock on the folder open as `fd`, from /proc/locks: 'pid N (command line)'."""
+    st = os.fstat(fd)
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        locks = [line.split() for line in Path("/proc/locks").read_text().splitlines()]
+    except OSError:
+        locks = []
+    found = []
+    for pid in {p[4] for p in locks if len(p) > 5 and p[1] == "FLOCK" and p[5] == where and p[4] != str(os.getpid())}:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            command = "?"
+        found.append(f"pid {pid} ({command})")
+    return ", ".join(sorted(found)) or "another process"
+
+
+@contextmanager
+def holding(folder: Path, flag: str, exclusive: bool, wait_s: float = 0) -> Iterator[None]:
+    """Lock `folder` for this process (again, if it holds it already) while the block runs."""
+    st = os.stat(folder)
+    key = (st.st_dev, st.st_ino)
+    fd, count, was_exclusive = _held.get(key) or (os.open(folder, os.O_RDONLY | os.O_DIRECTORY), 0, False)
+    deadline = time.monotonic() + wait_s
+    while not count or (exclusive and not was_exclusive):
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            holder = _holders(fd)
+            if not count:
+                os.close(fd)
+            raise Busy(f"{flag} {folder}: is in use by {holder}; wait until it ends or choose another {flag}") from None
+    held = _held[key] = [fd, count + 1, exclusive or was_exclusive]
+    try:
+        yield
+    finally:
+        held[1] -= 1
+        if not held[1]:
+            del _held[key]
+            os.close(fd)  # closing the descriptor releases the lock
+
+
+def reading(folder: Path, flag: str) -> AbstractContextManager[None]:
+    """A shared lock on `folder` (if it exists) while it is read: no command writes it meanwhile."""
+    return holding(Path(folder), flag, exclusive=False) if Path(folder).is_dir() else nullcontext()
+
 
 def read_record(folder: Path, flag: str) -> dict:
     path = folder / RECORD
@@ -55,32 +115,20 @@ def file_stamp(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
-def vouches(entry: dict | None, path: Path, role: str) -> bool:
-    """Whether the record's `entry` says `path` is the file `role` wrote (or is writing) there."""
-    return bool(entry) and entry.get("role") == role and ("pid" in entry or entry.get("stamp") == file_stamp(path))
+def vouches(entry: dict | None, path: Path) -> bool:
+    """Whether the record's `entry` says `path` is the file a command of this project wrote (or is writing) there."""
+    return bool(entry) and ("pid" in entry or entry.get("stamp") == file_stamp(path))
 
 
 def owned(folder: Path, flag: str) -> list[Path]:
     """The files in `folder` that its record says this project wrote, as they are now."""
     folder = Path(folder)
     return [folder / name for name, entry in read_record(folder, flag).items()
-            if file_stamp(folder / name) and vouches(entry, folder / name, entry.get("role"))]
-
-
-_COMMANDS = {"train": "python -m entry.train", "prepare": "python -m entry.prepare",
-             "predict": "python -m entry.predict", "export": "python -m entry.export",
-             "record": "launch/ (a run record)", "compare": "launch/submit.py --compare", "tune": "launch/tune.py"}
-
-
-def _command(role: object) -> str:
-    """The command that writes as `role`, as a user would type it."""
-    return _COMMANDS.get(role, str(role))
+            if file_stamp(folder / name) and vouches(entry, folder / name)]
 
 
 def _describe(path: Path) -> str:
-    if path.is_symlink():
-        return "a symbolic link"
-    return "a folder" if path.is_dir() else "not a regular file"
+    return "a symbolic link" if path.is_symlink() else "a folder" if path.is_dir() else "not a regular file"
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -117,12 +165,6 @@ def check_folder(path: Path, flag: str) -> Path:
     return path
 
 
-# Room a folder's path leaves for what the commands write below it: the deepest is the serving
-# code's partial files (code/titanic_lightning/serving/.NAME.PID-TOKEN.partial), then TensorBoard's
-# event files, whose names carry the host name.
-PATH_ROOM = 256
-
-
 def _check_length(path: Path, existing: Path, flag: str, file: bool = False) -> None:
     """Refuse, before any work, a folder (or a `file`) whose files would pass the system's path
     limits when they are written at the end (Lightning's checkpoints are written by absolute path)."""
@@ -140,9 +182,8 @@ def _check_length(path: Path, existing: Path, flag: str, file: bool = False) -> 
 
 
 def check_owned(folder: Path, names: Iterable[str], flag: str, role: str, record: dict | None = None) -> None:
-    """Each of `names` (relative to `folder`) is absent, or a regular file the folder's record says
-    `role` wrote. A name's folders (`code/` of `code/inference.py`) must be folders, writable where
-    they exist."""
+    """Each of `names` (relative to `folder`) is absent, or a regular file the folder's record says `role`
+    wrote; its folders (`code/` of `code/inference.py`) are folders, writable where they exist."""
     folder = Path(folder)
     record = read_record(folder, flag) if record is None else record
     probed: set[Path] = set()
@@ -157,15 +198,14 @@ def check_owned(folder: Path, names: Iterable[str], flag: str, role: str, record
                 _probe(Path(os.path.abspath(sub)), flag, sub)
         if not os.path.lexists(path):
             continue
+        entry = record.get(name) or {}
         if path.is_symlink() or not path.is_file():
             problem = f"is {_describe(path)}, which this command would replace"
-        elif vouches(record.get(name), path, record.get(name, {}).get("role")):
-            if record[name]["role"] == role:
-                continue
-            # ours, but another command's: replacing it would leave that command's folder inconsistent
-            problem = f"was written by {_command(record[name]['role'])}, which owns it; this command replaces only its own files"
-        elif not vouches(record.get(name), path, role):
+        elif not vouches(entry, path):
             problem = f"exists and was not written by {PROJECT} (or was changed since)"
+        elif entry["role"] != role:  # another command's: replacing it would leave that command's folder inconsistent
+            problem = (f"was written by {_COMMANDS.get(entry['role'], str(entry['role']))}, which owns it; "
+                       "this command replaces only its own files")
         else:
             continue
         raise UsageError(f"{flag} {folder}: {path} {problem}; move it away or choose another {flag}")
@@ -238,19 +278,14 @@ def _files_in(folder: Path, subfolders: Iterable[str]) -> set[str]:
 def writing(folder: Path, names: Iterable[str], flag: str, role: str, in_place: Iterable[str] = (),
             wait_s: float = 0, new_in: Iterable[str] = ()) -> Iterator[Writer]:
     """Lock `folder` (created if need be) for `role`, check `names` under the lock, and yield its `Writer`.
-
-    Until the block ends the record marks `names` as this process's. At the end, however it ends,
-    each name this block wrote, and each of `in_place` (written by a library), is recorded as it
-    is; any other name keeps what the record said before. So is each file that appeared during
-    the block in the sub-folders `new_in`, where a library writes under names it makes up
-    (TensorBoard's event files).
-    """
+    Meanwhile the record marks `names` as this process's, so that what a library writes in place or a killed
+    run leaves stays ours. At the end each name written, each of `in_place` (written by a library) and each
+    file new in the sub-folders `new_in` is recorded as it is; other names keep what the record said."""
     folder, names, in_place = Path(folder), list(names), set(in_place)
     found_before = _files_in(folder, new_in)
     created = not folder.is_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    key = lock(folder, flag, exclusive=True, wait_s=wait_s)
-    try:
+    with holding(folder, flag, exclusive=True, wait_s=wait_s):
         before = read_record(folder, flag)
         check_owned(folder, names, flag, role, before)
         for sub in {(folder / name).parent for name in names}:
@@ -262,15 +297,13 @@ def writing(folder: Path, names: Iterable[str], flag: str, role: str, in_place: 
             yield writer
         finally:
             if names:
-                files = read_record(folder, flag)
-                for name in names:
+                files, new = read_record(folder, flag), _files_in(folder, new_in) - found_before - set(names)
+                for name in [*names, *new]:
                     stamp = file_stamp(folder / name)
-                    if name in writer.written or name in in_place:
+                    if name in writer.written or name in in_place or name in new:
                         files[name] = {"role": role, "stamp": stamp}
                     elif files.get(name, {}).get("pid") == os.getpid():
                         files[name] = before.get(name) if stamp else None
-                for name in _files_in(folder, new_in) - found_before - set(names):
-                    files[name] = {"role": role, "stamp": file_stamp(folder / name)}
                 files = {name: entry for name, entry in files.items() if entry and entry.get("stamp", 1)}
                 if files:
                     save_record(folder, files)
@@ -278,5 +311,3 @@ def writing(folder: Path, names: Iterable[str], flag: str, role: str, in_place: 
                     (folder / RECORD).unlink(missing_ok=True)
             if created and not any(folder.iterdir()):  # nothing is left in the folder this made
                 folder.rmdir()
-    finally:
-        unlock(key)

@@ -1,29 +1,24 @@
 """Export a trained model and its preprocessing constants as one file that needs only torch
-(TorchScript) or onnxruntime (ONNX) to run.
+(TorchScript) or onnxruntime (ONNX).
 
 Run: `python -m entry.export --model model/ --format torchscript|onnx [--out FILE]`
 
-Input contract (the same for both formats and both feature sets):
-    one float64 matrix `x` of shape [rows, 9] (TorchScript also takes float32), columns in order
-        Pclass, Sex, Age, SibSp, Parch, Fare, Embarked, Title, CabinKnown
-    * Pclass, Age, SibSp, Parch, Fare: the raw Kaggle values; NaN where Age or Fare is missing
-      (the saved training medians fill them, as in training).
-    * Sex: the index of the passenger's value in `sex_categories` (e.g. female=0, male=1).
-    * Embarked: the index in `embarked_categories` (e.g. C=0, Q=1, S=2); NaN when missing (the
-      saved training mode fills it).
-    * Title: the index in `titles` (Master, Miss, Mr, Mrs, Rare) of the title taken from Name:
-      the word after the comma (and an optional "the"), with Mlle and Ms read as Miss, Mme as Mrs,
-      anything else outside the list (or no name) as Rare. Ignored by the `basic` feature set.
-    * CabinKnown: 1 when Cabin is given, else 0. Ignored by the `basic` feature set.
-    Strings are coded by the caller: text handling has no place in a TorchScript/ONNX graph, and
-    the category lists travel inside the file (below), so the coding needs no other source.
+Input, for both formats and feature sets: one float64 matrix `x` of shape [rows, 9] (TorchScript also
+takes float32), columns Pclass, Sex, Age, SibSp, Parch, Fare, Embarked, Title, CabinKnown:
+* Pclass, Age, SibSp, Parch, Fare: the raw Kaggle values; NaN for a missing Age or Fare (the saved
+  training median fills it, as in training).
+* Sex, Embarked: the index of the value in `sex_categories` / `embarked_categories` (e.g. female=0,
+  male=1; C=0, Q=1, S=2); NaN for a missing Embarked (the saved training mode fills it).
+* Title: the index in `titles` (Master, Miss, Mr, Mrs, Rare) of the word after the comma in Name (and an
+  optional "the"); Mlle and Ms are Miss, Mme is Mrs, anything else (or no name) is Rare.
+* CabinKnown: 1 when Cabin is given, else 0. Title and CabinKnown are ignored by the `basic` feature set.
+The caller codes the strings (text has no place in the graph) with the category lists stored in the
+file; codes outside them give all-zero one-hot columns, not an exception.
 Output: float32 survival probability per row, shape [rows]; survived when above 0.5.
-Codes outside the saved lists are the caller's error: they give all-zero one-hot columns, not an
-exception.
 
-The contract itself (column order, category lists, feature set) is stored in the file as JSON:
-TorchScript extra file `titanic.json` (`torch.jit.load(f, _extra_files={"titanic.json": ""})`),
-ONNX metadata property `titanic` (`onnx.load(f).metadata_props`).
+The contract (column order, category lists, feature set) is stored in the file as JSON: TorchScript
+extra file `titanic.json` (`torch.jit.load(f, _extra_files={"titanic.json": ""})`), ONNX metadata
+property `titanic` (`onnx.load(f).metadata_props`).
 """
 
 from __future__ import annotations
@@ -49,25 +44,17 @@ FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 
 
 class ExportedModel(nn.Module):
-    """Raw coded columns (INPUT_COLUMNS) → the saved features → the MLP → probability.
-
-    Every feature the Preprocessor can make is computed as a column of one matrix; a saved index
-    then picks the model's features in its order, so one graph serves both feature sets.
-    """
+    """Raw coded columns (INPUT_COLUMNS) → the saved features → the MLP → probability. Every feature either
+    set makes is a column of one matrix and a saved index picks the model's: one graph serves both sets."""
 
     def __init__(self, scorer: Scorer):
         super().__init__()
-        pre = scorer.preprocessor
-        stats = pre.statistics
+        pre, stats = scorer.preprocessor, scorer.preprocessor.statistics
         embarked = list(stats["embarked_categories"])
         candidates = ["Pclass", "Sex", "Age", "AgeMissing", "SibSp", "Parch", "FamilySize", "Alone", "Fare",
                       "LogFare", "CabinKnown", "Embarked", *(f"Title_{t}" for t in TITLES),
                       *(f"Embarked_{c}" for c in embarked)]
-        unknown = [name for name in pre.feature_names if name not in candidates]
-        if unknown:
-            raise UsageError(f"{scorer.source}: cannot export feature(s) {', '.join(unknown)}")
-        self.age_median = float(stats["age_median"])
-        self.fare_median = float(stats["fare_median"])
+        self.age_median, self.fare_median = float(stats["age_median"]), float(stats["fare_median"])
         self.embarked_fill = float(embarked.index(stats["embarked_fill"]))
         self.register_buffer("embarked_codes", torch.arange(len(embarked), dtype=torch.float64))
         self.register_buffer("title_codes", torch.arange(len(TITLES), dtype=torch.float64))
@@ -87,10 +74,9 @@ class ExportedModel(nn.Module):
         embarked = torch.where(torch.isnan(embarked_raw), torch.full_like(embarked_raw, self.embarked_fill),
                                embarked_raw)
         family = sibsp + parch + 1
-        columns = torch.stack([
-            pclass, sex, age, age_missing.to(torch.float64), sibsp, parch, family, (family == 1).to(torch.float64),
-            fare, torch.log1p(torch.clamp(fare, min=0.0)), cabin, embarked,
-        ], dim=1)
+        columns = torch.stack([pclass, sex, age, age_missing.to(torch.float64), sibsp, parch, family,
+                               (family == 1).to(torch.float64), fare, torch.log1p(torch.clamp(fare, min=0.0)), cabin, embarked],
+                              dim=1)
         titles = (title.unsqueeze(1) == self.title_codes).to(torch.float64)
         ports = (embarked.unsqueeze(1) == self.embarked_codes).to(torch.float64)
         features = torch.cat([columns, titles, ports], dim=1).index_select(1, self.select)
@@ -100,15 +86,9 @@ class ExportedModel(nn.Module):
 
 def contract(scorer: Scorer) -> dict:
     stats = scorer.preprocessor.statistics
-    return {
-        "input_columns": list(INPUT_COLUMNS),
-        "input_dtype": "float64",
-        "sex_categories": list(stats["sex_categories"]),
-        "embarked_categories": list(stats["embarked_categories"]),
-        "titles": list(TITLES),
-        "feature_set": scorer.preprocessor.feature_set,
-        "output": "survival probability (float32), survived when > 0.5",
-    }
+    return {"input_columns": list(INPUT_COLUMNS), "input_dtype": "float64", "sex_categories": list(stats["sex_categories"]),
+            "embarked_categories": list(stats["embarked_categories"]), "titles": list(TITLES),
+            "feature_set": scorer.preprocessor.feature_set, "output": "survival probability (float32), survived when > 0.5"}
 
 
 def export(scorer: Scorer, fmt: str, out: Path) -> Path:

@@ -1,25 +1,13 @@
-"""SageMaker PyTorch serving handler for a titanic-lightning model (copied to `code/inference.py`).
+"""SageMaker PyTorch serving handler (copied to `code/inference.py`): `model_fn(model_dir)` once, then
+`input_fn` → `predict_fn` → `output_fn` per request, scoring rows exactly as `python -m entry.predict`
+does with the `titanic_lightning` copies beside it.
 
-The serving container calls, per request, `input_fn` → `predict_fn` → `output_fn`, after one
-`model_fn(model_dir)` at start-up. It imports `titanic_lightning` from the copies beside this file
-(code/ is on its sys.path), so rows are scored exactly as `python -m entry.predict` scores them.
-
-Requests (UTF-8, or the encoding a `charset` parameter names: `text/csv; charset=latin-1`):
-    text/csv          Kaggle-format rows with their header line (Survived may be present; it is ignored)
-    application/json  a list of row objects, or {"instances": [...]}; null is a missing value, as an
-                      empty CSV cell is, and so is a key a row leaves out (even when every row
-                      leaves it out) in the columns a missing value is allowed in (Age, Fare,
-                      Embarked, Cabin)
-Responses (Accept):
-    application/json  {"predictions": [{"PassengerId": ..., "probability": ..., "prediction": 0|1}, ...]}
-    text/csv          PassengerId,probability,prediction
-PassengerId is echoed when the rows carry it. The response's Content-Type is the type chosen.
-Errors (raised as the serving toolkit's GenericInferenceToolkitError, which sets the status):
-    400  an empty or unreadable body (bytes that are not UTF-8 or the named charset), no rows, or a
-         row the model refuses (a missing column, an unknown category, a non-finite or
-         out-of-range number); the message names it
-    406  no type in Accept is one of the above
-    415  a Content-Type other than the above, or a charset that is not a text encoding Python knows
+Requests: `text/csv` (Kaggle rows with their header) or `application/json` (a list of row objects, or
+{"instances": [...]}; null, or a key left out in MAY_BE_MISSING, is a missing value), in UTF-8 or the
+encoding a `charset` parameter names. Responses: the first type of Accept it can write, JSON
+({"predictions": [...]}) or CSV, each row's PassengerId, probability and prediction. Errors raise the
+serving toolkit's GenericInferenceToolkitError with their status: 400 (a body or row the model refuses,
+named), 406 (no supported type in Accept), 415 (another Content-Type, or an unknown charset).
 """
 
 from __future__ import annotations
@@ -39,9 +27,12 @@ from titanic_lightning.serving.scoring import Scorer
 
 CSV, JSON = "text/csv", "application/json"
 
-try:  # the serving toolkit answers these with their status code instead of 500
+try:  # the serving toolkit answers these errors with their status code instead of 500
+    from sagemaker_inference import content_types
     from sagemaker_inference.errors import GenericInferenceToolkitError
 except ImportError:  # the same contract as the toolkit's errors module, for use without it
+    content_types = None
+
     class BaseInferenceToolkitError(Exception):
         def __init__(self, status_code, message, phrase):
             self.status_code = status_code
@@ -54,25 +45,11 @@ except ImportError:  # the same contract as the toolkit's errors module, for use
             message = message or "Invalid Request"
             super().__init__(status_code, message, phrase or message)
 
-
-def _bodies_left_undecoded() -> None:
-    """Have the serving toolkit pass text/csv and application/json bodies to `input_fn` as bytes.
-
-    Its Transformer (and the PyTorch image's subclass of it) decodes those two types as UTF-8 itself,
-    before `input_fn` and outside any handler function, so a body in another encoding would be
-    answered 500 with the codec's message; `input_fn` decodes them instead and answers 400 naming
-    the byte. The toolkit reads this list at every request; the container serves this one model.
-    """
-    try:
-        from sagemaker_inference import content_types
-    except ImportError:
-        return
-    decoded = getattr(content_types, "UTF8_TYPES", None)
-    if isinstance(decoded, list):
-        decoded[:] = [kind for kind in decoded if kind not in (CSV, JSON)]
-
-
-_bodies_left_undecoded()
+# The toolkit's Transformer decodes text/csv and application/json bodies as UTF-8 itself, outside any
+# handler, so a body in another encoding would be answered 500: they are left to `input_fn`, which answers
+# 400 naming the byte. The toolkit reads this list at every request; the container serves this one model.
+if isinstance(getattr(content_types, "UTF8_TYPES", None), list):
+    content_types.UTF8_TYPES[:] = [kind for kind in content_types.UTF8_TYPES if kind not in (CSV, JSON)]
 
 
 def _error(status: int, message: str) -> GenericInferenceToolkitError:
@@ -80,33 +57,20 @@ def _error(status: int, message: str) -> GenericInferenceToolkitError:
     return GenericInferenceToolkitError(status, one_line(message))
 
 
-def _bad_request(message: str) -> GenericInferenceToolkitError:
-    return _error(400, message)
-
-
 def model_fn(model_dir: str) -> Scorer:
     return Scorer.from_file(Path(model_dir) / MODEL_FILE)
 
 
-def _media_type(value: str | None) -> str:
-    return (value or "").split(";")[0].strip().lower()
+def _parsed(value: str | None) -> tuple[str, dict[str, str]]:
+    """A media type and its parameters: 'text/csv; charset="latin-1"' → ('text/csv', {'charset': 'latin-1'})."""
+    kind, *params = (value or "").split(";")
+    return kind.strip().lower(), {n.strip().lower(): v.strip().strip('"').strip() for n, _, v in (p.partition("=") for p in params)}
 
 
-def _charset(content_type: str | None) -> str | None:
-    """The `charset` parameter of a Content-Type, if it has one."""
-    for param in (content_type or "").split(";")[1:]:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset":
-            return value.strip().strip('"').strip() or None
-    return None
-
-
-def _text(body, kind: str, content_type: str) -> str:
-    """The request body as text: bytes decoded as UTF-8 (a leading byte-order mark dropped), or
-    as the Content-Type's charset names."""
+def _text(body, kind: str, content_type: str, charset: str | None) -> str:
+    """The request body as text: bytes decoded as `charset`, else UTF-8 (a byte-order mark dropped)."""
     if isinstance(body, str):  # text already: from a caller, or decoded by the toolkit
         return body.removeprefix("\ufeff")
-    charset = _charset(content_type)
     try:
         encoding = codecs.lookup(charset or "utf-8").name
         return bytes(body).decode("utf-8-sig" if encoding == "utf-8" else encoding)
@@ -116,39 +80,36 @@ def _text(body, kind: str, content_type: str) -> str:
     except UnicodeDecodeError as exc:
         byte = exc.object[exc.start:exc.start + 1].hex()
         fix = "send it in that encoding" if charset else f"send UTF-8, or name its encoding ({kind}; charset=...)"
-        raise _bad_request(f"the {kind} body is not {charset or 'UTF-8'}: byte 0x{byte} at offset {exc.start} "
-                           f"({exc.reason}); {fix}") from None
+        raise _error(400, f"the {kind} body is not {charset or 'UTF-8'}: byte 0x{byte} at offset {exc.start} "
+                          f"({exc.reason}); {fix}") from None
     except UnicodeError as exc:  # a codec that fails without naming a byte (punycode, undefined)
-        raise _bad_request(f"the {kind} body is not {charset}: {exc}") from None
-
-
-_LARGEST_FLOAT = int(sys.float_info.max)
+        raise _error(400, f"the {kind} body is not {charset}: {exc}") from None
 
 
 def _check_values(records: list[dict]) -> None:
     for number, row in enumerate(records, start=1):
         for column, value in row.items():
             if isinstance(value, bool) or not (value is None or isinstance(value, (str, int, float))):
-                raise _bad_request(f"row {number}: {column} is a {type(value).__name__}; "
-                                   "values must be numbers, strings or null")
-            if isinstance(value, int) and abs(value) > _LARGEST_FLOAT:  # json reads 1e999 as inf, 10**999 as an int
-                raise _bad_request(f"row {number}: {column} is a number too large for a float")
+                raise _error(400, f"row {number}: {column} is a {type(value).__name__}; "
+                                  "values must be numbers, strings or null")
+            if isinstance(value, int) and abs(value) > sys.float_info.max:  # json reads 1e999 as inf, 10**999 as an int
+                raise _error(400, f"row {number}: {column} is a number too large for a float")
 
 
 def _json_constant(name: str) -> float:
     # json reads the non-standard NaN, Infinity and -Infinity; NaN would pass as a missing value.
     if name == "NaN":
-        raise _bad_request("NaN is not a value; send null for a missing value")
+        raise _error(400, "NaN is not a value; send null for a missing value")
     return float(name.replace("Infinity", "inf"))  # refused, with its column, by the scoring layer
 
 
 def input_fn(body, content_type: str) -> pd.DataFrame:
-    kind = _media_type(content_type)
+    kind, params = _parsed(content_type)
     if kind not in (CSV, JSON):
         raise _error(415, f"Content-Type {content_type!r} is not supported; send {CSV} or {JSON}")
-    text = _text(body, kind, content_type)
+    text = _text(body, kind, content_type, params.get("charset") or None)
     if not text.strip():
-        raise _bad_request(f"the {kind} body is empty")
+        raise _error(400, f"the {kind} body is empty")
     try:
         if kind == CSV:
             frame = read_csv_rows(io.StringIO(text), "request")  # a row longer than the header is named
@@ -157,24 +118,19 @@ def input_fn(body, content_type: str) -> pd.DataFrame:
             if isinstance(records, dict):
                 records = records.get("instances")
             if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-                raise _bad_request('expected a list of row objects or {"instances": [...]}')
+                raise _error(400, 'expected a list of row objects or {"instances": [...]}')
             _check_values(records)
             frame = pd.DataFrame.from_records(records)
-    except GenericInferenceToolkitError:
-        raise
     except RecursionError:  # json's decoder recurses once per nesting level
-        raise _bad_request(f"unreadable {kind} body: nested too deeply") from None
+        raise _error(400, f"unreadable {kind} body: nested too deeply") from None
     except UsageError as exc:
-        raise _bad_request(str(exc)) from None
+        raise _error(400, str(exc)) from None
     except (ValueError, pd.errors.ParserError) as exc:
-        raise _bad_request(f"unreadable {kind} body: {exc}") from None
+        raise _error(400, f"unreadable {kind} body: {exc}") from None
     if frame.empty:
-        raise _bad_request("the request holds no rows" if len(frame) == 0 else "the rows hold no values")
-    if kind == JSON:
-        # A key no row holds makes no column at all; where a missing value is allowed it is one.
-        for column in MAY_BE_MISSING:
-            if column not in frame.columns:
-                frame[column] = None
+        raise _error(400, "the request holds no rows" if len(frame) == 0 else "the rows hold no values")
+    if kind == JSON:  # a key no row holds makes no column at all; where a missing value is allowed it is one
+        frame = frame.assign(**{column: None for column in MAY_BE_MISSING if column not in frame.columns})
     return frame
 
 
@@ -182,33 +138,26 @@ def predict_fn(data: pd.DataFrame, model: Scorer) -> pd.DataFrame:
     try:
         return model.score_frame(data, source="request")
     except UsageError as exc:  # an unknown category, a missing column: the client's to fix
-        raise _bad_request(str(exc)) from None
+        raise _error(400, str(exc)) from None
 
 
 def _accepted(accept: str) -> list[str]:
     """The media types of an Accept header, most preferred first (q=0 means not acceptable)."""
     ranked = []
     for position, entry in enumerate(accept.split(",")):
-        kind, *params = entry.split(";")
-        quality = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0  # an unreadable weight: not an acceptable type
+        kind, params = _parsed(entry)
+        try:
+            quality = float(params.get("q", 1.0))
+        except ValueError:
+            quality = 0.0  # an unreadable weight: not an acceptable type
         if 0.0 < quality <= 1.0:
-            ranked.append((-quality, position, kind.strip().lower()))
+            ranked.append((-quality, position, kind))
     return [kind for _, _, kind in sorted(ranked)]
 
 
 def output_fn(prediction: pd.DataFrame, accept: str | None) -> tuple[str, str]:
-    """The response body and its Content-Type: the first type of `accept` the handler can write.
-
-    The serving toolkit sends a returned (body, content_type) pair with that Content-Type, rather
-    than echoing the request's whole Accept header.
-    """
+    """(body, Content-Type) for the first type of `accept` the handler can write: the toolkit sends a
+    returned pair with that Content-Type, rather than echoing the request's whole Accept header."""
     for kind in _accepted(accept or JSON):
         if kind in (JSON, "application/*", "*/*"):
             return '{"predictions": ' + prediction.to_json(orient="records", double_precision=15) + "}", JSON

@@ -1,13 +1,10 @@
-"""Where a trained model comes from: a model directory, a `model.pt`, a `model.tar.gz` (what a
-SageMaker training job uploads: the model directory's contents packed), or an `s3://bucket/key`
-URI of such an archive, downloaded with boto3.
-
-`locate_model(spec, workdir)` returns the local path of the `model.pt` to load and the name to use
-for it in messages; archives are unpacked and downloads land in `workdir`.
+"""Where a trained model comes from: a model directory, a `model.pt`, a `model.tar.gz` (the model
+directory packed, as a SageMaker training job uploads it), or an `s3://bucket/key` URI of one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tarfile
 import zipfile
@@ -16,25 +13,22 @@ from pathlib import Path
 from titanic_lightning.contracts import MODEL_FILE
 from titanic_lightning.errors import UsageError
 
-# S3 bucket naming rules: 3-63 characters of lower-case letters, digits, dots and hyphens.
-_S3_URI = re.compile(r"^s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])/(.+)$")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")  # S3's bucket naming rules
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """`s3://bucket/key` → (bucket, key), or a UsageError saying what is wrong with it."""
-    match = _S3_URI.match(uri)
-    if match is None or match.group(2).endswith("/"):
-        # say which part is wrong: the whole form alone reads as a contradiction when only the bucket is
-        bucket, slash, key = uri[len("s3://"):].partition("/") if uri.startswith("s3://") else ("", "", "")
-        if not uri.startswith("s3://"):
-            why = "it does not start with s3://"
-        elif not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", bucket):
-            why = (f"{bucket!r} is not an S3 bucket name (3 to 63 lowercase letters, digits, dots and hyphens, "
-                   "starting and ending with a letter or digit)")
-        else:
-            why = "it names no object (the key after the bucket is empty or ends with /)"
-        raise UsageError(f"{uri}: not an S3 object URI: {why}; expected s3://bucket/path/model.tar.gz")
-    return match.group(1), match.group(2)
+    """`s3://bucket/key` → (bucket, key), or a UsageError saying which part is wrong."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not uri.startswith("s3://"):
+        why = "it does not start with s3://"
+    elif not _BUCKET.fullmatch(bucket):
+        why = (f"{bucket!r} is not an S3 bucket name (3 to 63 lowercase letters, digits, dots and hyphens, "
+               "starting and ending with a letter or digit)")
+    elif not key or key.endswith("/"):
+        why = "it names no object (the key after the bucket is empty or ends with /)"
+    else:
+        return bucket, key
+    raise UsageError(f"{uri}: not an S3 object URI: {why}; expected s3://bucket/path/model.tar.gz")
 
 
 def download_s3(uri: str, dest: Path) -> Path:
@@ -47,15 +41,11 @@ def download_s3(uri: str, dest: Path) -> Path:
         boto3.client("s3").download_file(bucket, key, str(target))
     except NoCredentialsError:
         raise UsageError(f"{uri}: no AWS credentials found to download it") from None
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in ("404", "NoSuchKey", "NoSuchBucket"):
-            raise UsageError(f"{uri}: no such object") from None
-        if code in ("403", "AccessDenied"):
-            raise UsageError(f"{uri}: access denied") from None
-        raise UsageError(f"{uri}: download failed ({code or exc})") from None
-    except BotoCoreError as exc:
-        raise UsageError(f"{uri}: download failed ({exc})") from None
+    except (ClientError, BotoCoreError) as exc:
+        code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+        reason = {"404": "no such object", "NoSuchKey": "no such object", "NoSuchBucket": "no such object",
+                  "403": "access denied", "AccessDenied": "access denied"}.get(code, f"download failed ({code or exc})")
+        raise UsageError(f"{uri}: {reason}") from None
     return target
 
 
@@ -74,9 +64,8 @@ def extract_model(archive: Path, dest: Path, source: str) -> Path:
 
 
 def locate_model(spec: str, workdir: Path) -> tuple[Path, str]:
-    """The local model.pt for `spec` (a directory, model.pt, model.tar.gz or s3:// URI) and its display name."""
-    source = spec
-    if spec.startswith("s3://") or spec.startswith("s3:"):
+    """The local model.pt for `spec` and its name for messages; archives and downloads go to `workdir`."""
+    if spec.startswith("s3:"):
         path = download_s3(spec, workdir)
     else:
         path = Path(spec)
@@ -87,14 +76,10 @@ def locate_model(spec: str, workdir: Path) -> tuple[Path, str]:
             return model_file, str(model_file)
         if not path.is_file():
             raise UsageError(f"{spec}: no such file or directory")
-    # torch.save writes a zip; anything else that tar can open is taken for a model.tar.gz.
-    if not zipfile.is_zipfile(path) and _is_tar(path):
-        return extract_model(path, workdir / "unpacked", source), f"{source} ({MODEL_FILE})"
-    return path, source
-
-
-def _is_tar(path: Path) -> bool:
-    try:
-        return tarfile.is_tarfile(path)
-    except OSError:
-        return False
+    packed = False
+    with contextlib.suppress(OSError):  # an unreadable file: loading it says so
+        # torch.save writes a zip; anything else that tar can open is taken for a model.tar.gz.
+        packed = not zipfile.is_zipfile(path) and tarfile.is_tarfile(path)
+    if packed:
+        return extract_model(path, workdir / "unpacked", spec), f"{spec} ({MODEL_FILE})"
+    return path, spec

@@ -1,11 +1,7 @@
-"""Batch prediction: a trained model + a Kaggle-format CSV → `PassengerId,probability,prediction`.
+"""Batch prediction: a trained model + a Kaggle-format CSV → `PassengerId,probability,prediction`; with
+`Survived` in the rows, accuracy and AUROC too (on stderr when the CSV goes to standard output).
 
 Run: `python -m entry.predict --model model/ --csv data/test_passengers.csv [--out predictions.csv]`
-
-When the rows carry `Survived`, accuracy and AUROC are reported as well (on stderr when the CSV goes
-to standard output). The output file is checked before any work (its folder exists, it is
-not an input, and it is absent or an earlier predictions file), then written under a partial name
-and renamed, so a failure never leaves a partial file.
 """
 
 from __future__ import annotations
@@ -14,10 +10,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pandas as pd
+import torch
+
 from titanic_lightning.config import PredictConfig
+from titanic_lightning.contracts import MODEL_FILE
 from titanic_lightning.data.prepare import LABEL, read_passengers
 from titanic_lightning.errors import UsageError
 from titanic_lightning.io.outputs import check_output_file, writing
+from titanic_lightning.serving.model_source import locate_model
 from titanic_lightning.serving.scoring import ID_COLUMN, Scorer, label_metrics
 
 ROLE = "predict"  # the command that writes prediction files (see `outputs`)
@@ -25,18 +26,11 @@ ROLE = "predict"  # the command that writes prediction files (see `outputs`)
 
 def model_inputs(model: str) -> list[tuple[str, Path]]:
     """The files `--model` may name, which no output may overwrite."""
-    from titanic_lightning.contracts import MODEL_FILE
-
     return [("--model", Path(model)), ("--model", Path(model) / MODEL_FILE)]
 
 
 def run(cfg: PredictConfig) -> dict[str, float] | None:
     """Score `cfg.csv` with `cfg.model`; write the CSV and return the metrics (None without labels)."""
-    import pandas as pd
-    import torch
-
-    from titanic_lightning.serving.model_source import locate_model
-
     csv = Path(cfg.csv)
     out = Path(cfg.out) if cfg.out else None
     if out is not None:
@@ -44,20 +38,12 @@ def run(cfg: PredictConfig) -> dict[str, float] | None:
     df = read_passengers(csv, require_label=False)
     if ID_COLUMN not in df.columns:
         raise UsageError(f"{csv}: missing required column(s) {ID_COLUMN}")
-    labels = None
-    if LABEL in df.columns:
-        values = pd.to_numeric(df[LABEL], errors="coerce")
-        if not values.isin([0, 1]).all():
-            raise UsageError(f"{csv}: column {LABEL} must be 0 or 1 in every row (or be left out)")
-        labels = torch.tensor(values.to_numpy(), dtype=torch.int64)
+    labels = torch.tensor(pd.to_numeric(df[LABEL]).to_numpy(), dtype=torch.int64) if LABEL in df.columns else None
 
     with tempfile.TemporaryDirectory(prefix="titanic-model-") as workdir:
-        model_file, source = locate_model(cfg.model, Path(workdir))
-        scorer = Scorer.from_file(model_file, source)
+        scorer = Scorer.from_file(*locate_model(cfg.model, Path(workdir)))
     scored = scorer.score_frame(df, source=str(csv))
-    metrics = None
-    if labels is not None:
-        metrics = label_metrics(torch.from_numpy(scored["probability"].to_numpy("float32")), labels)
+    metrics = None if labels is None else label_metrics(torch.from_numpy(scored["probability"].to_numpy("float32")), labels)
 
     if out is None:
         scored.to_csv(sys.stdout, index=False, float_format="%.6f")

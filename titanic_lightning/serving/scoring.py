@@ -1,13 +1,7 @@
-"""Scoring raw passenger rows with a saved model: the one path shared by `entry.predict`, the
-SageMaker serving handler (`code/inference.py`) and the export checks.
-
-    scorer = Scorer.from_file(Path("model/model.pt"))
-    probabilities = scorer.probabilities(df)   # float32 tensor, one survival probability per row
-    predictions = scorer.predictions(probabilities)
-
-The saved preprocessing is applied exactly as at training time (`Preprocessor.from_dict`), then the
-saved MLP. A row is predicted to survive when its probability is above `THRESHOLD`, the rule
-torchmetrics' BinaryAccuracy applies, so accuracies computed here equal the ones in metrics.json.
+"""Scoring raw passenger rows with a saved model, the one path of `entry.predict`, the serving handler
+and export: `Scorer.from_file(Path("model/model.pt")).probabilities(df)`. The saved preprocessing is
+applied exactly as at training time, then the saved MLP; a row survives when its probability is above
+`THRESHOLD`, torchmetrics' rule, so accuracies computed here equal metrics.json's.
 """
 
 from __future__ import annotations
@@ -27,21 +21,14 @@ ID_COLUMN = "PassengerId"
 
 
 class Scorer:
-    """A saved model's preprocessing and network, ready to score DataFrames of Kaggle rows.
-
-    Args:
-        payload: The dictionary stored in model.pt (see `titanic_lightning.io.artifacts`).
-        source: How to name the model in error messages (its path).
-    """
+    """A saved model's preprocessing and network, from the dictionary stored in model.pt (see
+    `titanic_lightning.io.artifacts`); `source` names the model in error messages."""
 
     def __init__(self, payload: dict, source: str):
-        self.source = source
         description = payload.get("preprocessing")
         if not description:
-            raise UsageError(
-                f"{source}: the model was saved without preprocessing, so it cannot score raw passenger rows; "
-                "retrain it with the preprocessing.json its training data was prepared with"
-            )
+            raise UsageError(f"{source}: the model was saved without preprocessing, so it cannot score raw passenger rows; "
+                             "retrain it with the preprocessing.json its training data was prepared with")
         self.preprocessor = Preprocessor.from_dict(description, source=f"{source} (preprocessing)")
         hparams = payload.get("hyperparameters") or {}
         try:
@@ -50,10 +37,8 @@ class Scorer:
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise UsageError(f"{source}: the saved network does not load ({' '.join(str(exc).split())[:200]})") from None
         if int(hparams["input_size"]) != len(self.preprocessor.feature_names):
-            raise UsageError(
-                f"{source}: the network takes {hparams['input_size']} features but its preprocessing "
-                f"makes {len(self.preprocessor.feature_names)}"
-            )
+            raise UsageError(f"{source}: the network takes {hparams['input_size']} features but its preprocessing "
+                             f"makes {len(self.preprocessor.feature_names)}")
         bad = [name for name, tensor in self.net.state_dict().items() if not bool(torch.isfinite(tensor).all())]
         if bad:
             raise UsageError(f"{source}: the saved network has NaN or infinite weights ({', '.join(bad)})")
@@ -69,25 +54,16 @@ class Scorer:
             raise UsageError(str(exc).replace(str(path), source)) from None
         return cls(payload, source)
 
-    def features(self, df: pd.DataFrame, source: str = "rows") -> torch.Tensor:
-        return torch.from_numpy(self.preprocessor.transform(df, source=source))
-
     @torch.inference_mode()
     def probabilities(self, df: pd.DataFrame, source: str = "rows") -> torch.Tensor:
         """Survival probability (float32) for every row of `df`."""
-        return torch.sigmoid(self.net(self.features(df, source)).squeeze(-1))
-
-    @staticmethod
-    def predictions(probabilities: torch.Tensor) -> torch.Tensor:
-        return (probabilities > THRESHOLD).to(torch.int64)
+        return torch.sigmoid(self.net(torch.from_numpy(self.preprocessor.transform(df, source=source))).squeeze(-1))
 
     def score_frame(self, df: pd.DataFrame, source: str = "rows") -> pd.DataFrame:
         """`PassengerId` (when the rows have one), `probability` and `prediction` per row."""
         probabilities = self.probabilities(df, source)
-        out = pd.DataFrame({
-            "probability": probabilities.numpy().astype("float64"),
-            "prediction": self.predictions(probabilities).numpy(),
-        })
+        out = pd.DataFrame({"probability": probabilities.numpy().astype("float64"),
+                            "prediction": (probabilities > THRESHOLD).to(torch.int64).numpy()})
         if ID_COLUMN in df.columns:
             out.insert(0, ID_COLUMN, df[ID_COLUMN].to_numpy())
         return out
@@ -97,8 +73,5 @@ def label_metrics(probabilities: torch.Tensor, labels: torch.Tensor) -> dict[str
     """Accuracy and AUROC computed by torchmetrics, as training computed test_acc and test_auroc."""
     from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 
-    labels = labels.to(torch.int64)
-    return {
-        "accuracy": float(binary_accuracy(probabilities, labels, threshold=THRESHOLD)),
-        "auroc": float(binary_auroc(probabilities, labels)),
-    }
+    return {"accuracy": float(binary_accuracy(probabilities, labels, threshold=THRESHOLD)),
+            "auroc": float(binary_auroc(probabilities, labels))}
