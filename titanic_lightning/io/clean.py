@@ -15,7 +15,8 @@ from pathlib import Path
 
 from titanic_lightning.errors import UsageError
 from titanic_lightning.io.atomic import PARTIAL_SUFFIX, remove_stale_partials
-from titanic_lightning.io.outputs import RECORD, file_stamp, holding, read_record, save_record, vouches
+from titanic_lightning.io.locks import holding
+from titanic_lightning.io.outputs import RECORD, file_stamp, read_record, save_record, vouches
 
 FOLDERS = ("data", "model", "outputs", "runs", "jobs", "tuning", "notebooks/titanic-work")
 FLAG = "make clean:"

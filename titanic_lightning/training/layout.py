@@ -77,7 +77,7 @@ def _prepare_local_data(cfg: TrainConfig, held: ExitStack) -> None:
     other processes wait for it (at most WAIT_FOR_DATA_S), then all read it."""
     from titanic_lightning.data.csv_source import resolve_csv
     from titanic_lightning.data.prepare import ROLE, check_prepare_outputs, prepared_files, write_prepared
-    from titanic_lightning.io import outputs
+    from titanic_lightning.io import locks, outputs
 
     data, flag = environment.LOCAL_DATA_DIR, "--train (default data folder)"
     train = environment.default_channel("train", {})
@@ -87,13 +87,13 @@ def _prepare_local_data(cfg: TrainConfig, held: ExitStack) -> None:
     while True:
         try:
             if train.exists():
-                held.enter_context(outputs.reading(data, flag))
+                held.enter_context(locks.reading(data, flag))
                 return
             with outputs.writing(data, prepared_files(), flag, ROLE) as files:
                 if not train.exists():
                     description = write_prepared(files, csv, cfg.features, flag)
                     print(f"prepared {data}/ from {csv}: rows {description['rows']}", file=sys.stderr)
-        except outputs.Busy:
+        except locks.Busy:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
@@ -159,7 +159,8 @@ def resolve(cfg: TrainConfig, held: ExitStack | None = None) -> Layout:
         test = None
 
     # Locked before anything is read: no command rewrites the data while this run reads it.
-    from titanic_lightning.io.outputs import reading, same_file
+    from titanic_lightning.io.locks import reading
+    from titanic_lightning.io.outputs import same_file
 
     written = [d for d in (model_dir, output_dir, checkpoint_dir) if d is not None]
     read = (train, val, test, Path(cfg.preprocessing) if cfg.preprocessing else None)
