@@ -103,3 +103,28 @@ def test_readme_examples_leave_git_status_empty_and_make_clean_removes_only_thei
     assert not (clone / "model" / "code").exists() and not (clone / "outputs" / "tensorboard").exists()
     assert sorted(p.name for p in (clone / "jobs").iterdir()) == [job.name]
     assert sorted(p.name for p in job.iterdir()) == ["notes.txt"]
+
+
+def test_make_clean_removes_the_logs_of_the_slurm_script_and_no_other_file(tmp_path):
+    from titanic_lightning.io.clean import clean
+
+    script = (REPO / "launch" / "slurm.sbatch").read_text()
+    assert "#SBATCH --job-name=titanic\n" in script and "#SBATCH --output=slurm-%x-%j.out\n" in script
+    assert 'echo "titanic: job ${SLURM_JOB_ID} (restart' in script  # the line each log starts with
+    ours = {"slurm-titanic-12.out": "titanic: job 12 (restart 0) on n1: 1 node(s) x 2 task(s); folder jobs/slurm-12\n",
+            "slurm-titanic-13.out": "titanic: job 13 (restart 1) on n1: 1 node(s) x 2 task(s); folder jobs/slurm-13\n"
+                                    "titanic: job 13 (restart 0) ...\nepoch=1; train_loss=0.6\n"}
+    theirs = {"slurm-titanic-14.out": "another script's log\n",
+              "slurm-titanic-15.out": "titanic: job 16 (restart 0) a log renamed to another job's name\n",
+              "slurm-titanic-x.out": "titanic: job x (restart 0)\n", "slurm-other-17.out": "titanic: job 17 (restart 0)\n",
+              "slurm-titanic-18.out.bak": "titanic: job 18 (restart 0)\n", "sub/slurm-titanic-19.out": "titanic: job 19 \n"}
+    for name, text in {**ours, **theirs}.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "slurm-titanic-20.out").symlink_to(tmp_path / "slurm-titanic-12.out")
+    (tmp_path / "slurm-titanic-21.out").mkdir()
+
+    removed = clean(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(ours)
+    left = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if not p.is_dir() or p.is_symlink()}
+    assert left == {*theirs, "slurm-titanic-20.out"}

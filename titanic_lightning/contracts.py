@@ -29,6 +29,10 @@ MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_FILE = "last.ckpt"
 CURVES_FILE = "curves.png"
+# The log of a job of launch/slurm.sbatch (SLURM writes it where the job was submitted), and the
+# line the script writes into it first.
+SLURM_LOG = "slurm-titanic-{job_id}.out"
+SLURM_LOG_START = "titanic: job {job_id} "
 
 # --- metrics -----------------------------------------------------------------------------------
 

@@ -25,12 +25,12 @@ from launch.console import log
 from launch.jobs.checks import parse_hyperparameters
 from launch.options import hp_pairs
 from launch.records import report
-from titanic_lightning.contracts import CHECKPOINT_FILE, FINAL_LINE, METRICS_FILE, MODEL_FILE, SPLITS, npz_name
+from titanic_lightning.contracts import CHECKPOINT_FILE, FINAL_LINE, METRICS_FILE, MODEL_FILE, SLURM_LOG, SPLITS, npz_name
 from titanic_lightning.errors import Interrupted, UsageError
 
 SCRIPT = Path(__file__).parents[1] / "slurm.sbatch"
 JOB_DIR = "jobs/slurm-{job_id}"  # as the script names it, relative to the folder the job is submitted from
-LOG_FILE = "slurm-titanic-{job_id}.out"
+LOG_FILE = SLURM_LOG
 # States after which SLURM runs the job no more (a requeued job goes back to PENDING instead).
 FINAL_STATES = {"COMPLETED": "Completed", "FAILED": "Failed", "CANCELLED": "Stopped", "TIMEOUT": "Failed",
                 "NODE_FAIL": "Failed", "OUT_OF_MEMORY": "Failed", "BOOT_FAIL": "Failed", "DEADLINE": "Failed"}

@@ -4,7 +4,8 @@
 
 In FOLDERS (walked) and ROOT itself, a file goes only when its folder's record (see `outputs`) says a
 command of this project wrote it and it is unchanged since; a folder only when that left it empty. A
-folder a running command holds is refused. Imports only the standard library, so it runs before any set-up.
+folder a running command holds is refused. In ROOT, the logs of launch/slurm.sbatch's jobs go too,
+known by their name and the line the script writes first. Imports only the standard library, so it runs before any set-up.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from titanic_lightning.contracts import SLURM_LOG, SLURM_LOG_START
 from titanic_lightning.errors import UsageError
 from titanic_lightning.io.atomic import PARTIAL_SUFFIX, remove_stale_partials
 from titanic_lightning.io.locks import holding
@@ -71,6 +73,20 @@ def remove_owned(folder: Path, flag: str) -> list[Path]:
         return removed
 
 
+def slurm_logs(root: Path) -> list[Path]:
+    """The logs of launch/slurm.sbatch's jobs in `root`: named SLURM_LOG, starting with SLURM_LOG_START."""
+    prefix, suffix = SLURM_LOG.split("{job_id}")
+    found = []
+    for path in sorted(Path(root).glob(f"{prefix}*{suffix}")):
+        job_id = path.name[len(prefix):-len(suffix)]
+        if not job_id.isdigit() or path.is_symlink() or not path.is_file():
+            continue
+        with path.open("rb") as fh:
+            if fh.readline().startswith(SLURM_LOG_START.format(job_id=job_id).encode()):
+                found.append(path)
+    return found
+
+
 def clean(root: Path) -> list[Path]:
     """Remove, under `root`, the files this project's commands wrote; return them."""
     root = Path(root)
@@ -84,6 +100,9 @@ def clean(root: Path) -> list[Path]:
         for path in remove_owned(folder, FLAG):
             removed.append(path)
             emptied.update(p for p in path.parents if p != root and root in p.parents)
+    for path in slurm_logs(root):  # after the folders: a running job's folder is refused above
+        path.unlink()
+        removed.append(path)
     for folder in sorted(emptied, key=lambda p: len(p.parts), reverse=True):
         if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
             folder.rmdir()
