@@ -94,6 +94,15 @@ def test_errors_are_one_line_and_create_nothing(args, words, deploy_module, aws,
     assert aws.list_models()["Models"] == [] and aws.list_endpoints()["Endpoints"] == []
 
 
+@pytest.mark.parametrize("args", [["--delete", "--endpoint-name", "titanic"], ["--model-data", DATA, "--role", ROLE]])
+def test_no_credentials_is_one_line_that_offers_no_flag_deploy_lacks(args, deploy_module, fresh_aws, monkeypatch, capsys):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    code, _, err = _run(deploy_module, capsys, *args)
+    assert code == 2 and err.startswith("error: no AWS credentials: ") and err.count("\n") == 1, err
+    assert "--dry-run" not in err  # deploy.py has no such flag
+
+
 def test_help_says_what_every_flag_is(deploy_module, capsys):
     with pytest.raises(SystemExit):
         deploy_module.parse_args(["--help"])

@@ -144,7 +144,7 @@ def test_second_submit_with_unchanged_data_uploads_nothing(bucket, data_dir, rec
 @pytest.mark.parametrize(
     "case, extra, expected",
     [
-        ("no credentials", [], "no AWS credentials"),
+        ("no credentials", [], "no AWS credentials: run `aws configure`"),
         ("no role", ["--bucket", BUCKET], "no IAM role"),
         ("bad bucket", ["--bucket", "Not_A_Bucket", "--role", ROLE], "not a valid S3 bucket name"),
         ("unknown instance type", ["--instance-type", "ml.m9.huge", "--bucket", BUCKET, "--role", ROLE],
@@ -170,6 +170,7 @@ def test_errors_are_one_line_exit_2_and_upload_nothing(case, extra, expected, bu
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], err
+    assert lines[0].endswith("; --dry-run needs none") == (case == "no credentials")
     assert "Traceback" not in err and out == ""
     assert Recording.s3_puts(entries) == []
     assert _objects(bucket) == {}

@@ -31,14 +31,14 @@ class Aws:
     spec: JobSpec
 
 
-def open_session(region_flag: str | None):
-    """A boto3 session with credentials and a region, each a one-line error when missing."""
+def open_session(region_flag: str | None, hint: str = ""):
+    """A boto3 session with credentials and a region, each a one-line error (ending with `hint`) when missing."""
     import boto3
 
     session = boto3.Session(region_name=region_flag or None)
     if session.get_credentials() is None:
         raise UsageError("no AWS credentials: run `aws configure` (or `aws sso login`), or set AWS_ACCESS_KEY_ID and "
-                         "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; --dry-run needs none")
+                         f"AWS_SECRET_ACCESS_KEY, or AWS_PROFILE{hint}")
     if not session.region_name:
         raise UsageError("no AWS region: pass --region us-east-1 (or set AWS_DEFAULT_REGION)")
     return session
@@ -49,7 +49,7 @@ def resolve_aws(spec: JobSpec, role_flag: str | None, region_flag: str | None) -
     from botocore.exceptions import BotoCoreError, ClientError
     from sagemaker.core.helper.session_helper import Session
 
-    boto_session = open_session(region_flag)
+    boto_session = open_session(region_flag, "; --dry-run needs none")
 
     def session(bucket: str | None) -> Session:
         return Session(boto_session=boto_session, default_bucket=bucket, default_bucket_prefix=spec.prefix)
