@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, clean_env
+from tests.helpers import REPO, clean_env, run_entry
 
 README = (REPO / "README.md").read_text()
 
@@ -128,3 +128,24 @@ def test_make_clean_removes_the_logs_of_the_slurm_script_and_no_other_file(tmp_p
     assert sorted(p.name for p in removed) == sorted(ours)
     left = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if not p.is_dir() or p.is_symlink()}
     assert left == {*theirs, "slurm-titanic-20.out"}
+
+
+@pytest.mark.slow
+def test_make_clean_removes_the_checkpoint_a_run_wrote_and_keeps_one_it_did_not(tmp_path, prepared):
+    from titanic_lightning.io.clean import clean
+
+    data = ["--train", str(prepared / "train_data.npz"), "--val", str(prepared / "val_data.npz"), "--epochs", "2"]
+    done = run_entry("train", *data, "--checkpoint_dir", "ck", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "ck" / "last.ckpt").is_file()
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "last.ckpt").write_bytes(b"the user's")  # refused by the resume check, left as it was
+    refused = run_entry("train", *data, "--checkpoint_dir", "theirs", cwd=tmp_path)
+    assert refused.returncode == 2 and "theirs/last.ckpt" in refused.stderr, refused.stderr[-3000:]
+    (tmp_path / "notes.txt").write_text("mine\n")
+
+    removed = clean(tmp_path)
+    assert tmp_path / "ck" / "last.ckpt" in removed and tmp_path / "model" / "model.pt" in removed
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert left == ["notes.txt", "theirs", "theirs/last.ckpt"]
+    assert (tmp_path / "theirs" / "last.ckpt").read_bytes() == b"the user's"

@@ -2,10 +2,11 @@
 
     python -m titanic_lightning.io.clean [ROOT]
 
-In FOLDERS (walked) and ROOT itself, a file goes only when its folder's record (see `outputs`) says a
-command of this project wrote it and it is unchanged since; a folder only when that left it empty. A
-folder a running command holds is refused. In ROOT, the logs of launch/slurm.sbatch's jobs go too,
-known by their name and the line the script writes first. Imports only the standard library, so it runs before any set-up.
+In FOLDERS, ROOT's other folders that hold a record (walked) and ROOT itself, a file goes only when its
+folder's record (see `outputs`) says a command of this project wrote it and it is unchanged since; a
+folder only when that left it empty. A folder a running command holds is refused. In ROOT, the logs
+of launch/slurm.sbatch's jobs go too, known by their name and the line the script writes first.
+Imports only the standard library, so it runs before any set-up.
 """
 
 from __future__ import annotations
@@ -92,7 +93,9 @@ def clean(root: Path) -> list[Path]:
     root = Path(root)
     removed: list[Path] = []  # files, then the folders they left empty
     emptied: set[Path] = set()
-    tops = [root / name for name in FOLDERS if (root / name).is_dir() and not (root / name).is_symlink()]
+    # The commands' default folders, and any other folder of ROOT a command wrote into (`--checkpoint_dir ck`).
+    tops = [root / name for name in FOLDERS] + [p for p in root.iterdir() if os.path.lexists(p / RECORD)]
+    tops = [top for top in dict.fromkeys(tops) if top.is_dir() and not top.is_symlink()]
     folders = [Path(parent) for top in tops for parent, _, _ in os.walk(top)]
     for folder in [root, *folders]:
         if not folder.is_dir() or folder.is_symlink():  # gone with an outer folder's record

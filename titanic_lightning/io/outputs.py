@@ -217,11 +217,12 @@ def _files_in(folder: Path, subfolders: Iterable[str]) -> set[str]:
 
 @contextmanager
 def writing(folder: Path, names: Iterable[str], flag: str, role: str, in_place: Iterable[str] = (),
-            wait_s: float = 0, new_in: Iterable[str] = ()) -> Iterator[Writer]:
+            wait_s: float = 0, new_in: Iterable[str] = (), rewritten: Iterable[str] = ()) -> Iterator[Writer]:
     """Lock `folder` (created if need be) for `role`, check `names` under the lock, and yield its `Writer`.
     Meanwhile the record marks `names` as this process's, so that what a library writes in place or a killed
-    run leaves stays ours. At the end each name written, each of `in_place` (written by a library) and each
-    file new in the sub-folders `new_in` is recorded as it is; other names keep what the record said."""
+    run leaves stays ours. At the end each name written, each of `in_place` (written by a library), each
+    file new in the sub-folders `new_in`, and each of `rewritten` (unchecked names a library may write, as
+    Lightning does last.ckpt) that changed meanwhile is recorded as it is; other names keep what the record said."""
     folder, names, in_place = Path(folder), list(names), set(in_place)
     found_before = _files_in(folder, new_in)
     created = not folder.is_dir()
@@ -233,15 +234,17 @@ def writing(folder: Path, names: Iterable[str], flag: str, role: str, in_place: 
             remove_stale_partials(sub)
         if names:
             save_record(folder, {**before, **{name: {"role": role, "pid": os.getpid()} for name in names}})
+        stamps = {name: file_stamp(folder / name) for name in rewritten if name not in names}
         writer = Writer(folder)
         try:
             yield writer
         finally:
-            if names:
+            changed = [name for name, stamp in stamps.items() if file_stamp(folder / name) not in (None, stamp)]
+            if names or changed:
                 files, new = read_record(folder, flag), _files_in(folder, new_in) - found_before - set(names)
-                for name in [*names, *new]:
+                for name in [*names, *new, *changed]:
                     stamp = file_stamp(folder / name)
-                    if name in writer.written or name in in_place or name in new:
+                    if name in writer.written or name in in_place or name in new or name in changed:
                         files[name] = {"role": role, "stamp": stamp}
                     elif files.get(name, {}).get("pid") == os.getpid():
                         files[name] = before.get(name) if stamp else None

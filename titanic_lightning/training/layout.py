@@ -69,7 +69,7 @@ def hold_outputs(held: ExitStack, model_dir: Path, output_dir: Path, checkpoint_
     held.enter_context(outputs.writing(output_dir, output_dir_files(), "--output_dir", ROLE, in_place=LOG_FILES,
                                        new_in=[TENSORBOARD_LOGS]))
     if checkpoint_dir is not None:
-        held.enter_context(outputs.writing(checkpoint_dir, [], "--checkpoint_dir", ROLE))
+        held.enter_context(outputs.writing(checkpoint_dir, [], "--checkpoint_dir", ROLE, rewritten=[CHECKPOINT_FILE]))
 
 
 def _prepare_local_data(cfg: TrainConfig, held: ExitStack) -> None:
