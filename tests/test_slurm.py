@@ -221,6 +221,11 @@ def test_sbatch_wait_runs_the_batch_script_as_typed(cluster, tmp_path, prepared)
     metrics = json.loads((tmp_path / "jobs" / f"slurm-{job_id}" / "model" / "metrics.json").read_text())
     assert (metrics["world_size"], metrics["epochs_run"]) == (2, 5)
     assert (tmp_path / "jobs" / f"slurm-{job_id}" / "checkpoints" / "last.ckpt").is_file()
+    # `make clean` takes all of it: the job's folders, its checkpoint and its log.
+    from titanic_lightning.io.clean import clean
+
+    clean(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 REQUEUE_ARGS = ["--tasks-per-node", "2", "--hp", "epochs=40", "--hp", "early_stopping=false"]
