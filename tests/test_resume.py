@@ -25,6 +25,7 @@ from titanic_lightning.config import TrainConfig
 from titanic_lightning.data.channels import training_data_sha256
 from titanic_lightning.errors import Terminated, UsageError
 from titanic_lightning.io.atomic import PARTIAL_MARK
+from titanic_lightning.io.outputs import RECORD
 from titanic_lightning.training import checkpoints as resume
 from titanic_lightning.training import layout
 from titanic_lightning.training import train as training_run
@@ -154,6 +155,7 @@ def _fit(channels, run: Path, monkeypatch, extra_callback=None, every_n_seconds=
         return datamodule, model, trainer
 
     monkeypatch.setattr(training_run, "build", build_with_extra)
+    training_run.quiet_lightning(cfg.debug)  # as train() does: Lightning's notes on reused folders go
     try:
         with ExitStack() as held:  # as train() does: the folders held, and their files recorded at the end
             _, model, trainer = training_run.fit(cfg, layout.resolve(cfg, held), make_plan(0))
@@ -253,7 +255,7 @@ def test_a_checkpoint_is_written_beside_its_target_and_renamed_into_place(tmp_pa
     monkeypatch.undo()
     assert written_to[0].parent == target.parent and written_to[0] != target
     assert target.read_bytes() == before  # the previous checkpoint, whole
-    assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]  # the partial file is gone
+    assert sorted(p.name for p in target.parent.iterdir()) == [RECORD, "last.ckpt"]  # the partial file is gone
 
 
 # --- a real process stopped by a signal ------------------------------------------------------------
@@ -291,7 +293,7 @@ def test_sigkill_resumes_from_the_last_timed_checkpoint(tmp_path, channels, whol
     os.setxattr(cut, PARTIAL_MARK, b"partial")
 
     resumed = complete(argv, env, tmp_path)
-    assert [p.name for p in (run / "ckpt").iterdir()] == ["last.ckpt"]  # the partial file was cleared
+    assert sorted(p.name for p in (run / "ckpt").iterdir()) == [RECORD, "last.ckpt"]  # the partial file was cleared
     assert_resumed_like_whole(whole_run[1].stdout, resumed.stdout, epochs_done)
     assert_same_result(whole_run[0], run)
 

@@ -62,6 +62,9 @@ QUIET_WARNINGS = (
     # The folders are the run's own (`layout`): its logs and last.ckpt are meant to be replaced.
     r".*exists and is not empty.*",
     r".*dirpath has changed.*",
+    # A resumed run may change its checkpoint flags: the state it needs (history, best weights,
+    # position) is held by the callbacks every run carries.
+    r".*callbacks used to create the checkpoint need to be provided.*",
 )
 
 
