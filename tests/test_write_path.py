@@ -221,3 +221,30 @@ def test_a_run_record_never_replaces_a_file_it_did_not_write(tmp_path):
     report.save({"job_name": "job-2", "status": "InProgress"}, runs)
     report.save({"job_name": "job-2", "status": "Completed"}, runs)  # its own record: updated
     assert json.loads((runs / "job-2.json").read_text())["status"] == "Completed"
+
+
+def test_a_folder_stays_locked_until_the_last_of_its_holders_in_a_process_ends(tmp_path):
+    """Two holders in one process that end in either order: another process is refused until both have."""
+    from contextlib import ExitStack
+
+    from titanic_lightning.io.locks import Busy, holding
+
+    probe = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+             "try: fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)\nexcept BlockingIOError: sys.exit(9)")
+
+    def locked_elsewhere() -> bool:
+        return subprocess.run([sys.executable, "-c", probe, str(tmp_path)]).returncode == 9
+
+    for first_to_end in ("outer", "inner"):
+        outer, inner = ExitStack(), ExitStack()
+        outer.enter_context(holding(tmp_path, "--out", exclusive=True))
+        inner.enter_context(holding(tmp_path, "--out", exclusive=False))
+        (outer if first_to_end == "outer" else inner).close()
+        assert locked_elsewhere(), f"the {first_to_end} holder's end released a lock the other still holds"
+        (inner if first_to_end == "outer" else outer).close()
+        assert not locked_elsewhere()
+    with holding(tmp_path, "--out", exclusive=True):  # taken again after both ended
+        probe_busy = subprocess.run([sys.executable, "-c", "import sys; from titanic_lightning.io.locks import holding\n"
+                                     "with holding(sys.argv[1], '--out', exclusive=True): pass", str(tmp_path)],
+                                    capture_output=True, text=True)
+    assert "is in use by pid" in probe_busy.stderr and Busy.__name__ in probe_busy.stderr

@@ -45,7 +45,9 @@ def holding(folder: Path, flag: str, exclusive: bool, wait_s: float = 0) -> Iter
     """Lock `folder` for this process (again, if it holds it already) while the block runs."""
     st = os.stat(folder)
     key = (st.st_dev, st.st_ino)
-    fd, count, was_exclusive = _held.get(key) or (os.open(folder, os.O_RDONLY | os.O_DIRECTORY), 0, False)
+    # One entry per folder, shared by every holder in this process: holders may end in any order.
+    held = _held.get(key) or [os.open(folder, os.O_RDONLY | os.O_DIRECTORY), 0, False]
+    fd, count, was_exclusive = held
     deadline = time.monotonic() + wait_s
     while not count or (exclusive and not was_exclusive):
         try:
@@ -59,7 +61,8 @@ def holding(folder: Path, flag: str, exclusive: bool, wait_s: float = 0) -> Iter
             if not count:
                 os.close(fd)
             raise Busy(f"{flag} {folder}: is in use by {holder}; wait until it ends or choose another {flag}") from None
-    held = _held[key] = [fd, count + 1, exclusive or was_exclusive]
+    held[1:] = [count + 1, exclusive or was_exclusive]
+    _held[key] = held
     try:
         yield
     finally:
