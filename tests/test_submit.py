@@ -16,6 +16,7 @@ from launch.jobs import checks, spec
 from launch.jobs.prices import load as load_prices
 from launch.records import report
 from tests.helpers import BUCKET, REGION, ROLE, Recording, dry_run_summary, submit_inprocess, submit_subprocess
+from titanic_lightning.command import run_command
 from titanic_lightning.errors import UsageError
 
 DATA_KEYS = {
@@ -474,6 +475,24 @@ def test_dry_run_shows_network_isolation_and_the_wheelhouse(flags, isolated, whe
 def test_bad_wheelhouse_flags_are_one_line(argv, message, capsys):
     code, out, err = submit_inprocess(argv, capsys)
     assert code == 2 and err.strip().splitlines() == [message]
+
+
+@pytest.mark.parametrize("command", ["submit", "tune"])
+@pytest.mark.parametrize("flags, env, source", [
+    (["--role", "notarn"], {}, "--role notarn"),
+    (["--role", "arn:aws:iam::123:role/x"], {}, "--role arn:aws:iam::123:role/x"),  # the account has 12 digits
+    ([], {"SAGEMAKER_ROLE": "bogus"}, "SAGEMAKER_ROLE bogus"),
+])
+def test_a_dry_run_refuses_a_role_that_is_not_a_role_arn_in_one_line(command, flags, env, source, capsys, monkeypatch):
+    import importlib
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SystemExit) as exc:
+        run_command(importlib.import_module(f"launch.{command}")._main, ["--dry-run", *flags])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and out == ""
+    assert err.strip().splitlines() == [f"error: {source}: not an IAM role ARN (arn:aws:iam::<account>:role/<name>)"]
 
 
 def test_a_wheelhouse_that_cannot_be_built_stops_the_job_before_any_upload(bucket, data_dir, recording, capsys,

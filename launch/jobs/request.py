@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from unittest import mock
 
 from launch.jobs import code, remote
+from launch.jobs.checks import check_role
 from launch.jobs.spec import JobSpec
 
 PLACEHOLDER_ACCOUNT = "000000000000"
@@ -65,7 +66,8 @@ def _request(spec: JobSpec, operation: str, create) -> dict:
     `spec` with its role (else $SAGEMAKER_ROLE) and bucket, else placeholders."""
     from sagemaker.core.helper.session_helper import Session
 
-    role = spec.role or os.environ.get("SAGEMAKER_ROLE") or PLACEHOLDER_ROLE
+    role = spec.role or os.environ.get("SAGEMAKER_ROLE")
+    role = check_role(role, "--role" if spec.role else "SAGEMAKER_ROLE") if role else PLACEHOLDER_ROLE
     spec = dataclasses.replace(spec, role=role, bucket=spec.bucket or placeholder_bucket(spec.region))
     if spec.resume is not None and spec.resume_checkpoint_s3_uri is None:
         # A real submission reads it from the resumed job's description; offline it follows from the name.
