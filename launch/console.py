@@ -23,6 +23,14 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message}{self.hint}")
 
 
+def path(value: str) -> str:
+    """The `type` of a launcher flag that names a file or folder: an empty value is refused (argparse
+    names the flag), never read as the current folder."""
+    if not value:
+        raise argparse.ArgumentTypeError("empty; give a path, or leave the flag out for the default")
+    return value
+
+
 def command_parser(prog: str, doc: str) -> ArgumentParser:
     """A launcher command's parser: `doc`'s first paragraph the description, the rest the epilog; no abbreviations."""
     return ArgumentParser(prog=prog, description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,

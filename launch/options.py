@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 
+from launch.console import path
 from launch.jobs import checks
 from launch.jobs.spec import DEFAULT_MAX_RUN_S, DEFAULT_PREFIX, DEFAULT_REGION
 from titanic_lightning.errors import UsageError
@@ -31,7 +32,7 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"S3 key prefix (default {DEFAULT_PREFIX})")
     p.add_argument("--role", help="IAM role ARN for the job (default $SAGEMAKER_ROLE, or the execution role in SageMaker)")
     p.add_argument("--region", help="AWS region (default: the AWS configuration's)")
-    p.add_argument("--data", default="data", metavar="DIR",
+    p.add_argument("--data", type=path, default="data", metavar="DIR",
                    help="folder with {train,val,test}_data.npz, prepared from the Titanic CSV if missing (default data)")
     p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                    help="a flag of entry/train.py, passed as a hyperparameter; repeatable")

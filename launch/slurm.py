@@ -25,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launch.console import command_parser, log  # noqa: E402
+from launch.console import command_parser, log, path  # noqa: E402
 from launch.options import integer  # noqa: E402
 from titanic_lightning.command import run_command  # noqa: E402
 
@@ -41,11 +41,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--time", default="30", metavar="MIN", help="time limit: minutes, HH:MM:SS or D-HH:MM (default 30)")
     p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                    help="a flag of python -m entry.train, e.g. --hp epochs=50 (repeatable)")
-    p.add_argument("--data", metavar="DIR", help="prepared channels (train_data.npz, ...); default: the entry's data/")
+    p.add_argument("--data", type=path, metavar="DIR", help="prepared channels (train_data.npz, ...); default: the entry's data/")
     p.add_argument("--resume", metavar="JOBID", help="continue that job from jobs/slurm-JOBID/checkpoints/last.ckpt")
     p.add_argument("--wait", action="store_true", help="follow the job's log to its end and record it in --runs-dir")
     p.add_argument("--dry-run", action="store_true", help="print the batch script that would be submitted; submit nothing")
-    p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where finished jobs are recorded (default runs)")
+    p.add_argument("--runs-dir", type=path, default="runs", metavar="DIR", help="where finished jobs are recorded (default runs)")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return p
 

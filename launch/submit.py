@@ -35,7 +35,7 @@ if __package__ in (None, ""):
     # Only what parsing needs is imported here: the rest comes once run_command handles Ctrl-C.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launch.console import command_parser, launcher_errors, log  # noqa: E402
+from launch.console import command_parser, launcher_errors, log, path  # noqa: E402
 from launch.options import add_job_arguments, spec_from_args  # noqa: E402
 from titanic_lightning.command import run_command  # noqa: E402
 from titanic_lightning.errors import UsageError  # noqa: E402
@@ -59,12 +59,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--container-venv", action="store_true",
                    help="with --local: give each host its own environment holding only what the training image "
                         "holds, and install requirements.txt into it as the container does (timed)")
-    p.add_argument("--jobs-dir", default="jobs", metavar="DIR", help="where --local puts job directories (default jobs)")
-    p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where finished jobs are recorded (default runs)")
-    p.add_argument("--prices", metavar="FILE", help="on-demand price table (default launch/prices.json)")
-    modes.add_argument("--compare", nargs="+", metavar="FILE",
+    p.add_argument("--jobs-dir", type=path, default="jobs", metavar="DIR", help="where --local puts job directories (default jobs)")
+    p.add_argument("--runs-dir", type=path, default="runs", metavar="DIR", help="where finished jobs are recorded (default runs)")
+    p.add_argument("--prices", type=path, metavar="FILE", help="on-demand price table (default launch/prices.json)")
+    modes.add_argument("--compare", type=path, nargs="+", metavar="FILE",
                    help="print one table of runs and exit: runs/*.json, jobs/<job>/summary.json, tuning results")
-    p.add_argument("--plot", metavar="FILE",
+    p.add_argument("--plot", type=path, metavar="FILE",
                    help="with --compare: draw time, cost and accuracy per run into FILE (.png, .svg or .pdf)")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return p

@@ -35,7 +35,7 @@ if __package__ in (None, ""):
     # Run by path (`python launch/tune.py`): make the repository importable as the module form is.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launch.console import command_parser, launcher_errors  # noqa: E402
+from launch.console import command_parser, launcher_errors, path  # noqa: E402
 from launch.options import add_job_arguments, integer, spec_from_args  # noqa: E402
 from launch.tuning import result as tuning_result  # noqa: E402
 from launch.tuning import space  # noqa: E402
@@ -70,9 +70,10 @@ def parser() -> argparse.ArgumentParser:
                    help="metric to optimise: val_loss minimised, val_acc and val_auroc maximised (default val_loss)")
     t.add_argument("--no-early-stopping", action="store_true", help="let every trial run to its end")
     t.add_argument("--search-seed", type=integer, default=1, metavar="N", help="seed of the search (default 1)")
-    t.add_argument("--out", default="tuning", metavar="DIR", help="tuning.json and tuning.png go into DIR/<name>/ (default tuning)")
-    t.add_argument("--runs-dir", default="runs", metavar="DIR", help="where each trial is recorded (default runs)")
-    t.add_argument("--prices", metavar="FILE", help="on-demand price table (default launch/prices.json)")
+    t.add_argument("--out", type=path, default="tuning", metavar="DIR",
+                   help="tuning.json and tuning.png go into DIR/<name>/ (default tuning)")
+    t.add_argument("--runs-dir", type=path, default="runs", metavar="DIR", help="where each trial is recorded (default runs)")
+    t.add_argument("--prices", type=path, metavar="FILE", help="on-demand price table (default launch/prices.json)")
     s = p.add_argument_group("on SageMaker")
     s.add_argument("--max-jobs", type=integer, metavar="N",
                    help=f"training jobs in all (default {space.DEFAULT_MAX_JOBS}; grid: every combination)")

@@ -495,6 +495,29 @@ def test_a_dry_run_refuses_a_role_that_is_not_a_role_arn_in_one_line(command, fl
     assert err.strip().splitlines() == [f"error: {source}: not an IAM role ARN (arn:aws:iam::<account>:role/<name>)"]
 
 
+@pytest.mark.parametrize("command, flags, flag", [
+    ("submit", ["--local", "--jobs-dir", ""], "--jobs-dir"), ("submit", ["--local", "--runs-dir", ""], "--runs-dir"),
+    ("submit", ["--local", "--data", ""], "--data"), ("submit", ["--dry-run", "--prices", ""], "--prices"),
+    ("submit", ["--compare", "runs/a.json", ""], "--compare"),
+    ("submit", ["--compare", "runs/a.json", "--plot", ""], "--plot"),
+    ("tune", ["--local", "--out", ""], "--out"), ("tune", ["--local", "--runs-dir", ""], "--runs-dir"),
+    ("tune", ["--local", "--data", ""], "--data"), ("tune", ["--dry-run", "--prices", ""], "--prices"),
+    ("slurm", ["--dry-run", "--data", ""], "--data"), ("slurm", ["--runs-dir", ""], "--runs-dir"),
+])
+def test_an_empty_path_flag_is_refused_in_one_line_not_read_as_this_folder(command, flags, flag, tmp_path, capsys,
+                                                                           monkeypatch):
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(f"launch.{command}")
+    with pytest.raises(SystemExit) as exc:
+        run_command(getattr(module, "_main", module.main), flags)
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and out == "" and list(tmp_path.iterdir()) == []
+    assert err.strip().splitlines() == [f"error: argument {flag}: empty; give a path, or leave the flag out for the "
+                                        f"default (see python launch/{command}.py --help)"]
+
+
 def test_a_wheelhouse_that_cannot_be_built_stops_the_job_before_any_upload(bucket, data_dir, recording, capsys,
                                                                            tmp_path, monkeypatch):
     from launch.jobs import wheelhouse
