@@ -182,6 +182,7 @@ def test_train_fast_dev_run_returns_metrics_and_no_paths(tmp_path, tiny_channels
     assert not (tmp_path / "m").exists() and not (tmp_path / "o").exists()
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # the step is called without a Trainer
 def test_an_evaluation_epoch_is_scored_as_torchmetrics_scores_all_of_its_rows():
     from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
@@ -203,6 +204,7 @@ def test_an_evaluation_epoch_is_scored_as_torchmetrics_scores_all_of_its_rows():
         assert float(values[name]) == pytest.approx(float(value), rel=1e-6), name
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # the step is called without a Trainer
 def test_auroc_of_a_split_with_one_class_is_undefined_not_zero():
     model = TitanicClassifier(input_size=3, hidden_sizes=[4])
     with torch.no_grad():
@@ -289,7 +291,8 @@ def test_epoch_values_reach_loggers_and_callbacks_once_per_epoch(tiny_channels, 
 
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=CSVLogger(tmp_path, name="csv", version=""),
                          callbacks=[Seen()], enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False)
+                         enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
+                         log_every_n_steps=1)
     trainer.fit(model, datamodule=dm)
     with open(tmp_path / "csv" / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
