@@ -37,12 +37,14 @@ BAD_CHANNELS = [
     ("zero rows", dict(X_train=np.ones((0, 2)), y_train=np.zeros(0)), "zero rows"),
     ("nan", dict(X_train=np.array([[np.nan, 1.0]]), y_train=np.zeros(1)), "NaN or infinite"),
     ("inf", dict(X_train=np.array([[np.inf, 1.0]]), y_train=np.zeros(1)), "NaN or infinite"),
+    ("beyond float32", dict(X_train=np.array([[1e300, 1.0]]), y_train=np.zeros(1)), "beyond float32's range"),
     ("labels", dict(X_train=np.ones((2, 2)), y_train=np.array([0, 2])), "labels must be 0 or 1"),
     ("strings", dict(X_train=np.array([["a", "b"]]), y_train=np.zeros(1)), "must be numeric"),
     ("object", dict(X_train=np.array([[1, None]], dtype=object), y_train=np.zeros(1)), "object (pickled)"),
 ]
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # one line: no stray warning of NumPy's before it
 @pytest.mark.parametrize(("case", "arrays", "message"), BAD_CHANNELS, ids=[c[0] for c in BAD_CHANNELS])
 def test_bad_npz_is_a_usage_error_naming_the_file(tmp_path, case, arrays, message):
     path = tmp_path / "bad.npz"

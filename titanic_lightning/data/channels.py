@@ -90,12 +90,12 @@ def read_npz(path: Path, split: str, headers: tuple[str, str, tuple[int, ...]] |
     """Load and check one npz file (`headers`: its `check_headers`, if read); both arrays come back float32."""
     x_key, y_key, _ = headers or check_headers(path, split)
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(path, allow_pickle=False) as npz, np.errstate(over="ignore"):  # overflow is refused below
             X, y = npz[x_key].astype(np.float32, copy=False), npz[y_key]
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise UsageError(f"{path}: not a readable npz file ({exc})") from None
     if not np.isfinite(X).all():
-        raise UsageError(f"{path}: features contain NaN or infinite values")
+        raise UsageError(f"{path}: features contain NaN or infinite values, or values beyond float32's range (3.4e38)")
     if not np.isin(y, (0, 1)).all():
         raise UsageError(f"{path}: labels must be 0 or 1")
     return X, y.astype(np.float32, copy=False)
