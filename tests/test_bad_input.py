@@ -137,6 +137,8 @@ CSV_CASES = {
     # case: (writes the CSV at path from the real one, words the error line must contain)
     "missing file": (_absent, ["no such file"]),
     "unreadable file (dangling symlink)": (_dangling, ["no such file"]),
+    "a folder": (lambda path, _: path.mkdir(parents=True), ["is a folder; give a file"]),
+    "a device": (lambda path, _: path.symlink_to("/dev/null"), ["not a regular file"]),
     "empty file": (lambda path, _: path.write_text(""), ["empty"]),
     "header only": (lambda path, _: path.write_text("PassengerId,Survived,Pclass,Name,Sex,Age\n"), ["no rows"]),
     "missing required columns": (_kaggle(lambda df: df.drop(columns=["Name", "Cabin"])),

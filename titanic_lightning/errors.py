@@ -7,6 +7,8 @@ code 2. This module imports nothing of the project, so the serving bundle copies
 
 from __future__ import annotations
 
+import os
+
 USAGE_EXIT = 2
 FAILURE_EXIT = 1
 SIGTERM_EXIT = 143  # 128 + SIGTERM, what a shell reports for a process ended by the signal
@@ -27,6 +29,12 @@ class Terminated(BaseException):
 
     A BaseException, like KeyboardInterrupt: code that reads a file under `except Exception` must
     not mistake a stop for a damaged file."""
+
+
+def not_a_file(path) -> str:
+    """Why `path`, which is not a regular file, cannot be read as one."""
+    return "is a folder; give a file" if os.path.isdir(path) else (
+        "not a regular file" if os.path.exists(path) else "no such file")
 
 
 def one_line(text: str) -> str:

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from titanic_lightning import environment
-from titanic_lightning.errors import UsageError
+from titanic_lightning.errors import UsageError, not_a_file
 from titanic_lightning.io.atomic import atomic_output
 
 DOWNLOAD_TIMEOUT_S = 30
@@ -31,7 +31,7 @@ def resolve_csv(csv: str | os.PathLike | None = None, env=None) -> Path:
     for given, named in ((csv, "--csv "), (environment.titanic_csv_from_env(env), "TITANIC_CSV=")):
         if given is not None:
             if not Path(given).is_file():
-                raise UsageError(f"{named}{Path(given)}: no such file")
+                raise UsageError(f"{named}{Path(given)}: {not_a_file(given)}")
             return Path(given)
     cached = environment.cache_dir(env) / "titanic.csv"
     if cached.is_file():

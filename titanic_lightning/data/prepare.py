@@ -18,7 +18,7 @@ from titanic_lightning.contracts import PREPROCESSING_FILE, SPLITS, npz_name
 from titanic_lightning.data.columns import read_csv_rows
 from titanic_lightning.data.csv_source import sha256_of
 from titanic_lightning.data.features import DEFAULT_FEATURE_SET, Preprocessor
-from titanic_lightning.errors import UsageError
+from titanic_lightning.errors import UsageError, not_a_file
 from titanic_lightning.io import outputs
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def check_not_overwritten(csv: Path, out: Path, flag: str = "--out") -> None:
 def read_passengers(csv: Path, require_label: bool = True) -> pd.DataFrame:
     """Read a Kaggle-format CSV (labels, where present, 0 or 1), with one-line errors."""
     if not csv.is_file():
-        raise UsageError(f"{csv}: no such file")
+        raise UsageError(f"{csv}: {not_a_file(csv)}")
     try:
         df = read_csv_rows(csv, str(csv))
     except OSError as exc:
