@@ -5,6 +5,7 @@ recorder, and the processes of multi-process training runs."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -141,7 +142,15 @@ class Recording:
     def stop(self) -> list[dict]:
         text = self._call("download-recording")
         self._call("stop-recording")
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        # moto writes an entry and its newline in two writes, so concurrent requests (parallel S3 part
+        # uploads) can leave two entries on one line: read the entries one after another instead.
+        blank = re.compile(r"\s*")
+        decoder, entries, at = json.JSONDecoder(), [], blank.match(text).end()
+        while at < len(text):
+            entry, at = decoder.raw_decode(text, at)
+            entries.append(entry)
+            at = blank.match(text, at).end()
+        return entries
 
     @staticmethod
     def sagemaker_calls(entries: list[dict], target: str) -> list[dict]:
